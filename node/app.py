@@ -1,0 +1,193 @@
+"""The node's aiohttp application: every long-lived resource is one cleanup context, in dependency order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from decimal import Decimal
+from typing import AsyncIterator
+
+import nacl.signing
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from sync import (Database, Discovery, EventStore, PeerStore, SyncEngine, SyncServer, SyncSettings,
+                  add_discovered, make_descriptor, setup_schema)
+
+from .config import Config
+from .errors import NodeError
+from .identity import load_key, node_id
+from .kinds import build_registry
+
+log = logging.getLogger("nnode")
+
+CONFIG = web.AppKey("config", Config)
+KEY = web.AppKey("key", nacl.signing.SigningKey)
+DB = web.AppKey("db", Database)
+STORE = web.AppKey("store", EventStore)
+PEERS = web.AppKey("peers", PeerStore)
+ENGINE = web.AppKey("engine", SyncEngine)
+SYNC_SERVER = web.AppKey("sync_server", SyncServer)
+STARTED = web.AppKey("started", float)
+
+NODE_MIGRATIONS: list = []  # node/ tables (residents, clips...) arrive with their issues
+
+
+def sync_settings(config: Config) -> SyncSettings:
+    """The sync engine's settings from the [sync] section."""
+    s = config.sync
+    return SyncSettings(anti_entropy_interval=s.anti_entropy_interval, push_batch=s.push_batch,
+                        pull_limit=s.pull_limit, max_batch_events=s.max_batch_events,
+                        max_batch_bytes=s.max_batch_bytes, max_skew=s.max_clock_skew, rate=s.rate_limit,
+                        burst=s.rate_burst, request_timeout=s.request_timeout)
+
+
+def coarse_location(config: Config) -> dict[str, int] | None:
+    """The building's location rounded to 0.01 degree (about 1 km), in integer micro-degrees."""
+    if not config.node.latitude:
+        return None
+    def coarse(value: str) -> int:
+        return int(round(Decimal(value), 2) * 1_000_000)
+    return {"lat_e6": coarse(config.node.latitude), "lon_e6": coarse(config.node.longitude)}
+
+
+async def _lock_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Hold an exclusive lock on the data folder so two nodes never share one database."""
+    path = app[CONFIG].node.data_dir / "node.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise NodeError(f"{app[CONFIG].node.data_dir}: another nnode is running with this data folder") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    if not config.db_path.exists():
+        raise NodeError(f"{config.db_path}: no database; run `nnode init` first")
+    db = await Database.open(config.db_path)
+    try:
+        await setup_schema(db)
+        await db.migrate("node", NODE_MIGRATIONS)
+        app[DB] = db
+        app[STORE] = EventStore(db)
+        app[PEERS] = PeerStore(db)
+        yield
+    finally:
+        await db.close()
+
+
+async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = SyncEngine(app[KEY], app[STORE], app[PEERS], build_registry(), sync_settings(config))
+    for peer in config.sync.peers:
+        await app[PEERS].seen(peer.key, name="", url=peer.url, source="config", approve=True)
+    for key in config.sync.trusted_keys:
+        if (known := await app[PEERS].get(key)) is not None and not known.approved:
+            await app[PEERS].approve(key)
+    app[ENGINE] = engine
+    app[SYNC_SERVER] = SyncServer(engine, lambda: make_descriptor(app[KEY], name=config.node.name,
+                                                                  location=coarse_location(config)))
+    await engine.start()
+    try:
+        yield
+    finally:
+        await engine.close()
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = app[STORE]
+
+    async def purge() -> None:
+        dropped = await store.purge_expired()
+        if dropped:
+            log.info("expired bodies purged", extra={"count": dropped})
+
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(purge, "interval", seconds=app[CONFIG].events.purge_interval, id="purge-expired",
+                      max_instances=1, coalesce=True)
+    scheduler.start()
+    await purge()
+    try:
+        yield
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    if not config.discovery.enabled:
+        yield
+        return
+    engine = app[ENGINE]
+    trusted = set(config.sync.trusted_keys)
+
+    async def found(key: str, name: str, url: str) -> None:
+        peer = await add_discovered(engine, key, url, source="mdns", trusted=key in trusted)
+        log.info("node discovered", extra={"peer": key, "peer_name": peer.name, "url": url, "state": peer.state})
+
+    discovery = Discovery(key=node_id(app[KEY]), name=config.node.name, port=config.http.port,
+                          interfaces=list(config.discovery.interfaces), on_found=found)
+    await discovery.start()
+    try:
+        yield
+    finally:
+        await discovery.close()
+
+
+async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
+    from .control import control_app
+
+    path = app[CONFIG].control_socket
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    runner = web.AppRunner(control_app(app), access_log=None)
+    await runner.setup()
+    site = web.UnixSite(runner, str(path))
+    await site.start()
+    os.chmod(path, 0o600)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> web.Application:
+    """The node app: API, sync endpoints and background work, for `config`'s data folder."""
+    from .routes import add_routes, error_middleware
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.sync.max_batch_bytes)
+    app[CONFIG] = config
+    app[KEY] = key or load_key(config.key_path)
+    app[STARTED] = time.time()
+    app.cleanup_ctx.extend([_lock_ctx, _database_ctx, _engine_ctx, _scheduler_ctx, _control_ctx, _discovery_ctx])
+    add_routes(app)
+    return app
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run the node until `stop` is set (or forever)."""
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+        await site.start()
+        log.info("node serving", extra={"node": node_id(app[KEY]), "host": config.http.host,
+                                        "port": config.http.port})
+        if ready is not None:
+            ready.set()
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()

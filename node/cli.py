@@ -1,0 +1,326 @@
+"""The `nnode` command line: set up, run and manage a node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import aiohttp
+
+from sync import Database, PeerStore, PeerUnreachable, EventStore, setup_schema
+
+from . import __version__
+from .config import Config, load, render_example
+from .errors import ConfigError, NodeError, NotInitialised
+from .identity import create_data_dir, create_key, load_key, node_id, short_id
+from .logs import setup_logging
+
+DEFAULT_CONFIG = Path("/etc/nnode/config.toml")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get("NNODE_CONFIG")
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    config = load(path)
+    if args.data_dir:
+        config = config.replace(node={"data_dir": Path(args.data_dir).expanduser().resolve()})
+    return config
+
+
+# -- talking to the running node --------------------------------------------------------------------------------
+
+async def _control(config: Config, method: str, path: str, body: Any = None) -> Any:
+    """Call the running node's control socket; NotInitialised if it is not running."""
+    if not config.control_socket.exists():
+        raise NotInitialised(f"the node is not running (no control socket at {config.control_socket}); "
+                             "start it with `nnode run`")
+    connector = aiohttp.UnixConnector(path=str(config.control_socket))
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.request(method, f"http://node{path}", json=body) as resp:
+                value = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    raise NodeError(value.get("error", f"HTTP {resp.status}"))
+                return value
+    except aiohttp.ClientConnectionError as exc:
+        raise NotInitialised(f"the node is not running ({config.control_socket}: {exc})") from exc
+
+
+async def _open_db(config: Config) -> Database:
+    if not config.db_path.exists():
+        raise NotInitialised(f"{config.db_path}: no database; run `nnode init` first")
+    db = await Database.open(config.db_path)
+    await setup_schema(db)
+    return db
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+
+async def cmd_init(config: Config, args: argparse.Namespace) -> int:
+    """Create the data folder, the key and the database."""
+    create_data_dir(config.node.data_dir)
+    if config.key_path.exists():
+        key = load_key(config.key_path)
+        created = False
+    else:
+        key = create_key(config.key_path)
+        created = True
+    db = await Database.open(config.db_path)
+    try:
+        await setup_schema(db)
+        from .app import NODE_MIGRATIONS
+        await db.migrate("node", NODE_MIGRATIONS)
+    finally:
+        await db.close()
+    print(f"{'initialised' if created else 'already initialised'}: {config.node.data_dir}")
+    print(f"node id: {node_id(key)}")
+    return 0
+
+
+async def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM."""
+    from .app import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(config, stop=stop)
+    return 0
+
+
+def _print_peers(peers: Sequence[dict]) -> None:
+    if not peers:
+        print("no peers yet (discovered nodes appear here as pending)")
+        return
+    now = time.time()
+    for p in peers:
+        sync = f"synced {int(now - p['last_sync'])} s ago" if p.get("last_sync") else "never synced"
+        lag = f", lag {p['lag']}" if p.get("lag") else ""
+        error = f", last error: {p['last_error']}" if p.get("last_error") else ""
+        print(f"{p['state']:9} {short_id(p['key'])}  {p['name'] or '-':24} {p['url'] or '-':28} "
+              f"[{p['source']}] {sync}{lag}{error}")
+
+
+async def _peer_dicts(db: Database) -> list[dict]:
+    return [dataclasses.asdict(p) for p in await PeerStore(db).list()]
+
+
+async def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    """Show the node: running or not, events, peers, quarantined authors."""
+    try:
+        status = await _control(config, "GET", "/control/status")
+    except NotInitialised:
+        key = load_key(config.key_path)
+        db = await _open_db(config)
+        try:
+            store = EventStore(db)
+            status = {"node": node_id(key), "name": config.node.name, "running": False,
+                      "db": str(config.db_path), "db_ok": await db.integrity_ok(), "events": await store.count(),
+                      "by_kind": await store.counts_by_kind(), "peers": await _peer_dicts(db),
+                      "quarantined": await store.quarantined()}
+        finally:
+            await db.close()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"node      {status['node']}  ({status['name']})")
+    print(f"state     {'running, up ' + str(status['uptime_s']) + ' s on ' + status['listen'] if status['running'] else 'not running'}")
+    print(f"database  {status['db']}  integrity {'ok' if status['db_ok'] else 'FAILED'}")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(status["by_kind"].items())) or "none"
+    print(f"events    {status['events']}  ({kinds})")
+    if status.get("rejected"):
+        print("rejected  " + ", ".join(f"{k} {v}" for k, v in sorted(status["rejected"].items())))
+    print("peers")
+    _print_peers(status["peers"])
+    for author, q in status["quarantined"].items():
+        print(f"QUARANTINED author {short_id(author)}: {q['reason']} (nnode quarantine release {author[:16]})")
+    return 0
+
+
+async def _nudge(config: Config) -> None:
+    with contextlib.suppress(NodeError):
+        await _control(config, "POST", "/control/peers-changed")
+
+
+async def cmd_peer(config: Config, args: argparse.Namespace) -> int:
+    """nnode peer list|approve|remove|add."""
+    db = await _open_db(config)
+    try:
+        peers = PeerStore(db)
+        if args.action == "list":
+            _print_peers(await _peer_dicts(db))
+            return 0
+        if args.action == "add":
+            from sync._client import PeerClient
+            async with aiohttp.ClientSession() as session:
+                client = PeerClient(session, load_key(config.key_path))
+                try:
+                    descriptor = await client.descriptor(args.target, expect_key=args.key)
+                except PeerUnreachable as exc:
+                    raise NodeError(str(exc)) from exc
+            await peers.seen(descriptor["node"], name=descriptor["name"], url=args.target, source="manual",
+                             approve=True)
+            print(f"approved {descriptor['node']} ({descriptor['name']}) at {args.target}")
+        else:
+            try:
+                peer = await peers.resolve(args.target)
+            except LookupError as exc:
+                raise NodeError(str(exc)) from exc
+            if args.action == "approve":
+                await peers.approve(peer.key)
+                print(f"approved {peer.key} ({peer.name or peer.url})")
+            else:
+                await peers.remove(peer.key)
+                print(f"removed {peer.key} ({peer.name or peer.url})")
+    finally:
+        await db.close()
+    await _nudge(config)
+    return 0
+
+
+async def cmd_publish(config: Config, args: argparse.Namespace) -> int:
+    """Publish a notice to the neighborhood."""
+    body = {"text": args.text} | ({"title": args.title} if args.title else {})
+    event = await _control(config, "POST", "/control/publish", {"kind": "notice", "body": body, "ttl": args.ttl})
+    print(f"published {event['id']} (seq {event['seq']})")
+    return 0
+
+
+async def cmd_delete(config: Config, args: argparse.Namespace) -> int:
+    """Delete one of this node's events everywhere with a tombstone."""
+    event = await _control(config, "POST", "/control/delete", {"id": args.id})
+    print(f"tombstone {event['id']} published for {args.id}")
+    return 0
+
+
+async def cmd_events(config: Config, args: argparse.Namespace) -> int:
+    """List recent events."""
+    query = f"?limit={args.limit}" + (f"&kind={args.kind}" if args.kind else "")
+    for event in await _control(config, "GET", "/control/events" + query):
+        body = json.dumps(event["body"], ensure_ascii=False) if event["body"] is not None else "(body dropped)"
+        print(f"{event['kind']:10} {short_id(event['author'])}#{event['seq']:<5} {event['id'][:16]} {body[:100]}")
+    return 0
+
+
+async def cmd_quarantine(config: Config, args: argparse.Namespace) -> int:
+    """List quarantined authors or release one."""
+    if args.action == "release":
+        await _control(config, "POST", "/control/release", {"author": args.author})
+        print(f"released {args.author}")
+        return 0
+    db = await _open_db(config)
+    try:
+        for author, q in (await EventStore(db).quarantined()).items():
+            print(f"{author}  {q['reason']}  since {time.strftime('%Y-%m-%d %H:%M', time.gmtime(q['at']))} UTC")
+    finally:
+        await db.close()
+    return 0
+
+
+async def cmd_config_example(config: Config, args: argparse.Namespace) -> int:
+    """Print config.example.toml."""
+    sys.stdout.write(render_example())
+    return 0
+
+
+async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    """Initialise ./demo-data if needed, publish a welcome notice and run."""
+    from .app import serve
+
+    if not config.key_path.exists():
+        await cmd_init(config, args)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = asyncio.create_task(serve(config, ready=ready, stop=stop))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if server.done():
+        waiter.cancel()
+        return await server or 0
+    await _control(config, "POST", "/control/publish", {"kind": "notice", "ttl": 3600, "body": {
+        "title": "Welcome", "text": "This demo node is running. Try `nnode --data-dir demo-data status`."}})
+    print(f"demo node on http://127.0.0.1:{config.http.port} (healthz, metrics, /.well-known/nnode); "
+          f"Ctrl-C stops it", flush=True)
+    await server
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    parser = argparse.ArgumentParser(prog="nnode", description="Neighborhood Node: a privacy-first "
+                                     "neighborhood safety appliance.")
+    parser.add_argument("--config", help=f"config file (default: $NNODE_CONFIG, else {DEFAULT_CONFIG} if present)")
+    parser.add_argument("--data-dir", help="override node.data_dir")
+    parser.add_argument("--version", action="version", version=f"nnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create the data folder, node key and database").set_defaults(func=cmd_init)
+    sub.add_parser("run", help="run the node").set_defaults(func=cmd_run)
+    sub.add_parser("demo", help="initialise if needed and run a demo node").set_defaults(func=cmd_demo)
+    status = sub.add_parser("status", help="show the node, its events and peers")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    peer = sub.add_parser("peer", help="list, approve, remove or add peers")
+    peer_sub = peer.add_subparsers(dest="action", required=True)
+    peer_sub.add_parser("list")
+    for action in ("approve", "remove"):
+        p = peer_sub.add_parser(action)
+        p.add_argument("target", metavar="KEY", help="peer key or its first 8+ hex digits")
+    add = peer_sub.add_parser("add", help="add and approve a peer on another network by URL")
+    add.add_argument("target", metavar="URL")
+    add.add_argument("--key", help="expected node key (refuse if the descriptor names another)")
+    peer.set_defaults(func=cmd_peer)
+    publish = sub.add_parser("publish", help="publish a notice to the neighborhood")
+    publish.add_argument("text")
+    publish.add_argument("--title")
+    publish.add_argument("--ttl", type=int, default=86_400, help="seconds until it expires (default 86400)")
+    publish.set_defaults(func=cmd_publish)
+    delete = sub.add_parser("delete", help="delete one of this node's events (tombstone)")
+    delete.add_argument("id")
+    delete.set_defaults(func=cmd_delete)
+    events = sub.add_parser("events", help="list recent events")
+    events.add_argument("--kind")
+    events.add_argument("--limit", type=int, default=20)
+    events.set_defaults(func=cmd_events)
+    quarantine = sub.add_parser("quarantine", help="authors quarantined for equivocation")
+    q_sub = quarantine.add_subparsers(dest="action", required=True)
+    q_sub.add_parser("list")
+    release = q_sub.add_parser("release")
+    release.add_argument("author")
+    quarantine.set_defaults(func=cmd_quarantine)
+    sub.add_parser("config-example", help="print config.example.toml").set_defaults(func=cmd_config_example)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `nnode` console script."""
+    args = build_parser().parse_args(argv)
+    os.umask(0o077)  # the database, key and socket are for the node's user only
+    try:
+        config = _config(args)
+        if args.command == "demo" and not args.data_dir and config.source == "<defaults>":
+            config = config.replace(node={"data_dir": Path("demo-data").resolve(), "name": "Demo building"},
+                                    log={"format": "text"})
+        setup_logging(config.log.level, config.log.format)
+        return asyncio.run(args.func(config, args))
+    except ConfigError as exc:
+        print(f"nnode: config error: {exc}", file=sys.stderr)
+        return 2
+    except NodeError as exc:
+        print(f"nnode: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,328 @@
+"""Configuration: one settings table is the single source of keys, types, defaults and help.
+
+A TOML file is validated strictly against it: an unknown key, a wrong type or a bad value is a ConfigError naming
+the file, the key path and what was expected. `config.example.toml` is rendered from the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+Check = Callable[[Any], str | None]  # returns what was expected, or None if fine
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One config key: dotted path, TOML type, default, help text and an optional value check."""
+
+    path: str
+    type: type
+    default: Any
+    help: str
+    check: Check | None = None
+    expected: str = ""
+
+
+def _range(low: float, high: float | None = None, unit: str = "") -> Check:
+    def check(value: Any) -> str | None:
+        if value < low or (high is not None and value > high):
+            upper = f" and <= {high}" if high is not None else ""
+            return f"a number >= {low}{upper}{unit}"
+        return None
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
+def _decimal_degrees(limit: int) -> Check:
+    def check(value: str) -> str | None:
+        if value == "":
+            return None
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite() or abs(number) > limit or not re.fullmatch(r"-?\d+(\.\d+)?", value):
+            return f'a decimal string in degrees between -{limit} and {limit}, like "40.7128", or ""'
+        return None
+    return check
+
+
+def _hex_keys(value: list) -> str | None:
+    if all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{64}", k) for k in value):
+        return None
+    return "a list of node keys (64 lowercase hex digits each)"
+
+
+def _static_peers(value: list) -> str | None:
+    expected = 'a list of tables {url = "http://host:port", key = "<64 hex digits>"}'
+    for item in value:
+        if (not isinstance(item, dict) or set(item) != {"url", "key"} or not isinstance(item["url"], str)
+                or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", item["url"])
+                or not isinstance(item["key"], str) or not re.fullmatch(r"[0-9a-f]{64}", item["key"])):
+            return expected
+    return None
+
+
+def _addresses(value: list) -> str | None:
+    import ipaddress
+    try:
+        for item in value:
+            ipaddress.IPv4Address(item)
+    except (ValueError, TypeError):
+        return "a list of IPv4 addresses of this host"
+    return None
+
+
+SETTINGS: list[Setting] = [
+    Setting("node.name", str, "Neighborhood Node", "Name shown to peers and residents."),
+    Setting("node.data_dir", str, "/var/lib/nnode", "Folder for the database and the node key (created by "
+            "`nnode init`, mode 0700)."),
+    Setting("node.latitude", str, "", "Building latitude as a decimal string; published to peers rounded to "
+            "about 1 km. Empty: not published.", _decimal_degrees(90)),
+    Setting("node.longitude", str, "", "Building longitude as a decimal string (see latitude).",
+            _decimal_degrees(180)),
+    Setting("http.host", str, "0.0.0.0", "Address the HTTP server listens on."),
+    Setting("http.port", int, 8470, "TCP port of the HTTP server (API, web app and sync).", _range(1, 65535)),
+    Setting("sync.anti_entropy_interval", int, 30, "Seconds between pulls from every approved peer, which "
+            "repair whatever pushes missed.", _range(1, 86400, " (seconds)")),
+    Setting("sync.push_batch", int, 200, "Most events sent in one push.", _range(1, 1000)),
+    Setting("sync.pull_limit", int, 1000, "Most events asked for in one pull response.", _range(1, 10000)),
+    Setting("sync.max_batch_events", int, 1000, "Most events accepted in one push or served in one pull.",
+            _range(1, 10000)),
+    Setting("sync.max_batch_bytes", int, 8 * 1024 * 1024, "Largest push body accepted, in bytes.",
+            _range(65536, 256 * 1024 * 1024)),
+    Setting("sync.max_clock_skew", int, 60, "Largest difference, in seconds, between a signed sync request's "
+            "creation time and this node's clock.", _range(5, 3600)),
+    Setting("sync.rate_limit", int, 50, "Sync requests per second allowed from one peer after its burst.",
+            _range(1, 100000)),
+    Setting("sync.rate_burst", int, 200, "Sync requests one peer may make at once.", _range(1, 100000)),
+    Setting("sync.request_timeout", int, 30, "Seconds to wait on a peer's reply.", _range(1, 600)),
+    Setting("sync.trusted_keys", list, [], "Node keys approved as soon as they are discovered on the LAN "
+            "(others wait for `nnode peer approve`).", _hex_keys),
+    Setting("sync.peers", list, [], "Peers on other networks, approved by being listed here: "
+            '[{url = "http://host:8470", key = "<node key>"}].', _static_peers),
+    Setting("discovery.enabled", bool, True, "Advertise this node and browse for others with mDNS "
+            "(_nnode._tcp.local.)."),
+    Setting("discovery.interfaces", list, [], "IPv4 addresses to advertise and browse on; empty: every "
+            "non-loopback address.", _addresses),
+    Setting("events.purge_interval", int, 300, "Seconds between purges of expired event bodies (headers and "
+            "tombstones are kept).", _range(10, 86400)),
+    Setting("log.level", str, "info", "Log level.", _one_of("debug", "info", "warning", "error")),
+    Setting("log.format", str, "json", "Log format: one JSON object per line, or text for a terminal.",
+            _one_of("json", "text")),
+]
+_BY_PATH = {s.path: s for s in SETTINGS}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean (true or false)", list: "a list"}
+
+
+@dataclass(frozen=True)
+class StaticPeer:
+    """A configured peer on another network."""
+
+    url: str
+    key: str
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    """[node]"""
+
+    name: str
+    data_dir: Path
+    latitude: str
+    longitude: str
+
+
+@dataclass(frozen=True)
+class HttpSection:
+    """[http]"""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SyncSection:
+    """[sync]"""
+
+    anti_entropy_interval: int
+    push_batch: int
+    pull_limit: int
+    max_batch_events: int
+    max_batch_bytes: int
+    max_clock_skew: int
+    rate_limit: int
+    rate_burst: int
+    request_timeout: int
+    trusted_keys: tuple[str, ...]
+    peers: tuple[StaticPeer, ...]
+
+
+@dataclass(frozen=True)
+class DiscoverySection:
+    """[discovery]"""
+
+    enabled: bool
+    interfaces: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EventsSection:
+    """[events]"""
+
+    purge_interval: int
+
+
+@dataclass(frozen=True)
+class LogSection:
+    """[log]"""
+
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    node: NodeSection
+    http: HttpSection
+    sync: SyncSection
+    discovery: DiscoverySection
+    events: EventsSection
+    log: LogSection
+    source: str = "<defaults>"
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file."""
+        return self.node.data_dir / "node.db"
+
+    @property
+    def key_path(self) -> Path:
+        """The node's private key file (mode 0600)."""
+        return self.node.data_dir / "node.key"
+
+    @property
+    def control_socket(self) -> Path:
+        """The Unix socket the CLI uses to reach the running node."""
+        return self.node.data_dir / "control.sock"
+
+    def replace(self, **sections: Any) -> "Config":
+        """A copy with some sections' fields replaced: replace(node={"data_dir": Path(...)})."""
+        changes = {name: dataclasses.replace(getattr(self, name), **fields) for name, fields in sections.items()}
+        return dataclasses.replace(self, **changes)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]} ({type(value).__name__})"
+
+
+def _check(source: str, setting: Setting, value: Any) -> Any:
+    if type(value) is not setting.type:
+        raise ConfigError(f"{source}: {setting.path}: expected {_TYPE_NAMES[setting.type]}, got {_describe(value)}")
+    if setting.check is not None:
+        expected = setting.check(value)
+        if expected is not None:
+            raise ConfigError(f"{source}: {setting.path}: expected {expected}, got {_describe(value)}")
+    return value
+
+
+def _flatten(source: str, table: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if path in _BY_PATH:
+            flat[path] = _check(source, _BY_PATH[path], value)
+        elif isinstance(value, dict) and any(p.startswith(path + ".") for p in _BY_PATH):
+            flat.update(_flatten(source, value, path + "."))
+        else:
+            sections = sorted({p.split(".")[0] for p in _BY_PATH})
+            known = [p for p in _BY_PATH if p.startswith(prefix)] if prefix else sections
+            raise ConfigError(f"{source}: {path}: unknown key (expected one of: {', '.join(known)})")
+    return flat
+
+
+def build(values: dict[str, Any], source: str = "<defaults>") -> Config:
+    """A Config from flat {path: value} overrides on top of the defaults."""
+    merged = {s.path: s.default for s in SETTINGS} | values
+    section = {name: {p.split(".", 1)[1]: v for p, v in merged.items() if p.startswith(name + ".")}
+               for name in ("node", "http", "sync", "discovery", "events", "log")}
+    section["node"]["data_dir"] = Path(section["node"]["data_dir"]).expanduser()
+    section["sync"]["trusted_keys"] = tuple(section["sync"]["trusted_keys"])
+    section["sync"]["peers"] = tuple(StaticPeer(**p) for p in section["sync"]["peers"])
+    section["discovery"]["interfaces"] = tuple(section["discovery"]["interfaces"])
+    if bool(section["node"]["latitude"]) != bool(section["node"]["longitude"]):
+        raise ConfigError(f"{source}: node.latitude: expected latitude and longitude both set or both empty")
+    return Config(node=NodeSection(**section["node"]), http=HttpSection(**section["http"]),
+                  sync=SyncSection(**section["sync"]), discovery=DiscoverySection(**section["discovery"]),
+                  events=EventsSection(**section["events"]), log=LogSection(**section["log"]), source=source)
+
+
+def load(path: Path | str | None) -> Config:
+    """Load and validate a TOML config file; None gives the defaults."""
+    if path is None:
+        return build({})
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        table = tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    return build(_flatten(str(path), table), str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def render_example() -> str:
+    """config.example.toml: every key with its help text and default."""
+    out = ["# Neighborhood Node configuration. Every key is optional; the values shown are the defaults.",
+           "# Generated from node/config.py (nnode config-example); a test keeps the two equal.", ""]
+    section = None
+    for setting in SETTINGS:
+        name, key = setting.path.split(".", 1)
+        if name != section:
+            if section is not None:
+                out.append("")
+            out.append(f"[{name}]")
+            section = name
+        out.extend("# " + line for line in _wrap(setting.help))
+        out.append(f"{key} = {_toml_value(setting.default)}")
+    return "\n".join(out) + "\n"
+
+
+def _wrap(text: str, width: int = 110) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + [line] if line else lines

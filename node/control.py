@@ -1,0 +1,106 @@
+"""The control API on a Unix socket in the data folder (mode 0600): how the CLI talks to the running node.
+
+Being able to open the socket is the credential, as with the database and key beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from sync import Event, SyncError
+
+from .app import CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE
+from .errors import BadRequest, NotFound
+from .identity import node_id
+from .routes import error_middleware
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event for display: its header, id and decoded body (None once dropped)."""
+    return event.header() | {"id": event.id, "body": event.body_value()}
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        value = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequest("request body must be a JSON object")
+    return value
+
+
+def control_app(node: web.Application) -> web.Application:
+    """The control application bound to the running node `node`."""
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(await gather_status(node))
+
+    async def publish(request: web.Request) -> web.Response:
+        body = await _body(request)
+        kind, content, ttl = body.get("kind"), body.get("body"), body.get("ttl")
+        if not isinstance(kind, str) or type(ttl) is not int or ttl < 1:
+            raise BadRequest("publish needs 'kind' (string), 'body' and 'ttl' (positive integer seconds)")
+        try:
+            event = await node[ENGINE].publish(kind, content, ttl=ttl)
+        except SyncError as exc:
+            raise BadRequest(str(exc)) from exc
+        return web.json_response(event_json(event))
+
+    async def delete(request: web.Request) -> web.Response:
+        body = await _body(request)
+        try:
+            event = await node[ENGINE].delete(str(body.get("id", "")))
+        except SyncError as exc:
+            raise NotFound(str(exc)) from exc
+        return web.json_response(event_json(event))
+
+    async def events(request: web.Request) -> web.Response:
+        try:
+            limit = min(int(request.query.get("limit", "50")), 1000)
+        except ValueError:
+            raise BadRequest("limit must be an integer") from None
+        found = await node[STORE].recent(limit, request.query.get("kind") or None)
+        return web.json_response([event_json(e) for e in found])
+
+    async def peers_changed(request: web.Request) -> web.Response:
+        node[ENGINE].wake()
+        return web.json_response({"ok": True})
+
+    async def release(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if not await node[STORE].release(str(body.get("author", ""))):
+            raise NotFound("that author is not quarantined")
+        return web.json_response({"ok": True})
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/control/status", status)
+    app.router.add_post("/control/publish", publish)
+    app.router.add_post("/control/delete", delete)
+    app.router.add_get("/control/events", events)
+    app.router.add_post("/control/peers-changed", peers_changed)
+    app.router.add_post("/control/release", release)
+    return app
+
+
+async def gather_status(node: web.Application) -> dict[str, Any]:
+    """What `nnode status` shows about a running node."""
+    config = node[CONFIG]
+    peers = await node[PEERS].list()
+    engine = node[ENGINE]
+    return {
+        "node": node_id(node[KEY]), "name": config.node.name, "running": True,
+        "uptime_s": int(time.time() - node[STARTED]), "listen": f"{config.http.host}:{config.http.port}",
+        "db": str(config.db_path), "db_ok": await node[DB].integrity_ok(),
+        "events": await node[STORE].count(), "by_kind": await node[STORE].counts_by_kind(),
+        "rejected": dict(engine.stats.rejected), "refused": dict(engine.stats.refused),
+        "peers": [{"key": p.key, "name": p.name, "url": p.url, "state": p.state, "source": p.source,
+                   "last_sync": p.last_sync, "lag": p.lag, "last_error": p.last_error} for p in peers],
+        "quarantined": await node[STORE].quarantined(),
+    }
+
+
+__all__ = ["control_app", "gather_status", "event_json"]

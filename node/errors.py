@@ -1,0 +1,45 @@
+"""Errors of the appliance.
+
+NodeError                 root of every error node/ raises
+├── ConfigError           the config file is unreadable or invalid (CLI exit status 2)
+├── NotInitialised        no data folder or key yet: run `nnode init`
+├── NotFound              a requested record does not exist (404)
+└── BadRequest            a request body or parameter is invalid (400)
+"""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Root of every error raised by node/."""
+
+    status = 500
+    reason = "internal"
+
+
+class ConfigError(NodeError):
+    """The config file is unreadable or invalid."""
+
+    status = 500
+    reason = "config"
+
+
+class NotInitialised(NodeError):
+    """The data folder, database or key does not exist yet."""
+
+    status = 500
+    reason = "not_initialised"
+
+
+class NotFound(NodeError):
+    """A requested record does not exist."""
+
+    status = 404
+    reason = "not_found"
+
+
+class BadRequest(NodeError):
+    """A request body or parameter is invalid."""
+
+    status = 400
+    reason = "bad_request"

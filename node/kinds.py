@@ -1,0 +1,26 @@
+"""The event kinds this node accepts, registered with the sync layer (alerts, requests... join here later)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync import KindRegistry, require_fields
+
+NOTICE = "notice"
+NOTICE_MAX_CHARS = 2000
+
+
+def validate_notice(body: Any) -> None:
+    """A notice: a manager's short message to the neighborhood."""
+    require_fields(body, {"text": str}, {"title": str})
+    if not body["text"].strip() or len(body["text"]) > NOTICE_MAX_CHARS:
+        raise ValueError(f"field 'text' must hold 1 to {NOTICE_MAX_CHARS} characters")
+    if len(body.get("title", "")) > 200:
+        raise ValueError("field 'title' must hold at most 200 characters")
+
+
+def build_registry() -> KindRegistry:
+    """The registry of every kind this node accepts."""
+    registry = KindRegistry()
+    registry.register(NOTICE, validate_notice, max_ttl=90 * 86_400)
+    return registry

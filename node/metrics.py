@@ -1,0 +1,80 @@
+"""Prometheus metrics, gathered from the store and the sync engine at scrape time."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from sync import EventStore, PeerStore, SyncEngine
+
+from .identity import short_id
+
+
+class _Snapshot:
+    """Metric families built by `render_metrics` and handed to the registry's collect()."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self.families)
+
+
+async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore, started: float) -> bytes:
+    """The Prometheus text exposition of this node's metrics."""
+    now = time.time()
+    stats = engine.stats
+    families: list[Metric] = []
+
+    stored = GaugeMetricFamily("nnode_events_stored", "Events (headers) held, by kind.", labels=["kind"])
+    for kind, count in sorted((await store.counts_by_kind()).items()):
+        stored.add_metric([kind], count)
+    families.append(stored)
+    families.append(CounterMetricFamily("nnode_events_accepted", "Events stored since start (new or body filled).",
+                                        value=stats.stored))
+    families.append(CounterMetricFamily("nnode_events_duplicate", "Events received again and ignored (by id).",
+                                        value=stats.duplicates))
+    rejected = CounterMetricFamily("nnode_events_rejected", "Events refused since start, by reason.",
+                                   labels=["reason"])
+    for reason, count in sorted(stats.rejected.items()):
+        rejected.add_metric([reason], count)
+    families.append(rejected)
+    refused = CounterMetricFamily("nnode_sync_requests_refused", "Sync requests refused (auth, approval, rate), "
+                                  "by reason.", labels=["reason"])
+    for reason, count in sorted(stats.refused.items()):
+        refused.add_metric([reason], count)
+    families.append(refused)
+    families.append(CounterMetricFamily("nnode_push_dropped", "Events not pushed (peer down or outbox full); "
+                                        "anti-entropy repairs them.", value=stats.push_dropped))
+
+    peer_list = await peers.list()
+    by_state = GaugeMetricFamily("nnode_peers", "Known peers, by state.", labels=["state"])
+    for state in ("approved", "pending"):
+        by_state.add_metric([state], sum(1 for p in peer_list if p.state == state))
+    families.append(by_state)
+    last_sync = GaugeMetricFamily("nnode_peer_last_sync_timestamp_seconds", "Unix time of the last successful "
+                                  "sync round with each approved peer.", labels=["peer", "name"])
+    age = GaugeMetricFamily("nnode_peer_sync_age_seconds", "Seconds since the last successful sync round.",
+                            labels=["peer", "name"])
+    lag = GaugeMetricFamily("nnode_peer_sync_lag_events", "Events the peer held that this node lacked after the "
+                            "last sync round.", labels=["peer", "name"])
+    for peer in peer_list:
+        if not peer.approved or peer.last_sync is None:
+            continue
+        labels = [short_id(peer.key), peer.name]
+        last_sync.add_metric(labels, peer.last_sync)
+        age.add_metric(labels, max(0.0, now - peer.last_sync))
+        lag.add_metric(labels, peer.lag or 0)
+    families += [last_sync, age, lag]
+    families.append(GaugeMetricFamily("nnode_quarantined_authors", "Authors quarantined for equivocation.",
+                                      value=len(await store.quarantined())))
+    families.append(GaugeMetricFamily("nnode_uptime_seconds", "Seconds since the node started.", value=now - started))
+
+    snapshot = _Snapshot()
+    snapshot.families = families
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(snapshot)
+    return generate_latest(registry)

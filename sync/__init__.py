@@ -1,0 +1,33 @@
+"""Neighborhood Node federation library: signed events, their store, the sync protocol and discovery.
+
+sync/ knows nothing of cameras, residents or agencies; node/ registers its event kinds and uses this package.
+"""
+
+from ._canonical import MAX_SAFE_INT, canonical, decode
+from ._db import Database, DatabaseError
+from ._descriptor import BadDescriptor, check_descriptor, make_descriptor
+from ._discovery import SERVICE_TYPE, Discovery
+from ._engine import IngestResult, SyncEngine, SyncSettings, add_discovered
+from ._errors import (AuthError, AuthorQuarantined, BadSignature, BatchTooLarge, BodyHashMismatch, Equivocation,
+                      EventRejected, Expired, FloatNotAllowed, FutureTimestamp, InvalidBody, MalformedEvent,
+                      NonCanonical, OversizedEvent, PeerNotApproved, PeerUnreachable, RateLimited, SyncError,
+                      UnknownKind)
+from ._event import (MAX_EVENT_BYTES, MAX_FUTURE_SKEW, SIGNATURE_DOMAIN, Event, create_event, parse_event,
+                     sha256_hex, verify_signature)
+from ._httpsig import sign_request, verify_request
+from ._kinds import TOMBSTONE, KindRegistry, require_fields
+from ._peers import APPROVED, PENDING, Peer, PeerStore
+from ._schema import setup_schema
+from ._server import ENDPOINTS as SYNC_ENDPOINTS, SyncServer
+from ._store import EventStore
+
+__all__ = [
+    "APPROVED", "AuthError", "AuthorQuarantined", "BadDescriptor", "BadSignature", "BatchTooLarge",
+    "BodyHashMismatch", "Database", "DatabaseError", "Discovery", "Equivocation", "Event", "EventRejected",
+    "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp", "IngestResult", "InvalidBody", "KindRegistry",
+    "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "MAX_SAFE_INT", "MalformedEvent", "NonCanonical", "OversizedEvent",
+    "PENDING", "Peer", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited", "SERVICE_TYPE",
+    "SIGNATURE_DOMAIN", "SYNC_ENDPOINTS", "SyncEngine", "SyncError", "SyncServer", "SyncSettings", "TOMBSTONE", "UnknownKind",
+    "add_discovered", "canonical", "check_descriptor", "create_event", "decode", "make_descriptor", "parse_event",
+    "require_fields", "setup_schema", "sha256_hex", "sign_request", "verify_request", "verify_signature",
+]

@@ -1,0 +1,105 @@
+"""Outbound sync calls: signed requests to one peer's heads, pull and push endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import AsyncIterator, Sequence
+
+import aiohttp
+import nacl.signing
+
+from ._descriptor import check_descriptor
+from ._errors import PeerUnreachable
+from ._event import MAX_EVENT_BYTES
+from ._httpsig import sign_request
+
+NDJSON = "application/x-ndjson"
+MORE_HEADER = "Nnode-More"
+REQUEST_TIMEOUT = 30.0
+
+
+class PeerClient:
+    """Signed HTTP calls to peers, over one shared aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession, key: nacl.signing.SigningKey,
+                 *, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.session = session
+        self.key = key
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
+
+    def _signed(self, method: str, url: str, body: bytes | None, content_type: str | None) -> dict[str, str]:
+        headers = sign_request(self.key, method, url, body)
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def descriptor(self, base_url: str, *, expect_key: str | None = None) -> dict:
+        """Fetch and verify a node's descriptor."""
+        url = base_url.rstrip("/") + "/.well-known/nnode"
+        try:
+            async with self.session.get(url, timeout=self.timeout) as resp:
+                if resp.status != 200:
+                    raise PeerUnreachable(f"{url}: HTTP {resp.status}")
+                value = json.loads(await resp.content.read(64 * 1024))
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        return check_descriptor(value, expect_key=expect_key)
+
+    async def heads(self, base_url: str) -> dict[str, int]:
+        """The peer's {author: max seq}."""
+        url = base_url.rstrip("/") + "/sync/v1/heads"
+        value = await self._json("GET", url, None)
+        if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
+            raise PeerUnreachable(f"{url}: heads must be an object of integers")
+        return value
+
+    async def push(self, base_url: str, lines: Sequence[bytes]) -> dict:
+        """Send events; returns the peer's per-batch result."""
+        url = base_url.rstrip("/") + "/sync/v1/push"
+        return await self._json("POST", url, b"\n".join(lines) + b"\n", NDJSON, per_event=True)
+
+    async def pull(self, base_url: str, heads: dict[str, int], gaps: list, limit: int
+                   ) -> AsyncIterator[tuple[list[bytes], bool | None]]:
+        """Yield chunks of event lines as they arrive; the last item is ([], more)."""
+        url = base_url.rstrip("/") + "/sync/v1/pull"
+        body = json.dumps({"heads": heads, "gaps": gaps, "limit": limit}, separators=(",", ":")).encode()
+        try:
+            async with self.session.post(url, data=body, timeout=self.timeout,
+                                         headers=self._signed("POST", url, body, "application/json")) as resp:
+                if resp.status != 200:
+                    raise PeerUnreachable(f"{url}: HTTP {resp.status}: {(await resp.text())[:300]}")
+                more = resp.headers.get(MORE_HEADER) == "1"
+                buffer = b""
+                async for chunk in resp.content.iter_chunked(256 * 1024):
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    if len(buffer) > MAX_EVENT_BYTES:
+                        raise PeerUnreachable(f"{url}: a line longer than {MAX_EVENT_BYTES} bytes")
+                    if lines:
+                        yield [line for line in lines if line], None
+                if buffer:
+                    raise PeerUnreachable(f"{url}: stream ended inside a line")
+                yield [], more
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+
+    async def _json(self, method: str, url: str, body: bytes | None, content_type: str | None = None,
+                    *, per_event: bool = False):
+        """Call and decode JSON; with `per_event`, a refusal of some events (a body with results) is an answer."""
+        try:
+            async with self.session.request(method, url, data=body, timeout=self.timeout,
+                                            headers=self._signed(method, url, body, content_type)) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if status >= 400 and not (per_event and isinstance(value, dict) and "results" in value):
+            raise PeerUnreachable(f"{url}: HTTP {status}: {text[:300]}")
+        if value is None:
+            raise PeerUnreachable(f"{url}: HTTP {status}: response is not JSON")
+        return value

@@ -1,0 +1,114 @@
+"""One SQLite database file in WAL mode: a writer connection behind a lock, a reader connection, and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import AsyncIterator, Sequence
+
+import aiosqlite
+
+from ._errors import SyncError
+
+# (version, statements) per component; versions start at 1 and increase by one.
+Migration = tuple[int, Sequence[str]]
+
+
+class DatabaseError(SyncError):
+    """The database could not be opened, migrated or written."""
+
+
+async def _connect(path: Path, *, writer: bool) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    await conn.execute("PRAGMA busy_timeout = 10000")
+    if writer:
+        mode = (await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone())[0]
+        if mode.lower() != "wal":
+            raise DatabaseError(f"{path}: could not switch to WAL journal mode (got {mode})")
+        # An acknowledged write must survive a power cut: fsync the WAL on every commit.
+        await conn.execute("PRAGMA synchronous = FULL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+    else:
+        await conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class Database:
+    """The node's database: `write()` for serialized transactions, `reader` for queries of committed data."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self.writer = writer
+        self.reader = reader
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path | str) -> "Database":
+        """Open (creating if needed) the database file in WAL mode with synchronous=FULL."""
+        path = Path(path)
+        try:
+            writer = await _connect(path, writer=True)
+            await writer.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                                 "component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+            reader = await _connect(path, writer=False)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"{path}: cannot open database: {exc}") from exc
+        return cls(path, writer, reader)
+
+    async def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
+        """Apply the component's pending migrations, each in its own transaction; return the version reached."""
+        async with self._lock:
+            row = await (await self.writer.execute(
+                "SELECT version FROM schema_version WHERE component = ?", (component,))).fetchone()
+            current = row[0] if row else 0
+            known = max((v for v, _ in migrations), default=0)
+            if current > known:
+                raise DatabaseError(f"{self.path}: schema of {component!r} is version {current}, newer than this "
+                                    f"software knows ({known}); refusing to run an older version on it")
+            for version, statements in sorted(migrations):
+                if version <= current:
+                    continue
+                try:
+                    await self.writer.execute("BEGIN IMMEDIATE")
+                    for statement in statements:
+                        await self.writer.execute(statement)
+                    await self.writer.execute(
+                        "INSERT INTO schema_version(component, version) VALUES (?, ?) "
+                        "ON CONFLICT(component) DO UPDATE SET version = excluded.version", (component, version))
+                    await self.writer.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    await self.writer.execute("ROLLBACK")
+                    raise DatabaseError(f"{self.path}: migration {component} v{version} failed: {exc}") from exc
+                current = version
+            return current
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction at a time: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error."""
+        async with self._lock:
+            await self.writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.writer
+            except BaseException:
+                await self.writer.execute("ROLLBACK")
+                raise
+            else:
+                await self.writer.execute("COMMIT")
+
+    async def integrity_ok(self) -> bool:
+        """True if SQLite's quick integrity check passes."""
+        row = await (await self.reader.execute("PRAGMA quick_check")).fetchone()
+        return row[0] == "ok"
+
+    async def close(self) -> None:
+        """Close both connections; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in (self.reader, self.writer):
+            with contextlib.suppress(Exception):
+                await conn.close()

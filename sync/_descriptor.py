@@ -1,0 +1,48 @@
+"""The node descriptor served at /.well-known/nnode: who a node is, signed by its own key."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+
+from ._canonical import canonical
+from ._errors import SyncError
+
+DESCRIPTOR_DOMAIN = b"nnode-descriptor-v1:"
+PROTOCOLS = ["nnode-sync/1"]
+
+
+class BadDescriptor(SyncError):
+    """A peer's descriptor is malformed or not signed by the key it names."""
+
+    status = 502
+    reason = "bad_descriptor"
+
+
+def make_descriptor(key: nacl.signing.SigningKey, *, name: str, location: dict[str, int] | None,
+                    now: int | None = None) -> dict[str, Any]:
+    """A signed descriptor; `location` is coarse, in integer micro-degrees."""
+    body = {"v": 1, "node": key.verify_key.encode().hex(), "name": name, "location": location,
+            "protocols": PROTOCOLS, "ts": int(time.time()) if now is None else now}
+    body["sig"] = key.sign(DESCRIPTOR_DOMAIN + canonical(body)).signature.hex()
+    return body
+
+
+def check_descriptor(value: Any, *, expect_key: str | None = None) -> dict[str, Any]:
+    """Verify a descriptor's signature (and that it names `expect_key`); return it."""
+    if not isinstance(value, dict) or not isinstance(value.get("sig"), str) or not isinstance(value.get("node"), str):
+        raise BadDescriptor("descriptor must be an object with 'node' and 'sig'")
+    if expect_key is not None and value["node"] != expect_key:
+        raise BadDescriptor(f"descriptor names key {value['node'][:16]}, expected {expect_key[:16]}")
+    unsigned = {k: v for k, v in value.items() if k != "sig"}
+    try:
+        nacl.signing.VerifyKey(bytes.fromhex(value["node"])).verify(
+            DESCRIPTOR_DOMAIN + canonical(unsigned), bytes.fromhex(value["sig"]))
+    except (ValueError, nacl.exceptions.CryptoError, SyncError) as exc:
+        raise BadDescriptor(f"descriptor signature does not verify: {exc}") from exc
+    if not isinstance(value.get("name"), str):
+        raise BadDescriptor("descriptor 'name' must be a string")
+    return value

@@ -1,0 +1,331 @@
+"""The sync engine: ingest (validate, verify, store, forward), publishing, push gossip and anti-entropy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import aiohttp
+import nacl.signing
+
+from ._client import PeerClient
+from ._errors import BadSignature, EventRejected, PeerUnreachable, SyncError
+from ._event import Event, create_event, parse_event, signature_valid
+from ._kinds import TOMBSTONE, KindRegistry
+from ._peers import APPROVED, Peer, PeerStore
+from ._store import EventStore, Status, equivocation_error
+
+log = logging.getLogger("nnode.sync")
+
+# Timing constants are module attributes so tests can shrink them.
+PUSH_RETRY_DELAY = 2.0
+PULL_MAX_ROUNDS = 1000
+FAILED_PEER_RETRY = 5.0  # a peer whose last round failed is tried again this soon (not waiting the full interval)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Tunables of the protocol; the node fills them from its config."""
+
+    anti_entropy_interval: float = 30.0
+    push_batch: int = 200
+    push_queue: int = 20_000
+    pull_limit: int = 1000
+    max_batch_events: int = 1000
+    max_batch_bytes: int = 8 * 1024 * 1024
+    max_skew: int = 60
+    rate: float = 50.0
+    burst: int = 200
+    request_timeout: float = 30.0
+
+
+@dataclass
+class IngestResult:
+    """What became of a batch: counts, and the rejections by input position."""
+
+    stored: list[Event] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[tuple[int, EventRejected]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The per-batch report a push caller receives."""
+        return {"accepted": len(self.stored), "duplicates": self.duplicates,
+                "rejected": [{"index": i, "reason": e.reason, "status": e.status, "error": str(e)}
+                             for i, e in self.rejected]}
+
+
+@dataclass
+class Stats:
+    """Counters the node exports as metrics."""
+
+    rejected: Counter = field(default_factory=Counter)
+    refused: Counter = field(default_factory=Counter)
+    stored: int = 0
+    duplicates: int = 0
+    push_dropped: int = 0
+
+
+def _verify_all(events: Sequence[Event]) -> list[bool]:
+    return [signature_valid(e) for e in events]
+
+
+class _Outbox:
+    """Events waiting to be pushed to one peer, and the task that pushes them."""
+
+    def __init__(self, peer: Peer, size: int) -> None:
+        self.peer = peer
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
+        self.task: asyncio.Task | None = None
+
+
+class SyncEngine:
+    """Owns the event flow of one node. Start with `start()`, stop with `close()` (idempotent)."""
+
+    def __init__(self, key: nacl.signing.SigningKey, store: EventStore, peers: PeerStore, registry: KindRegistry,
+                 settings: SyncSettings = SyncSettings()) -> None:
+        self.key = key
+        self.node_id = key.verify_key.encode().hex()
+        self.store = store
+        self.peers = peers
+        self.registry = registry
+        self.settings = settings
+        self.stats = Stats()
+        self.listeners: list[Callable[[list[Event]], Any]] = []
+        self._ingest_lock = asyncio.Lock()
+        self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnode-verify")
+        self._outboxes: dict[str, _Outbox] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.client: PeerClient | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._syncing: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the HTTP client, start push workers for approved peers and the anti-entropy loop."""
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=4))
+        self.client = PeerClient(self._session, self.key, timeout=self.settings.request_timeout)
+        await self.refresh_peers()
+        self._loop_task = asyncio.create_task(self._anti_entropy_loop(), name="nnode-anti-entropy")
+
+    async def close(self) -> None:
+        """Stop every task and close the client; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in [self._loop_task, *(o.task for o in self._outboxes.values())] if t]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._outboxes.clear()
+        if self._session is not None:
+            await self._session.close()
+        self._verify_pool.shutdown(wait=True)
+
+    def wake(self) -> None:
+        """Re-read peers and run an anti-entropy round now (after an approval, say)."""
+        self._wake.set()
+
+    async def refresh_peers(self) -> list[Peer]:
+        """Match push workers to the approved peers that have a URL."""
+        approved = [p for p in await self.peers.list(APPROVED) if p.url and p.key != self.node_id]
+        wanted = {p.key: p for p in approved}
+        for key in list(self._outboxes):
+            if key not in wanted:
+                outbox = self._outboxes.pop(key)
+                if outbox.task:
+                    outbox.task.cancel()
+        for key, peer in wanted.items():
+            if key in self._outboxes:
+                self._outboxes[key].peer = peer
+            else:
+                outbox = _Outbox(peer, self.settings.push_queue)
+                outbox.task = asyncio.create_task(self._push_worker(outbox), name=f"nnode-push-{key[:8]}")
+                self._outboxes[key] = outbox
+        return approved
+
+    # -- events in ----------------------------------------------------------------------------------------------
+
+    async def ingest(self, lines: Sequence[bytes], origin: str) -> IngestResult:
+        """Validate, verify and store wire events from `origin` (a peer key); forward what is new."""
+        now = int(time.time())
+        parsed: list[Event | EventRejected] = []
+        for line in lines:
+            try:
+                parsed.append(parse_event(line, self.registry, now=now))
+            except EventRejected as exc:
+                parsed.append(exc)
+        result = IngestResult()
+        async with self._ingest_lock:
+            plan = await self.store.prepare(parsed)
+            check = [i for i, s in enumerate(plan.statuses) if s in (Status.NEW, Status.EQUIVOCATION)]
+            verdicts = await asyncio.get_running_loop().run_in_executor(
+                self._verify_pool, _verify_all, [plan.events[i] for i in check])
+            valid = dict(zip(check, verdicts))
+            new: list[Event] = []
+            fills: list[Event] = []
+            for index, status in enumerate(plan.statuses):
+                event = plan.events[index]
+                if isinstance(status, EventRejected):
+                    result.rejected.append((index, status))
+                elif not valid.get(index, True):
+                    result.rejected.append((index, BadSignature(
+                        f"signature of event {event.id[:16]} does not verify against author {event.author[:16]}")))
+                elif status is Status.EQUIVOCATION:
+                    await self.store.quarantine(event, plan.conflicts[index])
+                    error = equivocation_error(event, plan.conflicts[index])
+                    log.warning("equivocation", extra={"author": event.author, "seq": event.seq, "origin": origin})
+                    result.rejected.append((index, error))
+                elif status is Status.NEW:
+                    new.append(event)
+                elif status is Status.FILL_BODY:
+                    fills.append(event)
+                else:
+                    result.duplicates += 1
+            result.stored = await self.store.commit(new, fills, origin)
+        self._account(result)
+        self._distribute(result.stored, origin)
+        return result
+
+    def _account(self, result: IngestResult) -> None:
+        self.stats.stored += len(result.stored)
+        self.stats.duplicates += result.duplicates
+        for _, error in result.rejected:
+            self.stats.rejected[error.reason] += 1
+
+    def _distribute(self, events: list[Event], origin: str) -> None:
+        if not events:
+            return
+        lines = [e.to_line() for e in events]
+        for key, outbox in self._outboxes.items():
+            if key == origin:
+                continue
+            for line in lines:
+                try:
+                    outbox.queue.put_nowait(line)
+                except asyncio.QueueFull:
+                    # Anti-entropy repairs whatever a full outbox drops.
+                    self.stats.push_dropped += 1
+        for listener in self.listeners:
+            try:
+                listener(events)
+            except Exception:  # a listener's bug must not break sync
+                log.exception("event listener failed")
+
+    async def publish(self, kind: str, body: Any, *, ttl: int) -> Event:
+        """Sign and store a new event by this node, then push it to every approved peer."""
+        async with self._ingest_lock:
+            seq = await self.store.next_seq(self.node_id)
+            event = create_event(self.key, self.registry, kind=kind, seq=seq, body=body, ttl=ttl)
+            if kind == TOMBSTONE:
+                target = await self.store.get(body["target"])
+                if target is None or target.author != self.node_id:
+                    raise SyncError(f"tombstone target {body['target'][:16]} is not an event of this node")
+            stored = await self.store.commit([event], [], "local")
+        self.stats.stored += len(stored)
+        self._distribute(stored, "local")
+        return event
+
+    async def delete(self, event_id: str) -> Event:
+        """Publish a tombstone for one of this node's events; it outlives its target."""
+        target = await self.store.get(event_id)
+        if target is None or target.author != self.node_id:
+            raise SyncError(f"event {event_id[:16]} is not an event of this node")
+        ttl = max(target.expires - int(time.time()), 1) + 86_400
+        return await self.publish(TOMBSTONE, {"target": event_id}, ttl=ttl)
+
+    # -- push ---------------------------------------------------------------------------------------------------
+
+    async def _push_worker(self, outbox: _Outbox) -> None:
+        while True:
+            batch = [await outbox.queue.get()]
+            while len(batch) < self.settings.push_batch and not outbox.queue.empty():
+                batch.append(outbox.queue.get_nowait())
+            try:
+                assert self.client is not None and outbox.peer.url
+                await self.client.push(outbox.peer.url, batch)
+            except PeerUnreachable as exc:
+                # Dropped here, repaired by the peer's next pull from us.
+                self.stats.push_dropped += len(batch)
+                log.info("push failed", extra={"peer": outbox.peer.key, "error": str(exc)})
+                await asyncio.sleep(PUSH_RETRY_DELAY)
+
+    # -- pull / anti-entropy ------------------------------------------------------------------------------------
+
+    async def _anti_entropy_loop(self) -> None:
+        while True:
+            delay = self.settings.anti_entropy_interval
+            try:
+                peers = await self.refresh_peers()
+                outcomes = await asyncio.gather(*(self.sync_with(p) for p in peers))
+                if any(stored is None for stored in outcomes):
+                    delay = min(delay, FAILED_PEER_RETRY)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("anti-entropy round failed")
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def sync_with(self, peer: Peer) -> int | None:
+        """Pull whatever `peer` has that we lack; the number of events stored, None if it failed. Never raises."""
+        lock = self._syncing.setdefault(peer.key, asyncio.Lock())
+        if lock.locked():
+            return 0
+        async with lock:
+            try:
+                return await self._pull(peer)
+            except SyncError as exc:
+                await self.peers.record_sync(peer.key, error=str(exc))
+                log.info("sync failed", extra={"peer": peer.key, "error": str(exc)})
+                return None
+
+    async def _pull(self, peer: Peer) -> int:
+        assert self.client is not None and peer.url
+        theirs = await self.client.heads(peer.url)
+        ours = await self.store.heads()
+        quarantined = await self.store.quarantined()
+        lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
+        gaps = await self.store.gaps()
+        total = 0
+        rounds = 0
+        while (lag > 0 or gaps) and rounds < PULL_MAX_ROUNDS:
+            rounds += 1
+            stored_this_round = 0
+            more = False
+            async for lines, flag in self.client.pull(peer.url, ours, gaps, self.settings.pull_limit):
+                if lines:
+                    result = await self.ingest(lines, peer.key)
+                    stored_this_round += len(result.stored)
+                if flag is not None:
+                    more = flag
+            total += stored_this_round
+            if not more or stored_this_round == 0:
+                break
+            ours = await self.store.heads()
+            gaps = await self.store.gaps()
+        ours = await self.store.heads()
+        lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
+        await self.peers.record_sync(peer.key, error=None, lag=lag)
+        return total
+
+
+async def add_discovered(engine: SyncEngine, key: str, url: str, *, source: str, trusted: bool) -> Peer:
+    """Record a node seen at `url` after checking its signed descriptor names `key`; pending unless trusted."""
+    assert engine.client is not None
+    descriptor = await engine.client.descriptor(url, expect_key=key)
+    peer = await engine.peers.seen(key, name=descriptor["name"], url=url, source=source, approve=trusted)
+    if peer.approved:
+        engine.wake()
+    return peer

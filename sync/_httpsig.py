@@ -1,0 +1,169 @@
+"""RFC 9421 HTTP Message Signatures with ed25519, as the sync protocol uses them.
+
+A sync request carries `Signature-Input` and `Signature` with the label `nnode`, covering
+("@method" "@authority" "@path" "@query") and, when it has a body, "content-digest" (RFC 9530, sha-256);
+parameters created, keyid (the sender's node id, hex), alg="ed25519", nonce and tag="nnode-sync".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
+
+import http_sfv
+import nacl.exceptions
+import nacl.signing
+
+from ._errors import AuthError
+
+LABEL = "nnode"
+TAG = "nnode-sync"
+REQUIRED_COMPONENTS = ("@method", "@authority", "@path", "@query")
+MAX_SKEW = 60
+
+
+def content_digest(body: bytes) -> str:
+    """RFC 9530 Content-Digest header value (sha-256)."""
+    return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+
+
+def _sf_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def signature_params(components: tuple[str, ...], params: Mapping[str, int | str]) -> str:
+    """Serialize the @signature-params value: an inner list of component names with parameters."""
+    inner = "(" + " ".join(_sf_string(c) for c in components) + ")"
+    for name, value in params.items():
+        inner += f";{name}=" + (str(value) if isinstance(value, int) else _sf_string(value))
+    return inner
+
+
+def signature_base(components: tuple[str, ...], values: Mapping[str, str], params_value: str) -> bytes:
+    """The RFC 9421 signature base: one `"name": value` line per component, then @signature-params."""
+    lines = []
+    for name in components:
+        if name not in values:
+            raise AuthError(f"signature covers {name!r}, which the request does not have")
+        value = values[name]
+        if "\n" in value or "\r" in value:
+            raise AuthError(f"component {name!r} holds a line break")
+        lines.append(f'"{name}": {value}')
+    lines.append(f'"@signature-params": {params_value}')
+    return "\n".join(lines).encode("utf-8")
+
+
+def component_values(method: str, url: str, headers: Mapping[str, str]) -> dict[str, str]:
+    """Derived components of a request, plus its (lower-cased) header fields."""
+    parts = urlsplit(url)
+    values = {name.lower(): value.strip() for name, value in headers.items()}
+    values.update({"@method": method.upper(), "@authority": parts.netloc.lower(),
+                   "@path": parts.path or "/", "@query": "?" + parts.query,
+                   "@target-uri": url})
+    return values
+
+
+def sign_request(key: nacl.signing.SigningKey, method: str, url: str, body: bytes | None = None,
+                 *, now: int | None = None) -> dict[str, str]:
+    """Headers (Signature-Input, Signature and, with a body, Content-Digest) that sign this request."""
+    headers: dict[str, str] = {}
+    components = REQUIRED_COMPONENTS
+    if body:
+        headers["Content-Digest"] = content_digest(body)
+        components += ("content-digest",)
+    params = {"created": int(time.time()) if now is None else now, "keyid": key.verify_key.encode().hex(),
+              "alg": "ed25519", "nonce": secrets.token_urlsafe(12), "tag": TAG}
+    params_value = signature_params(components, params)
+    base = signature_base(components, component_values(method, url, headers), params_value)
+    signature = base64.b64encode(key.sign(base).signature).decode()
+    headers["Signature-Input"] = f"{LABEL}={params_value}"
+    headers["Signature"] = f"{LABEL}=:{signature}:"
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """The outcome of a successful check: who signed and when."""
+
+    keyid: str
+    created: int
+
+
+class ReplayCache:
+    """Signatures seen within the skew window, so a captured request cannot be replayed."""
+
+    def __init__(self, window: int = MAX_SKEW, capacity: int = 100_000) -> None:
+        self.window = window
+        self.capacity = capacity
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    def check_and_add(self, signature: bytes, now: float) -> None:
+        """Raise AuthError if `signature` was already seen; remember it otherwise."""
+        while self._seen and (next(iter(self._seen.values())) < now - 2 * self.window
+                              or len(self._seen) >= self.capacity):
+            self._seen.popitem(last=False)
+        if signature in self._seen:
+            raise AuthError("this signed request was already received (replay)")
+        self._seen[signature] = now
+
+
+def verify_request(method: str, url: str, headers: Mapping[str, str], body: bytes,
+                   *, max_skew: int = MAX_SKEW, now: float | None = None,
+                   replay: ReplayCache | None = None,
+                   key_lookup: Callable[[str], bytes] | None = None) -> Verified:
+    """Check a request's RFC 9421 signature; raise AuthError naming the first problem."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    if "signature-input" not in lower or "signature" not in lower:
+        raise AuthError("request is not signed: Signature-Input and Signature headers are required")
+    try:
+        inputs = http_sfv.Dictionary()
+        inputs.parse(lower["signature-input"].encode())
+        sigs = http_sfv.Dictionary()
+        sigs.parse(lower["signature"].encode())
+    except ValueError as exc:
+        raise AuthError(f"Signature-Input or Signature is not a valid structured field: {exc}") from exc
+    if LABEL not in inputs or LABEL not in sigs:
+        raise AuthError(f"no signature labelled {LABEL!r}")
+    inner = inputs[LABEL]
+    try:
+        components = tuple(str(item.value) for item in inner)
+        params = dict(inner.params)
+    except TypeError as exc:
+        raise AuthError("Signature-Input must be an inner list of component names") from exc
+    signature = sigs[LABEL].value
+    if not isinstance(signature, bytes):
+        raise AuthError("Signature must be a byte sequence")
+    if params.get("alg") != "ed25519" or params.get("tag") != TAG:
+        raise AuthError('signature parameters must include alg="ed25519" and tag="nnode-sync"')
+    keyid, created = params.get("keyid"), params.get("created")
+    if not isinstance(keyid, str) or not isinstance(created, int) or isinstance(created, bool):
+        raise AuthError("signature parameters must include keyid (string) and created (integer)")
+    needed = REQUIRED_COMPONENTS + (("content-digest",) if body else ())
+    missing = [c for c in needed if c not in components]
+    if missing:
+        raise AuthError(f"signature must cover {', '.join(missing)}")
+    if body and lower.get("content-digest", "").strip() != content_digest(body):
+        raise AuthError("Content-Digest does not match the request body")
+    clock = time.time() if now is None else now
+    if abs(clock - created) > max_skew:
+        raise AuthError(f"signature created {int(clock - created)} s from now; allowed clock skew is {max_skew} s")
+    try:
+        public = key_lookup(keyid) if key_lookup else bytes.fromhex(keyid)
+        verify_key = nacl.signing.VerifyKey(public)
+    except (ValueError, nacl.exceptions.CryptoError) as exc:
+        raise AuthError("keyid is not an ed25519 public key in hex") from exc
+    # The signed @signature-params is the inner list as serialized (RFC 8941), which http_sfv reproduces.
+    base = signature_base(components, component_values(method, url, lower), str(inner))
+    try:
+        verify_key.verify(base, signature)
+    except (nacl.exceptions.BadSignatureError, ValueError) as exc:
+        raise AuthError("request signature does not verify") from exc
+    if replay is not None:
+        replay.check_and_add(signature, clock)
+    return Verified(keyid=keyid, created=created)

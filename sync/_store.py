@@ -1,0 +1,286 @@
+"""The event store on SQLite: idempotent by id, unique (author, seq), tombstones, quarantine and pull planning."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterable, Sequence
+
+from ._db import Database, Migration
+from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
+from ._event import Event, encode_line, tombstone_target
+
+MIGRATIONS: Sequence[Migration] = [
+    (1, [
+        """CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            author TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            expires INTEGER NOT NULL,
+            body_hash TEXT NOT NULL,
+            sig TEXT NOT NULL,
+            body BLOB,
+            received INTEGER NOT NULL,
+            origin TEXT NOT NULL,
+            UNIQUE (author, seq)
+        )""",
+        "CREATE INDEX events_expiring ON events(expires) WHERE body IS NOT NULL",
+        """CREATE TABLE tombstones (
+            target TEXT PRIMARY KEY,
+            author TEXT NOT NULL,
+            tombstone_id TEXT NOT NULL
+        )""",
+        """CREATE TABLE quarantine (
+            author TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            evidence TEXT NOT NULL,
+            at INTEGER NOT NULL
+        )""",
+    ]),
+]
+
+MAX_GAP_RANGES = 256
+_COLUMNS = "id, author, seq, kind, ts, expires, body_hash, sig, body"
+
+
+def _row_event(row) -> Event:
+    return Event(id=row[0], author=row[1], seq=row[2], kind=row[3], ts=row[4], expires=row[5], body_hash=row[6],
+                 sig=row[7], body=row[8])
+
+
+class Status(Enum):
+    """What storing an incoming event would do."""
+
+    NEW = "new"                  # unknown: verify its signature, then insert
+    FILL_BODY = "fill_body"      # we hold its header only; the body (already hash-checked) can be added
+    DUPLICATE = "duplicate"      # already held as it is: nothing to do
+    EQUIVOCATION = "equivocation"  # same (author, seq), other id: verify, then quarantine the author
+
+
+@dataclass
+class Plan:
+    """The outcome of `EventStore.prepare` for one batch, in input order."""
+
+    statuses: list[Status | EventRejected] = field(default_factory=list)
+    events: list[Event | None] = field(default_factory=list)
+    conflicts: dict[int, str] = field(default_factory=dict)  # index -> id we already hold for (author, seq)
+
+
+class EventStore:
+    """Events in SQLite. Writes go through Database.write(); reads use the reader connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- reads --------------------------------------------------------------------------------------------------
+
+    async def heads(self) -> dict[str, int]:
+        """{author: highest seq held} for every author."""
+        rows = await self.db.reader.execute_fetchall("SELECT author, MAX(seq) FROM events GROUP BY author")
+        return {r[0]: r[1] for r in rows}
+
+    async def gaps(self, limit: int = MAX_GAP_RANGES) -> list[list]:
+        """Missing seq ranges [author, first, last] below each author's head, at most `limit` of them."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT author, prev + 1, seq - 1 FROM (SELECT author, seq, "
+            "LAG(seq, 1, 0) OVER (PARTITION BY author ORDER BY seq) AS prev FROM events) "
+            "WHERE seq - prev > 1 LIMIT ?", (limit,))
+        return [[r[0], r[1], r[2]] for r in rows]
+
+    async def get(self, event_id: str) -> Event | None:
+        """One event by id."""
+        rows = await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        return _row_event(rows[0]) if rows else None
+
+    async def count(self) -> int:
+        """How many events (headers) are held."""
+        rows = await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM events")
+        return rows[0][0]
+
+    async def counts_by_kind(self) -> dict[str, int]:
+        """{kind: events held}."""
+        rows = await self.db.reader.execute_fetchall("SELECT kind, COUNT(*) FROM events GROUP BY kind")
+        return {r[0]: r[1] for r in rows}
+
+    async def recent(self, limit: int = 50, kind: str | None = None) -> list[Event]:
+        """The most recently stored events, newest first."""
+        where, args = ("WHERE kind = ?", (kind, limit)) if kind else ("", (limit,))
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM events {where} ORDER BY rowid DESC LIMIT ?", args)
+        return [_row_event(r) for r in rows]
+
+    async def quarantined(self) -> dict[str, dict]:
+        """{author: {reason, evidence, at}} for quarantined authors."""
+        rows = await self.db.reader.execute_fetchall("SELECT author, reason, evidence, at FROM quarantine")
+        return {r[0]: {"reason": r[1], "evidence": json.loads(r[2]), "at": r[3]} for r in rows}
+
+    async def pull_batch(self, their_heads: dict[str, int], their_gaps: Iterable[Sequence], *, limit: int,
+                         max_bytes: int, now: int) -> tuple[list[bytes], bool]:
+        """Lines of the events the caller lacks, by (author, seq), and whether more remain.
+
+        Bodies of expired events are left out: their headers still fill the caller's seq gaps.
+        """
+        ours = await self.heads()
+        ranges = [(a, int(lo), int(hi)) for a, lo, hi in their_gaps if a in ours]
+        ranges += [(a, their_heads.get(a, 0) + 1, top) for a, top in ours.items() if top > their_heads.get(a, 0)]
+        ranges.sort()
+        lines: list[bytes] = []
+        size = 0
+        for author, lo, hi in ranges:
+            rows = await self.db.reader.execute_fetchall(
+                f"SELECT {_COLUMNS} FROM events WHERE author = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+                (author, lo, hi, limit - len(lines) + 1))
+            for row in rows:
+                event = _row_event(row)
+                if event.expires <= now:
+                    event = event.without_body()
+                line = encode_line(event)
+                if len(lines) >= limit or (lines and size + len(line) > max_bytes):
+                    return lines, True
+                lines.append(line)
+                size += len(line) + 1
+        return lines, False
+
+    async def next_seq(self, author: str) -> int:
+        """The seq the author's next event takes (read on the writer, inside its lock, by the caller)."""
+        row = await (await self.db.writer.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE author = ?", (author,))).fetchone()
+        return row[0] + 1
+
+    # -- ingest -------------------------------------------------------------------------------------------------
+
+    async def prepare(self, events: Sequence[Event | EventRejected]) -> Plan:
+        """Classify parsed events against what is stored (and earlier in the batch), without writing."""
+        plan = Plan()
+        valid = [e for e in events if isinstance(e, Event)]
+        authors = {e.author for e in valid}
+        quarantined = await self._quarantined_among(authors)
+        held: dict[tuple[str, int], tuple[str, bool]] = {}
+        by_author: dict[str, set[int]] = {}
+        for e in valid:
+            by_author.setdefault(e.author, set()).add(e.seq)
+        for author, seqs in by_author.items():
+            seq_list = sorted(seqs)
+            for start in range(0, len(seq_list), 900):
+                chunk = seq_list[start:start + 900]
+                rows = await self.db.reader.execute_fetchall(
+                    f"SELECT seq, id, body IS NOT NULL FROM events WHERE author = ? "
+                    f"AND seq IN ({','.join('?' * len(chunk))})", (author, *chunk))
+                for seq, event_id, has_body in rows:
+                    held[(author, seq)] = (event_id, bool(has_body))
+        targets = {t for e in valid if (t := tombstone_target(e))}
+        target_expiry = await self._expiry_of(targets)
+        for e in valid:
+            target_expiry.setdefault(e.id, e.expires)
+        for item in events:
+            if not isinstance(item, Event):
+                plan.statuses.append(item)
+                plan.events.append(None)
+                continue
+            e = item
+            status: Status | EventRejected
+            known = held.get((e.author, e.seq))
+            target = tombstone_target(e)
+            if e.author in quarantined:
+                status = AuthorQuarantined(f"author {e.author[:16]} is quarantined for equivocation")
+            elif known is None:
+                status = Status.NEW
+                if target and target in target_expiry and target_expiry[target] > e.expires:
+                    status = InvalidBody(f"tombstone expires before its target {target[:16]}: "
+                                         "a tombstone must outlive what it deletes")
+            elif known[0] != e.id:
+                status = Status.EQUIVOCATION
+                plan.conflicts[len(plan.statuses)] = known[0]
+            elif not known[1] and e.body is not None:
+                status = Status.FILL_BODY
+            else:
+                status = Status.DUPLICATE
+            if status in (Status.NEW, Status.FILL_BODY):
+                held[(e.author, e.seq)] = (e.id, e.body is not None)
+            plan.statuses.append(status)
+            plan.events.append(e)
+        return plan
+
+    async def _quarantined_among(self, authors: set[str]) -> set[str]:
+        if not authors:
+            return set()
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT author FROM quarantine WHERE author IN ({','.join('?' * len(authors))})", tuple(authors))
+        return {r[0] for r in rows}
+
+    async def _expiry_of(self, ids: set[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT id, expires FROM events WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
+        return {r[0]: r[1] for r in rows}
+
+    async def commit(self, new: Sequence[Event], fills: Sequence[Event], origin: str,
+                     *, now: int | None = None) -> list[Event]:
+        """Insert verified new events and add bodies to header-only rows, in one transaction.
+
+        Returns what was stored, as stored (a tombstoned event without its body), for forwarding.
+        """
+        if not new and not fills:
+            return []
+        received = int(time.time()) if now is None else now
+        new_tombstones = [(t, e.author, e.id) for e in new if (t := tombstone_target(e))]
+        async with self.db.write() as conn:
+            ids = [e.id for e in new] + [e.id for e in fills]
+            deleted: set[str] = set()
+            for start in range(0, len(ids), 900):
+                chunk = ids[start:start + 900]
+                rows = await conn.execute_fetchall(
+                    f"SELECT target, author FROM tombstones WHERE target IN ({','.join('?' * len(chunk))})", chunk)
+                deleted.update(f"{r[0]}:{r[1]}" for r in rows)
+            deleted.update(f"{t}:{a}" for t, a, _ in new_tombstones)
+            stored = [e.without_body() if f"{e.id}:{e.author}" in deleted else e for e in new]
+            await conn.executemany(
+                "INSERT OR IGNORE INTO events (id, author, seq, kind, ts, expires, body_hash, sig, body, received, "
+                "origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.id, e.author, e.seq, e.kind, e.ts, e.expires, e.body_hash, e.sig, e.body, received, origin)
+                 for e in stored])
+            filled = [e for e in fills if f"{e.id}:{e.author}" not in deleted]
+            await conn.executemany("UPDATE events SET body = ? WHERE id = ? AND body IS NULL",
+                                   [(e.body, e.id) for e in filled])
+            if new_tombstones:
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO tombstones (target, author, tombstone_id) VALUES (?, ?, ?)",
+                    new_tombstones)
+                await conn.executemany("UPDATE events SET body = NULL WHERE id = ? AND author = ?",
+                                       [(t, a) for t, a, _ in new_tombstones])
+        return stored + filled
+
+    async def quarantine(self, event: Event, held_id: str, *, now: int | None = None) -> None:
+        """Quarantine the author of `event`, keeping both signed headers as evidence."""
+        held = await self.get(held_id)
+        evidence = {"held": held.header() | {"id": held.id, "sig": held.sig} if held else {"id": held_id},
+                    "received": event.header() | {"id": event.id, "sig": event.sig}}
+        async with self.db.write() as conn:
+            await conn.execute(
+                "INSERT OR IGNORE INTO quarantine (author, reason, evidence, at) VALUES (?, ?, ?, ?)",
+                (event.author, f"equivocation at seq {event.seq}", json.dumps(evidence),
+                 int(time.time()) if now is None else now))
+
+    async def release(self, author: str) -> bool:
+        """Lift an author's quarantine (a manager's decision); True if it was quarantined."""
+        async with self.db.write() as conn:
+            cursor = await conn.execute("DELETE FROM quarantine WHERE author = ?", (author,))
+            return cursor.rowcount > 0
+
+    async def purge_expired(self, *, now: int | None = None) -> int:
+        """Drop the bodies of expired events; headers and the tombstone index stay. Returns how many."""
+        async with self.db.write() as conn:
+            cursor = await conn.execute("UPDATE events SET body = NULL WHERE body IS NOT NULL AND expires <= ?",
+                                        (int(time.time()) if now is None else now,))
+            return cursor.rowcount
+
+
+def equivocation_error(event: Event, held_id: str) -> Equivocation:
+    """The error for an author caught signing two events with one seq."""
+    return Equivocation(f"author {event.author[:16]} signed seq {event.seq} twice (held {held_id[:16]}, "
+                        f"received {event.id[:16]}): author quarantined")
