@@ -66,22 +66,25 @@ async def _open_db(config: Config) -> Database:
 
 # -- commands ---------------------------------------------------------------------------------------------------
 
-async def cmd_init(config: Config, args: argparse.Namespace) -> int:
-    """Create the data folder, the key and the database."""
+async def initialise(config: Config) -> tuple[Any, bool]:
+    """Create the data folder, the key (unless present) and the database; (key, created)."""
+    from .app import NODE_MIGRATIONS
+
     create_data_dir(config.node.data_dir)
-    if config.key_path.exists():
-        key = load_key(config.key_path)
-        created = False
-    else:
-        key = create_key(config.key_path)
-        created = True
+    created = not config.key_path.exists()
+    key = create_key(config.key_path) if created else load_key(config.key_path)
     db = await Database.open(config.db_path)
     try:
         await setup_schema(db)
-        from .app import NODE_MIGRATIONS
         await db.migrate("node", NODE_MIGRATIONS)
     finally:
         await db.close()
+    return key, created
+
+
+async def cmd_init(config: Config, args: argparse.Namespace) -> int:
+    """Create the data folder, the key and the database."""
+    key, created = await initialise(config)
     print(f"{'initialised' if created else 'already initialised'}: {config.node.data_dir}")
     print(f"node id: {node_id(key)}")
     return 0

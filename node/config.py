@@ -119,7 +119,7 @@ SETTINGS: list[Setting] = [
     Setting("discovery.interfaces", list, [], "IPv4 addresses to advertise and browse on; empty: every "
             "non-loopback address.", _addresses),
     Setting("events.purge_interval", int, 300, "Seconds between purges of expired event bodies (headers and "
-            "tombstones are kept).", _range(10, 86400)),
+            "tombstones are kept).", _range(1, 86400)),
     Setting("log.level", str, "info", "Log level.", _one_of("debug", "info", "warning", "error")),
     Setting("log.format", str, "json", "Log format: one JSON object per line, or text for a terminal.",
             _one_of("json", "text")),

@@ -69,6 +69,7 @@ class Stats:
     stored: int = 0
     duplicates: int = 0
     push_dropped: int = 0
+    pull_requests: int = 0
 
 
 def _verify_all(events: Sequence[Event]) -> list[bool]:
@@ -304,6 +305,7 @@ class SyncEngine:
             rounds += 1
             stored_this_round = 0
             more = False
+            self.stats.pull_requests += 1
             async for lines, flag in self.client.pull(peer.url, ours, gaps, self.settings.pull_limit):
                 if lines:
                     result = await self.ingest(lines, peer.key)

@@ -1,0 +1,106 @@
+"""The manager's path with real processes: init, run, discover by mDNS on 127.0.0.1, approve, publish, status."""
+
+import json
+import os
+import stat
+import time
+
+import pytest
+
+from tests.procs import NodeProcess
+
+
+def _wait(check, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def procs(short_tmp):
+    started = []
+
+    def factory(name, **kw):
+        node = NodeProcess(short_tmp, name, **kw)
+        started.append(node)
+        return node
+    yield factory
+    for node in started:
+        node.stop()
+
+
+def test_init_creates_identity(procs):
+    node = procs("a")
+    data = node.root / "data"
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(data / "node.key").st_mode) == 0o600
+    assert (data / "node.db").exists()
+    key = (data / "node.key").read_bytes()
+    import nacl.signing
+    assert nacl.signing.SigningKey(key).verify_key.encode().hex() == node.id
+    # A second init keeps the identity.
+    assert node.id in node.cli("init") and (data / "node.key").read_bytes() == key
+
+
+def test_key_readable_by_others_is_refused(procs):
+    node = procs("a")
+    os.chmod(node.root / "data" / "node.key", 0o644)
+    out = node.cli("status", check=False)
+    assert out == ""
+    import subprocess, sys
+    result = subprocess.run([sys.executable, "-m", "node", "--config", str(node.config), "status"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "accessible to other users" in result.stderr
+
+
+def test_discover_approve_and_federate(procs):
+    a = procs("a", discovery=True).start()
+    b = procs("b", discovery=True).start()
+    # mDNS on 127.0.0.1: each sees the other, pending until its manager approves.
+    _wait(lambda: b.id[:16] in a.cli("peer", "list") and a.id[:16] in b.cli("peer", "list"))
+    assert a.cli("peer", "list").startswith("pending")
+    a.cli("publish", "water main break on Elm St", "--title", "Water")
+    time.sleep(0.5)
+    assert "water main" not in b.cli("events")       # nothing flows before approval
+    a.cli("peer", "approve", b.id[:12])
+    b.cli("peer", "approve", a.id[:12])
+    _wait(lambda: "water main break" in b.cli("events"))
+    b.cli("publish", "thanks, crew is here")
+    _wait(lambda: "crew is here" in a.cli("events"))
+    status = json.loads(a.cli("status", "--json"))
+    assert status["running"] and status["db_ok"] and status["events"] == 2
+    assert [p["state"] for p in status["peers"]] == ["approved"]
+    text = a.cli("status")
+    assert "running" in text and "approved" in text and b.id[:16] in text
+    # Removing a peer stops it syncing with us.
+    a.cli("peer", "remove", b.id[:12])
+    b.cli("publish", "after removal")
+    time.sleep(3)
+    assert "after removal" not in a.cli("events")
+    # The private key never reaches the logs.
+    for node in (a, b):
+        secret = (node.root / "data" / "node.key").read_bytes()
+        log = node.log.read_bytes()
+        assert secret.hex().encode() not in log and secret not in log
+        assert b'"msg": "node serving"' in log                 # structured JSON logs
+
+
+def test_trusted_key_is_approved_on_discovery(procs):
+    a = procs("a", discovery=True)
+    b = procs("b", discovery=True)
+    a.config.write_text(a.config.read_text() + f'trusted_keys = ["{b.id}"]\n')
+    a.start()
+    b.start()
+    _wait(lambda: a.cli("peer", "list").startswith("approved"))
+    assert b.cli("peer", "list").startswith("pending")
+
+
+def test_status_when_not_running(procs):
+    a = procs("a")
+    text = a.cli("status")
+    assert "not running" in text and a.id in text
+    result = a.cli("publish", "x", check=False)
+    assert result == ""
