@@ -99,8 +99,8 @@ SETTINGS: list[Setting] = [
     Setting("sync.anti_entropy_interval", int, 30, "Seconds between pulls from every approved peer, which "
             "repair whatever pushes missed.", _range(1, 86400, " (seconds)")),
     Setting("sync.push_batch", int, 200, "Most events sent in one push.", _range(1, 1000)),
-    Setting("sync.pull_limit", int, 1000, "Most events asked for in one pull response.", _range(1, 10000)),
-    Setting("sync.max_batch_events", int, 1000, "Most events accepted in one push or served in one pull.",
+    Setting("sync.pull_limit", int, 5000, "Most events asked for in one pull response.", _range(1, 10000)),
+    Setting("sync.max_batch_events", int, 5000, "Most events accepted in one push or served in one pull.",
             _range(1, 10000)),
     Setting("sync.max_batch_bytes", int, 8 * 1024 * 1024, "Largest push body accepted, in bytes.",
             _range(65536, 256 * 1024 * 1024)),

@@ -83,6 +83,11 @@ def canonical(value: Any, *, nfc: bool = True, path: str = "") -> bytes:
     return _to_utf8(_exact(value) if astral else _fast(value), path)
 
 
+def canonical_checked(value: Any) -> bytes:
+    """Encode a value already known to be valid event JSON with BMP-only member names (the fast path)."""
+    return _fast(value).encode("utf-8")
+
+
 def _reject_float(text: str) -> Any:
     raise FloatNotAllowed(f"number {text} is not an integer: floats are not allowed, use integers or decimal strings")
 

@@ -15,7 +15,17 @@ from ._event import MAX_EVENT_BYTES
 from ._httpsig import sign_request
 
 NDJSON = "application/x-ndjson"
-MORE_HEADER = "Nnode-More"
+END_PREFIX = b'{"end":'
+
+
+def _end_more(url: str, line: bytes) -> bool:
+    try:
+        more = json.loads(line)["end"]["more"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PeerUnreachable(f"{url}: malformed end record") from exc
+    if not isinstance(more, bool):
+        raise PeerUnreachable(f"{url}: malformed end record")
+    return more
 REQUEST_TIMEOUT = 30.0
 
 
@@ -61,7 +71,11 @@ class PeerClient:
 
     async def pull(self, base_url: str, heads: dict[str, int], gaps: list, limit: int
                    ) -> AsyncIterator[tuple[list[bytes], bool | None]]:
-        """Yield chunks of event lines as they arrive; the last item is ([], more)."""
+        """Yield chunks of event lines as they arrive; the last item is ([], more) from the end record.
+
+        A stream that stops without its end record raises PeerUnreachable after yielding what did arrive, so the
+        caller keeps those events and resumes after them.
+        """
         url = base_url.rstrip("/") + "/sync/v1/pull"
         body = json.dumps({"heads": heads, "gaps": gaps, "limit": limit}, separators=(",", ":")).encode()
         try:
@@ -69,20 +83,21 @@ class PeerClient:
                                          headers=self._signed("POST", url, body, "application/json")) as resp:
                 if resp.status != 200:
                     raise PeerUnreachable(f"{url}: HTTP {resp.status}: {(await resp.text())[:300]}")
-                more = resp.headers.get(MORE_HEADER) == "1"
                 buffer = b""
                 async for chunk in resp.content.iter_chunked(256 * 1024):
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
-                    if len(buffer) > MAX_EVENT_BYTES:
+                    if len(buffer) > MAX_EVENT_BYTES + 1024:
                         raise PeerUnreachable(f"{url}: a line longer than {MAX_EVENT_BYTES} bytes")
+                    if lines and lines[-1].startswith(END_PREFIX):
+                        yield lines[:-1], None
+                        yield [], _end_more(url, lines[-1])
+                        return
                     if lines:
-                        yield [line for line in lines if line], None
-                if buffer:
-                    raise PeerUnreachable(f"{url}: stream ended inside a line")
-                yield [], more
+                        yield lines, None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        raise PeerUnreachable(f"{url}: the stream ended without its end record (cut off)")
 
     async def _json(self, method: str, url: str, body: bytes | None, content_type: str | None = None,
                     *, per_event: bool = False):

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -16,10 +15,11 @@ import nacl.signing
 
 from ._client import PeerClient
 from ._errors import BadSignature, EventRejected, PeerUnreachable, SyncError
-from ._event import Event, create_event, parse_event, signature_valid
+from ._event import Event, create_event, parse_event
 from ._kinds import TOMBSTONE, KindRegistry
 from ._peers import APPROVED, Peer, PeerStore
 from ._store import EventStore, Status, equivocation_error
+from ._verifier import Verifier
 
 log = logging.getLogger("nnode.sync")
 
@@ -36,13 +36,14 @@ class SyncSettings:
     anti_entropy_interval: float = 30.0
     push_batch: int = 200
     push_queue: int = 20_000
-    pull_limit: int = 1000
-    max_batch_events: int = 1000
+    pull_limit: int = 5000
+    max_batch_events: int = 5000
     max_batch_bytes: int = 8 * 1024 * 1024
     max_skew: int = 60
     rate: float = 50.0
     burst: int = 200
     request_timeout: float = 30.0
+    verify_in_process: bool = True
 
 
 @dataclass
@@ -72,10 +73,6 @@ class Stats:
     pull_requests: int = 0
 
 
-def _verify_all(events: Sequence[Event]) -> list[bool]:
-    return [signature_valid(e) for e in events]
-
-
 class _Outbox:
     """Events waiting to be pushed to one peer, and the task that pushes them."""
 
@@ -99,7 +96,7 @@ class SyncEngine:
         self.stats = Stats()
         self.listeners: list[Callable[[list[Event]], Any]] = []
         self._ingest_lock = asyncio.Lock()
-        self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnode-verify")
+        self._verifier = Verifier(settings.verify_in_process)
         self._outboxes: dict[str, _Outbox] = {}
         self._session: aiohttp.ClientSession | None = None
         self.client: PeerClient | None = None
@@ -131,7 +128,7 @@ class SyncEngine:
         self._outboxes.clear()
         if self._session is not None:
             await self._session.close()
-        self._verify_pool.shutdown(wait=True)
+        await self._verifier.close()
 
     def wake(self) -> None:
         """Re-read peers and run an anti-entropy round now (after an approval, say)."""
@@ -158,7 +155,11 @@ class SyncEngine:
     # -- events in ----------------------------------------------------------------------------------------------
 
     async def ingest(self, lines: Sequence[bytes], origin: str) -> IngestResult:
-        """Validate, verify and store wire events from `origin` (a peer key); forward what is new."""
+        """Validate, verify and store wire events from `origin` (a peer key); forward what is new.
+
+        Signatures are checked in a worker thread before the store lock is taken, so that while one batch is
+        verified the next can be parsed and the previous one committed.
+        """
         now = int(time.time())
         parsed: list[Event | EventRejected] = []
         for line in lines:
@@ -166,20 +167,24 @@ class SyncEngine:
                 parsed.append(parse_event(line, self.registry, now=now))
             except EventRejected as exc:
                 parsed.append(exc)
+        candidates = [e for e in parsed if isinstance(e, Event)]
+        known = await self.store.known_ids([e.id for e in candidates])
+        unknown = [e for e in candidates if e.id not in known]
+        valid = dict(zip((e.id for e in unknown), await self._verify(unknown)))
         result = IngestResult()
         async with self._ingest_lock:
             plan = await self.store.prepare(parsed)
-            check = [i for i, s in enumerate(plan.statuses) if s in (Status.NEW, Status.EQUIVOCATION)]
-            verdicts = await asyncio.get_running_loop().run_in_executor(
-                self._verify_pool, _verify_all, [plan.events[i] for i in check])
-            valid = dict(zip(check, verdicts))
+            late = [plan.events[i] for i, s in enumerate(plan.statuses)
+                    if s in (Status.NEW, Status.EQUIVOCATION) and plan.events[i].id not in valid]
+            if late:  # rare: not seen by the pre-check (an equivocation within this batch, say)
+                valid.update(zip((e.id for e in late), await self._verify(late)))
             new: list[Event] = []
             fills: list[Event] = []
             for index, status in enumerate(plan.statuses):
                 event = plan.events[index]
                 if isinstance(status, EventRejected):
                     result.rejected.append((index, status))
-                elif not valid.get(index, True):
+                elif status in (Status.NEW, Status.EQUIVOCATION) and not valid[event.id]:
                     result.rejected.append((index, BadSignature(
                         f"signature of event {event.id[:16]} does not verify against author {event.author[:16]}")))
                 elif status is Status.EQUIVOCATION:
@@ -198,6 +203,12 @@ class SyncEngine:
         self._distribute(result.stored, origin)
         return result
 
+    async def _verify(self, events: Sequence[Event]) -> list[bool]:
+        if not events:
+            return []
+        return await self._verifier.verify([(bytes.fromhex(e.author), bytes.fromhex(e.sig) + e.signed_message())
+                                            for e in events])
+
     def _account(self, result: IngestResult) -> None:
         self.stats.stored += len(result.stored)
         self.stats.duplicates += result.duplicates
@@ -207,10 +218,9 @@ class SyncEngine:
     def _distribute(self, events: list[Event], origin: str) -> None:
         if not events:
             return
-        lines = [e.to_line() for e in events]
-        for key, outbox in self._outboxes.items():
-            if key == origin:
-                continue
+        targets = [outbox for key, outbox in self._outboxes.items() if key != origin]
+        lines = [e.to_line() for e in events] if targets else []
+        for outbox in targets:
             for line in lines:
                 try:
                     outbox.queue.put_nowait(line)
@@ -298,29 +308,44 @@ class SyncEngine:
         ours = await self.store.heads()
         quarantined = await self.store.quarantined()
         lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
+        # Gaps are asked for in the first round only: the answer fills what the peer can fill.
         gaps = await self.store.gaps()
         total = 0
         rounds = 0
         while (lag > 0 or gaps) and rounds < PULL_MAX_ROUNDS:
             rounds += 1
-            stored_this_round = 0
-            more = False
-            self.stats.pull_requests += 1
-            async for lines, flag in self.client.pull(peer.url, ours, gaps, self.settings.pull_limit):
-                if lines:
-                    result = await self.ingest(lines, peer.key)
-                    stored_this_round += len(result.stored)
-                if flag is not None:
-                    more = flag
+            stored_this_round, more = await self._pull_round(peer, ours, gaps)
             total += stored_this_round
             if not more or stored_this_round == 0:
                 break
             ours = await self.store.heads()
-            gaps = await self.store.gaps()
+            gaps = []
         ours = await self.store.heads()
         lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
         await self.peers.record_sync(peer.key, error=None, lag=lag)
         return total
+
+    async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: list) -> tuple[int, bool]:
+        """One pull request; chunks are ingested as they arrive, two at a time so that parsing the next chunk
+        overlaps with verifying and storing the previous one."""
+        assert self.client is not None and peer.url
+        self.stats.pull_requests += 1
+        stored = 0
+        more = False
+        in_flight: list[asyncio.Task[IngestResult]] = []
+        try:
+            async for lines, flag in self.client.pull(peer.url, heads, gaps, self.settings.pull_limit):
+                if lines:
+                    in_flight.append(asyncio.create_task(self.ingest(lines, peer.key)))
+                    if len(in_flight) > 1:
+                        stored += len((await in_flight.pop(0)).stored)
+                if flag is not None:
+                    more = flag
+        finally:
+            # Whatever arrived before a broken stream is still stored: the next round resumes after it.
+            for task in in_flight:
+                stored += len((await task).stored)
+        return stored, more
 
 
 async def add_discovered(engine: SyncEngine, key: str, url: str, *, source: str, trusted: bool) -> Peer:

@@ -12,7 +12,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from ._canonical import canonical, decode
+from ._canonical import canonical, canonical_checked, decode
 from ._errors import (BadSignature, BodyHashMismatch, Expired, FutureTimestamp, InvalidBody, MalformedEvent,
                       OversizedEvent)
 from ._kinds import KIND_PATTERN, TOMBSTONE, KindRegistry
@@ -25,6 +25,7 @@ HEADER_FIELDS = ("v", "kind", "author", "seq", "ts", "expires", "body_hash")
 _EVENT_FIELDS = frozenset(HEADER_FIELDS) | {"id", "sig"}
 _INT_FIELDS = ("v", "seq", "ts", "expires")
 _HEX_FIELDS = {"author": 64, "body_hash": 64, "id": 64, "sig": 128}
+_BODY_START = len(b'{"author":"') + 64 + len(b'","body":')
 _HEX = {n: re.compile(f"[0-9a-f]{{{n}}}\\Z") for n in (64, 128)}
 
 
@@ -86,8 +87,20 @@ def encode_line(event: Event) -> bytes:
 
 
 def header_id(header: dict[str, Any]) -> str:
-    """The content address: sha256 of the canonical header."""
-    return sha256_hex(canonical(header))
+    """The content address: sha256 of the canonical header.
+
+    Callers pass headers whose fields were type-checked (integers, hex and a KIND_PATTERN kind: ASCII only),
+    so the fast encoder is exact.
+    """
+    return sha256_hex(canonical_checked(header))
+
+
+def _event_id(event: "Event") -> str:
+    """header_id of a type-checked event, assembled directly (member order: author, body_hash, expires, kind,
+    seq, ts, v); tests check it equals header_id."""
+    return sha256_hex(b'{"author":"%s","body_hash":"%s","expires":%d,"kind":"%s","seq":%d,"ts":%d,"v":%d}' % (
+        event.author.encode(), event.body_hash.encode(), event.expires, event.kind.encode(), event.seq, event.ts,
+        event.v))
 
 
 def create_event(key: nacl.signing.SigningKey, registry: KindRegistry, *, kind: str, seq: int, body: Any,
@@ -139,8 +152,9 @@ def parse_event(line: bytes, registry: KindRegistry, *, now: int) -> Event:
         raise _field_error("kind", f"a string matching {KIND_PATTERN.pattern}", value["kind"])
     body_bytes = None
     if "body" in value:
-        # The whole line is canonical, so re-encoding the body alone gives its canonical bytes.
-        body_bytes = canonical(value["body"], path="body")
+        # The line is canonical, so the body's canonical bytes are the slice between '{"author":"<64 hex>",
+        # "body":' and the last ',"body_hash":"' (no later member's value can hold that sequence).
+        body_bytes = line[_BODY_START:line.rfind(b',"body_hash":"')]
     event = Event(v=value["v"], kind=value["kind"], author=value["author"], seq=value["seq"], ts=value["ts"],
                   expires=value["expires"], body_hash=value["body_hash"], id=value["id"], sig=value["sig"],
                   body=body_bytes)
@@ -165,7 +179,7 @@ def check_header(event: Event, registry: KindRegistry, *, now: int) -> None:
         raise MalformedEvent(f"field 'expires' ({event.expires}) must be after 'ts' ({event.ts})")
     if event.expires - event.ts > spec.max_ttl:
         raise MalformedEvent(f"lifetime {event.expires - event.ts} s exceeds {spec.max_ttl} s for kind {event.kind!r}")
-    if header_id(event.header()) != event.id:
+    if _event_id(event) != event.id:
         raise BadSignature("id is not sha256 of the canonical header: the header was altered")
 
 

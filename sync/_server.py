@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from ._client import MORE_HEADER, NDJSON
+from ._client import NDJSON
 from ._engine import SyncEngine
 from ._errors import BatchTooLarge, MalformedEvent, PeerNotApproved, SyncError
 from ._event import MAX_EVENT_BYTES
@@ -79,23 +79,21 @@ class SyncServer:
         return web.json_response(await self.engine.store.heads())
 
     async def handle_pull(self, request: web.Request) -> web.StreamResponse:
-        """POST /sync/v1/pull: NDJSON of the events the caller lacks, one batch; Nnode-More: 1 if more remain."""
+        """POST /sync/v1/pull: NDJSON of the events the caller lacks, one batch, then {"end": {count, more}}."""
         body = await _read_bounded(request, 1024 * 1024)
         await self.authenticate(request, body)
         heads, gaps, limit = self._parse_pull(body)
-        lines, more = await self.engine.store.pull_batch(heads, gaps, limit=limit,
-                                                          max_bytes=self.engine.settings.max_batch_bytes,
-                                                          now=int(time.time()))
-        response = web.StreamResponse(headers={"Content-Type": NDJSON, MORE_HEADER: "1" if more else "0"})
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
         await response.prepare(request)
-        chunk: list[bytes] = []
-        for line in lines:
-            chunk.append(line)
-            if len(chunk) >= 200:
-                await response.write(b"\n".join(chunk) + b"\n")
-                chunk = []
-        if chunk:
-            await response.write(b"\n".join(chunk) + b"\n")
+        sent = 0
+        more = False
+        async for lines, more in self.engine.store.pull_stream(
+                heads, gaps, limit=limit, max_bytes=self.engine.settings.max_batch_bytes, now=int(time.time())):
+            if lines:
+                await response.write(b"\n".join(lines) + b"\n")
+                sent += len(lines)
+        # The end record tells the caller the batch is complete (a cut stream lacks it) and whether to ask again.
+        await response.write(json.dumps({"end": {"count": sent, "more": more}}).encode() + b"\n")
         await response.write_eof()
         return response
 

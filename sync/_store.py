@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterable, Sequence
+from typing import AsyncIterator, Iterable, Sequence
 
 from ._db import Database, Migration
 from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
@@ -96,6 +96,16 @@ class EventStore:
         rows = await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
         return _row_event(rows[0]) if rows else None
 
+    async def known_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` are stored."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 900):
+            chunk = ids[start:start + 900]
+            rows = await self.db.reader.execute_fetchall(
+                f"SELECT id FROM events WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update(r[0] for r in rows)
+        return found
+
     async def count(self) -> int:
         """How many events (headers) are held."""
         rows = await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM events")
@@ -118,32 +128,50 @@ class EventStore:
         rows = await self.db.reader.execute_fetchall("SELECT author, reason, evidence, at FROM quarantine")
         return {r[0]: {"reason": r[1], "evidence": json.loads(r[2]), "at": r[3]} for r in rows}
 
-    async def pull_batch(self, their_heads: dict[str, int], their_gaps: Iterable[Sequence], *, limit: int,
-                         max_bytes: int, now: int) -> tuple[list[bytes], bool]:
-        """Lines of the events the caller lacks, by (author, seq), and whether more remain.
+    async def pull_stream(self, their_heads: dict[str, int], their_gaps: Iterable[Sequence], *, limit: int,
+                          max_bytes: int, now: int, chunk: int = 500) -> AsyncIterator[tuple[list[bytes], bool]]:
+        """Lines of the events the caller lacks, by (author, seq), in chunks as they are read.
 
-        Bodies of expired events are left out: their headers still fill the caller's seq gaps.
+        Each item is (lines, more): `more` is True on the last item if the limit or byte cap stopped the stream
+        before everything was sent. Bodies of expired events are left out: their headers still fill gaps.
         """
         ours = await self.heads()
         ranges = [(a, int(lo), int(hi)) for a, lo, hi in their_gaps if a in ours]
         ranges += [(a, their_heads.get(a, 0) + 1, top) for a, top in ours.items() if top > their_heads.get(a, 0)]
         ranges.sort()
-        lines: list[bytes] = []
-        size = 0
+        sent = size = 0
         for author, lo, hi in ranges:
-            rows = await self.db.reader.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM events WHERE author = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
-                (author, lo, hi, limit - len(lines) + 1))
-            for row in rows:
-                event = _row_event(row)
-                if event.expires <= now:
-                    event = event.without_body()
-                line = encode_line(event)
-                if len(lines) >= limit or (lines and size + len(line) > max_bytes):
-                    return lines, True
-                lines.append(line)
-                size += len(line) + 1
-        return lines, False
+            while lo <= hi:
+                rows = await self.db.reader.execute_fetchall(
+                    f"SELECT {_COLUMNS} FROM events WHERE author = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+                    (author, lo, hi, min(chunk, limit - sent + 1)))
+                if not rows:
+                    break
+                lines = []
+                for row in rows:
+                    event = _row_event(row)
+                    if event.expires <= now:
+                        event = event.without_body()
+                    line = encode_line(event)
+                    if sent >= limit or (sent and size + len(line) > max_bytes):
+                        yield lines, True
+                        return
+                    lines.append(line)
+                    sent += 1
+                    size += len(line) + 1
+                yield lines, False
+                lo = rows[-1][2] + 1
+        yield [], False
+
+    async def pull_batch(self, their_heads: dict[str, int], their_gaps: Iterable[Sequence], *, limit: int,
+                         max_bytes: int, now: int) -> tuple[list[bytes], bool]:
+        """pull_stream gathered into one list: (lines, more)."""
+        lines: list[bytes] = []
+        more = False
+        async for chunk, more in self.pull_stream(their_heads, their_gaps, limit=limit, max_bytes=max_bytes,
+                                                  now=now):
+            lines += chunk
+        return lines, more
 
     async def next_seq(self, author: str) -> int:
         """The seq the author's next event takes (read on the writer, inside its lock, by the caller)."""

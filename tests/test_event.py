@@ -9,7 +9,7 @@ from node.kinds import build_registry
 from sync import (MAX_EVENT_BYTES, BadSignature, Expired, FutureTimestamp, InvalidBody, KindRegistry,
                   MalformedEvent, OversizedEvent, UnknownKind, canonical, create_event, parse_event, sha256_hex,
                   verify_signature)
-from sync._event import SIGNATURE_DOMAIN
+from sync._event import SIGNATURE_DOMAIN, _event_id
 
 KEY = nacl.signing.SigningKey.generate()
 REG = build_registry()
@@ -25,7 +25,8 @@ def test_round_trip_and_content_address():
     assert line == canonical(event.header() | {"body": {"text": "hi"}, "id": event.id, "sig": event.sig})
     parsed = parse_event(line, REG, now=int(time.time()))
     assert parsed == event
-    assert event.id == sha256_hex(canonical(event.header()))
+    assert event.id == sha256_hex(canonical(event.header())) == _event_id(parsed)
+    assert parsed.body == canonical({"text": "hi"})
     assert event.body_hash == sha256_hex(canonical({"text": "hi"}))
     verify_signature(parsed)
 
