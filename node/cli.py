@@ -315,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         if args.command == "demo" and not args.data_dir and config.source == "<defaults>":
+            # Loopback only: a demo must not advertise itself (mDNS) or listen on the building's network.
             config = config.replace(node={"data_dir": Path("demo-data").resolve(), "name": "Demo building"},
+                                    http={"host": "127.0.0.1"}, discovery={"interfaces": ("127.0.0.1",)},
                                     log={"format": "text"})
         setup_logging(config.log.level, config.log.format)
         return asyncio.run(args.func(config, args))
