@@ -18,6 +18,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sync import (Database, Discovery, EventStore, PeerStore, SyncEngine, SyncServer, SyncSettings,
                   add_discovered, make_descriptor, setup_schema)
 
+from . import systemd
+from .claim import MIGRATIONS as CLAIM_MIGRATIONS, Claims
 from .config import Config
 from .errors import NodeError
 from .identity import load_key, node_id
@@ -33,8 +35,9 @@ PEERS = web.AppKey("peers", PeerStore)
 ENGINE = web.AppKey("engine", SyncEngine)
 SYNC_SERVER = web.AppKey("sync_server", SyncServer)
 STARTED = web.AppKey("started", float)
+CLAIMS = web.AppKey("claims", "Claims")
 
-NODE_MIGRATIONS: list = []  # node/ tables (residents, clips...) arrive with their issues
+NODE_MIGRATIONS = CLAIM_MIGRATIONS  # node/ tables; residents, clips... join with their issues
 
 
 def sync_settings(config: Config) -> SyncSettings:
@@ -81,6 +84,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DB] = db
         app[STORE] = EventStore(db)
         app[PEERS] = PeerStore(db)
+        app[CLAIMS] = Claims(db)
         yield
     finally:
         await db.close()
@@ -112,11 +116,16 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         if dropped:
             log.info("expired bodies purged", extra={"count": dropped})
 
+    async def claim_code() -> None:
+        await app[CLAIMS].ensure_code(app[CONFIG].http.port)
+
     scheduler = AsyncIOScheduler()
     scheduler.add_job(purge, "interval", seconds=app[CONFIG].events.purge_interval, id="purge-expired",
                       max_instances=1, coalesce=True)
+    scheduler.add_job(claim_code, "interval", minutes=5, id="claim-code", max_instances=1, coalesce=True)
     scheduler.start()
     await purge()
+    await claim_code()
     try:
         yield
     finally:
@@ -177,17 +186,28 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
 
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run the node until `stop` is set (or forever)."""
+    """Run the node until `stop` is set (or forever); tell systemd when it serves and ping its watchdog."""
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    pinger: asyncio.Task | None = None
     try:
         site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
         await site.start()
         log.info("node serving", extra={"node": node_id(app[KEY]), "host": config.http.host,
                                         "port": config.http.port})
+        systemd.notify(f"READY=1\nSTATUS=serving on {config.http.host}:{config.http.port}")
+        interval = systemd.watchdog_interval()
+        if interval:
+            pinger = asyncio.create_task(systemd.watchdog(app[DB].integrity_probe, interval), name="nnode-watchdog")
         if ready is not None:
             ready.set()
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
+        systemd.notify("STOPPING=1")
+        if pinger is not None:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
         await runner.cleanup()
+        log.info("node stopped")

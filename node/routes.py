@@ -19,6 +19,7 @@ log = logging.getLogger("nnode.http")
 
 PUBLIC = "public"   # anyone who can reach the node
 PEER = "peer"       # approved peer nodes, by RFC 9421 signature (checked by the sync server)
+LOOPBACK = "loopback"  # the device itself (its own screen), by source address
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,9 +84,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 def route_table() -> list[Route]:
     """Every HTTP route of the node with its roles."""
+    from . import setup
+
     routes = [
         Route("GET", "/healthz", healthz, frozenset({PUBLIC})),
         Route("GET", "/metrics", metrics, frozenset({PUBLIC})),
+        Route("GET", "/setup", setup.setup_page, frozenset({PUBLIC})),
+        Route("GET", "/setup/qr.svg", setup.setup_qr, frozenset({LOOPBACK})),
+        Route("POST", "/setup/claim", setup.claim, frozenset({PUBLIC})),
+        Route("GET", "/api/session", setup.session, frozenset({PUBLIC})),
     ]
     for method, path, attribute, signed in SYNC_ENDPOINTS:
         routes.append(Route(method, path, _sync_handler(attribute), frozenset({PEER if signed else PUBLIC})))

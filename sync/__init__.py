@@ -4,7 +4,7 @@ sync/ knows nothing of cameras, residents or agencies; node/ registers its event
 """
 
 from ._canonical import MAX_SAFE_INT, canonical, decode
-from ._db import Database, DatabaseError
+from ._db import Database, DatabaseError, Migration
 from ._descriptor import BadDescriptor, check_descriptor, make_descriptor
 from ._discovery import SERVICE_TYPE, Discovery
 from ._engine import IngestResult, SyncEngine, SyncSettings, add_discovered
@@ -23,7 +23,7 @@ from ._store import EventStore
 
 __all__ = [
     "APPROVED", "AuthError", "AuthorQuarantined", "BadDescriptor", "BadSignature", "BatchTooLarge",
-    "BodyHashMismatch", "Database", "DatabaseError", "Discovery", "Equivocation", "Event", "EventRejected",
+    "BodyHashMismatch", "Database", "DatabaseError", "Migration", "Discovery", "Equivocation", "Event", "EventRejected",
     "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp", "IngestResult", "InvalidBody", "KindRegistry",
     "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "MAX_SAFE_INT", "MalformedEvent", "NonCanonical", "OversizedEvent",
     "PENDING", "Peer", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited", "SERVICE_TYPE",

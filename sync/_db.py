@@ -104,6 +104,11 @@ class Database:
         row = await (await self.reader.execute("PRAGMA quick_check")).fetchone()
         return row[0] == "ok"
 
+    async def integrity_probe(self) -> bool:
+        """A cheap liveness check: the reader answers a query."""
+        row = await (await self.reader.execute("SELECT 1")).fetchone()
+        return row[0] == 1
+
     async def close(self) -> None:
         """Close both connections; safe to call twice."""
         if self._closed:

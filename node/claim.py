@@ -1,0 +1,178 @@
+"""First-boot claim: a one-time code proves physical possession and makes its holder the node's manager.
+
+The running node keeps one code at a time: its scrypt hash in the database (single use, expiring), the code itself
+only in memory, printed on the console (stdout; systemd sends it to the attached screen) and shown as a QR on the
+setup page to the device's own screen (requests from loopback), never to the rest of the LAN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import segno
+
+from sync import Database, Migration
+
+from .passwords import check_secret, hash_secret
+
+log = logging.getLogger("nnode.claim")
+
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+CODE_LENGTH = 12                                   # 60 bits
+CODE_TTL = 24 * 3600
+SESSION_TTL = 30 * 86_400
+MIN_PASSWORD = 12
+
+MIGRATIONS: Sequence[Migration] = [
+    (1, [
+        """CREATE TABLE claim_codes (
+            id INTEGER PRIMARY KEY,
+            code_hash TEXT NOT NULL,
+            created INTEGER NOT NULL,
+            expires INTEGER NOT NULL,
+            used INTEGER
+        )""",
+        """CREATE TABLE managers (
+            id INTEGER PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            created INTEGER NOT NULL
+        )""",
+        """CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            subject INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            expires INTEGER NOT NULL,
+            revoked INTEGER
+        )""",
+    ]),
+]
+
+
+class ClaimError(Exception):
+    """A claim attempt failed; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def new_code() -> str:
+    """A random code, grouped for reading aloud: XXXX-XXXX-XXXX."""
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return "-".join(raw[i:i + 4] for i in range(0, CODE_LENGTH, 4))
+
+
+def normalise(code: str) -> str:
+    """Accept what people type: any case, spaces or dashes, O for 0 and I/L for 1."""
+    cleaned = code.upper().replace("-", "").replace(" ", "").replace("O", "0").replace("I", "1").replace("L", "1")
+    return "-".join(cleaned[i:i + 4] for i in range(0, len(cleaned), 4))
+
+
+def setup_url(port: int, code: str | None = None) -> str:
+    """The setup page's address as the building's network sees it; the code rides in the fragment."""
+    url = f"http://{socket.gethostname()}.local:{port}/setup"
+    return f"{url}#code={code}" if code else url
+
+
+class Claims:
+    """Claim codes, the manager account and sessions, in the node's database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.current: str | None = None   # the live code's plaintext, in memory only
+        self.current_expires = 0
+
+    async def claimed(self) -> bool:
+        """True once a manager exists."""
+        rows = await self.db.reader.execute_fetchall("SELECT 1 FROM managers LIMIT 1")
+        return bool(rows)
+
+    async def issue(self, *, now: int | None = None) -> str:
+        """Replace any earlier code with a new one; returns its plaintext (kept in memory)."""
+        now = int(time.time()) if now is None else now
+        code = new_code()
+        stored = await asyncio.to_thread(hash_secret, code)
+        async with self.db.write() as conn:
+            await conn.execute("UPDATE claim_codes SET used = ? WHERE used IS NULL", (now,))
+            await conn.execute("INSERT INTO claim_codes (code_hash, created, expires) VALUES (?, ?, ?)",
+                               (stored, now, now + CODE_TTL))
+        self.current, self.current_expires = code, now + CODE_TTL
+        return code
+
+    async def ensure_code(self, port: int) -> None:
+        """While unclaimed, keep an unexpired code and show it on the console."""
+        if await self.claimed() or (self.current and self.current_expires > time.time() + 60):
+            return
+        code = await self.issue()
+        print_banner(code, port)
+
+    async def claim(self, code: str, password: str, *, now: int | None = None) -> str:
+        """Use the code to become the manager; returns a new session token."""
+        now = int(time.time()) if now is None else now
+        if len(password) < MIN_PASSWORD:
+            raise ClaimError(f"the manager password must have at least {MIN_PASSWORD} characters", 400)
+        if await self.claimed():
+            raise ClaimError("this node is already claimed", 409)
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT id, code_hash FROM claim_codes WHERE used IS NULL AND expires > ?", (now,))
+        match = None
+        for row_id, stored in rows:
+            if await asyncio.to_thread(check_secret, normalise(code), stored):
+                match = row_id
+        if match is None:
+            raise ClaimError("the claim code is wrong, used or expired; read the current one on the "
+                             "node's screen", 403)
+        password_hash = await asyncio.to_thread(hash_secret, password)
+        token = secrets.token_urlsafe(32)
+        async with self.db.write() as conn:
+            cursor = await conn.execute("UPDATE claim_codes SET used = ? WHERE id = ? AND used IS NULL", (now, match))
+            if cursor.rowcount != 1:
+                raise ClaimError("the claim code was just used", 409)
+            cursor = await conn.execute("INSERT INTO managers (password_hash, created) VALUES (?, ?)",
+                                        (password_hash, now))
+            await conn.execute("INSERT INTO sessions (token_hash, role, subject, created, expires) "
+                               "VALUES (?, 'manager', ?, ?, ?)",
+                               (_token_hash(token), cursor.lastrowid, now, now + SESSION_TTL))
+        self.current = None
+        log.info("node claimed by its manager")
+        return token
+
+    async def session_role(self, token: str | None, *, now: int | None = None) -> str | None:
+        """The role of a live session token, or None."""
+        if not token:
+            return None
+        now = int(time.time()) if now is None else now
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT role FROM sessions WHERE token_hash = ? AND revoked IS NULL AND expires > ?",
+            (_token_hash(token), now))
+        return rows[0][0] if rows else None
+
+
+def _token_hash(token: str) -> str:
+    # Session tokens are 256 random bits: a fast hash is enough, and a stolen database holds no usable token.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def qr_svg(data: str) -> bytes:
+    """An SVG QR code of `data`."""
+    out = io.BytesIO()
+    segno.make(data, error="m").save(out, kind="svg", scale=6, border=2, dark="#000", light="#fff")
+    return out.getvalue()
+
+
+def print_banner(code: str, port: int) -> None:
+    """The console banner: the code in text and a terminal QR of the setup link carrying it."""
+    qr = io.StringIO()
+    segno.make(setup_url(port, code), error="m").terminal(out=qr, compact=True)
+    print(f"\nNeighborhood Node is not claimed yet.\nClaim code: {code}  (valid 24 h; open "
+          f"{setup_url(port)} or scan:)\n{qr.getvalue()}", file=sys.stdout, flush=True)
