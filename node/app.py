@@ -99,8 +99,8 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         if (known := await app[PEERS].get(key)) is not None and not known.approved:
             await app[PEERS].approve(key)
     app[ENGINE] = engine
-    app[SYNC_SERVER] = SyncServer(engine, lambda: make_descriptor(app[KEY], name=config.node.name,
-                                                                  location=coarse_location(config)))
+    app[SYNC_SERVER] = SyncServer(engine, lambda nonce: make_descriptor(
+        app[KEY], name=config.node.name, location=coarse_location(config), nonce=nonce))
     await engine.start()
     try:
         yield
@@ -111,13 +111,17 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
 
+    running = asyncio.Lock()  # held by a job while it runs, so shutdown can wait for it
+
     async def purge() -> None:
-        dropped = await store.purge_expired()
+        async with running:
+            dropped = await store.purge_expired()
         if dropped:
             log.info("expired bodies purged", extra={"count": dropped})
 
     async def claim_code() -> None:
-        await app[CLAIMS].ensure_code(app[CONFIG].http.port)
+        async with running:
+            await app[CLAIMS].ensure_code(app[CONFIG].http.port)
 
     scheduler = AsyncIOScheduler()
     scheduler.add_job(purge, "interval", seconds=app[CONFIG].events.purge_interval, id="purge-expired",
@@ -130,6 +134,8 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         scheduler.shutdown(wait=False)
+        async with running:  # a job that had started finishes before the database closes
+            pass
 
 
 async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:

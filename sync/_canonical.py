@@ -9,12 +9,14 @@ whole encoded as UTF-8.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from typing import Any
 
 from ._errors import FloatNotAllowed, MalformedEvent, NonCanonical
 
 MAX_SAFE_INT = 2**53 - 1
+MAX_DEPTH = 32  # nesting of arrays and objects an event may use
 
 # CPython's C encoder already escapes exactly as JCS asks (\b \t \n \f \r \" \\ and \u00xx lowercase for the other
 # control characters, everything else raw UTF-8); only its key order differs, and only for names holding characters
@@ -27,8 +29,10 @@ def _utf16_key(name: str) -> bytes:
     return name.encode("utf-16-be", "surrogatepass")
 
 
-def _walk(value: Any, path: str, nfc: bool) -> bool:
+def _walk(value: Any, path: str, nfc: bool, depth: int = 0) -> bool:
     """Validate `value` for encoding; return True if some object name needs UTF-16 ordering."""
+    if depth > MAX_DEPTH:
+        raise MalformedEvent(f"{path or 'value'}: nested deeper than {MAX_DEPTH} levels")
     if value is None or value is True or value is False:
         return False
     kind = type(value)
@@ -45,7 +49,7 @@ def _walk(value: Any, path: str, nfc: bool) -> bool:
     if kind is list:
         astral = False
         for i, item in enumerate(value):
-            astral |= _walk(item, f"{path}[{i}]", nfc)
+            astral |= _walk(item, f"{path}[{i}]", nfc, depth + 1)
         return astral
     if kind is dict:
         astral = False
@@ -56,7 +60,7 @@ def _walk(value: Any, path: str, nfc: bool) -> bool:
                 if nfc and not unicodedata.is_normalized("NFC", key):
                     raise NonCanonical(f"{path or 'value'}: member name {key!r} is not in Unicode NFC")
                 astral |= any(ord(c) > 0xFFFF for c in key)
-            astral |= _walk(item, f"{path}.{key}" if path else key, nfc)
+            astral |= _walk(item, f"{path}.{key}" if path else key, nfc, depth + 1)
         return astral
     raise MalformedEvent(f"{path or 'value'}: {kind.__name__} cannot be encoded as event JSON")
 
@@ -97,10 +101,30 @@ def _reject_constant(text: str) -> Any:
 
 
 def _parse_int(text: str) -> int:
+    if len(text) > 17:  # longer than -(2**53 - 1): refuse before int() does quadratic work
+        raise MalformedEvent(f"integer {text[:20]}... outside +/-(2**53-1)")
     value = int(text)
     if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
         return value
     raise MalformedEvent(f"integer {text} outside +/-(2**53-1)")
+
+
+_BRACKETS = re.compile(r'[\[\]{}]|"(?:[^"\\]|\\.)*"')
+
+
+def _depth_exceeds(text: str) -> bool:
+    """True if brackets outside strings nest deeper than MAX_DEPTH (checked before parsing recursively)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for token in _BRACKETS.findall(text):
+        if token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH + 1:  # the event object itself is one level
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
 
 
 def decode(data: bytes) -> Any:
@@ -109,10 +133,14 @@ def decode(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedEvent(f"not UTF-8 at byte {exc.start}") from exc
+    if _depth_exceeds(text):
+        raise MalformedEvent(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         value = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise MalformedEvent(f"malformed JSON: {exc.msg} at column {exc.colno}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise MalformedEvent(f"malformed JSON: {exc.__class__.__name__}") from exc
     if text.isascii():
         # ASCII text has only NFC strings and BMP names, so the C encoder is exact.
         encoded = _to_utf8(_fast(value), "")

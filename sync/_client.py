@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import AsyncIterator, Sequence
 
 import aiohttp
@@ -45,8 +46,9 @@ class PeerClient:
         return headers
 
     async def descriptor(self, base_url: str, *, expect_key: str | None = None) -> dict:
-        """Fetch and verify a node's descriptor."""
-        url = base_url.rstrip("/") + "/.well-known/nnode"
+        """Fetch and verify a node's descriptor, signed over a fresh nonce of ours."""
+        nonce = secrets.token_urlsafe(24)
+        url = base_url.rstrip("/") + "/.well-known/nnode?nonce=" + nonce
         try:
             async with self.session.get(url, timeout=self.timeout) as resp:
                 if resp.status != 200:
@@ -54,7 +56,7 @@ class PeerClient:
                 value = json.loads(await resp.content.read(64 * 1024))
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
-        return check_descriptor(value, expect_key=expect_key)
+        return check_descriptor(value, expect_key=expect_key, nonce=nonce)
 
     async def heads(self, base_url: str) -> dict[str, int]:
         """The peer's {author: max seq}."""
@@ -69,7 +71,7 @@ class PeerClient:
         url = base_url.rstrip("/") + "/sync/v1/push"
         return await self._json("POST", url, b"\n".join(lines) + b"\n", NDJSON, per_event=True)
 
-    async def pull(self, base_url: str, heads: dict[str, int], gaps: list, limit: int
+    async def pull(self, base_url: str, heads: dict[str, int], gaps: list, tips: dict[str, str], limit: int
                    ) -> AsyncIterator[tuple[list[bytes], bool | None]]:
         """Yield chunks of event lines as they arrive; the last item is ([], more) from the end record.
 
@@ -77,7 +79,8 @@ class PeerClient:
         caller keeps those events and resumes after them.
         """
         url = base_url.rstrip("/") + "/sync/v1/pull"
-        body = json.dumps({"heads": heads, "gaps": gaps, "limit": limit}, separators=(",", ":")).encode()
+        body = json.dumps({"heads": heads, "gaps": gaps, "tips": tips, "limit": limit},
+                          separators=(",", ":")).encode()
         try:
             async with self.session.post(url, data=body, timeout=self.timeout,
                                          headers=self._signed("POST", url, body, "application/json")) as resp:

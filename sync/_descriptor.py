@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -22,19 +23,27 @@ class BadDescriptor(SyncError):
     reason = "bad_descriptor"
 
 
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+
+
 def make_descriptor(key: nacl.signing.SigningKey, *, name: str, location: dict[str, int] | None,
-                    now: int | None = None) -> dict[str, Any]:
-    """A signed descriptor; `location` is coarse, in integer micro-degrees."""
+                    nonce: str | None = None, now: int | None = None) -> dict[str, Any]:
+    """A signed descriptor; `location` is coarse, in integer micro-degrees. A caller's nonce is signed in, which
+    proves the key holder answers at this address now (a copied descriptor cannot)."""
     body = {"v": 1, "node": key.verify_key.encode().hex(), "name": name, "location": location,
             "protocols": PROTOCOLS, "ts": int(time.time()) if now is None else now}
+    if nonce is not None:
+        body["nonce"] = nonce
     body["sig"] = key.sign(DESCRIPTOR_DOMAIN + canonical(body)).signature.hex()
     return body
 
 
-def check_descriptor(value: Any, *, expect_key: str | None = None) -> dict[str, Any]:
-    """Verify a descriptor's signature (and that it names `expect_key`); return it."""
+def check_descriptor(value: Any, *, expect_key: str | None = None, nonce: str | None = None) -> dict[str, Any]:
+    """Verify a descriptor's signature (and that it names `expect_key` and signs `nonce`); return it."""
     if not isinstance(value, dict) or not isinstance(value.get("sig"), str) or not isinstance(value.get("node"), str):
         raise BadDescriptor("descriptor must be an object with 'node' and 'sig'")
+    if nonce is not None and value.get("nonce") != nonce:
+        raise BadDescriptor("descriptor does not sign the nonce we sent: not a live answer from that key")
     if expect_key is not None and value["node"] != expect_key:
         raise BadDescriptor(f"descriptor names key {value['node'][:16]}, expected {expect_key[:16]}")
     unsigned = {k: v for k, v in value.items() if k != "sig"}

@@ -14,7 +14,8 @@ import aiohttp
 import nacl.signing
 
 from ._client import PeerClient
-from ._errors import BadSignature, EventRejected, PeerUnreachable, SyncError
+from ._canonical import MAX_SAFE_INT
+from ._errors import BadSignature, EventRejected, MalformedEvent, PeerUnreachable, SyncError
 from ._event import Event, create_event, parse_event
 from ._kinds import TOMBSTONE, KindRegistry
 from ._peers import APPROVED, Peer, PeerStore
@@ -53,6 +54,7 @@ class IngestResult:
     stored: list[Event] = field(default_factory=list)
     duplicates: int = 0
     rejected: list[tuple[int, EventRejected]] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)  # highest seq per author among readable events
 
     def as_json(self) -> dict[str, Any]:
         """The per-batch report a push caller receives."""
@@ -167,11 +169,16 @@ class SyncEngine:
                 parsed.append(parse_event(line, self.registry, now=now))
             except EventRejected as exc:
                 parsed.append(exc)
+            except (ValueError, TypeError, RecursionError) as exc:  # never let one line sink its batch
+                parsed.append(MalformedEvent(f"unreadable event: {exc.__class__.__name__}"))
         candidates = [e for e in parsed if isinstance(e, Event)]
         known = await self.store.known_ids([e.id for e in candidates])
         unknown = [e for e in candidates if e.id not in known]
         valid = dict(zip((e.id for e in unknown), await self._verify(unknown)))
         result = IngestResult()
+        for e in candidates:
+            if e.seq > result.seen.get(e.author, 0):
+                result.seen[e.author] = e.seq
         async with self._ingest_lock:
             plan = await self.store.prepare(parsed)
             late = [plan.events[i] for i, s in enumerate(plan.statuses)
@@ -305,48 +312,59 @@ class SyncEngine:
     async def _pull(self, peer: Peer) -> int:
         assert self.client is not None and peer.url
         theirs = await self.client.heads(peer.url)
-        ours = await self.store.heads()
-        quarantined = await self.store.quarantined()
-        lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
-        # Gaps are asked for in the first round only: the answer fills what the peer can fill.
+        ours, tips = await self.store.heads_and_tips()
+        quarantined = set(await self.store.quarantined())
+        # Quarantined authors are named with the highest seq so the peer sends none of their events: refused
+        # anyway, they would fill batches and starve the authors after them.
+        asked = ours | {a: MAX_SAFE_INT for a in quarantined}
         gaps = await self.store.gaps()
         total = 0
-        rounds = 0
-        while (lag > 0 or gaps) and rounds < PULL_MAX_ROUNDS:
-            rounds += 1
-            stored_this_round, more = await self._pull_round(peer, ours, gaps)
-            total += stored_this_round
-            if not more or stored_this_round == 0:
+        for _ in range(PULL_MAX_ROUNDS):
+            stored, more, seen = await self._pull_round(peer, asked, gaps, tips)
+            total += stored
+            advanced = False
+            for author, seq in seen.items():
+                if seq > asked.get(author, 0):
+                    asked[author] = seq
+                    advanced = True
+            # Go on while the peer has more and the stream moves forward (even over events refused here).
+            if not more or not advanced:
                 break
-            ours = await self.store.heads()
-            gaps = []
+            gaps, tips = [], {}
         ours = await self.store.heads()
         lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
         await self.peers.record_sync(peer.key, error=None, lag=lag)
         return total
 
-    async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: list) -> tuple[int, bool]:
+    async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: list, tips: dict[str, str]
+                          ) -> tuple[int, bool, dict[str, int]]:
         """One pull request; chunks are ingested as they arrive, two at a time so that parsing the next chunk
-        overlaps with verifying and storing the previous one."""
+        overlaps with verifying and storing the previous one. Returns (stored, more, highest seq seen)."""
         assert self.client is not None and peer.url
         self.stats.pull_requests += 1
         stored = 0
         more = False
+        seen: dict[str, int] = {}
         in_flight: list[asyncio.Task[IngestResult]] = []
+
+        def tally(result: IngestResult) -> int:
+            for author, seq in result.seen.items():
+                seen[author] = max(seen.get(author, 0), seq)
+            return len(result.stored)
+
         try:
-            async for lines, flag in self.client.pull(peer.url, heads, gaps, self.settings.pull_limit):
+            async for lines, flag in self.client.pull(peer.url, heads, gaps, tips, self.settings.pull_limit):
                 if lines:
                     in_flight.append(asyncio.create_task(self.ingest(lines, peer.key)))
                     if len(in_flight) > 1:
-                        stored += len((await in_flight.pop(0)).stored)
+                        stored += tally(await in_flight.pop(0))
                 if flag is not None:
                     more = flag
         finally:
             # Whatever arrived before a broken stream is still stored: the next round resumes after it.
             for task in in_flight:
-                stored += len((await task).stored)
-        return stored, more
-
+                stored += tally(await task)
+        return stored, more, seen
 
 async def add_discovered(engine: SyncEngine, key: str, url: str, *, source: str, trusted: bool) -> Peer:
     """Record a node seen at `url` after checking its signed descriptor names `key`; pending unless trusted."""

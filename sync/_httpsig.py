@@ -20,7 +20,7 @@ import http_sfv
 import nacl.exceptions
 import nacl.signing
 
-from ._errors import AuthError
+from ._errors import AuthError, RateLimited
 
 LABEL = "nnode"
 TAG = "nnode-sync"
@@ -93,6 +93,7 @@ class Verified:
 
     keyid: str
     created: int
+    signature: bytes
 
 
 class ReplayCache:
@@ -104,20 +105,39 @@ class ReplayCache:
         self._seen: OrderedDict[bytes, float] = OrderedDict()
 
     def check_and_add(self, signature: bytes, now: float) -> None:
-        """Raise AuthError if `signature` was already seen; remember it otherwise."""
-        while self._seen and (next(iter(self._seen.values())) < now - 2 * self.window
-                              or len(self._seen) >= self.capacity):
+        """Raise AuthError if `signature` was already seen; remember it otherwise.
+
+        Entries leave only when they are older than the skew window allows (a request that old is refused for
+        its time anyway); a full cache refuses new requests rather than forget live entries, which would let
+        a flood make room for a replay. Callers add only approved, rate-limited peers' requests.
+        """
+        while self._seen and next(iter(self._seen.values())) < now - 2 * self.window:
             self._seen.popitem(last=False)
         if signature in self._seen:
             raise AuthError("this signed request was already received (replay)")
+        if len(self._seen) >= self.capacity:
+            raise RateLimited("too many signed requests in the replay window; retry shortly", retry_after=5.0)
         self._seen[signature] = now
 
 
-def verify_request(method: str, url: str, headers: Mapping[str, str], body: bytes,
-                   *, max_skew: int = MAX_SKEW, now: float | None = None,
+def check_content_digest(headers: Mapping[str, str], body: bytes) -> None:
+    """Raise AuthError unless the (signed) Content-Digest header matches `body`."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    if lower.get("content-digest", "").strip() != content_digest(body):
+        raise AuthError("Content-Digest does not match the request body")
+
+
+def verify_request(method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                   *, has_body: bool | None = None, max_skew: int = MAX_SKEW, now: float | None = None,
                    replay: ReplayCache | None = None,
                    key_lookup: Callable[[str], bytes] | None = None) -> Verified:
-    """Check a request's RFC 9421 signature; raise AuthError naming the first problem."""
+    """Check a request's RFC 9421 signature; raise AuthError naming the first problem.
+
+    With `body=None` the headers are checked before the body is read (so nobody can make the node buffer a body
+    unauthenticated); the caller then reads the body and calls check_content_digest.
+    """
+    if has_body is None:
+        has_body = bool(body)
     lower = {k.lower(): v for k, v in headers.items()}
     if "signature-input" not in lower or "signature" not in lower:
         raise AuthError("request is not signed: Signature-Input and Signature headers are required")
@@ -144,12 +164,12 @@ def verify_request(method: str, url: str, headers: Mapping[str, str], body: byte
     keyid, created = params.get("keyid"), params.get("created")
     if not isinstance(keyid, str) or not isinstance(created, int) or isinstance(created, bool):
         raise AuthError("signature parameters must include keyid (string) and created (integer)")
-    needed = REQUIRED_COMPONENTS + (("content-digest",) if body else ())
+    needed = REQUIRED_COMPONENTS + (("content-digest",) if has_body else ())
     missing = [c for c in needed if c not in components]
     if missing:
         raise AuthError(f"signature must cover {', '.join(missing)}")
-    if body and lower.get("content-digest", "").strip() != content_digest(body):
-        raise AuthError("Content-Digest does not match the request body")
+    if body is not None and has_body:
+        check_content_digest(lower, body)
     clock = time.time() if now is None else now
     if abs(clock - created) > max_skew:
         raise AuthError(f"signature created {int(clock - created)} s from now; allowed clock skew is {max_skew} s")
@@ -166,4 +186,4 @@ def verify_request(method: str, url: str, headers: Mapping[str, str], body: byte
         raise AuthError("request signature does not verify") from exc
     if replay is not None:
         replay.check_and_add(signature, clock)
-    return Verified(keyid=keyid, created=created)
+    return Verified(keyid=keyid, created=created, signature=signature)

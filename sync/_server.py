@@ -9,10 +9,11 @@ from typing import Any, Callable
 from aiohttp import web
 
 from ._client import NDJSON
+from ._descriptor import NONCE
 from ._engine import SyncEngine
 from ._errors import BatchTooLarge, MalformedEvent, PeerNotApproved, SyncError
 from ._event import MAX_EVENT_BYTES
-from ._httpsig import ReplayCache, verify_request
+from ._httpsig import ReplayCache, check_content_digest, verify_request
 from ._ratelimit import RateLimiter
 from ._store import MAX_GAP_RANGES
 
@@ -47,45 +48,68 @@ ENDPOINTS = (
 class SyncServer:
     """Authenticates peers (RFC 9421, approval, skew, replay, rate) and serves heads, pull and push."""
 
-    def __init__(self, engine: SyncEngine, descriptor: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, engine: SyncEngine, descriptor: Callable[[str | None], dict[str, Any]]) -> None:
         self.engine = engine
         self.descriptor = descriptor
         settings = engine.settings
         self.replay = ReplayCache(window=settings.max_skew)
         self.limiter = RateLimiter(settings.rate, settings.burst)
 
-    async def authenticate(self, request: web.Request, body: bytes) -> str:
-        """The approved peer key that signed this request, or an AuthError / RateLimited."""
+    async def authenticate(self, request: web.Request) -> str:
+        """The approved peer key that signed this request's headers, or AuthError / RateLimited / PeerNotApproved.
+
+        Runs before the body is read; handlers then read it (bounded) and check its Content-Digest.
+        """
         url = f"http://{request.host}{request.raw_path}"
+        has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding") is not None
         try:
-            verified = verify_request(request.method, url, request.headers, body,
-                                      max_skew=self.engine.settings.max_skew, replay=self.replay)
+            verified = verify_request(request.method, url, request.headers, None, has_body=has_body,
+                                      max_skew=self.engine.settings.max_skew)
             self.limiter.check(verified.keyid)
             if not await self.engine.peers.is_approved(verified.keyid):
                 raise PeerNotApproved(f"key {verified.keyid[:16]} is not an approved peer of this node; "
                                       "its manager must approve it (nnode peer approve)")
+            # Only approved, rate-limited peers' signatures enter the replay cache, so strangers cannot fill it.
+            self.replay.check_and_add(verified.signature, time.time())
         except SyncError as exc:
             self.engine.stats.refused[exc.reason] += 1
             raise
         return verified.keyid
 
+    async def _signed_body(self, request: web.Request, limit: int) -> bytes:
+        body = await _read_bounded(request, limit)
+        try:
+            check_content_digest(request.headers, body)
+        except SyncError as exc:
+            self.engine.stats.refused[exc.reason] += 1
+            raise
+        return body
+
     async def handle_descriptor(self, request: web.Request) -> web.Response:
-        """GET /.well-known/nnode: who this node is, signed."""
-        return web.json_response(self.descriptor())
+        """GET /.well-known/nnode[?nonce=N]: who this node is, signed (over the caller's nonce if given)."""
+        nonce = request.query.get("nonce")
+        if nonce is not None and not NONCE.match(nonce):
+            raise BadRequest("nonce must be 16 to 64 characters of [A-Za-z0-9_-]")
+        return web.json_response(self.descriptor(nonce))
 
     async def handle_heads(self, request: web.Request) -> web.Response:
         """GET /sync/v1/heads: {author: max seq}."""
-        await self.authenticate(request, b"")
+        await self.authenticate(request)
         return web.json_response(await self.engine.store.heads())
 
     async def handle_pull(self, request: web.Request) -> web.StreamResponse:
         """POST /sync/v1/pull: NDJSON of the events the caller lacks, one batch, then {"end": {count, more}}."""
-        body = await _read_bounded(request, 1024 * 1024)
-        await self.authenticate(request, body)
-        heads, gaps, limit = self._parse_pull(body)
+        await self.authenticate(request)
+        body = await self._signed_body(request, 4 * 1024 * 1024)
+        heads, gaps, tips, limit = self._parse_pull(body)
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
         await response.prepare(request)
-        sent = 0
+        # Events that differ from the caller's at its own head come first: that is how anti-entropy finds an
+        # author who signed two events with one seq when the pushes that would have shown it were missed.
+        divergent = await self.engine.store.divergent(heads, tips)
+        if divergent:
+            await response.write(b"\n".join(divergent) + b"\n")
+        sent = len(divergent)
         more = False
         async for lines, more in self.engine.store.pull_stream(
                 heads, gaps, limit=limit, max_bytes=self.engine.settings.max_batch_bytes, now=int(time.time())):
@@ -97,13 +121,13 @@ class SyncServer:
         await response.write_eof()
         return response
 
-    def _parse_pull(self, body: bytes) -> tuple[dict[str, int], list, int]:
+    def _parse_pull(self, body: bytes) -> tuple[dict[str, int], list, dict[str, str], int]:
         try:
             value = json.loads(body)
         except ValueError as exc:
             raise BadRequest(f"pull body is not JSON: {exc}") from exc
-        if not isinstance(value, dict) or set(value) - {"heads", "gaps", "limit"}:
-            raise BadRequest("pull body must be an object with heads, gaps and limit")
+        if not isinstance(value, dict) or set(value) - {"heads", "gaps", "tips", "limit"}:
+            raise BadRequest("pull body must be an object with heads, gaps, tips and limit")
         heads = value.get("heads", {})
         if not isinstance(heads, dict) or not all(isinstance(k, str) and type(v) is int for k, v in heads.items()):
             raise BadRequest("pull 'heads' must map author keys to integers")
@@ -112,16 +136,19 @@ class SyncServer:
                 or not all(isinstance(g, list) and len(g) == 3 and isinstance(g[0], str)
                            and type(g[1]) is int and type(g[2]) is int for g in gaps)):
             raise BadRequest(f"pull 'gaps' must be at most {MAX_GAP_RANGES} [author, first, last] ranges")
+        tips = value.get("tips", {})
+        if not isinstance(tips, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tips.items()):
+            raise BadRequest("pull 'tips' must map author keys to the id of the event at their head")
         limit = value.get("limit", self.engine.settings.pull_limit)
         if type(limit) is not int or limit < 1:
             raise BadRequest("pull 'limit' must be a positive integer")
-        return heads, gaps, min(limit, self.engine.settings.max_batch_events)
+        return heads, gaps, tips, min(limit, self.engine.settings.max_batch_events)
 
     async def handle_push(self, request: web.Request) -> web.Response:
         """POST /sync/v1/push: NDJSON events; stores the valid ones and reports each rejection."""
         settings = self.engine.settings
-        body = await _read_bounded(request, settings.max_batch_bytes)
-        origin = await self.authenticate(request, body)
+        origin = await self.authenticate(request)
+        body = await self._signed_body(request, settings.max_batch_bytes)
         lines = body.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()

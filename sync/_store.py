@@ -29,10 +29,13 @@ MIGRATIONS: Sequence[Migration] = [
             UNIQUE (author, seq)
         )""",
         "CREATE INDEX events_expiring ON events(expires) WHERE body IS NOT NULL",
+        # Keyed by (target, author): a tombstone deletes only its own author's event, so one by anyone else
+        # must not take the slot of the real one.
         """CREATE TABLE tombstones (
-            target TEXT PRIMARY KEY,
+            target TEXT NOT NULL,
             author TEXT NOT NULL,
-            tombstone_id TEXT NOT NULL
+            tombstone_id TEXT NOT NULL,
+            PRIMARY KEY (target, author)
         )""",
         """CREATE TABLE quarantine (
             author TEXT PRIMARY KEY,
@@ -44,6 +47,7 @@ MIGRATIONS: Sequence[Migration] = [
 ]
 
 MAX_GAP_RANGES = 256
+GAPS_PER_AUTHOR = 8
 _COLUMNS = "id, author, seq, kind, ts, expires, body_hash, sig, body"
 
 
@@ -83,13 +87,39 @@ class EventStore:
         rows = await self.db.reader.execute_fetchall("SELECT author, MAX(seq) FROM events GROUP BY author")
         return {r[0]: r[1] for r in rows}
 
-    async def gaps(self, limit: int = MAX_GAP_RANGES) -> list[list]:
-        """Missing seq ranges [author, first, last] below each author's head, at most `limit` of them."""
+    async def heads_and_tips(self) -> tuple[dict[str, int], dict[str, str]]:
+        """({author: highest seq}, {author: id of the event at that seq})."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT author, prev + 1, seq - 1 FROM (SELECT author, seq, "
-            "LAG(seq, 1, 0) OVER (PARTITION BY author ORDER BY seq) AS prev FROM events) "
-            "WHERE seq - prev > 1 LIMIT ?", (limit,))
+            "SELECT e.author, e.seq, e.id FROM events e JOIN (SELECT author, MAX(seq) AS top FROM events "
+            "GROUP BY author) h ON e.author = h.author AND e.seq = h.top")
+        return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
+
+    async def gaps(self, limit: int = MAX_GAP_RANGES, per_author: int = GAPS_PER_AUTHOR) -> list[list]:
+        """Missing seq ranges [author, first, last] below each author's head.
+
+        At most `per_author` (the most recent) for each author and `limit` in all, in random order, so that one
+        author with many holes that nobody can fill cannot keep another author's gap from being asked for.
+        """
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT author, first, last FROM (SELECT author, prev + 1 AS first, seq - 1 AS last, "
+            "ROW_NUMBER() OVER (PARTITION BY author ORDER BY seq DESC) AS n FROM (SELECT author, seq, "
+            "LAG(seq, 1, 0) OVER (PARTITION BY author ORDER BY seq) AS prev FROM events) WHERE seq - prev > 1) "
+            "WHERE n <= ? ORDER BY random() LIMIT ?", (per_author, limit))
         return [[r[0], r[1], r[2]] for r in rows]
+
+    async def divergent(self, heads: dict[str, int], tips: dict[str, str]) -> list[bytes]:
+        """Lines of our events at the caller's (author, head seq) whose id differs from the caller's tip."""
+        wanted = [(a, heads[a], tips[a]) for a in tips if a in heads]
+        lines = []
+        for start in range(0, len(wanted), 400):
+            chunk = wanted[start:start + 400]
+            rows = await self.db.reader.execute_fetchall(
+                f"SELECT {_COLUMNS} FROM events WHERE (author, seq) IN "
+                f"(VALUES {','.join('(?, ?)' for _ in chunk)})",
+                [v for a, seq, _ in chunk for v in (a, seq)])
+            theirs = {(a, seq): tip for a, seq, tip in chunk}
+            lines += [encode_line(_row_event(r).without_body()) for r in rows if theirs[(r[1], r[2])] != r[0]]
+        return lines
 
     async def get(self, event_id: str) -> Event | None:
         """One event by id."""
@@ -201,9 +231,9 @@ class EventStore:
                 for seq, event_id, has_body in rows:
                     held[(author, seq)] = (event_id, bool(has_body))
         targets = {t for e in valid if (t := tombstone_target(e))}
-        target_expiry = await self._expiry_of(targets)
+        target_info = await self._targets(targets)
         for e in valid:
-            target_expiry.setdefault(e.id, e.expires)
+            target_info.setdefault(e.id, (e.expires, e.author))
         for item in events:
             if not isinstance(item, Event):
                 plan.statuses.append(item)
@@ -217,9 +247,14 @@ class EventStore:
                 status = AuthorQuarantined(f"author {e.author[:16]} is quarantined for equivocation")
             elif known is None:
                 status = Status.NEW
-                if target and target in target_expiry and target_expiry[target] > e.expires:
-                    status = InvalidBody(f"tombstone expires before its target {target[:16]}: "
-                                         "a tombstone must outlive what it deletes")
+                if target and target in target_info:
+                    expires, author = target_info[target]
+                    if author != e.author:
+                        status = InvalidBody(f"tombstone for {target[:16]}, an event of another author: "
+                                             "only an event's author can delete it")
+                    elif expires > e.expires:
+                        status = InvalidBody(f"tombstone expires before its target {target[:16]}: "
+                                             "a tombstone must outlive what it deletes")
             elif known[0] != e.id:
                 status = Status.EQUIVOCATION
                 plan.conflicts[len(plan.statuses)] = known[0]
@@ -240,12 +275,13 @@ class EventStore:
             f"SELECT author FROM quarantine WHERE author IN ({','.join('?' * len(authors))})", tuple(authors))
         return {r[0] for r in rows}
 
-    async def _expiry_of(self, ids: set[str]) -> dict[str, int]:
+    async def _targets(self, ids: set[str]) -> dict[str, tuple[int, str]]:
+        """{id: (expires, author)} of the held events among `ids`."""
         if not ids:
             return {}
         rows = await self.db.reader.execute_fetchall(
-            f"SELECT id, expires FROM events WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
-        return {r[0]: r[1] for r in rows}
+            f"SELECT id, expires, author FROM events WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def commit(self, new: Sequence[Event], fills: Sequence[Event], origin: str,
                      *, now: int | None = None) -> list[Event]:

@@ -1,5 +1,6 @@
 """Every kind of bad input to the push endpoint: a clear error, nothing stored, honest sync undisturbed."""
 
+import asyncio
 import json
 import time
 
@@ -247,3 +248,63 @@ async def test_too_many_requests_from_one_peer(make_node):
         await node.peers.seen(other.verify_key.encode().hex(), name="o", url=None, source="manual", approve=True)
         code, _ = await signed(session, other, "POST", node.url + "/sync/v1/push", event_line(AUTHOR, seq=50) + b"\n")
         assert code == 200
+
+
+async def test_unreadable_lines_do_not_sink_their_batch(target):
+    node, _, push = target
+    good = event_line(AUTHOR, seq=1)
+    huge_int = b'{"author":' + b"1" * 5000 + b"}"
+    deep = b"[" * 5000 + b"]" * 5000
+    code, body = await push(b"\n".join([huge_int, good, deep]) + b"\n")
+    assert code == 400 and body["results"]["accepted"] == 1
+    assert [r["reason"] for r in body["results"]["rejected"]] == ["malformed", "malformed"]
+    assert await node.store.count() == 1
+
+
+async def test_a_tombstone_by_another_author_deletes_nothing(target):
+    node, _, push = target
+    stranger = nacl.signing.SigningKey.generate()
+    first = event_line(AUTHOR, seq=1, body={"text": "secret"})
+    target_id = json.loads(first)["id"]
+    # The stranger's tombstone arrives before the event it names: stored, but it cannot take the real one's place.
+    code, _ = await push(event_line(stranger, kind="tombstone", seq=1, body={"target": target_id}) + b"\n")
+    assert code == 200
+    await push(first + b"\n")
+    assert (await node.store.get(target_id)).body is not None
+    # Once the event is known, a stranger's tombstone is refused outright.
+    await assert_rejected(node, push, event_line(stranger, kind="tombstone", seq=2, body={"target": target_id}),
+                          422, "invalid_body", "another author")
+    # The author's own tombstone deletes it, and a replay of the event stays deleted.
+    code, _ = await push(event_line(AUTHOR, kind="tombstone", seq=2, body={"target": target_id},
+                                    expires=int(time.time()) + 7200) + b"\n")
+    assert code == 200
+    await push(first + b"\n")
+    assert (await node.store.get(target_id)).body is None
+
+
+async def test_unauthenticated_body_is_not_read(target):
+    node, _, _ = target
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    writer.write(b"POST /sync/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+                 b"Content-Length: 8000000\r\n\r\n")
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 10)   # answered without sending a byte of the body
+    assert status.startswith(b"HTTP/1.1 401")
+    writer.close()
+
+
+async def test_strangers_cannot_flush_the_replay_cache(target):
+    node, peer, _ = target
+    from node.app import SYNC_SERVER
+    server = node.app[SYNC_SERVER]
+    server.replay.capacity = 20
+    url = node.url + "/sync/v1/heads"
+    async with aiohttp.ClientSession() as session:
+        captured = sign_request(peer, "GET", url)
+        async with session.get(url, headers=captured) as resp:
+            assert resp.status == 200
+        for _ in range(30):  # validly signed by keys nobody approved
+            code, _ = await signed(session, nacl.signing.SigningKey.generate(), "GET", url)
+            assert code == 403
+        async with session.get(url, headers=captured) as resp:
+            assert resp.status == 401 and "replay" in (await resp.json())["error"]

@@ -124,3 +124,133 @@ async def test_deleted_event_stays_deleted(make_node, drop):
     await b.engine.ingest([event.to_line()], origin=a.id)
     assert (await b.store.get(event.id)).body is None
     assert (await a.store.get(event.id)).body is None
+
+
+def _two_keys_in_order():
+    import nacl.signing
+    while True:
+        first, second = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+        if first.verify_key.encode().hex() < second.verify_key.encode().hex():
+            return first, second
+
+
+async def test_a_quarantined_author_does_not_stall_the_pull(make_node):
+    from node.kinds import build_registry
+    from sync import create_event
+    reg = build_registry()
+    x, y = _two_keys_in_order()        # x's events come first in the peer's stream
+    a = await make_node("a")
+    b = await make_node("b", sync__pull_limit=3, sync__max_batch_events=3)
+    xs = [create_event(x, reg, kind="notice", seq=i, body={"text": f"x{i}"}, ttl=3600) for i in range(1, 8)]
+    ys = [create_event(y, reg, kind="notice", seq=1, body={"text": "y"}, ttl=3600)]
+    await a.engine.ingest([e.to_line() for e in xs + ys], origin="test")
+    await b.store.quarantine(xs[0], "0" * 64)
+    await a.approve(b)
+    await b.approve(a)
+    await wait_until(lambda: _has(b, {ys[0].id}))
+    assert not {e.id for e in xs} & await b.ids()
+
+
+async def test_many_unfillable_gaps_of_one_author_do_not_hide_another_authors_gap(make_node):
+    from node.kinds import build_registry
+    from sync import create_event
+    reg = build_registry()
+    import nacl.signing
+    holey, other = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    node = await make_node("g")
+    events = [create_event(holey, reg, kind="notice", seq=s, body={"text": "h"}, ttl=3600) for s in range(1, 600, 2)]
+    events += [create_event(other, reg, kind="notice", seq=s, body={"text": "o"}, ttl=3600) for s in (1, 3)]
+    await node.store.commit(events, [], "test")
+    gaps = await node.store.gaps()
+    assert [other.verify_key.encode().hex(), 2, 2] in gaps
+    assert sum(g[0] == holey.verify_key.encode().hex() for g in gaps) <= 8
+
+
+async def test_anti_entropy_finds_an_equivocation_pushes_missed(make_node):
+    from node.kinds import build_registry
+    from sync import create_event
+    import nacl.signing
+    reg = build_registry()
+    liar = nacl.signing.SigningKey.generate()
+    a = await make_node("a")
+    b = await make_node("b")
+    one = create_event(liar, reg, kind="notice", seq=1, body={"text": "to a"}, ttl=3600)
+    other = create_event(liar, reg, kind="notice", seq=1, body={"text": "to b"}, ttl=3600)
+    await a.store.commit([one], [], "test")
+    await b.store.commit([other], [], "test")
+    await a.approve(b)
+    await b.approve(a)
+    liar_id = liar.verify_key.encode().hex()
+    await wait_until(lambda: _quarantined(a, liar_id))
+    await wait_until(lambda: _quarantined(b, liar_id))
+
+
+async def _quarantined(node, author):
+    return author in await node.store.quarantined()
+
+
+async def test_a_copied_descriptor_cannot_move_an_approved_peer(make_node):
+    from aiohttp import web
+    from sync import BadDescriptor, add_discovered
+    from tests.conftest import free_port
+    import aiohttp
+    a = await make_node("a")
+    b = await make_node("b")
+    await b.approve(a)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(a.url + "/.well-known/nnode") as resp:
+            copy = await resp.json()
+    async def replay_copy(request):
+        return web.json_response(copy)
+
+    rogue = web.Application()
+    rogue.router.add_get("/.well-known/nnode", replay_copy)
+    runner = web.AppRunner(rogue)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        with pytest.raises(BadDescriptor, match="nonce"):
+            await add_discovered(b.engine, a.id, f"http://127.0.0.1:{port}", source="mdns", trusted=False)
+        assert (await b.peers.get(a.id)).url == a.url
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_pull_cut_mid_stream_keeps_what_arrived_and_resumes(make_node):
+    from aiohttp import web
+    from tests.conftest import free_port
+    a = await make_node("a")
+    for i in range(120):
+        await a.engine.publish("notice", {"text": f"c{i}"}, ttl=3600)
+    b = await make_node("b", sync__anti_entropy_interval=3600)
+
+    async def heads(request):
+        return web.json_response(await a.store.heads())
+
+    async def cut_pull(request):
+        lines, _ = await a.store.pull_batch({}, [], limit=1000, max_bytes=1 << 24, now=int(time.time()))
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b"\n".join(lines[:30]) + b"\n" + lines[30][:50])   # then the line breaks off
+        request.transport.close()
+        return response
+
+    flaky = web.Application()
+    flaky.router.add_get("/sync/v1/heads", heads)
+    flaky.router.add_post("/sync/v1/pull", cut_pull)
+    runner = web.AppRunner(flaky)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await b.peers.seen(a.id, name="a", url=f"http://127.0.0.1:{port}", source="manual", approve=True)
+        assert await b.engine.sync_with(await b.peers.get(a.id)) is None      # the round failed...
+        assert await b.store.count() == 30                                     # ...but kept what arrived
+        assert (await b.peers.get(a.id)).last_error
+    finally:
+        await runner.cleanup()
+    await b.peers.approve(a.id, url=a.url)
+    await a.approve(b)
+    assert await b.engine.sync_with(await b.peers.get(a.id)) == 90
+    assert b.engine.stats.duplicates == 0
