@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import os
 import resource
 import shutil
@@ -147,7 +149,9 @@ def main() -> None:
         config.write_text(f'[node]\ndata_dir = "{root / "server"}"\n[http]\nhost = "127.0.0.1"\nport = {port}\n'
                           f'[discovery]\nenabled = false\n[sync]\nrate_limit = 100000\n'
                           f'rate_burst = 100000\nanti_entropy_interval = 3600\n[log]\nlevel = "warning"\n')
-        server = subprocess.Popen([sys.executable, "-m", "node", "--config", str(config), "run"], cwd=ROOT)
+        # stdout of an unclaimed node carries its claim banner, which is not a figure of this benchmark.
+        server = subprocess.Popen([sys.executable, "-m", "node", "--config", str(config), "run"], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
@@ -161,7 +165,8 @@ def main() -> None:
             verify_rates.append(raw_verify_rate(events[:2000], seconds=2.0))
             cpu_before = _cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_SELF), \
                 resource.getrusage(resource.RUSAGE_CHILDREN)
-            rate = asyncio.run(ingest_once(root, url, server_id, config, args.events))
+            with contextlib.redirect_stdout(io.StringIO()):   # the puller's claim banner, likewise
+                rate = asyncio.run(ingest_once(root, url, server_id, config, args.events))
             ingest_rates.append(rate)
             server_cpu = _cpu_seconds(server.pid) - cpu_before[0]
             own = resource.getrusage(resource.RUSAGE_SELF)
