@@ -19,6 +19,7 @@ from sync import (Database, Discovery, EventStore, PeerStore, SyncEngine, SyncSe
                   add_discovered, make_descriptor, setup_schema)
 
 from . import systemd
+from .backup import RESTORED_FLAG
 from .claim import MIGRATIONS as CLAIM_MIGRATIONS, Claims
 from .config import Config
 from .errors import NodeError
@@ -37,7 +38,11 @@ SYNC_SERVER = web.AppKey("sync_server", SyncServer)
 STARTED = web.AppKey("started", float)
 CLAIMS = web.AppKey("claims", "Claims")
 
-NODE_MIGRATIONS = CLAIM_MIGRATIONS  # node/ tables; residents, clips... join with their issues
+# node/ tables; residents, clips... join with their issues.
+NODE_MIGRATIONS = [
+    *CLAIM_MIGRATIONS,
+    (2, ["CREATE TABLE IF NOT EXISTS node_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"]),
+]
 
 
 def sync_settings(config: Config) -> SyncSettings:
@@ -98,6 +103,14 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     for key in config.sync.trusted_keys:
         if (known := await app[PEERS].get(key)) is not None and not known.approved:
             await app[PEERS].approve(key)
+    db = app[DB]
+    if await db.reader.execute_fetchall("SELECT 1 FROM node_state WHERE key = ?", (RESTORED_FLAG,)):
+        engine.hold_publishing("restored from a backup")
+
+        async def synced() -> None:
+            async with db.write() as conn:
+                await conn.execute("DELETE FROM node_state WHERE key = ?", (RESTORED_FLAG,))
+        engine.on_peer_synced = synced
     app[ENGINE] = engine
     app[SYNC_SERVER] = SyncServer(engine, lambda nonce: make_descriptor(
         app[KEY], name=config.node.name, location=coarse_location(config), nonce=nonce))

@@ -231,6 +231,51 @@ async def cmd_quarantine(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
+    if args.passphrase_file:
+        try:
+            return Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise NodeError(f"{args.passphrase_file}: cannot read the passphrase: {exc}") from exc
+    import getpass
+    first = getpass.getpass("Backup passphrase: ").encode()
+    if confirm and getpass.getpass("Again: ").encode() != first:
+        raise NodeError("the passphrases differ")
+    return first
+
+
+async def cmd_backup(config: Config, args: argparse.Namespace) -> int:
+    """Write an encrypted backup of identity and database."""
+    from .backup import write_backup
+    passphrase = _passphrase(args, confirm=True)
+    target = Path(args.file)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            manifest = await asyncio.to_thread(write_backup, config, out, passphrase)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    print(f"backup of node {manifest['node']} written to {target} (encrypted; keep the passphrase apart)")
+    return 0
+
+
+async def cmd_restore(config: Config, args: argparse.Namespace) -> int:
+    """Restore identity and database from a backup."""
+    from .backup import restore_backup
+    passphrase = _passphrase(args, confirm=False)
+    try:
+        with open(args.file, "rb") as source:
+            manifest = await asyncio.to_thread(restore_backup, config, source, passphrase, force=args.force)
+    except FileNotFoundError:
+        raise NodeError(f"{args.file}: no such backup file") from None
+    print(f"restored node {manifest['node']} (backup of {time.strftime('%Y-%m-%d %H:%M', time.gmtime(manifest['created']))}"
+          f" UTC); it publishes again once it has synced with a peer")
+    return 0
+
+
 async def cmd_config_example(config: Config, args: argparse.Namespace) -> int:
     """Print config.example.toml."""
     sys.stdout.write(render_example())
@@ -304,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     release = q_sub.add_parser("release")
     release.add_argument("author")
     quarantine.set_defaults(func=cmd_quarantine)
+    backup = sub.add_parser("backup", help="write an encrypted backup of identity and database")
+    backup.add_argument("file")
+    backup.add_argument("--passphrase-file", help="read the passphrase from this file (else it is asked for)")
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser("restore", help="restore identity and database from a backup")
+    restore.add_argument("file")
+    restore.add_argument("--passphrase-file", help="read the passphrase from this file (else it is asked for)")
+    restore.add_argument("--force", action="store_true", help="move an existing identity aside instead of refusing")
+    restore.set_defaults(func=cmd_restore)
     sub.add_parser("config-example", help="print config.example.toml").set_defaults(func=cmd_config_example)
     return parser
 

@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import aiohttp
 import nacl.signing
@@ -106,6 +106,9 @@ class SyncEngine:
         self._wake = asyncio.Event()
         self._syncing: dict[str, asyncio.Lock] = {}
         self._closed = False
+        self._seq_floor = 0          # the highest seq of ours any peer reported holding
+        self._held: str | None = None  # why publishing waits (a node restored from a backup), if it does
+        self.on_peer_synced: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -240,10 +243,18 @@ class SyncEngine:
             except Exception:  # a listener's bug must not break sync
                 log.exception("event listener failed")
 
+    def hold_publishing(self, reason: str) -> None:
+        """Refuse to publish until a sync round with a peer has succeeded (used after a restore, so the node
+        learns the seq numbers it already used before it signs new ones)."""
+        self._held = reason
+
     async def publish(self, kind: str, body: Any, *, ttl: int) -> Event:
         """Sign and store a new event by this node, then push it to every approved peer."""
+        if self._held and await self.peers.list(APPROVED):
+            raise SyncError(f"{self._held}: this node publishes again once it has synced with a peer, so that it "
+                            "cannot reuse its own seq numbers")
         async with self._ingest_lock:
-            seq = await self.store.next_seq(self.node_id)
+            seq = max(await self.store.next_seq(self.node_id), self._seq_floor + 1)
             event = create_event(self.key, self.registry, kind=kind, seq=seq, body=body, ttl=ttl)
             if kind == TOMBSTONE:
                 target = await self.store.get(body["target"])
@@ -312,6 +323,7 @@ class SyncEngine:
     async def _pull(self, peer: Peer) -> int:
         assert self.client is not None and peer.url
         theirs = await self.client.heads(peer.url)
+        self._seq_floor = max(self._seq_floor, theirs.get(self.node_id, 0))
         ours, tips = await self.store.heads_and_tips()
         quarantined = set(await self.store.quarantined())
         # Quarantined authors are named with the highest seq so the peer sends none of their events: refused
@@ -334,6 +346,11 @@ class SyncEngine:
         ours = await self.store.heads()
         lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
         await self.peers.record_sync(peer.key, error=None, lag=lag)
+        if self._held:
+            self._held = None
+            log.info("publishing resumes after a sync with a peer", extra={"peer": peer.key})
+            if self.on_peer_synced is not None:
+                await self.on_peer_synced()
         return total
 
     async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: list, tips: dict[str, str]
