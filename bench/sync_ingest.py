@@ -109,7 +109,7 @@ async def ingest_once(root: Path, server_url: str, server_id: str, server_config
         if profiler is not None:
             import pstats
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
         held = await app[STORE].count()
         if held != count:
             raise SystemExit(f"puller holds {held} events after sync (stored {stored}), expected {count}")

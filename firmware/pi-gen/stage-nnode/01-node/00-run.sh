@@ -1,0 +1,18 @@
+#!/bin/bash -e
+# Install the node from wheels built on the build host (firmware/pi-gen/build-wheels), then the rootfs overlay.
+install -d "${ROOTFS_DIR}/tmp/nnode-wheels"
+cp "${NNODE_SRC}"/firmware/pi-gen/wheels/*.whl "${ROOTFS_DIR}/tmp/nnode-wheels/"
+cp -a "${NNODE_SRC}/firmware/rootfs/." "${ROOTFS_DIR}/"
+install -m 0644 "${NNODE_SRC}/firmware/rauc/dev-keyring/ca.cert.pem" "${ROOTFS_DIR}/etc/rauc/keyring.pem"
+if [ -n "${NNODE_RELEASE_KEYRING:-}" ]; then
+	# Release images trust the release CA instead of the development one (the key itself is never here).
+	install -m 0644 "${NNODE_RELEASE_KEYRING}" "${ROOTFS_DIR}/etc/rauc/keyring.pem"
+fi
+
+on_chroot <<'CHROOT'
+python3 -m venv /opt/nnode/venv
+/opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels neighborhood-node
+rm -rf /tmp/nnode-wheels
+systemd-sysusers
+systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service
+CHROOT
