@@ -162,8 +162,9 @@ class SyncEngine:
     async def ingest(self, lines: Sequence[bytes], origin: str) -> IngestResult:
         """Validate, verify and store wire events from `origin` (a peer key); forward what is new.
 
-        Signatures are checked in a worker thread before the store lock is taken, so that while one batch is
-        verified the next can be parsed and the previous one committed.
+        Signatures are checked off the event loop (a worker process for large batches, see _verifier.py) before
+        the store lock is taken, so that while one batch is verified the next can be parsed and the previous one
+        committed.
         """
         now = int(time.time())
         parsed: list[Event | EventRejected] = []
