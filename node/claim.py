@@ -15,7 +15,6 @@ import secrets
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import segno

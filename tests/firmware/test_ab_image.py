@@ -1,12 +1,12 @@
 """make-ab-image turns a pi-gen style card image into boot + root A + root B + data, without loop devices."""
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.firmware.tools import need
 
 SCRIPT = Path(__file__).resolve().parents[2] / "firmware" / "pi-gen" / "make-ab-image"
 TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mkfs.ext4", "resize2fs", "e2fsck", "debugfs")
@@ -14,11 +14,7 @@ TOOLS = ("sfdisk", "mkfs.vfat", "mcopy", "mkfs.ext4", "resize2fs", "e2fsck", "de
 
 @pytest.fixture
 def tools():
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"missing tools {missing} (the test command installs fdisk, dosfstools, mtools, e2fsprogs)")
-        pytest.skip(f"missing tools {missing}")
+    need(*TOOLS)
 
 
 def _run(*args, **kw):

@@ -23,10 +23,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+
 import nacl.signing
 import pytest
 
 from tests.conftest import free_port
+from tests.firmware.tools import require
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "firmware/image/build-qemu-image"
@@ -41,13 +43,6 @@ POWEROFF_TIMEOUT = 2 * 60   # measured: 4 s
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + HEALTHZ_TIMEOUT + POWEROFF_TIMEOUT + 300)
 
 CLAIM_CODE = re.compile(r"claim code:?\s+([A-Z0-9]{4,}(?:-[A-Z0-9]{4,})*)", re.IGNORECASE)
-
-
-def _require(ok: bool, what: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} (the test command installs it)")
-        pytest.skip(what)
 
 
 def _tail(path: Path, lines: int = 60) -> str:
@@ -143,9 +138,9 @@ def workdir():
 @pytest.fixture(scope="module")
 def image(workdir):
     """A freshly built image of the working tree (the Debian base comes from the cache when it is there)."""
-    _require(os.geteuid() == 0, "building the image needs root (debootstrap, chroot)")
+    require(os.geteuid() == 0, "building the image needs root (debootstrap, chroot)")
     for tool in TOOLS:
-        _require(shutil.which(tool) is not None, f"{tool} is not installed")
+        require(shutil.which(tool) is not None, f"{tool} is not installed")
     out = workdir / "image"
     log = workdir / "build.log"
     with open(log, "wb") as handle:

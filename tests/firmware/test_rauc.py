@@ -2,27 +2,18 @@
 
 import configparser
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
+
 import pytest
+from tests.firmware.tools import need
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 SYSTEM_CONF = FIRMWARE / "rootfs/etc/rauc/system.conf"
 DEV = FIRMWARE / "rauc/dev-keyring"
 BUILD_BUNDLE = FIRMWARE / "rauc/build-bundle"
 MAKE_KEYRING = FIRMWARE / "rauc/make-dev-keyring"
-
-
-def need(*tools: str) -> None:
-    """Skip without the tools, except on CI, where a missing tool is a broken setup."""
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        message = f"needs {', '.join(missing)} (apt install rauc squashfs-tools e2fsprogs openssl)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(autouse=True)

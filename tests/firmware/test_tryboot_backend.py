@@ -9,10 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
+
 import pytest
 
 from tests.conftest import free_port
 from tests.procs import NodeProcess
+from tests.firmware.tools import need
 
 ROOTFS = Path(__file__).resolve().parents[2] / "firmware/rootfs"
 BACKEND = ROOTFS / "usr/lib/nnode/rauc-tryboot-backend"
@@ -26,16 +28,6 @@ flags="$(dirname "$0")/../reboot-flags"
 value="$(cat "$flags" 2>/dev/null || echo 0)"
 printf '0x0000001c 0x80000000 %s 0x00000004 0x80000004 0x%08x 0x00000000\\n' "$1" "$value"
 """
-
-
-def need(*tools: str) -> None:
-    """Skip without the tools, except on CI, where a missing tool is a broken setup."""
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        message = f"needs {', '.join(missing)} (apt install rauc dbus-daemon systemd)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def new_root(path: Path, version: str) -> Path:

@@ -1,12 +1,13 @@
 """The appliance's systemd units: `systemd-analyze verify` is silent and the exposure score is at most 2.0."""
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.firmware.tools import need
 
 ROOTFS = Path(__file__).resolve().parents[2] / "firmware" / "rootfs"
 UNITS = sorted((ROOTFS / "etc/systemd/system").glob("*.service"))
@@ -16,12 +17,8 @@ _THRESHOLD_ARG = int(EXPOSURE_THRESHOLD * 10)
 
 
 def _tool(name):
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is not installed (the test command installs it)")
-        pytest.skip(f"{name} is not installed")
-    return path
+    need(name)
+    return shutil.which(name)
 
 
 @pytest.fixture(scope="module")
