@@ -14,5 +14,5 @@ python3 -m venv /opt/nnode/venv
 /opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels neighborhood-node
 rm -rf /tmp/nnode-wheels
 systemd-sysusers
-systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service
+systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service nnode-ssh-from-boot.service
 CHROOT
