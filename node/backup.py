@@ -15,6 +15,7 @@ its own newer events back (see SyncEngine.hold_publishing), and never reuses a s
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -29,6 +30,7 @@ from typing import BinaryIO, Iterator
 import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.pwhash
+import nacl.signing
 import nacl.utils
 
 from . import __version__
@@ -147,8 +149,7 @@ def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force
     if config.key_path.exists() and not force:
         raise BackupError(f"{data_dir} already holds a node identity; restore refuses to replace it "
                           "(stop the node and use --force to move the current files aside)")
-    if (data_dir / "control.sock").exists():
-        raise BackupError("the node is running: stop it before restoring")
+    _refuse_if_running(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "backup.tar"
         with open(archive, "wb") as plain:
@@ -161,6 +162,9 @@ def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force
             manifest = json.load(tar.extractfile("manifest.json"))
             key = tar.extractfile("node.key").read()
             tar.extract("node.db", tmp, filter="data")
+        key_hex = nacl.signing.SigningKey(key).verify_key.encode().hex() if len(key) == 32 else None
+        if key_hex is None or key_hex != manifest.get("node"):
+            raise BackupError("the key in the backup does not match its manifest")
         db = Path(tmp) / "node.db"
         # Closed (and so checkpointed into the main file) before the file moves: a WAL left behind in the
         # temporary folder would take the restored flag with it.
@@ -172,11 +176,11 @@ def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force
                          (RESTORED_FLAG, str(int(time.time()))))
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         create_data_dir(data_dir)
-        if force:
-            stamp = time.strftime("%Y%m%dT%H%M%S")
-            for name in ("node.key", "node.db", "node.db-wal", "node.db-shm"):
-                if (data_dir / name).exists():
-                    (data_dir / name).rename(data_dir / f"{name}.before-restore-{stamp}")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        # A stale WAL next to the restored database would be applied to it: always move those aside.
+        for name in ("node.key", "node.db", "node.db-wal", "node.db-shm"):
+            if (data_dir / name).exists() and (force or name.endswith(("-wal", "-shm"))):
+                (data_dir / name).rename(data_dir / f"{name}.before-restore-{stamp}")
         fd = os.open(config.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(key)
@@ -184,6 +188,23 @@ def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force
             os.fsync(handle.fileno())
         os.replace(db, config.db_path)
         os.chmod(config.db_path, 0o600)
-        if node_id(load_key(config.key_path)) != manifest.get("node"):
-            raise BackupError("the key in the backup does not match its manifest")
+        # Restored by root into the service's folder: the files belong to the folder's owner (the nnode user).
+        owner = data_dir.stat()
+        if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+            for path in (config.key_path, config.db_path):
+                os.chown(path, owner.st_uid, owner.st_gid)
     return manifest
+
+
+def _refuse_if_running(data_dir: Path) -> None:
+    """The node holds an exclusive lock on node.lock while it runs (a stale socket after a crash does not count)."""
+    lock = data_dir / "node.lock"
+    if not lock.exists():
+        return
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BackupError("the node is running: stop it before restoring") from None
+    finally:
+        os.close(fd)

@@ -1,8 +1,9 @@
 """First-boot claim: a one-time code proves physical possession and makes its holder the node's manager.
 
-The running node keeps one code at a time: its scrypt hash in the database (single use, expiring), the code itself
-only in memory, printed on the console (stdout; systemd sends it to the attached screen) and shown as a QR on the
-setup page to the device's own screen (requests from loopback), never to the rest of the LAN.
+The running node keeps one code at a time: in its database only as an scrypt hash (single use, expiring), the code
+itself in memory, printed on the console with a terminal QR (stdout; systemd shows it on the attached screen, and
+its root-only journal keeps a copy) and shown as a QR on the setup page to the device's own screen (requests from
+loopback), never to the rest of the LAN.
 """
 
 from __future__ import annotations

@@ -276,6 +276,14 @@ async def cmd_restore(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_resume_publishing(config: Config, args: argparse.Namespace) -> int:
+    """Let a restored node publish before it has synced with every peer (the manager's decision)."""
+    await _control(config, "POST", "/control/resume-publishing")
+    print("publishing resumed; if this node signed events after its backup that no peer returned, they "
+          "will be seen as equivocation")
+    return 0
+
+
 async def cmd_config_example(config: Config, args: argparse.Namespace) -> int:
     """Print config.example.toml."""
     sys.stdout.write(render_example())
@@ -358,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--passphrase-file", help="read the passphrase from this file (else it is asked for)")
     restore.add_argument("--force", action="store_true", help="move an existing identity aside instead of refusing")
     restore.set_defaults(func=cmd_restore)
+    sub.add_parser("resume-publishing", help="let a restored node publish before every peer has synced"
+                   ).set_defaults(func=cmd_resume_publishing)
     sub.add_parser("config-example", help="print config.example.toml").set_defaults(func=cmd_config_example)
     return parser
 

@@ -76,7 +76,12 @@ def control_app(node: web.Application) -> web.Application:
             raise NotFound("that author is not quarantined")
         return web.json_response({"ok": True})
 
+    async def resume_publishing(request: web.Request) -> web.Response:
+        await node[ENGINE].resume_publishing()
+        return web.json_response({"ok": True})
+
     app = web.Application(middlewares=[error_middleware])
+    app.router.add_post("/control/resume-publishing", resume_publishing)
     app.router.add_get("/control/status", status)
     app.router.add_post("/control/publish", publish)
     app.router.add_post("/control/delete", delete)

@@ -105,9 +105,13 @@ class Database:
         return row[0] == "ok"
 
     async def integrity_probe(self) -> bool:
-        """A cheap liveness check: the reader answers a query."""
-        row = await (await self.reader.execute("SELECT 1")).fetchone()
-        return row[0] == 1
+        """A cheap liveness check through the writer connection (queued behind any write, so a wedged write, say a
+        stalled fsync, makes it late) and the reader."""
+        for conn in (self.writer, self.reader):
+            row = await (await conn.execute("SELECT 1")).fetchone()
+            if row[0] != 1:
+                return False
+        return True
 
     async def close(self) -> None:
         """Close both connections; safe to call twice."""

@@ -108,6 +108,7 @@ class SyncEngine:
         self._closed = False
         self._seq_floor = 0          # the highest seq of ours any peer reported holding
         self._held: str | None = None  # why publishing waits (a node restored from a backup), if it does
+        self._synced_while_held: set[str] = set()
         self.on_peer_synced: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -245,15 +246,35 @@ class SyncEngine:
                 log.exception("event listener failed")
 
     def hold_publishing(self, reason: str) -> None:
-        """Refuse to publish until a sync round with a peer has succeeded (used after a restore, so the node
-        learns the seq numbers it already used before it signs new ones)."""
+        """Refuse to publish until a sync round has succeeded with every approved peer (used after a restore, so
+        the node takes back the events it signed after the backup before it signs new ones). With no peer to ask,
+        only the manager can lift it (resume_publishing)."""
         self._held = reason
+        self._synced_while_held = set()
+
+    async def resume_publishing(self) -> None:
+        """Lift a hold (the manager's decision, or every peer has synced)."""
+        if self._held is None:
+            return
+        self._held = None
+        log.info("publishing resumes")
+        if self.on_peer_synced is not None:
+            await self.on_peer_synced()
+
+    async def _note_synced(self, peer: Peer) -> None:
+        if self._held is None:
+            return
+        self._synced_while_held.add(peer.key)
+        approved = {p.key for p in await self.peers.list(APPROVED) if p.url and p.key != self.node_id}
+        if approved and approved <= self._synced_while_held:
+            await self.resume_publishing()
 
     async def publish(self, kind: str, body: Any, *, ttl: int) -> Event:
         """Sign and store a new event by this node, then push it to every approved peer."""
-        if self._held and await self.peers.list(APPROVED):
-            raise SyncError(f"{self._held}: this node publishes again once it has synced with a peer, so that it "
-                            "cannot reuse its own seq numbers")
+        if self._held:
+            raise SyncError(f"{self._held}: this node publishes again once it has synced with every approved peer "
+                            "(or, with none, once its manager runs `nnode resume-publishing`), so that it cannot "
+                            "reuse its own seq numbers")
         async with self._ingest_lock:
             seq = max(await self.store.next_seq(self.node_id), self._seq_floor + 1)
             event = create_event(self.key, self.registry, kind=kind, seq=seq, body=body, ttl=ttl)
@@ -347,11 +368,7 @@ class SyncEngine:
         ours = await self.store.heads()
         lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
         await self.peers.record_sync(peer.key, error=None, lag=lag)
-        if self._held:
-            self._held = None
-            log.info("publishing resumes after a sync with a peer", extra={"peer": peer.key})
-            if self.on_peer_synced is not None:
-                await self.on_peer_synced()
+        await self._note_synced(peer)
         return total
 
     async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: list, tips: dict[str, str]

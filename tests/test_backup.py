@@ -81,3 +81,32 @@ async def test_wrong_passphrase_tampering_and_overwrite_are_refused(make_node, s
         assert not target.config.key_path.exists()       # nothing half-restored
     with open(backup, "rb") as source, pytest.raises(BackupError, match="already holds a node identity"):
         await asyncio.to_thread(restore_backup, a.config, source, b"a long passphrase")
+
+
+async def test_a_restored_node_without_peers_waits_for_its_manager(make_node, short_tmp):
+    import asyncio
+    a = await make_node("a")
+    await a.engine.publish("notice", {"text": "x"}, ttl=3600)
+    backup = short_tmp / "a.nnbk"
+    with open(backup, "wb") as out:
+        await asyncio.to_thread(write_backup, a.config, out, b"a long passphrase")
+    await a.stop()
+    restored = Node(short_tmp / "a2", a.port, "a", {})
+    # A stale WAL from an earlier database in the folder must not be applied to the restored one.
+    restored.config.node.data_dir.mkdir(parents=True)
+    (restored.config.node.data_dir / "node.db-wal").write_bytes(b"stale")
+    with open(backup, "rb") as source:
+        await asyncio.to_thread(restore_backup, restored.config, source, b"a long passphrase")
+    assert not (restored.config.node.data_dir / "node.db-wal").exists()
+    await restored.start()
+    try:
+        from sync import SyncError
+        with pytest.raises(SyncError, match="resume-publishing"):
+            await restored.engine.publish("notice", {"text": "no peer to ask"}, ttl=3600)
+        # The running node holds its lock, so a second restore refuses.
+        with open(backup, "rb") as source, pytest.raises(BackupError, match="running"):
+            await asyncio.to_thread(restore_backup, restored.config, source, b"a long passphrase", force=True)
+        await restored.engine.resume_publishing()           # the manager's decision
+        assert (await restored.engine.publish("notice", {"text": "ok"}, ttl=3600)).seq == 2
+    finally:
+        await restored.stop()

@@ -10,7 +10,7 @@ import pytest
 from tests.procs import NodeProcess
 
 
-def _wait(check, timeout=30.0):
+def _wait(check, timeout=60.0):  # mDNS on a loaded 2-core machine can take a while
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -95,7 +95,8 @@ def test_trusted_key_is_approved_on_discovery(procs):
     a.start()
     b.start()
     _wait(lambda: a.cli("peer", "list").startswith("approved"))
-    assert b.cli("peer", "list").startswith("pending")
+    _wait(lambda: a.id[:16] in b.cli("peer", "list"))
+    assert b.cli("peer", "list").startswith("pending")     # b does not trust a: its manager decides
 
 
 def test_status_when_not_running(procs):

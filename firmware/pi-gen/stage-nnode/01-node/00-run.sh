@@ -3,10 +3,15 @@
 install -d "${ROOTFS_DIR}/tmp/nnode-wheels"
 cp "${NNODE_SRC}"/firmware/pi-gen/wheels/*.whl "${ROOTFS_DIR}/tmp/nnode-wheels/"
 cp -a "${NNODE_SRC}/firmware/rootfs/." "${ROOTFS_DIR}/"
-install -m 0644 "${NNODE_SRC}/firmware/rauc/dev-keyring/ca.cert.pem" "${ROOTFS_DIR}/etc/rauc/keyring.pem"
+# Which CA the device trusts for updates. Fail closed: the development signing key is public (it is in the
+# repository), so an image trusts it only when asked for by name.
 if [ -n "${NNODE_RELEASE_KEYRING:-}" ]; then
-	# Release images trust the release CA instead of the development one (the key itself is never here).
 	install -m 0644 "${NNODE_RELEASE_KEYRING}" "${ROOTFS_DIR}/etc/rauc/keyring.pem"
+elif [ "${NNODE_DEV_IMAGE:-}" = 1 ]; then
+	install -m 0644 "${NNODE_SRC}/firmware/rauc/dev-keyring/ca.cert.pem" "${ROOTFS_DIR}/etc/rauc/keyring.pem"
+else
+	echo "stage-nnode: set NNODE_RELEASE_KEYRING=<release CA cert> (or NNODE_DEV_IMAGE=1 for a development image)" >&2
+	exit 1
 fi
 
 on_chroot <<'CHROOT'
