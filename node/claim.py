@@ -1,9 +1,9 @@
 """First-boot claim: a one-time code proves physical possession and makes its holder the node's manager.
 
 The running node keeps one code at a time: in its database only as an scrypt hash (single use, expiring), the code
-itself in memory, printed on the console with a terminal QR (stdout; systemd shows it on the attached screen, and
-its root-only journal keeps a copy) and shown as a QR on the setup page to the device's own screen (requests from
-loopback), never to the rest of the LAN.
+itself in memory, printed on the console with a terminal QR (stdout, which systemd connects to the attached screen
+and not to the journal) and shown as a QR on the setup page to the device's own screen (requests from loopback),
+never to the rest of the LAN.
 """
 
 from __future__ import annotations

@@ -210,6 +210,13 @@ def test_first_boot_makes_the_identity_and_healthz_answers(image, workdir):
         with os.fdopen(fd, "wb") as handle:
             handle.write(_read(disk, f"/var/lib/nnode/{name}"))
     assert code.encode() not in (data / "node.db").read_bytes()
+    # Nor in the journal: the banner goes to the console only.
+    journal = workdir / "journal"
+    dumped = _debugfs(disk, f"rdump /var/log/journal {workdir}")
+    assert journal.is_dir(), dumped.stderr.decode()
+    journal_bytes = b"".join(p.read_bytes() for p in journal.rglob("*") if p.is_file())
+    assert b"node serving" in journal_bytes or b"Neighborhood Node" in journal_bytes   # the journal was read
+    assert code.encode() not in journal_bytes
     status = subprocess.run([sys.executable, "-m", "node", "--data-dir", str(data), "status", "--json"],
                             capture_output=True, text=True, timeout=60, cwd=REPO,
                             env={k: v for k, v in os.environ.items() if k != "NNODE_CONFIG"})
