@@ -263,3 +263,82 @@ def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * 6371.0088 * math.asin(math.sqrt(a))
+
+
+def _sub(parent: Element, name: str, text: str) -> Element:
+    from xml.etree.ElementTree import SubElement
+    element = SubElement(parent, _tag(name))
+    element.text = text
+    return element
+
+
+def _sub_pairs(parent: Element, name: str, pairs: list[dict[str, str]]) -> None:
+    from xml.etree.ElementTree import SubElement
+    for pair in pairs:
+        element = SubElement(parent, _tag(name))
+        _sub(element, "valueName", pair["valueName"])
+        _sub(element, "value", pair["value"])
+
+
+def alert_to_element(alert: dict[str, Any]) -> Element:
+    """The <alert> element for a dict made by alert_from_element (CAP 1.2 element order)."""
+    from xml.etree.ElementTree import SubElement
+    root = Element(_tag("alert"))
+    for name in ("identifier", "sender", "sent", "status", "msgType", "source", "scope", "restriction",
+                 "addresses"):
+        if name in alert:
+            _sub(root, name, alert[name])
+    for code in alert.get("code", []):
+        _sub(root, "code", code)
+    if "note" in alert:
+        _sub(root, "note", alert["note"])
+    if alert.get("references"):
+        _sub(root, "references", " ".join(f"{r['sender']},{r['identifier']},{r['sent']}"
+                                          for r in alert["references"]))
+    if "incidents" in alert:
+        _sub(root, "incidents", alert["incidents"])
+    for info in alert.get("info", []):
+        element = SubElement(root, _tag("info"))
+        _sub(element, "language", info["language"])
+        for category in info["category"]:
+            _sub(element, "category", category)
+        _sub(element, "event", info["event"])
+        for response in info.get("responseType", []):
+            _sub(element, "responseType", response)
+        for name in ("urgency", "severity", "certainty", "audience"):
+            if name in info:
+                _sub(element, name, info[name])
+        _sub_pairs(element, "eventCode", info.get("eventCode", []))
+        for name in ("effective", "onset", "expires", "senderName", "headline", "description", "instruction",
+                     "web", "contact"):
+            if name in info:
+                _sub(element, name, info[name])
+        _sub_pairs(element, "parameter", info.get("parameter", []))
+        for resource in info.get("resource", []):
+            item = SubElement(element, _tag("resource"))
+            for name in ("resourceDesc", "mimeType", "size", "uri", "digest"):
+                if name in resource:
+                    _sub(item, name, resource[name])
+        for area in info.get("area", []):
+            item = SubElement(element, _tag("area"))
+            _sub(item, "areaDesc", area["areaDesc"])
+            for polygon in area.get("polygon", []):
+                _sub(item, "polygon", polygon)
+            for circle in area.get("circle", []):
+                _sub(item, "circle", circle)
+            _sub_pairs(item, "geocode", area.get("geocode", []))
+    return root
+
+
+def check_alert_dict(alert: Any) -> dict[str, Any]:
+    """Validate an alert in its JSON form (as it travels in events) by the same rules as XML; return it."""
+    from xml.etree.ElementTree import tostring
+    if not isinstance(alert, dict):
+        raise CapError("alert: must be an object")
+    try:
+        again = alert_from_element(_parse_xml(tostring(alert_to_element(alert))))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CapError(f"alert: missing or mistyped field ({exc})") from exc
+    if again != alert:
+        raise CapError("alert: not in the form this node writes CAP alerts in (unknown or misplaced fields)")
+    return alert

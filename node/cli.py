@@ -276,6 +276,34 @@ async def cmd_restore(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
+    """Import CAP alerts from a file, or list those in force."""
+    if args.action == "import":
+        try:
+            document = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise NodeError(f"{args.file}: {exc}") from exc
+        connector = aiohttp.UnixConnector(path=str(config.control_socket))
+        if not config.control_socket.exists():
+            raise NotInitialised("the node is not running; start it with `nnode run`")
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.post("http://node/control/alerts/import", data=document) as resp:
+                value = await resp.json(content_type=None)
+        if resp.status >= 400:
+            raise NodeError(f"{args.file}: {value.get('error')}")
+        for event in value:
+            cap = event["body"]["cap"]
+            print(f"published {cap['msgType']} {cap['identifier']} from {cap['sender']} as event {event['id'][:16]}")
+        return 0
+    for event in await _control(config, "GET", "/control/events?kind=alert&limit=200"):
+        cap = event["body"]["cap"] if event["body"] else None
+        if cap:
+            info = cap["info"][0] if cap["info"] else {}
+            print(f"{cap['sent']}  {cap['msgType']:6} {cap['status']:8} {info.get('severity', '-'):8} "
+                  f"{info.get('headline') or info.get('event', '')}")
+    return 0
+
+
 async def cmd_resume_publishing(config: Config, args: argparse.Namespace) -> int:
     """Let a restored node publish before it has synced with every peer (the manager's decision)."""
     await _control(config, "POST", "/control/resume-publishing")
@@ -366,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--passphrase-file", help="read the passphrase from this file (else it is asked for)")
     restore.add_argument("--force", action="store_true", help="move an existing identity aside instead of refusing")
     restore.set_defaults(func=cmd_restore)
+    alerts = sub.add_parser("alerts", help="import CAP 1.2 alerts (alert or Atom/RSS feed file) or list them")
+    alerts_sub = alerts.add_subparsers(dest="action", required=True)
+    alerts_import = alerts_sub.add_parser("import")
+    alerts_import.add_argument("file")
+    alerts_sub.add_parser("list")
+    alerts.set_defaults(func=cmd_alerts)
     sub.add_parser("resume-publishing", help="let a restored node publish before every peer has synced"
                    ).set_defaults(func=cmd_resume_publishing)
     sub.add_parser("config-example", help="print config.example.toml").set_defaults(func=cmd_config_example)

@@ -76,12 +76,21 @@ def control_app(node: web.Application) -> web.Application:
             raise NotFound("that author is not quarantined")
         return web.json_response({"ok": True})
 
+    async def import_alerts(request: web.Request) -> web.Response:
+        from .alerts import import_alerts as publish_alerts
+        try:
+            events = await publish_alerts(node[ENGINE], await request.read())
+        except SyncError as exc:
+            raise BadRequest(str(exc)) from exc
+        return web.json_response([event_json(e) for e in events])
+
     async def resume_publishing(request: web.Request) -> web.Response:
         await node[ENGINE].resume_publishing()
         return web.json_response({"ok": True})
 
     app = web.Application(middlewares=[error_middleware])
     app.router.add_post("/control/resume-publishing", resume_publishing)
+    app.router.add_post("/control/alerts/import", import_alerts)
     app.router.add_get("/control/status", status)
     app.router.add_post("/control/publish", publish)
     app.router.add_post("/control/delete", delete)

@@ -21,6 +21,9 @@ def validate_notice(body: Any) -> None:
 
 def build_registry() -> KindRegistry:
     """The registry of every kind this node accepts."""
+    from .alerts import ALERT, MAX_TTL, validate_alert
+
     registry = KindRegistry()
     registry.register(NOTICE, validate_notice, max_ttl=90 * 86_400)
+    registry.register(ALERT, validate_alert, max_ttl=MAX_TTL)
     return registry

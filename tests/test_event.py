@@ -72,7 +72,7 @@ def test_limits_and_rules():
     with pytest.raises(MalformedEvent, match="seq"):
         make(seq=0)
     with pytest.raises(UnknownKind):
-        make(kind="alert")
+        make(kind="bogus.kind")
     with pytest.raises(InvalidBody, match="text"):
         make(body={"title": "no text"})
 
