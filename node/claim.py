@@ -67,7 +67,7 @@ class ClaimError(Exception):
 
 
 def new_code() -> str:
-    """A random code, grouped for reading aloud: XXXX-XXXX-XXXX."""
+    """A random code, grouped for reading aloud, like ABCD-EFGH-JKMN."""
     raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
     return "-".join(raw[i:i + 4] for i in range(0, CODE_LENGTH, 4))
 

@@ -64,7 +64,7 @@ _FORM = """<p>Type the claim code shown on the node's screen and choose the mana
 <form id="claim">
 <label for="code">Claim code</label>
 <input id="code" name="code" autocomplete="one-time-code" autocapitalize="characters" required
-       placeholder="XXXX-XXXX-XXXX">
+       placeholder="ABCD-EFGH-JKMN">
 <label for="password">Manager password (at least {min} characters)</label>
 <input id="password" name="password" type="password" autocomplete="new-password" minlength="{min}" required>
 <button type="submit">Claim this node</button>

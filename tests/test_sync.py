@@ -192,7 +192,7 @@ async def _quarantined(node, author):
 async def test_a_copied_descriptor_cannot_move_an_approved_peer(make_node):
     from aiohttp import web
     from sync import BadDescriptor, add_discovered
-    from tests.conftest import free_port
+    from tests.conftest import serving
     import aiohttp
     a = await make_node("a")
     b = await make_node("b")
@@ -205,21 +205,15 @@ async def test_a_copied_descriptor_cannot_move_an_approved_peer(make_node):
 
     rogue = web.Application()
     rogue.router.add_get("/.well-known/nnode", replay_copy)
-    runner = web.AppRunner(rogue)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(rogue) as rogue_url:
         with pytest.raises(BadDescriptor, match="nonce"):
-            await add_discovered(b.engine, a.id, f"http://127.0.0.1:{port}", source="mdns", trusted=False)
+            await add_discovered(b.engine, a.id, rogue_url, source="mdns", trusted=False)
         assert (await b.peers.get(a.id)).url == a.url
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_pull_cut_mid_stream_keeps_what_arrived_and_resumes(make_node):
     from aiohttp import web
-    from tests.conftest import free_port
+    from tests.conftest import serving
     a = await make_node("a")
     for i in range(120):
         await a.engine.publish("notice", {"text": f"c{i}"}, ttl=3600)
@@ -239,17 +233,11 @@ async def test_a_pull_cut_mid_stream_keeps_what_arrived_and_resumes(make_node):
     flaky = web.Application()
     flaky.router.add_get("/sync/v1/heads", heads)
     flaky.router.add_post("/sync/v1/pull", cut_pull)
-    runner = web.AppRunner(flaky)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        await b.peers.seen(a.id, name="a", url=f"http://127.0.0.1:{port}", source="manual", approve=True)
+    async with serving(flaky) as flaky_url:
+        await b.peers.seen(a.id, name="a", url=flaky_url, source="manual", approve=True)
         assert await b.engine.sync_with(await b.peers.get(a.id)) is None      # the round failed...
         assert await b.store.count() == 30                                     # ...but kept what arrived
         assert (await b.peers.get(a.id)).last_error
-    finally:
-        await runner.cleanup()
     await b.peers.approve(a.id, url=a.url)
     await a.approve(b)
     assert await b.engine.sync_with(await b.peers.get(a.id)) == 90
