@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
 
-from sync import Event, EventStore, SyncEngine, require_fields
+import aiohttp
 
-from .cap import ATOM, CapError, alert_to_element, area_covers, check_alert_dict, parse_document
+from sync import Event, EventStore, SyncEngine, SyncError, require_fields
+
+from .cap import (ATOM, NS, CapError, _parse_xml, alert_from_element, alert_to_element, area_covers,
+                  check_alert_dict, parse_document)
+from .config import AlertsSection
+from .errors import NodeError
+
+log = logging.getLogger("nnode.alerts")
 
 ALERT = "alert"
 MAX_TTL = 30 * 86_400
@@ -46,6 +56,171 @@ async def import_alerts(engine: SyncEngine, document: bytes) -> list[Event]:
             raise CapError(f"alert {alert['identifier']}: already expired ({datetime.utcfromtimestamp(expires)} UTC)")
         published.append(await engine.publish(ALERT, {"cap": alert}, ttl=min(expires - now, MAX_TTL)))
     return published
+
+
+class FeedError(NodeError):
+    """A CAP feed could not be fetched: unreachable, too slow, too large, or an HTTP error status."""
+
+    reason = "feed"
+
+
+@dataclass
+class PollResult:
+    """What one poll of a feed did: alerts published, already held, skipped (with why), or nothing changed."""
+
+    published: int = 0
+    known: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    not_modified: bool = False
+
+
+def _feed_alerts(document: bytes) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The valid alerts of a CAP document, and the invalid alerts of a feed with the reason each was skipped.
+
+    A document that is not XML, is refused (DTDs, entities, size), is not CAP, or is a single invalid alert raises
+    CapError: there is nothing in it to keep.
+    """
+    try:
+        return parse_document(document), []
+    except CapError:
+        # parse_document is all-or-nothing; in a feed, one bad entry must not hide the good ones.
+        root = _parse_xml(document)          # a fault of the whole document raises again here
+        if root.tag not in (f"{{{ATOM}}}feed", "rss"):
+            raise
+    alerts, skipped = [], []
+    for i, element in enumerate(root.iter(f"{{{NS}}}alert")):
+        try:
+            alerts.append(alert_from_element(element, f"feed/alert[{i + 1}]"))
+        except CapError as exc:
+            identifier = element.findtext(f"{{{NS}}}identifier") or f"feed/alert[{i + 1}]"
+            skipped.append({"alert": identifier.strip(), "reason": str(exc)})
+    return alerts, skipped
+
+
+async def _fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int, timeout: float,
+                 state: dict[str, str]) -> tuple[bytes | None, dict[str, str]]:
+    """GET `url` conditionally; (None, {}) if unchanged since `state`, else (body, its validators)."""
+    headers = {"Accept": "application/atom+xml, application/rss+xml, application/cap+xml, application/xml, "
+                         "text/xml;q=0.9, */*;q=0.1"}
+    if "etag" in state:
+        headers["If-None-Match"] = state["etag"]
+    if "last_modified" in state:
+        headers["If-Modified-Since"] = state["last_modified"]
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                if resp.status == 304:
+                    return None, {}
+                if resp.status != 200:
+                    raise FeedError(f"{url}: HTTP {resp.status} {resp.reason or ''}".rstrip())
+                if resp.content_length is not None and resp.content_length > max_bytes:
+                    raise FeedError(f"{url}: feed is {resp.content_length} bytes, the limit is {max_bytes} "
+                                    "(alerts.max_feed_bytes)")
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise FeedError(f"{url}: feed is larger than the limit of {max_bytes} bytes "
+                                        "(alerts.max_feed_bytes)")
+                validators = {name: resp.headers[header] for name, header in
+                              (("etag", "ETag"), ("last_modified", "Last-Modified")) if header in resp.headers}
+                return bytes(body), validators
+    except TimeoutError:
+        raise FeedError(f"{url}: no complete answer within {timeout} s (alerts.fetch_timeout)") from None
+    except aiohttp.ClientError as exc:
+        raise FeedError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+
+
+async def _held_keys(store: EventStore) -> set[str]:
+    """The CAP keys (sender,identifier,sent) of every alert this node holds, from any author."""
+    held = set()
+    for event in await store.recent(100_000, ALERT):
+        if event.body is not None:
+            cap = event.body_value()["cap"]
+            held.add(_key(cap["sender"], cap["identifier"], cap["sent"]))
+    return held
+
+
+async def poll_feed(engine: SyncEngine, session: aiohttp.ClientSession, url: str, *, max_bytes: int,
+                    timeout: float, state: dict[str, str]) -> PollResult:
+    """Fetch a CAP feed (or single alert) and publish the alerts this node does not hold yet.
+
+    `state` keeps the feed's ETag and Last-Modified between polls, so an unchanged feed costs a 304. Expired or
+    invalid alerts are skipped and listed in the result; a feed that cannot be fetched raises FeedError, one that
+    cannot be read as CAP raises CapError, and in both cases nothing is published.
+    """
+    document, validators = await _fetch(session, url, max_bytes=max_bytes, timeout=timeout, state=state)
+    if document is None:
+        return PollResult(not_modified=True)
+    alerts, skipped = _feed_alerts(document)
+    for item in skipped:
+        log.warning("invalid alert in feed skipped", extra={"url": url, "alert": item["alert"],
+                                                             "reason": item["reason"]})
+    result = PollResult(skipped=skipped)
+    held = await _held_keys(engine.store)
+    now = int(time.time())
+    for alert in alerts:
+        key = _key(alert["sender"], alert["identifier"], alert["sent"])
+        if key in held:
+            result.known += 1
+            continue
+        expires = alert_expiry(alert, now)
+        if expires <= now:
+            result.skipped.append({"alert": alert["identifier"],
+                                   "reason": time.strftime("expired %Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))})
+            continue
+        await engine.publish(ALERT, {"cap": alert}, ttl=min(expires - now, MAX_TTL))
+        held.add(key)
+        result.published += 1
+    # Remembered only now: a poll that failed part-way (publishing held, say) fetches the whole feed next time.
+    state.clear()
+    state.update(validators)
+    if result.published:
+        log.info("alerts published from feed", extra={"url": url, "count": result.published})
+    return result
+
+
+class FeedPoller:
+    """Polls every configured feed in turn (an apscheduler job); keeps each feed's last outcome for status."""
+
+    def __init__(self, engine: SyncEngine, session: aiohttp.ClientSession, settings: AlertsSection) -> None:
+        self.engine = engine
+        self.session = session
+        self.settings = settings
+        self.status: dict[str, dict[str, Any]] = {url: {"last_poll": None, "ok": None, "error": None,
+                                                        "failures": 0, "published": 0, "last": None}
+                                                  for url in settings.feeds}
+        self._validators: dict[str, dict[str, str]] = {url: {} for url in settings.feeds}
+        self._running = asyncio.Lock()
+
+    async def poll_all(self) -> None:
+        """Poll each feed once; a failure is logged and counted, and never stops the other feeds or the job."""
+        async with self._running:
+            for url in self.settings.feeds:
+                await self._poll(url)
+
+    async def _poll(self, url: str) -> None:
+        status = self.status[url]
+        status["last_poll"] = int(time.time())
+        try:
+            result = await poll_feed(self.engine, self.session, url, max_bytes=self.settings.max_feed_bytes,
+                                     timeout=self.settings.fetch_timeout, state=self._validators[url])
+        except (NodeError, SyncError) as exc:
+            error = str(exc)
+            log.warning("alert feed poll failed", extra={"url": url, "reason": error})
+        except Exception as exc:  # a bug must not end polling for good
+            error = f"{exc.__class__.__name__}: {exc}"
+            log.exception("alert feed poll failed", extra={"url": url, "reason": error})
+        else:
+            status.update(ok=True, error=None, published=status["published"] + result.published,
+                          last=asdict(result))
+            return
+        status.update(ok=False, error=error, failures=status["failures"] + 1, last=None)
+
+    async def idle(self) -> None:
+        """Return once no poll is running (one cancelled at shutdown has unwound)."""
+        async with self._running:
+            pass
 
 
 async def current_alerts(store: EventStore, *, location: tuple[float, float] | None, now: int | None = None,
@@ -89,3 +264,96 @@ def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str) -> byte
         content = SubElement(entry, f"{{{ATOM}}}content", {"type": "application/cap+xml"})
         content.append(alert_to_element(cap))
     return tostring(feed, encoding="utf-8", xml_declaration=True)
+
+
+def _withdrawn_by(alert: dict[str, Any], alerts: list[tuple[Event, dict[str, Any]]]) -> list[str]:
+    keys = {_key(r["sender"], r["identifier"], r["sent"]) for r in alert["references"]}
+    return [event.id for event, earlier in alerts if _key(earlier["sender"], earlier["identifier"], earlier["sent"])
+            in keys]
+
+
+async def live_messages(store: EventStore, events: list[Event], location: tuple[float, float] | None,
+                        *, now: int | None = None) -> list[tuple[str, dict[str, Any], str]]:
+    """What open pages must hear about newly stored events: (message type, data, audience) triples."""
+    from .live import ALL
+    from .reports import REPORT, report_message
+
+    now = int(time.time()) if now is None else now
+    messages: list[tuple[str, dict[str, Any], str]] = []
+    earlier: list[tuple[Event, dict[str, Any]]] | None = None
+    for event in events:
+        if event.kind == "tombstone" and event.body is not None:
+            messages.append(("alert-withdrawn", {"event": event.body_value()["target"]}, ALL))
+        elif event.kind == REPORT and event.body is not None:
+            messages.append(("report", {"report": report_message(event)}, ALL))
+        elif event.kind == ALERT and event.body is not None:
+            alert = event.body_value()["cap"]
+            if alert["msgType"] in ("Update", "Cancel"):
+                if earlier is None:
+                    earlier = [(e, e.body_value()["cap"]) for e in await store.recent(100_000, ALERT)
+                               if e.body is not None]
+                for withdrawn in _withdrawn_by(alert, earlier):
+                    messages.append(("alert-withdrawn", {"event": withdrawn}, ALL))
+            areas = [area for info in alert["info"] for area in info["area"]]
+            if (alert["msgType"] in ("Alert", "Update") and alert["status"] == "Actual"
+                    and alert_expiry(alert, now) > now
+                    and (location is None or not areas or any(area_covers(a, *location) for a in areas))):
+                messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert}, ALL))
+    return messages
+
+
+def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple[str, str] | None,
+                  now: int | None = None) -> dict[str, Any]:
+    """A CAP alert from the console's form, in the node's canonical form (raises CapError naming the field)."""
+    import uuid
+    from datetime import timezone
+    from xml.etree.ElementTree import tostring
+
+    from .cap import CATEGORY, CERTAINTY, SEVERITY, URGENCY, _parse_xml, alert_from_element
+
+    now = int(time.time()) if now is None else now
+    if not isinstance(fields, dict):
+        raise CapError("the alert must be a JSON object")
+
+    def text(name: str, limit: int, *, required: bool = False) -> str | None:
+        value = fields.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                raise CapError(f"field '{name}' is required")
+            return None
+        if not isinstance(value, str) or len(value) > limit:
+            raise CapError(f"field '{name}' must be text of at most {limit} characters")
+        return value.strip()
+
+    def choice(name: str, choices: tuple[str, ...], default: str) -> str:
+        value = fields.get(name, default)
+        if value not in choices:
+            raise CapError(f"field '{name}' must be one of {', '.join(choices)}")
+        return value
+
+    hours = fields.get("expires_hours", 12)
+    if type(hours) is not int or not 1 <= hours <= 72:
+        raise CapError("field 'expires_hours' must be a whole number of hours from 1 to 72")
+    radius = fields.get("radius_km", 1)
+    if type(radius) not in (int, float) or not 0.1 <= radius <= 50:
+        raise CapError("field 'radius_km' must be a number of kilometres from 0.1 to 50")
+    stamp = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")  # noqa: E731
+    info: dict[str, Any] = {"language": "en-US", "category": [choice("category", CATEGORY, "Safety")],
+                            "event": text("event", 100, required=True), "responseType": [],
+                            "urgency": choice("urgency", URGENCY, "Expected"),
+                            "severity": choice("severity", SEVERITY, "Moderate"),
+                            "certainty": choice("certainty", CERTAINTY, "Likely"), "senderName": node_name[:100]}
+    for name, limit in (("headline", 160), ("description", 4000), ("instruction", 2000)):
+        if (value := text(name, limit)) is not None:
+            info[name] = value
+    info["expires"] = stamp(now + hours * 3600)
+    info.update({"eventCode": [], "parameter": [], "resource": []})
+    area: dict[str, Any] = {"areaDesc": text("area_desc", 200) or node_name[:200], "polygon": [], "circle": [],
+                            "geocode": []}
+    if location is not None:
+        area["circle"] = [f"{location[0]},{location[1]} {float(radius):g}"]
+    info["area"] = [area]
+    alert = {"identifier": f"urn:uuid:{uuid.uuid4()}", "sender": f"{node_key[:32]}@nnode.local",
+             "sent": stamp(now), "status": "Actual", "msgType": "Alert", "scope": "Public", "references": [],
+             "code": [], "info": [info]}
+    return alert_from_element(_parse_xml(tostring(alert_to_element(alert))))

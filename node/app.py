@@ -8,23 +8,31 @@ import fcntl
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import AsyncIterator
 
+import aiohttp
 import nacl.signing
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sync import (Database, Discovery, EventStore, PeerStore, SyncEngine, SyncServer, SyncSettings,
                   add_discovered, make_descriptor, setup_schema)
+from sync._ratelimit import RateLimiter
 
-from . import systemd
+from . import __version__, systemd
+from .accounts import MIGRATIONS as ACCOUNT_MIGRATIONS, Accounts
+from .alerts import FeedPoller
 from .backup import RESTORED_FLAG
 from .claim import MIGRATIONS as CLAIM_MIGRATIONS, Claims
 from .config import Config
 from .errors import NodeError
 from .identity import load_key, node_id
 from .kinds import build_registry
+from .live import MIGRATIONS as LIVE_MIGRATIONS, Hub
+from .reports import MIGRATIONS as REPORT_MIGRATIONS, Reports
+from .sos import MIGRATIONS as SOS_MIGRATIONS, SosDesk
 
 log = logging.getLogger("nnode")
 
@@ -37,11 +45,21 @@ ENGINE = web.AppKey("engine", SyncEngine)
 SYNC_SERVER = web.AppKey("sync_server", SyncServer)
 STARTED = web.AppKey("started", float)
 CLAIMS = web.AppKey("claims", "Claims")
+FEEDS = web.AppKey("feeds", FeedPoller)
+ACCOUNTS = web.AppKey("accounts", Accounts)
+HUB = web.AppKey("hub", Hub)
+REPORTS = web.AppKey("reports", Reports)
+SOS_DESK = web.AppKey("sos_desk", SosDesk)
+SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", RateLimiter)  # per address, for invites and manager sign-in
 
 # node/ tables; residents, clips... join with their issues.
 NODE_MIGRATIONS = [
     *CLAIM_MIGRATIONS,
     (2, ["CREATE TABLE IF NOT EXISTS node_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"]),
+    *ACCOUNT_MIGRATIONS,
+    *LIVE_MIGRATIONS,
+    *REPORT_MIGRATIONS,
+    *SOS_MIGRATIONS,
 ]
 
 
@@ -90,6 +108,10 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = EventStore(db)
         app[PEERS] = PeerStore(db)
         app[CLAIMS] = Claims(db)
+        app[ACCOUNTS] = Accounts(db)
+        app[HUB] = Hub(db)
+        app[REPORTS] = Reports(db, config.node.data_dir / "media" / "reports")
+        app[SOS_DESK] = SosDesk(db, config)
         yield
     finally:
         await db.close()
@@ -112,6 +134,22 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
                 await conn.execute("DELETE FROM node_state WHERE key = ?", (RESTORED_FLAG,))
         engine.on_peer_synced = synced
     app[ENGINE] = engine
+    from .alerts import live_messages
+
+    relay: asyncio.Queue = asyncio.Queue()
+    engine.listeners.append(relay.put_nowait)
+    location = (float(config.node.latitude), float(config.node.longitude)) if config.node.latitude else None
+
+    async def tell_pages() -> None:
+        # New events (local or from peers) become live messages, in the order they were stored.
+        while True:
+            events = await relay.get()
+            try:
+                for kind, data, audience in await live_messages(app[STORE], events, location):
+                    await app[HUB].publish(kind, data, audience)
+            except Exception:
+                log.exception("live delivery of new events failed")
+    teller = asyncio.create_task(tell_pages(), name="nnode-live-events")
     app[SYNC_SERVER] = SyncServer(engine, lambda nonce: make_descriptor(
         app[KEY], name=config.node.name, location=coarse_location(config), nonce=nonce))
     await engine.start()
@@ -119,6 +157,9 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await engine.close()
+        teller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await teller
 
 
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -129,6 +170,7 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     async def purge() -> None:
         async with running:
             dropped = await store.purge_expired()
+            await app[HUB].purge()
         if dropped:
             log.info("expired bodies purged", extra={"count": dropped})
 
@@ -143,12 +185,34 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler.start()
     await purge()
     await claim_code()
+    session = aiohttp.ClientSession(headers={"User-Agent": f"nnode/{__version__}"})
+    poller = app[FEEDS] = FeedPoller(app[ENGINE], session, app[CONFIG].alerts)
+    if app[CONFIG].alerts.feeds:  # first poll now, in the background: a slow feed must not delay start-up
+        scheduler.add_job(poller.poll_all, "interval", seconds=app[CONFIG].alerts.poll_interval,
+                          id="poll-alert-feeds", max_instances=1, coalesce=True,
+                          next_run_time=datetime.now(timezone.utc))
     try:
         yield
     finally:
         scheduler.shutdown(wait=False)
         async with running:  # a job that had started finishes before the database closes
             pass
+        await poller.idle()  # a poll cancelled by the shutdown unwinds before its session closes
+        await session.close()
+
+
+async def _sos_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Escalate unacknowledged SOS calls (webhook, then nearby nodes)."""
+    from .sos import escalate_forever
+
+    task = asyncio.create_task(escalate_forever(app[SOS_DESK], app[ENGINE], app[HUB].publish, app[CONFIG],
+                                                coarse_location(app[CONFIG])), name="nnode-sos-escalation")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -193,14 +257,23 @@ async def _control_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> web.Application:
     """The node app: API, sync endpoints and background work, for `config`'s data folder."""
-    from .routes import add_routes, error_middleware
+    from .routes import add_routes, auth_middleware, error_middleware
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.sync.max_batch_bytes)
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=config.sync.max_batch_bytes)
     app[CONFIG] = config
     app[KEY] = key or load_key(config.key_path)
     app[STARTED] = time.time()
-    app.cleanup_ctx.extend([_lock_ctx, _database_ctx, _engine_ctx, _scheduler_ctx, _control_ctx, _discovery_ctx])
+    # Codes and tokens are unguessable; this keeps scrypt (password sign-in) from being used to load the node.
+    app[SIGN_IN_LIMITER] = RateLimiter(rate=10 / 60, burst=20)
+    app.cleanup_ctx.extend([_lock_ctx, _database_ctx, _engine_ctx, _scheduler_ctx, _sos_ctx, _control_ctx,
+                            _discovery_ctx])
     add_routes(app)
+
+    async def end_streams(app: web.Application) -> None:
+        if HUB in app:
+            await app[HUB].close()
+    app.on_shutdown.append(end_streams)
     return app
 
 

@@ -147,16 +147,6 @@ class Claims:
         log.info("node claimed by its manager")
         return token
 
-    async def session_role(self, token: str | None, *, now: int | None = None) -> str | None:
-        """The role of a live session token, or None."""
-        if not token:
-            return None
-        now = int(time.time()) if now is None else now
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT role FROM sessions WHERE token_hash = ? AND revoked IS NULL AND expires > ?",
-            (_token_hash(token), now))
-        return rows[0][0] if rows else None
-
 
 def _token_hash(token: str) -> str:
     # Session tokens are 256 random bits: a fast hash is enough, and a stolen database holds no usable token.

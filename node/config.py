@@ -76,6 +76,33 @@ def _static_peers(value: list) -> str | None:
     return None
 
 
+def _networks(value: list) -> str | None:
+    import ipaddress
+    try:
+        for item in value:
+            ipaddress.ip_network(item)
+    except (ValueError, TypeError):
+        return 'a list of networks in CIDR form, like ["192.168.1.0/24", "fd00::/8"]'
+    return None
+
+
+def _url_or_empty(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return None
+    return 'an http:// or https:// URL, or ""'
+
+
+LOCAL_NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                  "fc00::/7", "fe80::/10"]
+
+
+def _feed_urls(value: list) -> str | None:
+    if (all(isinstance(u, str) and re.fullmatch(r"https?://[^\s/]+(/\S*)?", u) for u in value)
+            and len(set(value)) == len(value)):
+        return None
+    return 'a list of distinct http:// or https:// URLs, like ["https://alerts.example.org/cap.atom"]'
+
+
 def _addresses(value: list) -> str | None:
     import ipaddress
     try:
@@ -96,6 +123,22 @@ SETTINGS: list[Setting] = [
             _decimal_degrees(180)),
     Setting("http.host", str, "0.0.0.0", "Address the HTTP server listens on."),
     Setting("http.port", int, 8470, "TCP port of the HTTP server (API, web app and sync).", _range(1, 65535)),
+    Setting("http.local_networks", list, LOCAL_NETWORKS, "Networks residents and the manager may use the web app "
+            "and its API from (invites, sessions); requests from elsewhere are refused.", _networks),
+    Setting("sos.emergency_number", str, "911", "The local emergency number the SOS page offers as a tel: link "
+            "(the node never calls it)."),
+    Setting("sos.ack_timeout", int, 60, "Seconds an SOS may stay unacknowledged by the on-call responders before "
+            "it escalates to the webhook.", _range(1, 3600)),
+    Setting("sos.webhook_url", str, "", "URL an unacknowledged SOS is POSTed to as JSON (a phone-call or paging "
+            "service). Empty: skip this step.", _url_or_empty),
+    Setting("sos.peer_escalation_after", int, 120, "Seconds after which a still unacknowledged SOS is published "
+            "to nearby nodes as a signed event (without the resident's name or unit).", _range(1, 86400)),
+    Setting("sos.hold_before", int, 300, "Seconds of camera footage before an SOS held from retention.",
+            _range(0, 86400)),
+    Setting("sos.hold_after", int, 600, "Seconds of camera footage after an SOS held from retention.",
+            _range(0, 86400)),
+    Setting("reports.max_photo_bytes", int, 8 * 1024 * 1024, "Largest photo a resident may attach to a report.",
+            _range(65536, 64 * 1024 * 1024)),
     Setting("sync.anti_entropy_interval", int, 30, "Seconds between pulls from every approved peer, which "
             "repair whatever pushes missed.", _range(1, 86400, " (seconds)")),
     Setting("sync.push_batch", int, 200, "Most events sent in one push.", _range(1, 1000)),
@@ -123,6 +166,13 @@ SETTINGS: list[Setting] = [
     Setting("log.level", str, "info", "Log level.", _one_of("debug", "info", "warning", "error")),
     Setting("log.format", str, "json", "Log format: one JSON object per line, or text for a terminal.",
             _one_of("json", "text")),
+    Setting("alerts.feeds", list, [], "CAP 1.2 sources polled on a schedule: URLs of one alert or of an Atom/RSS "
+            "feed of them. Alerts this node does not hold yet are published as signed events.", _feed_urls),
+    Setting("alerts.poll_interval", int, 300, "Seconds between polls of every feed.",
+            _range(30, 86400, " (seconds)")),
+    Setting("alerts.max_feed_bytes", int, 5 * 1024 * 1024, "Largest feed download accepted, in bytes; a bigger "
+            "one is refused for that poll.", _range(1024, 64 * 1024 * 1024)),
+    Setting("alerts.fetch_timeout", int, 20, "Seconds one feed download may take in all.", _range(1, 600)),
 ]
 _BY_PATH = {s.path: s for s in SETTINGS}
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean (true or false)", list: "a list"}
@@ -152,6 +202,7 @@ class HttpSection:
 
     host: str
     port: int
+    local_networks: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -187,6 +238,35 @@ class EventsSection:
 
 
 @dataclass(frozen=True)
+class SosSection:
+    """[sos]"""
+
+    emergency_number: str
+    ack_timeout: int
+    webhook_url: str
+    peer_escalation_after: int
+    hold_before: int
+    hold_after: int
+
+
+@dataclass(frozen=True)
+class ReportsSection:
+    """[reports]"""
+
+    max_photo_bytes: int
+
+
+@dataclass(frozen=True)
+class AlertsSection:
+    """[alerts]"""
+
+    feeds: tuple[str, ...]
+    poll_interval: int
+    max_feed_bytes: int
+    fetch_timeout: int
+
+
+@dataclass(frozen=True)
 class LogSection:
     """[log]"""
 
@@ -203,7 +283,10 @@ class Config:
     sync: SyncSection
     discovery: DiscoverySection
     events: EventsSection
+    sos: SosSection
+    reports: ReportsSection
     log: LogSection
+    alerts: AlertsSection
     source: str = "<defaults>"
 
     @property
@@ -261,16 +344,19 @@ def build(values: dict[str, Any], source: str = "<defaults>") -> Config:
     """A Config from flat {path: value} overrides on top of the defaults."""
     merged = {s.path: s.default for s in SETTINGS} | values
     section = {name: {p.split(".", 1)[1]: v for p, v in merged.items() if p.startswith(name + ".")}
-               for name in ("node", "http", "sync", "discovery", "events", "log")}
+               for name in ("node", "http", "sync", "discovery", "events", "sos", "reports", "log", "alerts")}
     section["node"]["data_dir"] = Path(section["node"]["data_dir"]).expanduser()
     section["sync"]["trusted_keys"] = tuple(section["sync"]["trusted_keys"])
     section["sync"]["peers"] = tuple(StaticPeer(**p) for p in section["sync"]["peers"])
     section["discovery"]["interfaces"] = tuple(section["discovery"]["interfaces"])
+    section["alerts"]["feeds"] = tuple(section["alerts"]["feeds"])
+    section["http"]["local_networks"] = tuple(section["http"]["local_networks"])
     if bool(section["node"]["latitude"]) != bool(section["node"]["longitude"]):
         raise ConfigError(f"{source}: node.latitude: expected latitude and longitude both set or both empty")
     return Config(node=NodeSection(**section["node"]), http=HttpSection(**section["http"]),
                   sync=SyncSection(**section["sync"]), discovery=DiscoverySection(**section["discovery"]),
-                  events=EventsSection(**section["events"]), log=LogSection(**section["log"]), source=source)
+                  events=EventsSection(**section["events"]), alerts=AlertsSection(**section["alerts"]),
+                  sos=SosSection(**section["sos"]), reports=ReportsSection(**section["reports"]), log=LogSection(**section["log"]), source=source)
 
 
 def load(path: Path | str | None) -> Config:

@@ -4,7 +4,11 @@ NodeError                 root of every error node/ raises
 ├── ConfigError           the config file is unreadable or invalid (CLI exit status 2)
 ├── NotInitialised        no data folder or key yet: run `nnode init`
 ├── NotFound              a requested record does not exist (404)
-└── BadRequest            a request body or parameter is invalid (400)
+├── BadRequest            a request body or parameter is invalid (400)
+├── SignInRequired        the route needs a session and the caller has none (401)
+├── Forbidden             the caller's role, network or origin may not use the route (403)
+├── Conflict              the request contradicts the stored state (409)
+└── TooLarge              a body or upload is over its limit (413)
 """
 
 from __future__ import annotations
@@ -43,3 +47,31 @@ class BadRequest(NodeError):
 
     status = 400
     reason = "bad_request"
+
+
+class SignInRequired(NodeError):
+    """The route needs a signed-in resident or manager."""
+
+    status = 401
+    reason = "sign_in"
+
+
+class Forbidden(NodeError):
+    """The caller may not use this route (role, network or origin)."""
+
+    status = 403
+    reason = "forbidden"
+
+
+class Conflict(NodeError):
+    """The request contradicts the stored state (already used, already decided...)."""
+
+    status = 409
+    reason = "conflict"
+
+
+class TooLarge(NodeError):
+    """A body or upload is over its limit."""
+
+    status = 413
+    reason = "too_large"

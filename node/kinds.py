@@ -1,4 +1,4 @@
-"""The event kinds this node accepts, registered with the sync layer (alerts, requests... join here later)."""
+"""The event kinds this node accepts, registered with the sync layer (agency requests join here later)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ def validate_notice(body: Any) -> None:
 def build_registry() -> KindRegistry:
     """The registry of every kind this node accepts."""
     from .alerts import ALERT, MAX_TTL, validate_alert
+    from .reports import REPORT, REPORT_TTL, validate_report_event
+    from .sos import SOS, SOS_EVENT_TTL, validate_sos_event
 
     registry = KindRegistry()
     registry.register(NOTICE, validate_notice, max_ttl=90 * 86_400)
     registry.register(ALERT, validate_alert, max_ttl=MAX_TTL)
+    registry.register(REPORT, validate_report_event, max_ttl=REPORT_TTL)
+    registry.register(SOS, validate_sos_event, max_ttl=SOS_EVENT_TTL)
     return registry

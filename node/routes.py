@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from sync import SYNC_ENDPOINTS, RateLimited, SyncError
 
-from .app import CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE, SYNC_SERVER
-from .errors import NodeError
+from .app import ACCOUNTS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE, SYNC_SERVER
+from .errors import Forbidden, NodeError, SignInRequired
 from .identity import node_id
 from .metrics import render_metrics
 
 log = logging.getLogger("nnode.http")
 
-PUBLIC = "public"   # anyone who can reach the node
-PEER = "peer"       # approved peer nodes, by RFC 9421 signature (checked by the sync server)
-LOOPBACK = "loopback"  # the device itself (its own screen), by source address
+PUBLIC = "public"        # anyone who can reach the node
+PEER = "peer"            # approved peer nodes, by RFC 9421 signature (checked by the sync server)
+LOOPBACK = "loopback"    # the device itself (its own screen), by source address
+LOCAL = "local"          # anyone on the building's networks (http.local_networks), signed in or not
+RESIDENT = "resident"    # a signed-in resident, on a local network
+RESPONDER = "responder"  # a resident on the SOS on-call list
+MANAGER = "manager"      # the signed-in manager, on a local network
+ROLES = frozenset({PUBLIC, PEER, LOOPBACK, LOCAL, RESIDENT, RESPONDER, MANAGER})
+SESSION_COOKIE = "nnode_session"
+SESSION = web.RequestKey("session", object)  # the caller's accounts.Session, set by the auth middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,6 +41,10 @@ class Route:
     path: str
     handler: Handler
     roles: frozenset[str]
+
+    def __post_init__(self) -> None:
+        if not self.roles or not self.roles <= ROLES:
+            raise ValueError(f"{self.method} {self.path}: roles must be a non-empty subset of {sorted(ROLES)}")
 
 
 def error_response(status: int, message: str, reason: str | None = None,
@@ -63,6 +76,63 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return error_response(500, "internal error; see the node's log")
+
+
+def _in_networks(address: str | None, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(net) for net in networks)
+
+
+async def caller_roles(request: web.Request) -> set[str]:
+    """The roles the caller holds: by address, and by session cookie when on a local network."""
+    app = request.app
+    roles = {PUBLIC}
+    remote = request.remote
+    if _in_networks(remote, ("127.0.0.0/8", "::1/128")):
+        roles.add(LOOPBACK)
+    if _in_networks(remote, app[CONFIG].http.local_networks):
+        roles.add(LOCAL)
+        session = await app[ACCOUNTS].session(request.cookies.get(SESSION_COOKIE))
+        if session is not None:
+            request[SESSION] = session
+            roles.add(session.role)
+            if session.role == RESIDENT and session.on_call:
+                roles.add(RESPONDER)
+    return roles
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:  # not a browser's cross-site request: browsers send Origin on every cross-site POST
+        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+    return urlsplit(origin).netloc == request.host
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Enforce the route table's roles before any handler runs; state changes must come from our own pages."""
+    policy = request.app[ROUTE_POLICY].get(request.match_info.route)
+    if policy is None and request.match_info.http_exception is None:
+        raise Forbidden(f"{request.method} {request.path} has no declared roles")  # fail closed
+    if policy is None or PUBLIC in policy.roles or PEER in policy.roles:
+        if policy is not None and PUBLIC in policy.roles:
+            await caller_roles(request)  # handlers of public routes may still look at the session
+        return await handler(request)
+    roles = await caller_roles(request)
+    if not roles & policy.roles:
+        if LOCAL not in roles and policy.roles & {LOCAL, RESIDENT, RESPONDER, MANAGER}:
+            raise Forbidden("this page answers only on the building's network")
+        if SESSION not in request and policy.roles & {RESIDENT, RESPONDER, MANAGER}:
+            raise SignInRequired("sign in first: residents with their invite, the manager at /login")
+        raise Forbidden(f"{request.method} {policy.path} is for: {', '.join(sorted(policy.roles))}")
+    if request.method not in ("GET", "HEAD") and SESSION in request and not _same_origin(request):
+        raise Forbidden("cross-site request refused: use the node's own pages")
+    return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -104,18 +174,54 @@ async def alerts_atom(request: web.Request) -> web.Response:
 
 
 def route_table() -> list[Route]:
-    """Every HTTP route of the node with its roles."""
-    from . import setup
+    """Every HTTP route of the node with its roles: the one place access is declared."""
+    from . import api_people as people, api_safety as safety, pages, setup
+    from .live import stream
 
+    public, local, loopback = frozenset({PUBLIC}), frozenset({LOCAL}), frozenset({LOOPBACK})
+    signed_in = frozenset({RESIDENT, MANAGER})
+    manager = frozenset({MANAGER})
     routes = [
-        Route("GET", "/healthz", healthz, frozenset({PUBLIC})),
-        Route("GET", "/metrics", metrics, frozenset({PUBLIC})),
-        Route("GET", "/setup", setup.setup_page, frozenset({PUBLIC})),
-        Route("GET", "/setup/qr.svg", setup.setup_qr, frozenset({LOOPBACK})),
-        Route("POST", "/setup/claim", setup.claim, frozenset({PUBLIC})),
-        Route("GET", "/api/session", setup.session, frozenset({PUBLIC})),
-        Route("GET", "/api/alerts", alerts_json, frozenset({PUBLIC})),
-        Route("GET", "/alerts.atom", alerts_atom, frozenset({PUBLIC})),
+        Route("GET", "/healthz", healthz, public),
+        Route("GET", "/metrics", metrics, public),
+        Route("GET", "/setup", setup.setup_page, public),
+        Route("GET", "/setup/qr.svg", setup.setup_qr, loopback),
+        Route("POST", "/setup/claim", setup.claim, public),
+        # the web app's pages carry no data (the API does): anyone on the building's network may load them
+        Route("GET", "/", pages.page("app.html"), local),
+        Route("GET", "/join", pages.page("join.html"), local),
+        Route("GET", "/login", pages.page("login.html"), local),
+        Route("GET", "/manage", pages.page("manage.html"), local),
+        Route("GET", "/static/{name}", pages.static, local),
+        # people
+        Route("GET", "/api/session", people.session, public),
+        Route("POST", "/api/join", people.join, local),
+        Route("POST", "/api/login", people.login, local),
+        Route("POST", "/api/logout", people.logout, signed_in),
+        Route("GET", "/api/residents", people.residents, manager),
+        Route("POST", "/api/residents/{id}/revoke", people.revoke_resident, manager),
+        Route("POST", "/api/residents/{id}/on-call", people.set_on_call, manager),
+        Route("GET", "/api/invites", people.invites, manager),
+        Route("POST", "/api/invites", people.create_invite, manager),
+        Route("POST", "/api/invites/{id}/revoke", people.revoke_invite, manager),
+        Route("GET", "/api/sessions", people.sessions, manager),
+        Route("POST", "/api/sessions/{id}/revoke", people.revoke_session, manager),
+        Route("GET", "/api/peers", people.peers, manager),
+        Route("POST", "/api/peers/{key}/approve", people.approve_peer, manager),
+        # alerts, live delivery, reports, SOS, timeline and map
+        Route("GET", "/api/alerts", alerts_json, public),
+        Route("POST", "/api/alerts", safety.post_alert, manager),
+        Route("GET", "/alerts.atom", alerts_atom, public),
+        Route("GET", "/api/stream", stream, signed_in),
+        Route("GET", "/api/reports", safety.list_reports, signed_in),
+        Route("POST", "/api/reports", safety.post_report, signed_in),
+        Route("GET", "/api/reports/{id}/photo", safety.report_photo, signed_in),
+        Route("POST", "/api/reports/{id}/{action}", safety.moderate, manager),
+        Route("GET", "/api/sos", safety.list_sos, signed_in),
+        Route("POST", "/api/sos", safety.post_sos, signed_in),
+        Route("POST", "/api/sos/{id}/ack", safety.ack_sos, frozenset({RESPONDER, MANAGER})),
+        Route("GET", "/api/timeline", safety.timeline, signed_in),
+        Route("GET", "/api/map", safety.map_data, signed_in),
     ]
     for method, path, attribute, signed in SYNC_ENDPOINTS:
         routes.append(Route(method, path, _sync_handler(attribute), frozenset({PEER if signed else PUBLIC})))
@@ -130,7 +236,12 @@ def _sync_handler(attribute: str) -> Handler:
     return handler
 
 
+ROUTE_POLICY = web.AppKey("route_policy", dict)
+
+
 def add_routes(app: web.Application) -> None:
-    """Register the route table on `app`."""
+    """Register the route table on `app`, remembering each route's roles for the auth middleware."""
+    policy = {}
     for route in route_table():
-        app.router.add_route(route.method, route.path, route.handler)
+        policy[app.router.add_route(route.method, route.path, route.handler)] = route
+    app[ROUTE_POLICY] = policy

@@ -137,9 +137,3 @@ async def claim(request: web.Request) -> web.Response:
     response = web.json_response({"ok": True, "role": "manager"})
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL, httponly=True, samesite="Strict", path="/")
     return response
-
-
-async def session(request: web.Request) -> web.Response:
-    """GET /api/session: the caller's role, from the session cookie (null when signed out)."""
-    role = await request.app[CLAIMS].session_role(request.cookies.get(SESSION_COOKIE))
-    return web.json_response({"ok": True, "role": role})

@@ -405,7 +405,8 @@ async def add_discovered(engine: SyncEngine, key: str, url: str, *, source: str,
     """Record a node seen at `url` after checking its signed descriptor names `key`; pending unless trusted."""
     assert engine.client is not None
     descriptor = await engine.client.descriptor(url, expect_key=key)
-    peer = await engine.peers.seen(key, name=descriptor["name"], url=url, source=source, approve=trusted)
+    peer = await engine.peers.seen(key, name=descriptor["name"], url=url, source=source, approve=trusted,
+                                   location=descriptor.get("location"))
     if peer.approved:
         engine.wake()
     return peer

@@ -23,6 +23,8 @@ MIGRATIONS: Sequence[Migration] = [
             lag INTEGER
         )""",
     ]),
+    # The coarse location a peer's signed descriptor gives ("lat_e6,lon_e6"), for maps.
+    (3, ["ALTER TABLE peers ADD COLUMN location TEXT"]),
 ]
 
 PENDING = "pending"
@@ -43,6 +45,7 @@ class Peer:
     last_sync: int | None
     last_error: str | None
     lag: int | None
+    location: str | None = None
 
     @property
     def approved(self) -> bool:
@@ -60,14 +63,16 @@ class PeerStore:
         """All peers, or those in one state, by name then key."""
         where, args = ("WHERE state = ?", (state,)) if state else ("", ())
         rows = await self.db.reader.execute_fetchall(
-            f"SELECT key, name, url, state, source, first_seen, last_seen, last_sync, last_error, lag FROM peers "
+            f"SELECT key, name, url, state, source, first_seen, last_seen, last_sync, last_error, lag, location "
+            "FROM peers "
             f"{where} ORDER BY name, key", args)
         return [Peer(*r) for r in rows]
 
     async def get(self, key: str) -> Peer | None:
         """One peer by key."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT key, name, url, state, source, first_seen, last_seen, last_sync, last_error, lag FROM peers "
+            "SELECT key, name, url, state, source, first_seen, last_seen, last_sync, last_error, lag, location "
+            "FROM peers "
             "WHERE key = ?", (key,))
         return Peer(*rows[0]) if rows else None
 
@@ -77,16 +82,19 @@ class PeerStore:
                                                      (key, APPROVED))
         return bool(rows)
 
-    async def seen(self, key: str, *, name: str, url: str | None, source: str, approve: bool = False) -> Peer:
+    async def seen(self, key: str, *, name: str, url: str | None, source: str, approve: bool = False,
+                   location: dict[str, int] | None = None) -> Peer:
         """Record a sighting (mDNS, config); a new peer is pending unless `approve`. Approval is never revoked here."""
         now = int(time.time())
         async with self.db.write() as conn:
             await conn.execute(
-                "INSERT INTO peers (key, name, url, state, source, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO peers (key, name, url, state, source, first_seen, last_seen, location) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET name = excluded.name, url = COALESCE(excluded.url, peers.url), "
+                "location = COALESCE(excluded.location, peers.location), "
                 "last_seen = excluded.last_seen, "
                 "state = CASE WHEN excluded.state = 'approved' THEN 'approved' ELSE peers.state END",
-                (key, name, url, APPROVED if approve else PENDING, source, now, now))
+                (key, name, url, APPROVED if approve else PENDING, source, now, now, _location(location)))
         peer = await self.get(key)
         assert peer is not None
         return peer
@@ -125,3 +133,10 @@ class PeerStore:
         if len(matches) > 1:
             raise LookupError(f"{len(matches)} peers have keys starting {prefix}; give more digits")
         return matches[0]
+
+
+def _location(location: object) -> str | None:
+    if (isinstance(location, dict) and type(location.get("lat_e6")) is int and type(location.get("lon_e6")) is int
+            and abs(location["lat_e6"]) <= 90_000_000 and abs(location["lon_e6"]) <= 180_000_000):
+        return f"{location['lat_e6']},{location['lon_e6']}"
+    return None

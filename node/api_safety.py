@@ -1,0 +1,244 @@
+"""HTTP handlers for safety: posting alerts, reports and their moderation, SOS, the timeline and the map."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .alerts import ALERT, MAX_TTL, alert_expiry, current_alerts, manager_alert
+from .api_people import int_param, json_body, session_of
+from .app import CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from .cap import CapError
+from .errors import BadRequest, Conflict, NotFound
+from .identity import node_id
+from .live import ALL, RESPONDERS, resident_audience
+from .reports import REPORT, REPORT_TTL, read_limited, report_message
+from .sos import SOS
+
+MAX_FORM_FIELDS = 20
+
+
+def _location(app: web.Application) -> tuple[float, float] | None:
+    node = app[CONFIG].node
+    return (float(node.latitude), float(node.longitude)) if node.latitude else None
+
+
+# -- alerts -----------------------------------------------------------------------------------------------------
+
+async def post_alert(request: web.Request) -> web.Response:
+    """POST /api/alerts: the manager posts an alert for the area around the building (a signed CAP event)."""
+    app = request.app
+    node = app[CONFIG].node
+    try:
+        cap = manager_alert(await json_body(request), node_key=node_id(app[KEY]), node_name=node.name,
+                            location=(node.latitude, node.longitude) if node.latitude else None)
+    except CapError as exc:
+        raise BadRequest(str(exc)) from exc
+    now = int(time.time())
+    event = await app[ENGINE].publish(ALERT, {"cap": cap}, ttl=min(alert_expiry(cap, now) - now, MAX_TTL))
+    return web.json_response({"ok": True, "event": event.id, "cap": cap})
+
+
+# -- reports ----------------------------------------------------------------------------------------------------
+
+async def _report_form(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
+    if request.content_type == "application/json":
+        return await json_body(request), None
+    if request.content_type != "multipart/form-data":
+        raise BadRequest("send the report as multipart/form-data or JSON")
+    limit = request.app[CONFIG].reports.max_photo_bytes
+    fields: dict[str, Any] = {}
+    photo = None
+    reader = await request.multipart()
+    for _ in range(MAX_FORM_FIELDS + 1):
+        part = await reader.next()
+        if part is None:
+            break
+        if part.name == "photo":
+            data = await read_limited(part, limit, "photo")
+            photo = data or None
+        elif part.name:
+            fields[part.name] = (await read_limited(part, 8192, part.name)).decode("utf-8", "replace")
+    else:
+        raise BadRequest(f"too many form fields (at most {MAX_FORM_FIELDS})")
+    return fields, photo
+
+
+async def post_report(request: web.Request) -> web.Response:
+    """POST /api/reports: a resident reports what they saw (JSON, or multipart with a photo)."""
+    session = session_of(request)
+    fields, photo = await _report_form(request)
+    is_manager = session.role == "manager"
+    report = await request.app[REPORTS].add(fields, photo, resident_id=None if is_manager else session.subject,
+                                            manager=session.subject if is_manager else None)
+    public = {k: v for k, v in report.items() if k not in ("mine", "queue", "event", "reporter")} | {"mine": False}
+    await request.app[HUB].publish("report", {"report": public}, ALL)
+    return web.json_response({"ok": True, "report": report}, status=201)
+
+
+async def list_reports(request: web.Request) -> web.Response:
+    """GET /api/reports: reports the caller may see."""
+    session = session_of(request)
+    reports = await request.app[REPORTS].list(resident_id=session.subject if session.role == "resident" else None,
+                                              manager=session.role == "manager")
+    return web.json_response({"ok": True, "reports": reports})
+
+
+async def report_photo(request: web.Request) -> web.FileResponse:
+    """GET /api/reports/{id}/photo."""
+    session = session_of(request)
+    path = await request.app[REPORTS].photo_path(
+        int_param(request, "id"), resident_id=session.subject if session.role == "resident" else None,
+        manager=session.role == "manager")
+    return web.FileResponse(path, headers={"Content-Type": "image/jpeg", "Cache-Control": "private, max-age=3600"})
+
+
+async def moderate(request: web.Request) -> web.Response:
+    """POST /api/reports/{id}/share|hide|restore: the manager's decision."""
+    app = request.app
+    action = request.match_info["action"]
+    report_id = int_param(request, "id")
+    reports = app[REPORTS]
+    report = await reports.get(report_id, resident_id=None, manager=True)
+    event_id = report["event"]
+    if action == "share":
+        if report["status"] == "shared":
+            raise Conflict(f"report {report_id} is already shared")
+        event = await app[ENGINE].publish(REPORT, reports.event_body(report), ttl=REPORT_TTL)
+        event_id = event.id
+        status = "shared"
+    elif action in ("hide", "restore"):
+        if event_id:  # withdraw it from the neighborhood too
+            await app[ENGINE].delete(event_id)
+            event_id = None
+        status = "hidden" if action == "hide" else "building"
+    else:
+        raise NotFound(f"no moderation action {action!r}: use share, hide or restore")
+    await reports.set_status(report_id, status, event_id=event_id)
+    updated = await reports.get(report_id, resident_id=None, manager=True)
+    await app[HUB].publish("report-moderated", {"id": report_id, "status": status}, ALL)
+    return web.json_response({"ok": True, "report": updated})
+
+
+# -- SOS --------------------------------------------------------------------------------------------------------
+
+async def post_sos(request: web.Request) -> web.Response:
+    """POST /api/sos {note?}: call the on-call responders now."""
+    session = session_of(request)
+    body = await json_body(request) if request.can_read_body else {}
+    name = session.name if session.role == "resident" else "manager"
+    call = await request.app[SOS_DESK].raise_sos(resident_id=session.subject if session.role == "resident" else None,
+                                                 unit=session.unit, name=name, note=body.get("note"))
+    await request.app[HUB].publish("sos", {"sos": call}, RESPONDERS)
+    return web.json_response({"ok": True, "sos": call}, status=201)
+
+
+async def list_sos(request: web.Request) -> web.Response:
+    """GET /api/sos: recent calls (responders and the manager: all; residents: their own)."""
+    session = session_of(request)
+    responder = session.role == "manager" or session.on_call
+    calls = await request.app[SOS_DESK].open_calls(resident_id=None if responder else session.subject)
+    return web.json_response({"ok": True, "calls": calls})
+
+
+async def ack_sos(request: web.Request) -> web.Response:
+    """POST /api/sos/{id}/ack: a responder answers the call."""
+    session = session_of(request)
+    by = "the manager" if session.role == "manager" else (session.name or f"unit {session.unit}")
+    call, first = await request.app[SOS_DESK].acknowledge(int_param(request, "id"), by)
+    if first:
+        hub = request.app[HUB]
+        await hub.publish("sos-ack", {"sos": call}, RESPONDERS)
+        if call["resident_id"] is not None:
+            await hub.publish("sos-ack", {"sos": call}, resident_audience(call["resident_id"]))
+    return web.json_response({"ok": True, "sos": call, "first": first})
+
+
+# -- timeline and map -------------------------------------------------------------------------------------------
+
+TIMELINE_TYPES = ("alert", "report", "sos")
+
+
+async def timeline(request: web.Request) -> web.Response:
+    """GET /api/timeline?types=alert,report,sos&limit=N: one list, newest first."""
+    app = request.app
+    session = session_of(request)
+    types = set(request.query.get("types", ",".join(TIMELINE_TYPES)).split(","))
+    if not types <= set(TIMELINE_TYPES) | {"clip"}:
+        raise BadRequest(f"types must be a comma-separated subset of {', '.join(TIMELINE_TYPES)}")
+    try:
+        limit = min(max(int(request.query.get("limit", "100")), 1), 500)
+    except ValueError:
+        raise BadRequest("limit must be a number") from None
+    items: list[dict[str, Any]] = []
+    if "alert" in types:
+        for alert in await current_alerts(app[STORE], location=_location(app)):
+            info = alert["cap"]["info"][0] if alert["cap"]["info"] else {}
+            items.append({"type": "alert", "time": alert["received"], "id": alert["event"],
+                          "title": info.get("headline") or info.get("event") or alert["cap"]["identifier"],
+                          "summary": f"{info.get('severity', '')} · {info.get('senderName', alert['cap']['sender'])}",
+                          "data": alert})
+    if "report" in types:
+        resident = session.subject if session.role == "resident" else None
+        for report in await app[REPORTS].list(resident_id=resident, manager=session.role == "manager"):
+            items.append({"type": "report", "time": report["created"], "id": f"building-{report['id']}",
+                          "title": report["category"].replace("-", " "), "summary": report["what"][:200],
+                          "data": report})
+        own = node_id(app[KEY])
+        for event in await app[STORE].recent(limit, REPORT):
+            if event.body is not None and event.author != own:
+                report = report_message(event)
+                items.append({"type": "report", "time": report["created"], "id": event.id,
+                              "title": report["category"].replace("-", " ") + " (nearby)",
+                              "summary": report["what"][:200], "data": report})
+    if "sos" in types:
+        responder = session.role == "manager" or session.on_call
+        for call in await app[SOS_DESK].open_calls(resident_id=None if responder else session.subject, hours=24 * 7):
+            items.append({"type": "sos", "time": call["created"], "id": f"sos-{call['id']}",
+                          "title": f"SOS {call['unit']}".strip(),
+                          "summary": f"acknowledged by {call['acked_by']}" if call["acked_by"] else "not acknowledged",
+                          "data": call})
+        if responder:
+            for event in await app[STORE].recent(limit, SOS):
+                if event.body is not None and event.author != node_id(app[KEY]):
+                    body = event.body_value()
+                    items.append({"type": "sos", "time": body["raised"], "id": event.id,
+                                  "title": f"Unanswered SOS at {body['building']}", "summary": "a nearby building",
+                                  "data": body})
+    items.sort(key=lambda item: item["time"], reverse=True)
+    return web.json_response({"ok": True, "items": items[:limit]})
+
+
+def _point(text: str) -> list[float]:
+    lat, lon = text.split(",")
+    return [float(lat), float(lon)]
+
+
+async def map_data(request: web.Request) -> web.Response:
+    """GET /api/map: this node, its peers' coarse locations and the areas of alerts in force, from local data."""
+    app = request.app
+    node = app[CONFIG].node
+    here = _location(app)
+    peers = []
+    for peer in await app[PEERS].list():
+        if peer.location:
+            lat, lon = (int(v) / 1e6 for v in peer.location.split(","))
+            peers.append({"name": peer.name, "key": peer.key, "lat": lat, "lon": lon, "state": peer.state})
+    areas = []
+    for alert in await current_alerts(app[STORE], location=here):
+        for info in alert["cap"]["info"][:1]:
+            for area in info["area"]:
+                circles = []
+                for circle in area["circle"]:
+                    centre, radius = circle.split()
+                    lat, lon = _point(centre)
+                    circles.append({"lat": lat, "lon": lon, "radius_km": float(radius)})
+                areas.append({"event": alert["event"], "title": info.get("headline") or info["event"],
+                              "severity": info["severity"], "area": area["areaDesc"],
+                              "polygons": [[_point(p) for p in polygon.split()] for polygon in area["polygon"]],
+                              "circles": circles})
+    return web.json_response({"ok": True, "node": {"name": node.name, "lat": here[0], "lon": here[1]} if here
+                              else None, "peers": peers, "areas": areas})
+

@@ -1,0 +1,208 @@
+"""SOS: a resident's call for help reaches the on-call responders' open pages at once, and escalates if nobody answers.
+
+Escalation, while unacknowledged: after `sos.ack_timeout` the configured webhook (a paging or phone service), then
+after `sos.peer_escalation_after` nearby nodes, as a signed `sos` event naming the building, not the resident.
+Each SOS also holds camera footage around its moment from retention. The node never calls emergency services.
+The state lives in the database and the escalator polls it, so a restart neither loses nor repeats a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Sequence
+
+import aiohttp
+
+from sync import Database, Migration, SyncEngine, require_fields
+
+from .config import Config
+from .errors import BadRequest, NotFound
+
+log = logging.getLogger("nnode.sos")
+
+SOS = "sos"
+SOS_EVENT_TTL = 6 * 3600
+TICK = 1.0                 # seconds between escalation checks
+WEBHOOK_TIMEOUT = 10.0
+MAX_NOTE = 500
+
+MIGRATIONS: Sequence[Migration] = [
+    (6, [
+        """CREATE TABLE sos (
+            id INTEGER PRIMARY KEY,
+            resident_id INTEGER,
+            manager INTEGER,
+            unit TEXT NOT NULL DEFAULT '',
+            name TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            created INTEGER NOT NULL,
+            acked_by TEXT,
+            acked_at INTEGER,
+            webhook_at INTEGER,
+            webhook_result TEXT,
+            escalated_at INTEGER,
+            event_id TEXT
+        )""",
+        # Footage around these moments is never purged by retention (cameras honour this table).
+        """CREATE TABLE holds (
+            id INTEGER PRIMARY KEY,
+            reason TEXT NOT NULL CHECK (reason IN ('sos', 'manager', 'consent')),
+            ref TEXT NOT NULL,
+            start INTEGER NOT NULL,
+            end INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            released INTEGER
+        )""",
+    ]),
+]
+
+_COLUMNS = "id, resident_id, unit, name, note, created, acked_by, acked_at, webhook_at, webhook_result, " \
+           "escalated_at, event_id"
+
+
+def validate_sos_event(body: Any) -> None:
+    """An escalated SOS from a nearby building: which building, when, roughly where."""
+    require_fields(body, {"building": str, "raised": int}, {"location": dict})
+    if not body["building"].strip() or len(body["building"]) > 200:
+        raise ValueError("field 'building' must hold 1 to 200 characters")
+    location = body.get("location")
+    if location is not None and (set(location) != {"lat_e6", "lon_e6"}
+                                 or not all(type(v) is int for v in location.values())):
+        raise ValueError("field 'location' must be {lat_e6, lon_e6} in integer micro-degrees")
+
+
+def _view(row: tuple) -> dict[str, Any]:
+    return {"id": row[0], "resident_id": row[1], "unit": row[2], "name": row[3], "note": row[4], "created": row[5],
+            "acked_by": row[6], "acked_at": row[7], "webhook_at": row[8], "webhook_result": row[9],
+            "escalated_at": row[10], "event": row[11]}
+
+
+class SosDesk:
+    """SOS calls, their acknowledgement and escalation."""
+
+    def __init__(self, db: Database, config: Config) -> None:
+        self.db = db
+        self.config = config
+
+    async def raise_sos(self, *, resident_id: int | None, unit: str, name: str, note: Any,
+                        now: int | None = None) -> dict[str, Any]:
+        """Record an SOS and hold the footage around it."""
+        now = int(time.time()) if now is None else now
+        if note is None:
+            note = ""
+        if not isinstance(note, str) or len(note) > MAX_NOTE:
+            raise BadRequest(f"field 'note' must be text of at most {MAX_NOTE} characters")
+        settings = self.config.sos
+        async with self.db.write() as conn:
+            cursor = await conn.execute("INSERT INTO sos (resident_id, unit, name, note, created) VALUES (?, ?, ?, ?, ?)",
+                                        (resident_id, unit, name, note.strip(), now))
+            sos_id = cursor.lastrowid
+            await conn.execute("INSERT INTO holds (reason, ref, start, end, created) VALUES ('sos', ?, ?, ?, ?)",
+                               (str(sos_id), now - settings.hold_before, now + settings.hold_after, now))
+        return await self.get(sos_id)
+
+    async def get(self, sos_id: int) -> dict[str, Any]:
+        """One SOS, or NotFound."""
+        rows = await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM sos WHERE id = ?", (sos_id,))
+        if not rows:
+            raise NotFound(f"no SOS {sos_id}")
+        return _view(rows[0])
+
+    async def open_calls(self, *, resident_id: int | None = None, hours: int = 24,
+                         now: int | None = None) -> list[dict[str, Any]]:
+        """Recent calls, newest first (one resident's own when `resident_id` is given)."""
+        now = int(time.time()) if now is None else now
+        where, args = "created > ?", [now - hours * 3600]
+        if resident_id is not None:
+            where += " AND resident_id = ?"
+            args.append(resident_id)
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM sos WHERE {where} ORDER BY id DESC LIMIT 100", args)
+        return [_view(r) for r in rows]
+
+    async def acknowledge(self, sos_id: int, by: str, *, now: int | None = None) -> tuple[dict[str, Any], bool]:
+        """Mark a call acknowledged by `by`; returns (call, whether this was the first acknowledgement)."""
+        now = int(time.time()) if now is None else now
+        async with self.db.write() as conn:
+            cursor = await conn.execute("UPDATE sos SET acked_by = ?, acked_at = ? WHERE id = ? AND acked_at IS NULL",
+                                        (by, now, sos_id))
+        return await self.get(sos_id), cursor.rowcount == 1
+
+    async def due(self, now: int) -> list[tuple[str, dict[str, Any]]]:
+        """Escalation steps that are due: ("webhook" | "peers", call)."""
+        settings = self.config.sos
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM sos WHERE acked_at IS NULL AND (webhook_at IS NULL OR escalated_at IS NULL) "
+            "AND created > ?", (now - 86_400,))
+        steps = []
+        for call in map(_view, rows):
+            if call["webhook_at"] is None and settings.webhook_url and now - call["created"] >= settings.ack_timeout:
+                steps.append(("webhook", call))
+            elif call["escalated_at"] is None and now - call["created"] >= settings.peer_escalation_after:
+                steps.append(("peers", call))
+        return steps
+
+    async def record(self, sos_id: int, step: str, result: str, *, event_id: str | None = None,
+                     now: int | None = None) -> dict[str, Any]:
+        """Remember that an escalation step ran."""
+        now = int(time.time()) if now is None else now
+        async with self.db.write() as conn:
+            if step == "webhook":
+                await conn.execute("UPDATE sos SET webhook_at = ?, webhook_result = ? WHERE id = ?",
+                                   (now, result, sos_id))
+            else:
+                await conn.execute("UPDATE sos SET escalated_at = ?, event_id = ? WHERE id = ?",
+                                   (now, event_id, sos_id))
+        return await self.get(sos_id)
+
+
+async def call_webhook(session: aiohttp.ClientSession, url: str, payload: dict[str, Any]) -> str:
+    """POST the call to the webhook; returns a short result for the record (never raises)."""
+    try:
+        async with session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT)) as resp:
+            return f"HTTP {resp.status}"
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        return f"failed: {type(exc).__name__}: {exc}"[:300]
+
+
+async def escalate_forever(desk: SosDesk, engine: SyncEngine, publish: Any, config: Config,
+                           location: dict[str, int] | None) -> None:
+    """Run due escalation steps every TICK seconds until cancelled."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                for step, call in await desk.due(int(time.time())):
+                    await _run_step(desk, engine, publish, config, location, session, step, call)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("SOS escalation check failed")
+            await asyncio.sleep(TICK)
+
+
+async def _run_step(desk: SosDesk, engine: SyncEngine, publish: Any, config: Config,
+                    location: dict[str, int] | None, session: aiohttp.ClientSession, step: str,
+                    call: dict[str, Any]) -> None:
+    from .live import RESPONDERS
+
+    if step == "webhook":
+        result = await call_webhook(session, config.sos.webhook_url, {
+            "type": "sos", "building": config.node.name, "unit": call["unit"], "name": call["name"],
+            "note": call["note"], "raised": call["created"], "unacknowledged_for": int(time.time()) - call["created"]})
+        log.warning("SOS unacknowledged: webhook called", extra={"sos": call["id"], "result": result})
+        call = await desk.record(call["id"], "webhook", result)
+    else:
+        body: dict[str, Any] = {"building": config.node.name, "raised": call["created"]}
+        if location:
+            body["location"] = location
+        try:
+            event = await engine.publish(SOS, body, ttl=SOS_EVENT_TTL)
+            event_id = event.id
+        except Exception as exc:  # publishing held after a restore, say: still record, so it is not retried forever
+            log.error("SOS escalation to nearby nodes failed", extra={"sos": call["id"], "error": str(exc)})
+            event_id = None
+        log.warning("SOS unacknowledged: escalated to nearby nodes", extra={"sos": call["id"]})
+        call = await desk.record(call["id"], "peers", "published" if event_id else "failed", event_id=event_id)
+    await publish("sos-escalated", {"sos": call, "stage": step}, RESPONDERS)

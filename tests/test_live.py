@@ -1,0 +1,136 @@
+"""Live delivery: alerts from a peer reach open resident pages, a dropped stream resumes without loss, audiences."""
+
+import asyncio
+
+from node.app import HUB
+from node.live import REPLAY_LIMIT
+from tests.conftest import wait_until
+from tests.people import browser, call, claim, invite, join, open_stream
+
+HERE = {"node__latitude": "40.7128", "node__longitude": "-74.0060"}
+NEXT_DOOR = {"node__latitude": "40.7140", "node__longitude": "-74.0075"}   # about 200 m away
+
+
+def alert_form(event: str, **more) -> dict:
+    return {"event": event, "headline": f"{event} near the park", "severity": "Severe", "urgency": "Immediate",
+            "certainty": "Observed", "category": "Safety", "expires_hours": 2, "radius_km": 1, **more}
+
+
+async def test_alert_posted_on_a_peer_appears_live_and_resumes_after_a_drop(make_node):
+    a = await make_node("a", **HERE)
+    b = await make_node("b", **NEXT_DOOR)
+    await a.approve(b)
+    await b.approve(a)
+    async with browser() as manager_a, browser() as manager_b, browser() as resident:
+        await claim(a, manager_a)
+        await claim(b, manager_b)
+        await join(b, resident, (await invite(b, manager_b, unit="4B"))["code"])
+        stream = await open_stream(resident, b.url)
+        status, posted = await call(manager_a, "POST", a.url + "/api/alerts", json=alert_form("Gas leak"))
+        assert status == 200, posted
+        feed_id, kind, data = await stream.next()
+        assert kind == "alert" and data["event"] == posted["event"]
+        assert data["cap"]["info"][0]["headline"] == "Gas leak near the park"
+        # The page drops off; two more alerts are posted meanwhile; it comes back with its last id.
+        stream.response.close()
+        ids = []
+        for name in ("Water main break", "Road closure"):
+            _, posted = await call(manager_a, "POST", a.url + "/api/alerts", json=alert_form(name))
+            ids.append(posted["event"])
+        await wait_until(lambda: _stored(b, ids))
+        resumed = await open_stream(resident, b.url, last_id=feed_id)
+        got = [await resumed.next() for _ in ids]
+        assert [data["event"] for _, _, data in got] == ids            # none lost, in order
+        assert [message_id for message_id, _, _ in got] == sorted(message_id for message_id, _, _ in got)
+        # ...and live messages follow the replay, with no duplicate.
+        _, posted = await call(manager_a, "POST", a.url + "/api/alerts", json=alert_form("All clear drill"))
+        _, kind, data = await resumed.next()
+        assert kind == "alert" and data["event"] == posted["event"]
+        resumed.response.close()
+        # The resident's page also lists them without the stream.
+        _, body = await call(resident, "GET", b.url + "/api/alerts")
+        assert {x["event"] for x in body["alerts"]} >= set(ids)
+
+
+async def _stored(node, ids) -> bool:
+    return all([await node.store.get(i) is not None for i in ids])
+
+
+async def test_alerts_for_other_places_do_not_reach_the_page(make_node):
+    far = {"node__latitude": "41.8781", "node__longitude": "-87.6298"}      # Chicago
+    a = await make_node("a", **HERE)
+    b = await make_node("b", **far)
+    await a.approve(b)
+    await b.approve(a)
+    async with browser() as manager_a, browser() as manager_b, browser() as resident:
+        await claim(a, manager_a)
+        await claim(b, manager_b)
+        await join(b, resident, (await invite(b, manager_b))["code"])
+        stream = await open_stream(resident, b.url)
+        _, far_alert = await call(manager_a, "POST", a.url + "/api/alerts", json=alert_form("Flooding"))
+        await wait_until(lambda: _stored(b, [far_alert["event"]]))
+        _, near = await call(manager_b, "POST", b.url + "/api/alerts", json=alert_form("Power cut"))
+        _, kind, data = await stream.next()
+        assert data["event"] == near["event"]                 # the Flooding alert for New York never came
+        stream.response.close()
+
+
+async def test_each_message_reaches_only_its_audience(make_node):
+    node = await make_node("n", **HERE)
+    async with browser() as manager, browser() as neighbour, browser() as responder, browser() as caller:
+        await claim(node, manager)
+        await join(node, neighbour, (await invite(node, manager, unit="1A"))["code"])
+        await join(node, responder, (await invite(node, manager, unit="2B", name="Sam"))["code"])
+        await join(node, caller, (await invite(node, manager, unit="3C", name="Ada"))["code"])
+        _, body = await call(manager, "GET", node.url + "/api/residents")
+        sam = next(r["id"] for r in body["residents"] if r["name"] == "Sam")
+        assert (await call(manager, "POST", node.url + f"/api/residents/{sam}/on-call", json={"on_call": True}))[0] \
+            == 200
+        streams = {name: await open_stream(session, node.url) for name, session in
+                   (("manager", manager), ("neighbour", neighbour), ("responder", responder), ("caller", caller))}
+        status, raised = await call(caller, "POST", node.url + "/api/sos", json={"note": "fell on the stairs"})
+        assert status == 201
+        for name in ("manager", "responder"):
+            _, kind, data = await streams[name].next()
+            assert kind == "sos" and data["sos"]["unit"] == "3C" and data["sos"]["note"] == "fell on the stairs"
+        status, acked = await call(responder, "POST", node.url + f"/api/sos/{raised['sos']['id']}/ack")
+        assert status == 200 and acked["first"]
+        _, kind, data = await streams["caller"].next()
+        assert kind == "sos-ack" and data["sos"]["acked_by"] == "Sam"
+        # A broadcast reaches everyone; the neighbour's first message is that, not the SOS or its ack.
+        await node.app[HUB].publish("report-moderated", {"id": 0, "status": "building"})
+        _, kind, _ = await streams["neighbour"].next()
+        assert kind == "report-moderated"
+        for stream in streams.values():
+            stream.response.close()
+
+
+async def test_a_page_too_far_behind_is_told_to_reload(make_node, monkeypatch):
+    import node.live
+    monkeypatch.setattr(node.live, "REPLAY_LIMIT", 3)
+    node_ = await make_node("n")
+    async with browser() as manager:
+        await claim(node_, manager)
+        hub = node_.app[HUB]
+        for i in range(5):
+            await hub.publish("report-moderated", {"id": i, "status": "building"})
+        stream = await open_stream(manager, node_.url, last_id=0)
+        _, kind, _ = await stream.next()
+        assert kind == "reset"
+        stream.response.close()
+        status, body = await call(manager, "GET", node_.url + "/api/stream?after=x1")
+        assert status == 400 and "feed id" in body["error"]
+    assert REPLAY_LIMIT == 5000
+
+
+async def test_shutdown_ends_open_streams(make_node):
+    node = await make_node("n")
+    async with browser() as manager:
+        await claim(node, manager)
+        stream = await open_stream(manager, node.url)
+        await asyncio.wait_for(node.stop(), 10)
+        try:
+            await stream.next(timeout=5)
+        except ConnectionError:
+            pass
+        stream.response.close()
