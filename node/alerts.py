@@ -231,10 +231,13 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
     alerts = [(e, e.body_value()["cap"]) for e in events]
     replaced = {_key(r["sender"], r["identifier"], r["sent"]) for _, a in alerts
                 if a["msgType"] in ("Update", "Cancel") for r in a["references"]}
-    current = []
-    for event, alert in alerts:
-        if alert["msgType"] not in ("Alert", "Update") or _key(alert["sender"], alert["identifier"],
-                                                               alert["sent"]) in replaced:
+    current, seen = [], set()
+    for event, alert in sorted(alerts, key=lambda pair: (pair[0].ts, pair[0].id)):
+        key = _key(alert["sender"], alert["identifier"], alert["sent"])
+        if key in seen:   # the same CAP alert published by two nodes (both poll the feed): show it once
+            continue
+        seen.add(key)
+        if alert["msgType"] not in ("Alert", "Update") or key in replaced:
             continue
         if alert["status"] != "Actual" and not include_tests:
             continue

@@ -46,8 +46,13 @@ async def post_alert(request: web.Request) -> web.Response:
 async def _report_form(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
     if request.content_type == "application/json":
         return await json_body(request), None
+    if request.content_type == "application/x-www-form-urlencoded":
+        posted = await request.post()
+        if len(posted) > MAX_FORM_FIELDS:
+            raise BadRequest(f"too many form fields (at most {MAX_FORM_FIELDS})")
+        return {name: value for name, value in posted.items() if isinstance(value, str)}, None
     if request.content_type != "multipart/form-data":
-        raise BadRequest("send the report as multipart/form-data or JSON")
+        raise BadRequest("send the report as multipart/form-data, a URL-encoded form or JSON")
     limit = request.app[CONFIG].reports.max_photo_bytes
     fields: dict[str, Any] = {}
     photo = None

@@ -20,7 +20,7 @@ from .errors import BadRequest
 
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM = "http://www.w3.org/2005/Atom"
-MAX_XML_BYTES = 1024 * 1024
+MAX_XML_BYTES = 8 * 1024 * 1024   # a large agency feed; entity tricks are refused regardless
 
 STATUS = ("Actual", "Exercise", "System", "Test", "Draft")
 MSG_TYPE = ("Alert", "Update", "Cancel", "Ack", "Error")

@@ -171,7 +171,7 @@ SETTINGS: list[Setting] = [
     Setting("alerts.poll_interval", int, 300, "Seconds between polls of every feed.",
             _range(30, 86400, " (seconds)")),
     Setting("alerts.max_feed_bytes", int, 5 * 1024 * 1024, "Largest feed download accepted, in bytes; a bigger "
-            "one is refused for that poll.", _range(1024, 64 * 1024 * 1024)),
+            "one is refused for that poll.", _range(1024, 8 * 1024 * 1024)),
     Setting("alerts.fetch_timeout", int, 20, "Seconds one feed download may take in all.", _range(1, 600)),
 ]
 _BY_PATH = {s.path: s for s in SETTINGS}

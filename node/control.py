@@ -5,6 +5,7 @@ Being able to open the socket is the credential, as with the database and key be
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ from aiohttp import web
 
 from sync import Event, SyncError
 
-from .app import CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE
+from .api_people import invite_payload
+from .app import ACCOUNTS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE
 from .errors import BadRequest, NotFound
 from .identity import node_id
 from .routes import error_middleware
@@ -88,7 +90,30 @@ def control_app(node: web.Application) -> web.Application:
         await node[ENGINE].resume_publishing()
         return web.json_response({"ok": True})
 
+    async def invite(request: web.Request) -> web.Response:
+        body = await _body(request)
+        made = await node[ACCOUNTS].invite(body.get("unit"), body.get("name"))
+        return web.json_response(invite_payload(made, _lan_base(node)))
+
+    async def admin_link(request: web.Request) -> web.Response:
+        link = await node[ACCOUNTS].login_link()
+        return web.json_response({"link": f"{_lan_base(node)}/login#token={link.code}", "expires": link.expires})
+
+    async def residents(request: web.Request) -> web.Response:
+        return web.json_response(await node[ACCOUNTS].residents())
+
+    async def revoke_resident(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if type(body.get("id")) is not int:
+            raise BadRequest("'id' must be a resident id (an integer)")
+        await node[ACCOUNTS].revoke_resident(body["id"])
+        return web.json_response({"ok": True})
+
     app = web.Application(middlewares=[error_middleware])
+    app.router.add_post("/control/invite", invite)
+    app.router.add_post("/control/admin-link", admin_link)
+    app.router.add_get("/control/residents", residents)
+    app.router.add_post("/control/residents/revoke", revoke_resident)
     app.router.add_post("/control/resume-publishing", resume_publishing)
     app.router.add_post("/control/alerts/import", import_alerts)
     app.router.add_get("/control/status", status)
@@ -98,6 +123,15 @@ def control_app(node: web.Application) -> web.Application:
     app.router.add_post("/control/peers-changed", peers_changed)
     app.router.add_post("/control/release", release)
     return app
+
+
+def _lan_base(node: web.Application) -> str:
+    """The node's address as phones on the building's network reach it (mDNS name of this host)."""
+    config = node[CONFIG]
+    host = config.http.host
+    if host in ("0.0.0.0", "::", ""):
+        host = f"{socket.gethostname()}.local"
+    return f"http://{host}:{config.http.port}"
 
 
 async def gather_status(node: web.Application) -> dict[str, Any]:
