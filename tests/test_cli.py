@@ -105,3 +105,51 @@ def test_status_when_not_running(procs):
     assert "not running" in text and a.id in text
     result = a.cli("publish", "x", check=False)
     assert result == ""
+
+
+def test_manager_invites_and_signs_in_from_the_cli(procs):
+    import asyncio
+    import re
+
+    from tests.people import PASSWORD, browser, call
+
+    node = procs("m").start()
+    result = _cli_failure(node, "admin-link")
+    assert "no manager yet" in result
+    code = re.search(r"Claim code: (\S+)", node.log.read_text()).group(1)
+
+    async def claim_and_join(invite_code: str | None = None) -> dict:
+        async with browser() as session:
+            if invite_code is None:
+                return (await call(session, "POST", node.url + "/setup/claim",
+                                   json={"code": code, "password": PASSWORD}))[1]
+            return (await call(session, "POST", node.url + "/api/join", json={"code": invite_code}))[1]
+
+    assert asyncio.run(claim_and_join())["role"] == "manager"
+    out = node.cli("invite", "--unit", "4B", "--name", "Ada")
+    invite_code = re.search(r"code: (\S+)", out).group(1)
+    assert re.search(r"link: http://\S+:\d+/join#code=" + re.escape(invite_code), out)
+    assert "▀" in out or "█" in out                        # the terminal QR
+    joined = asyncio.run(claim_and_join(invite_code))
+    assert joined["role"] == "resident" and joined["unit"] == "4B"
+    listed = node.cli("residents", "list")
+    assert "4B" in listed and "Ada" in listed and "sessions=1" in listed
+    node.cli("residents", "revoke", "1")
+    assert "revoked" in node.cli("residents", "list")
+    link = re.search(r"(http://\S+/login#token=(\S+))", node.cli("admin-link"))
+
+    async def use_link(token: str) -> tuple[int, dict]:
+        async with browser() as session:
+            return await call(session, "POST", node.url + "/api/login", json={"token": token})
+
+    assert asyncio.run(use_link(link.group(2)))[1]["role"] == "manager"
+    assert asyncio.run(use_link(link.group(2)))[0] == 403   # one time only
+
+
+def _cli_failure(node, *args) -> str:
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "node", "--config", str(node.config), *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    return result.stderr
