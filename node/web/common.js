@@ -1,0 +1,255 @@
+// Helpers shared by every page: JSON calls to the node, safe DOM building, times, announcements.
+//
+// Server text only ever reaches the page as text nodes (el() and textContent), so a report or alert that
+// contains markup shows the markup instead of running it; the CSP backs this up but is not the only guard.
+
+/** An error the node (or the network) gave us, with a sentence a person can act on. */
+export class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function answer(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // Not JSON: a proxy page or a cut connection; fall back to the HTTP status below.
+  }
+  if (!response.ok || !body || body.ok === false) {
+    const message = body && typeof body.error === "string" && body.error
+      ? body.error
+      : `The node answered ${response.status} ${response.statusText}`.trim();
+    throw new ApiError(message, (body && body.status) || response.status);
+  }
+  return body;
+}
+
+async function call(path, init) {
+  let response;
+  try {
+    response = await fetch(path, { credentials: "same-origin", ...init });
+  } catch {
+    throw new ApiError("Cannot reach the node. Check that you are on the building's Wi-Fi.", 0);
+  }
+  return answer(response);
+}
+
+/** GET a JSON document; throws ApiError with the server's error text. */
+export function getJSON(path) {
+  return call(path, { headers: { Accept: "application/json" } });
+}
+
+/** POST a JSON body (every state change goes this way, except the multipart report). */
+export function postJSON(path, body = {}) {
+  return call(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+/** POST multipart/form-data; the browser sets the Content-Type with its boundary. */
+export function postForm(path, formData) {
+  return call(path, { method: "POST", headers: { Accept: "application/json" }, body: formData });
+}
+
+/**
+ * Build an element. attrs: "class", "dataset" (object), on<event> (function), anything else an attribute
+ * (true = present, false/null/undefined = absent). Children: nodes or strings (strings become text nodes).
+ */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  setAttrs(node, attrs);
+  appendAll(node, children);
+  return node;
+}
+
+/** The same for SVG elements (the map). */
+export function svgEl(tag, attrs = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  setAttrs(node, attrs);
+  appendAll(node, children);
+  return node;
+}
+
+function setAttrs(node, attrs) {
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (typeof value === "function" && name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "class") node.setAttribute("class", value);
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+}
+
+function appendAll(node, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+}
+
+/** Find a required element by id (a missing one is a bug in the page, better loud than silent). */
+export function $(id) {
+  const node = document.getElementById(id);
+  if (!node) throw new Error(`page is missing #${id}`);
+  return node;
+}
+
+/** A Date from unix seconds, milliseconds, a digit string or an ISO string; null when there is none. */
+export function toDate(value) {
+  if (value === null || value === undefined || value === "") return null;
+  if (value instanceof Date) return value;
+  if (typeof value === "number") return new Date(value < 1e12 ? value * 1000 : value);
+  if (/^\d+(\.\d+)?$/.test(value)) return toDate(Number(value));
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
+/** "12 May 2025, 14:05" in the reader's locale; unparseable values are shown as they came. */
+export function formatTime(value) {
+  const date = toDate(value);
+  if (!date) return value ? String(value) : "";
+  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+/** "14:05" (or "2:05 PM"), for the SOS status lines. */
+export function formatClock(value) {
+  const date = toDate(value) || new Date();
+  return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+}
+
+/** A <time> element with a machine-readable datetime. */
+export function timeEl(value, format = formatTime) {
+  const date = toDate(value);
+  return el("time", date ? { datetime: date.toISOString() } : {}, date ? format(date) : String(value ?? ""));
+}
+
+/** Show a result or error line; `kind` picks the look ("ok", "error", "" for neutral). */
+export function setStatus(node, text, kind = "") {
+  node.textContent = text;
+  node.classList.toggle("status-error", kind === "error");
+  node.classList.toggle("status-ok", kind === "ok");
+}
+
+/**
+ * Say something through the page's aria-live regions. The region is emptied first and filled on the next
+ * frame so that the same sentence twice in a row is still read out.
+ */
+export function announce(text, urgent = false) {
+  const region = document.getElementById(urgent ? "announce-assertive" : "announce-polite");
+  if (!region) return;
+  region.textContent = "";
+  requestAnimationFrame(() => { region.textContent = text; });
+}
+
+/** The caller's session; a signed-out or unreachable node both come back as role null (with `error`). */
+export async function loadSession() {
+  try {
+    return await getJSON("/api/session");
+  } catch (error) {
+    return { ok: false, role: null, error: error.message };
+  }
+}
+
+/** Wire a sign-out button: revoke this session, then go to `next`. */
+export function wireSignOut(button, next, statusNode) {
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await postJSON("/api/logout");
+      location.assign(next);
+    } catch (error) {
+      button.disabled = false;
+      if (statusNode) setStatus(statusNode, `Could not sign out: ${error.message}`, "error");
+    }
+  });
+}
+
+/** Show a browser notification if the reader allowed them; silently skipped where the API is missing. */
+export function notify(title, options = {}) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  try {
+    new Notification(title, options);
+  } catch {
+    // Android Chrome only allows notifications from a service worker; the page's own announcement stands.
+  }
+}
+
+/** The "Enable notifications" button: asks for permission only when clicked, then hides itself. */
+export function wireNotifyButton(button, statusNode) {
+  if (!("Notification" in window)) return;
+  const refresh = () => {
+    const permission = Notification.permission;
+    button.hidden = permission !== "default";
+    if (statusNode && permission === "denied") {
+      statusNode.textContent = "Notifications are blocked in this browser's settings.";
+    }
+  };
+  refresh();
+  button.addEventListener("click", async () => {
+    try {
+      await Notification.requestPermission();
+    } finally {
+      refresh();
+    }
+  });
+}
+
+/** Run `fn` at most once per `ms`, trailing (for "reload the list after live events"). */
+export function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+/** Human labels for report categories, shared by the report list and the moderation queue. */
+export const REPORT_CATEGORIES = {
+  "suspicious-activity": "Suspicious activity",
+  crime: "Crime",
+  "safety-hazard": "Safety hazard",
+  "lost-and-found": "Lost and found",
+  other: "Other",
+};
+
+export const REPORT_STATUS = {
+  building: "Visible in the building",
+  shared: "Shared with the neighborhood",
+  hidden: "Hidden by the manager",
+};
+
+/** Person details, in the order the form asks for them (race/ethnicity last, on purpose). */
+export const PERSON_FIELDS = [
+  ["clothing", "Clothing"], ["hair", "Hair"], ["age", "Age range"], ["height", "Height"], ["build", "Build"],
+  ["shoes", "Shoes"], ["features", "Distinguishing features"], ["vehicle", "Vehicle"], ["race", "Race/ethnicity"],
+];
+
+/** One report as an <article>, for the resident list and the moderation queue (which adds its own parts). */
+export function reportArticle(report, extra = []) {
+  const person = report.person && typeof report.person === "object" ? report.person : null;
+  const details = person
+    ? PERSON_FIELDS.filter(([key]) => person[key]).map(([key, label]) => [el("dt", {}, label), el("dd", {}, person[key])])
+    : [];
+  return el("article", { class: "card report", dataset: { id: String(report.id) } },
+    el("header", { class: "card-head" },
+      el("span", { class: "tag" }, REPORT_CATEGORIES[report.category] || report.category || "Report"),
+      el("span", { class: `report-state state-${report.status}` }, REPORT_STATUS[report.status] || report.status || ""),
+      report.mine ? el("span", { class: "tag tag-mine" }, "Yours") : null),
+    el("p", { class: "report-what" }, report.what || ""),
+    el("dl", { class: "facts" },
+      report.where ? [el("dt", {}, "Where"), el("dd", {}, report.where)] : null,
+      report.when ? [el("dt", {}, "When"), el("dd", {}, timeEl(report.when))] : null,
+      el("dt", {}, "Posted"), el("dd", {}, timeEl(report.created))),
+    details.length ? el("div", { class: "person" }, el("h4", {}, "Person described"), el("dl", { class: "facts" }, details)) : null,
+    report.has_photo
+      ? el("img", { class: "report-photo", src: `/api/reports/${encodeURIComponent(report.id)}/photo`,
+        alt: "Photo attached to the report", loading: "lazy", decoding: "async" })
+      : null,
+    extra);
+}

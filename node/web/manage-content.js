@@ -1,0 +1,157 @@
+// Manager console, content: the moderation queue, posting an alert, the alerts in force, and peer nodes.
+
+import { AlertList } from "./alerts-view.js";
+import { $, announce, el, getJSON, postJSON, reportArticle, setStatus, timeEl } from "./common.js";
+import { actionButton, fillTable } from "./manage-people.js";
+
+// Which moderation buttons a report gets, by its status.
+const ACTIONS = {
+  building: ["share", "hide"],
+  shared: ["hide"],
+  hidden: ["restore"],
+};
+const ACTION_LABELS = { share: "Share with the neighborhood", hide: "Hide", restore: "Restore" };
+const ACTION_DONE = { share: "Shared with the neighborhood", hide: "Hidden", restore: "Restored" };
+
+/** Moderation: every report, the unreviewed queue first (the node orders them), with share/hide/restore. */
+export function initModeration() {
+  const list = $("moderation-list");
+  const status = $("moderation-status");
+
+  const load = async () => {
+    try {
+      const { reports = [] } = await getJSON("/api/reports");
+      const queued = reports.filter((r) => r.queue).length;
+      list.replaceChildren(...reports.map(card));
+      setStatus(status, reports.length
+        ? `${queued} report${queued === 1 ? "" : "s"} waiting for review, ${reports.length} in all.`
+        : "No reports yet.");
+    } catch (error) {
+      setStatus(status, `Could not load reports: ${error.message}`, "error");
+    }
+  };
+
+  const card = (report) => {
+    const id = String(report.id);
+    const reporter = report.reporter
+      ? [report.reporter.unit && `unit ${report.reporter.unit}`, report.reporter.name].filter(Boolean).join(", ")
+      : "";
+    const buttons = (ACTIONS[report.status] || ["share", "hide", "restore"]).map((action) => actionButton(
+      ACTION_LABELS[action], `report ${id}`,
+      async () => {
+        await postJSON(`/api/reports/${encodeURIComponent(id)}/${action}`);
+        await load(); // first: load() resets the status line
+        setStatus(status, `${ACTION_DONE[action]}: report ${id}.`, "ok");
+        announce(`${ACTION_DONE[action]}: report ${id}.`);
+      }, status,
+      { class: `button-small${action === "hide" ? " button-danger" : action === "restore" ? " button-secondary" : ""}`,
+        dataset: { action, id } }));
+    const article = reportArticle(report, [
+      reporter ? el("p", { class: "muted" }, `Reported by ${reporter}`) : null,
+      el("div", { class: "actions" }, buttons),
+    ]);
+    if (report.queue) article.querySelector(".card-head").prepend(el("span", { class: "tag tag-queue" }, "Needs review"));
+    return article;
+  };
+
+  return { load };
+}
+
+/** The "Post an alert" form; the node signs it as a CAP alert and the stream brings it back to every screen. */
+export function initPostAlert(onPosted) {
+  const form = $("alert-form");
+  const submit = $("alert-submit");
+  const status = $("alert-status");
+  const value = (id) => $(id).value.trim();
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const hours = Number(value("alert-expires"));
+    const radius = Number(value("alert-radius"));
+    if (!Number.isInteger(hours) || hours < 1 || hours > 72) {
+      setStatus(status, "Expires in: a whole number of hours from 1 to 72.", "error");
+      $("alert-expires").focus();
+      return;
+    }
+    if (!(radius > 0)) {
+      setStatus(status, "Radius: a distance in km greater than 0.", "error");
+      $("alert-radius").focus();
+      return;
+    }
+    submit.disabled = true;
+    setStatus(status, "Posting…");
+    try {
+      await postJSON("/api/alerts", {
+        event: value("alert-event"),
+        headline: value("alert-headline"),
+        description: value("alert-description"),
+        instruction: value("alert-instruction"),
+        severity: value("alert-severity"),
+        urgency: value("alert-urgency"),
+        certainty: value("alert-certainty"),
+        category: value("alert-category"),
+        expires_hours: hours,
+        area_desc: value("alert-area"),
+        radius_km: radius,
+      });
+      setStatus(status, "Alert posted. Residents see it now.", "ok");
+      form.reset();
+      onPosted();
+    } catch (error) {
+      setStatus(status, error.message, "error");
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+/** The alerts in force, as residents see them. */
+export function initConsoleAlerts() {
+  const alerts = new AlertList($("console-alerts-list"), $("console-alerts-status"));
+  const load = async () => {
+    try {
+      const answer = await getJSON("/api/alerts");
+      alerts.set(answer.alerts || []);
+    } catch (error) {
+      setStatus($("console-alerts-status"), `Could not load alerts: ${error.message}`, "error");
+    }
+  };
+  return { load, upsert: (item) => alerts.upsert(item), remove: (id) => alerts.remove(id) };
+}
+
+/** Peers: nearby nodes found on the network or added by hand; they sync only once approved. */
+export function initPeers() {
+  const body = $("peers-body");
+  const status = $("peers-status");
+
+  const load = async () => {
+    try {
+      const { peers = [] } = await getJSON("/api/peers");
+      fillTable(body, peers.map(row), 7, "No peers found yet.");
+      setStatus(status, "");
+    } catch (error) {
+      setStatus(status, `Could not load peers: ${error.message}`, "error");
+    }
+  };
+
+  const row = (peer) => {
+    const key = String(peer.key || "");
+    return el("tr", { dataset: { key } },
+      el("td", {}, peer.name || "(unnamed)"),
+      el("td", {}, el("span", { class: "key", title: key }, key.length > 16 ? `${key.slice(0, 16)}\u2026` : key)),
+      el("td", { class: "invite-link" }, peer.url || ""),
+      el("td", { class: `state-${peer.state}` }, peer.state || ""),
+      el("td", {}, peer.source || ""),
+      el("td", {}, peer.last_sync ? timeEl(peer.last_sync) : "never",
+        peer.last_error ? el("p", { class: "status-error" }, peer.last_error) : null),
+      el("td", {}, peer.state === "pending"
+        ? actionButton("Approve", peer.name || key.slice(0, 16), async () => {
+          await postJSON(`/api/peers/${encodeURIComponent(key)}/approve`);
+          await load(); // first: load() resets the status line
+          setStatus(status, `Approved ${peer.name || "the peer"}; it syncs from now on.`, "ok");
+        }, status, { class: "button-small", dataset: { action: "approve", key } })
+        : ""));
+  };
+
+  return { load };
+}

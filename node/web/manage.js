@@ -1,0 +1,50 @@
+// The manager console at "/manage": checks the session, loads every section, and keeps the SOS calls, the
+// moderation queue and the alerts current from the same live stream the resident app uses.
+
+import { $, debounce, getJSON, loadSession, wireNotifyButton, wireSignOut } from "./common.js";
+import { connectLive } from "./live.js";
+import { initConsoleAlerts, initModeration, initPeers, initPostAlert } from "./manage-content.js";
+import { initInvites, initResidents, initSessions } from "./manage-people.js";
+import { initResponder } from "./responder.js";
+
+async function main() {
+  const session = await loadSession();
+  if (session.node?.name) {
+    $("node-name").textContent = session.node.name;
+    document.title = `${session.node.name}: manager console`;
+  }
+  if (session.role !== "manager") {
+    $("not-manager").hidden = false;
+    $("live-status").textContent = "signed out";
+    return;
+  }
+  $("console").hidden = false;
+  wireSignOut($("signout-button"), "/login", $("sos-banner-status"));
+  wireNotifyButton($("notify-button"), $("notify-status"));
+
+  const residents = initResidents();
+  const invites = initInvites();
+  const sessions = initSessions();
+  const moderation = initModeration();
+  const alerts = initConsoleAlerts();
+  const peers = initPeers();
+  initPostAlert(() => alerts.load());
+  // The manager raises no SOS from the console, so no call here is "theirs" and every one rings.
+  const responder = initResponder(session, () => false);
+
+  for (const section of [residents, invites, sessions, moderation, alerts, peers]) section.load();
+  responder.load(async () => (await getJSON("/api/sos")).calls || []);
+
+  // Several reports can arrive together (a peer sync); reload the queue once for the batch.
+  const reloadModeration = debounce(() => moderation.load(), 800);
+  connectLive({
+    alert(data) { alerts.upsert({ event: data.event, received: Date.now() / 1000, cap: data.cap }); },
+    "alert-withdrawn"(data) { alerts.remove(data.event); },
+    report() { reloadModeration(); },
+    sos(data) { responder.onSos(data.sos); },
+    "sos-ack"(data) { responder.onAck(data.sos); },
+    "sos-escalated"(data) { responder.onEscalated(data.sos, data.stage); },
+  }, $("live-status"));
+}
+
+main();

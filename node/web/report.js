@@ -1,0 +1,168 @@
+// The report form and the list of reports.
+//
+// The form follows Nextdoor's anti-profiling redesign: the event comes first ("what happened?"), describing a
+// person is an explicit, optional step, and a description needs at least two details other than race or
+// ethnicity. Race alone fits many innocent neighbors and helps no one find the person, so it is asked last and
+// never accepted on its own. The node checks this too; checking here explains it before anything is sent.
+
+import { $, el, getJSON, postForm, reportArticle, setStatus, toDate } from "./common.js";
+
+const PERSON_KEYS = ["clothing", "hair", "age", "height", "build", "shoes", "features", "vehicle"];
+const MIN_DETAILS = 2;
+
+/** Wire the report section; returns {show(), upsert(report)} for the router and the live stream. */
+export function initReports() {
+  const form = $("report-form");
+  const status = $("report-status");
+  const submit = $("report-submit");
+  const toggle = $("report-person-toggle");
+  const fieldset = $("report-person");
+  const count = $("report-person-count");
+  const photo = $("report-photo");
+  const preview = $("report-photo-preview");
+  const when = $("report-when");
+  const list = new ReportList($("reports-list"), $("reports-status"));
+  const personInput = (key) => $(`person-${key}`);
+  let previewUrl = null;
+
+  const details = () => PERSON_KEYS.filter((key) => personInput(key).value.trim() !== "");
+  const showCount = () => {
+    const n = details().length;
+    count.textContent = `Details other than race/ethnicity: ${n} (at least ${MIN_DETAILS} needed).`;
+    count.classList.toggle("status-ok", n >= MIN_DETAILS);
+  };
+  const setPerson = (open) => {
+    toggle.checked = open;
+    fieldset.hidden = !open;
+    fieldset.disabled = !open;
+    showCount();
+  };
+  toggle.addEventListener("change", () => {
+    setPerson(toggle.checked);
+    if (toggle.checked) personInput(PERSON_KEYS[0]).focus();
+  });
+  fieldset.addEventListener("input", showCount);
+  fieldset.addEventListener("change", showCount);
+  setPerson(false);
+
+  // Reports are about the past: the picker should not offer next week.
+  const setMax = () => { when.max = toLocalInput(new Date()); };
+  setMax();
+  when.addEventListener("focus", setMax);
+
+  photo.addEventListener("change", () => {
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+    const file = photo.files && photo.files[0];
+    if (file && file.type.startsWith("image/")) {
+      previewUrl = URL.createObjectURL(file);
+      preview.replaceChildren(el("img", { src: previewUrl, alt: "Preview of the photo you chose" }));
+    } else {
+      preview.replaceChildren();
+    }
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (toggle.checked && details().length < MIN_DETAILS) {
+      setStatus(status, `To describe a person, give at least ${MIN_DETAILS} details other than race or ethnicity `
+        + "(for example clothing and hair). Race or ethnicity alone fits many innocent neighbors and does not help "
+        + "anyone recognize the person. Add details, or uncheck \u201cDescribe a person\u201d.", "error");
+      const empty = PERSON_KEYS.map(personInput).find((input) => input.value.trim() === "");
+      (empty || personInput(PERSON_KEYS[0])).focus();
+      return;
+    }
+    const data = new FormData();
+    data.append("what", $("report-what").value.trim());
+    data.append("category", $("report-category").value);
+    data.append("where", $("report-where").value.trim());
+    data.append("when", withOffset(when.value));
+    if (toggle.checked) {
+      for (const key of [...PERSON_KEYS, "race"]) {
+        const value = personInput(key).value.trim();
+        if (value) data.append(`person_${key}`, value);
+      }
+    }
+    const file = photo.files && photo.files[0];
+    if (file) data.append("photo", file, file.name);
+
+    submit.disabled = true;
+    form.setAttribute("aria-busy", "true");
+    setStatus(status, "Sending…");
+    try {
+      const answer = await postForm("/api/reports", data);
+      setStatus(status, "Thank you. Your report was posted.", "ok");
+      form.reset();
+      setPerson(false);
+      photo.dispatchEvent(new Event("change"));
+      if (answer.report) list.upsert(answer.report);
+      else list.load();
+    } catch (error) {
+      setStatus(status, error.message, "error");
+    } finally {
+      submit.disabled = false;
+      form.removeAttribute("aria-busy");
+    }
+  });
+
+  let loaded = false;
+  return {
+    show() {
+      if (!loaded) { loaded = true; list.load(); }
+    },
+    upsert(report) { list.upsert(report); },
+  };
+}
+
+/** The reports under the form, newest first; live "report" messages update it in place. */
+class ReportList {
+  constructor(node, statusNode) {
+    this.node = node;
+    this.statusNode = statusNode;
+    this.reports = new Map();
+  }
+
+  async load() {
+    setStatus(this.statusNode, "Loading reports…");
+    try {
+      const answer = await getJSON("/api/reports");
+      this.reports = new Map((answer.reports || []).map((r) => [String(r.id), r]));
+      this.render();
+    } catch (error) {
+      setStatus(this.statusNode, `Could not load reports: ${error.message}`, "error");
+    }
+  }
+
+  upsert(report) {
+    if (!report || report.id === undefined) return;
+    this.reports.set(String(report.id), { ...this.reports.get(String(report.id)), ...report });
+    this.render();
+  }
+
+  render() {
+    const sorted = [...this.reports.values()]
+      .sort((a, b) => (toDate(b.created)?.getTime() || 0) - (toDate(a.created)?.getTime() || 0));
+    this.node.replaceChildren(...sorted.map((report) => reportArticle(report)));
+    setStatus(this.statusNode, sorted.length ? "" : "No reports yet.");
+  }
+}
+
+/** "2025-05-12T14:05" for a datetime-local input, in local time. */
+function toLocalInput(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+/**
+ * The datetime-local value with the reader's UTC offset ("2025-05-12T14:05:00+02:00"), so the node does not
+ * have to guess which time zone the phone was in. Empty stays empty.
+ */
+function withOffset(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return value;
+  const offset = -date.getTimezoneOffset();
+  const pad = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+  const seconds = value.length === 16 ? `${value}:00` : value;
+  return `${seconds}${offset >= 0 ? "+" : "-"}${pad(offset / 60)}:${pad(offset % 60)}`;
+}

@@ -1,0 +1,140 @@
+"""The web app in a real browser (Debian's Chromium through Playwright): a resident joins with an invite, sees an
+alert from a peer node arrive live, posts a report, presses SOS; the manager's console receives it and acknowledges.
+Screenshots land in test-artifacts/browser/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.firmware.tools import require
+from tests.people import PASSWORD, browser as http_client, call, claim
+
+ARTIFACTS = Path(os.environ.get("NNODE_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")) / "browser"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+HERE = {"node__latitude": "40.7128", "node__longitude": "-74.0060"}
+NEXT_DOOR = {"node__latitude": "40.7140", "node__longitude": "-74.0075"}
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+
+
+@pytest.fixture
+async def chromium():
+    require(shutil.which(CHROMIUM) is not None, "needs Debian's chromium")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        require(False, "needs the playwright package")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def shot(page, name: str) -> None:
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def test_resident_and_manager_in_a_real_browser(make_node, chromium):
+    from playwright.async_api import expect
+
+    peer = await make_node("peer", **HERE)
+    home = await make_node("home", **NEXT_DOOR, node__name="Elm Street 12")
+    await peer.approve(home)
+    await home.approve(peer)
+    errors: list[str] = []
+    async with http_client() as peer_manager, http_client() as claimer:
+        await claim(peer, peer_manager)
+        await claim(home, claimer)
+
+        # The manager signs in with the password and makes an invite for 4B in the console.
+        manager_context = await chromium.new_context(viewport={"width": 1280, "height": 900})
+        console = await manager_context.new_page()
+        console.on("pageerror", lambda exc: errors.append(f"console page: {exc}"))
+        await console.goto(home.url + "/login")
+        await console.fill("#login-password", PASSWORD)
+        await console.click("#login-submit")
+        await console.wait_for_url(home.url + "/manage")
+        await console.fill("#invite-unit", "4B")
+        await console.fill("#invite-name", "Ada")
+        await console.click("#invite-submit")
+        await expect(console.locator("#invite-code")).to_have_text(
+            __import__("re").compile(r"^[0-9A-Z]{4}(-[0-9A-Z]{4}){3}$"))
+        code = (await console.locator("#invite-code").text_content()).strip()
+        await expect(console.locator("#invite-qr svg")).to_be_visible()
+        await expect(console.locator("#live-status")).to_have_attribute("data-state", "live")
+        await shot(console, "1-console-invite")
+
+        # The resident opens the invite link on their phone and lands in the app, live.
+        phone_context = await chromium.new_context(**PHONE)
+        phone = await phone_context.new_page()
+        phone.on("pageerror", lambda exc: errors.append(f"resident page: {exc}"))
+        await phone.goto(home.url + f"/join#code={code}")
+        await expect(phone.locator("#join-code")).to_have_value(code)
+        await phone.click("#join-submit")
+        await phone.wait_for_url(home.url + "/")
+        await expect(phone.locator("#live-status")).to_have_attribute("data-state", "live")
+        await expect(phone.locator("#who")).to_contain_text("4B")
+        await shot(phone, "2-resident-joined")
+
+        # An alert published on the peer node appears on the open page without a reload.
+        status, posted = await call(peer_manager, "POST", peer.url + "/api/alerts", json={
+            "event": "Gas leak", "headline": "Gas leak on Elm Street: stay indoors", "severity": "Severe",
+            "urgency": "Immediate", "certainty": "Observed", "category": "Safety", "expires_hours": 2,
+            "instruction": "Keep windows closed."})
+        assert status == 200, posted
+        alert = phone.locator(f'#alerts-list article[data-event="{posted["event"]}"]')
+        await expect(alert).to_contain_text("Gas leak on Elm Street", timeout=15_000)
+        await expect(alert).to_contain_text("Severe")
+        await shot(phone, "3-alert-live")
+
+        # The resident reports what they saw; a description by race alone is refused with the reason.
+        await phone.click('#tabs button[data-view="report"]')
+        await phone.fill("#report-what", "Someone tried every car door in the garage around 2 am.")
+        await phone.select_option("#report-category", "suspicious-activity")
+        await phone.check("#report-person-toggle")
+        await phone.fill("#person-race", "White")
+        await phone.click("#report-submit")
+        await expect(phone.locator("#report-status")).to_contain_text("other than race or ethnicity")
+        await phone.fill("#person-clothing", "green parka")
+        await phone.fill("#person-height", "short")
+        await phone.click("#report-submit")
+        await expect(phone.locator("#report-status")).not_to_contain_text("race", timeout=10_000)
+        await expect(phone.locator("#reports-list")).to_contain_text("car door")
+        await shot(phone, "4-report-posted")
+        await expect(console.locator("#moderation-list")).to_contain_text("car door", timeout=15_000)
+
+        # SOS: the page says it does not call 911; the console hears it at once and acknowledges.
+        await phone.click('#tabs button[data-view="sos"]')
+        await expect(phone.locator("#sos-not-911")).to_contain_text("does not call 911")
+        await expect(phone.locator("#sos-call")).to_have_attribute("href", "tel:911")
+        await phone.fill("#sos-note", "smoke in the stairwell")
+        await phone.click("#sos-button")
+        await phone.click("#sos-confirm")
+        banner = console.locator("#sos-banner")
+        await expect(banner).to_be_visible(timeout=5_000)
+        await expect(banner).to_contain_text("4B")
+        await expect(banner).to_contain_text("smoke in the stairwell")
+        await shot(console, "5-console-sos")
+        await console.click("#sos-ack-button")
+        await expect(phone.locator("#sos-state")).to_contain_text("Acknowledged", timeout=10_000)
+        await shot(phone, "6-resident-acknowledged")
+
+        # Keyboard and labels: every form control on both pages has an accessible name.
+        for page in (phone, console):
+            unnamed = await page.evaluate("""() => [...document.querySelectorAll('input, select, textarea, button')]
+                .filter(e => e.offsetParent !== null && e.type !== 'hidden')
+                .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                             && !e.getAttribute('aria-labelledby') && !(e.textContent || '').trim())
+                .map(e => e.id || e.outerHTML.slice(0, 80))""")
+            assert unnamed == [], unnamed
+        await phone_context.close()
+        await manager_context.close()
+    assert errors == []
