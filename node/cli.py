@@ -375,8 +375,12 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
         return await server or 0
     await _control(config, "POST", "/control/publish", {"kind": "notice", "ttl": 3600, "body": {
         "title": "Welcome", "text": "This demo node is running. Try `nnode --data-dir demo-data status`."}})
-    print(f"demo node on http://127.0.0.1:{config.http.port} (healthz, metrics, /.well-known/nnode); "
-          f"Ctrl-C stops it", flush=True)
+    demo = await _control(config, "POST", "/control/demo-setup")
+    password = f"\n  manager password: {demo['password']}" if demo["password"] else ""
+    print(f"demo node on {demo['app']} (Ctrl-C stops it)\n"
+          f"  manager console (one-time link, 15 min): {demo['admin_link']}{password}\n"
+          f"  resident app (one-time invite for unit Demo 1A): {demo['invite_link']}\n"
+          f"  more: `nnode --data-dir demo-data invite --unit 2C`, `... admin-link`, `... status`", flush=True)
     await server
     return 0
 
@@ -391,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create the data folder, node key and database").set_defaults(func=cmd_init)
     sub.add_parser("run", help="run the node").set_defaults(func=cmd_run)
-    sub.add_parser("demo", help="initialise if needed and run a demo node").set_defaults(func=cmd_demo)
+    demo = sub.add_parser("demo", help="initialise if needed and run a demo node (loopback only, ./demo-data)")
+    demo.add_argument("--port", type=int, default=8470, help="HTTP port (default 8470)")
+    demo.set_defaults(func=cmd_demo)
     status = sub.add_parser("status", help="show the node, its events and peers")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
@@ -463,8 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config(args)
         if args.command == "demo" and not args.data_dir and config.source == "<defaults>":
             # Loopback only: a demo must not advertise itself (mDNS) or listen on the building's network.
-            config = config.replace(node={"data_dir": Path("demo-data").resolve(), "name": "Demo building"},
-                                    http={"host": "127.0.0.1"}, discovery={"interfaces": ("127.0.0.1",)},
+            config = config.replace(node={"data_dir": Path("demo-data").resolve(), "name": "Demo building",
+                                          "latitude": "40.7128", "longitude": "-74.0060"},
+                                    http={"host": "127.0.0.1", "port": args.port}, discovery={"interfaces": ("127.0.0.1",)},
                                     log={"format": "text"})
         setup_logging(config.log.level, config.log.format)
         return asyncio.run(args.func(config, args))

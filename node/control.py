@@ -109,7 +109,35 @@ def control_app(node: web.Application) -> web.Application:
         await node[ACCOUNTS].revoke_resident(body["id"])
         return web.json_response({"ok": True})
 
+    async def demo_setup(request: web.Request) -> web.Response:
+        # The demo claims itself (the control socket is the device owner's credential) and makes one of each
+        # thing a newcomer wants to try: a manager link, a resident invite and an alert in force.
+        import secrets
+
+        from .alerts import ALERT, manager_alert
+        from .app import CLAIMS
+        config = node[CONFIG]
+        password = None
+        if not await node[CLAIMS].claimed():
+            password = secrets.token_urlsafe(12)
+            if node[CLAIMS].current is None:
+                await node[CLAIMS].issue()
+            await node[CLAIMS].claim(node[CLAIMS].current, password)
+        link = await node[ACCOUNTS].login_link()
+        made = await node[ACCOUNTS].invite("Demo 1A", "Demo resident")
+        cap = manager_alert({"event": "Water shut-off", "headline": "Demo: water off on floors 3 to 6 until 3 pm",
+                             "severity": "Minor", "urgency": "Expected", "certainty": "Observed",
+                             "category": "Infra", "expires_hours": 6,
+                             "instruction": "Fill a kettle before 9 am."},
+                            node_key=node_id(node[KEY]), node_name=config.node.name,
+                            location=(config.node.latitude, config.node.longitude) if config.node.latitude else None)
+        await node[ENGINE].publish(ALERT, {"cap": cap}, ttl=6 * 3600)
+        base = _lan_base(node)
+        return web.json_response({"password": password, "admin_link": f"{base}/login#token={link.code}",
+                                  "invite_link": f"{base}/join#code={made.code}", "app": base + "/"})
+
     app = web.Application(middlewares=[error_middleware])
+    app.router.add_post("/control/demo-setup", demo_setup)
     app.router.add_post("/control/invite", invite)
     app.router.add_post("/control/admin-link", admin_link)
     app.router.add_get("/control/residents", residents)

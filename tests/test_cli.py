@@ -153,3 +153,44 @@ def _cli_failure(node, *args) -> str:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     return result.stderr
+
+
+def test_demo_prints_working_links(short_tmp):
+    import asyncio
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+    from tests.people import browser, call
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "node", "demo", "--port", str(port)], cwd=short_tmp,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("resident app" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        text = "".join(lines)
+        admin = re.search(r"/login#token=(\S+)", text)
+        invite = re.search(r"/join#code=(\S+)", text)
+        assert admin and invite, text
+        assert (short_tmp / "demo-data" / "node.key").exists()
+
+        async def use() -> None:
+            url = f"http://127.0.0.1:{port}"
+            async with browser() as manager, browser() as resident:
+                assert (await call(manager, "POST", url + "/api/login", json={"token": admin.group(1)}))[0] == 200
+                status, joined = await call(resident, "POST", url + "/api/join", json={"code": invite.group(1)})
+                assert status == 200 and joined["unit"] == "Demo 1A"
+                _, alerts = await call(resident, "GET", url + "/api/alerts")
+                assert any("water off" in a["cap"]["info"][0]["headline"] for a in alerts["alerts"])
+        asyncio.run(use())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
