@@ -1,0 +1,1 @@
+"""Cameras: recording, motion detection and clips (DESIGN section 7)."""

@@ -1,0 +1,365 @@
+"""Motion detection on small grayscale frames: running background, masks, zones, light-change guard, hysteresis.
+
+A `MotionDetector` is fed decoded frames (BGR, BGRA or gray uint8 arrays of any size) with their timestamps. Each
+frame it processes is made gray, shrunk to `MotionSettings.width`, blurred and compared with a running average of
+past frames (`cv2.accumulateWeighted`). Pixels that differ by more than `threshold` grey levels are cleaned with
+morphology; contours of at least `min_area` inside the counted area (the zones, less the masks) that also changed
+since the previous frame are motion. A frame where a large part of the picture changes at once, or whose median
+brightness jumps, is a light change: the background is re-seeded from it instead of reporting motion. Motion starts
+after `start_frames` active frames in a row and ends after `end_frames` quiet ones. Pure and synchronous (run it in an
+executor); how to tune it: docs/motion.md.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from node.errors import ConfigError, NodeError
+
+Point = tuple[float, float]
+Polygon = tuple[Point, ...]
+
+DUE_TOLERANCE = 0.9
+"""A frame counts as due once this share of the `1 / fps` period has passed (absorbs timestamp jitter)."""
+
+
+class MotionConfigError(ConfigError, ValueError):
+    """A motion mask, zone or setting is invalid."""
+
+
+class MotionFrameError(NodeError, ValueError):
+    """A frame given to the motion detector is not an image it can use."""
+
+
+_RANGES = {"fps": (0, 120, False), "width": (16, 4096, True), "blur": (0, 31, True), "alpha": (0.001, 1, False),
+           "threshold": (1, 254, True), "open_size": (0, 15, True), "dilate": (0, 10, True),
+           "min_area": (0, 0.5, False), "min_score": (0, 1, False), "fresh_share": (0, 1, False),
+           "light_fraction": (0.01, 1, False), "brightness_jump": (1, 255, False), "settle_frames": (0, 100, True),
+           "relearn_frames": (0, 1000, True), "relearn_alpha": (0.001, 1, False), "start_frames": (1, 100, True),
+           "end_frames": (1, 1000, True), "gap": (0.1, 86400, False)}
+"""Accepted (lowest, highest, must be an integer) of each numeric setting."""
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """Every tunable of motion detection, with defaults for a 360p to 1080p camera fed at 5 fps."""
+
+    fps: float = 5.0
+    """Frames per second to process; `feed` skips frames that come sooner (0: process every frame)."""
+    width: int = 320
+    """Working width in pixels; frames are shrunk to it (aspect kept), never enlarged."""
+    blur: int = 5
+    """Gaussian blur kernel size at working size (odd; 0 or 1 disables): hides sensor noise and compression blocks."""
+    alpha: float = 0.05
+    """Background learning rate per processed frame: 0.05 at 5 fps forgets the past with a ~4 s time constant."""
+    threshold: int = 20
+    """Grey levels (0..255) by which a pixel must differ from the background to count as changed."""
+    open_size: int = 3
+    """Morphological opening kernel (pixels) that removes isolated changed pixels (0 disables)."""
+    dilate: int = 2
+    """Dilation passes (3x3) that join the fragments of one object into one contour (0 disables)."""
+    min_area: float = 0.002
+    """Smallest contour that counts as motion, as a fraction of the working frame (0.002 = 115 px at 320x180)."""
+    min_score: float = 0.0
+    """Smallest score (fraction of counted pixels in motion) for a frame to be active, on top of `min_area`."""
+    fresh_share: float = 0.25
+    """A contour counts only if this share of `min_area` in it changed since the previous frame, so the ghost an
+    object leaves in the background, or an object that stopped, is not motion (0 disables)."""
+    light_fraction: float = 0.4
+    """A frame where more than this fraction of unmasked pixels changed at once is a light change, not motion."""
+    brightness_jump: float = 10.0
+    """A jump of median brightness (grey levels) between processed frames larger than this is a light change."""
+    normalise: bool = True
+    """Scale each frame's brightness to the background's before comparing, so slow light ramps are not motion."""
+    settle_frames: int = 2
+    """Frames after a light change that also re-seed the background while auto-exposure settles."""
+    relearn_frames: int = 10
+    """Frames after any re-seed during which the background learns at `relearn_alpha`: whatever was in view when it
+    was seeded (a person at a light switch) fades from it in seconds, not tens of seconds."""
+    relearn_alpha: float = 0.25
+    """Background learning rate during `relearn_frames`."""
+    start_frames: int = 3
+    """Active frames in a row before motion starts."""
+    end_frames: int = 10
+    """Quiet frames in a row before motion ends (keeps one event from splitting in two)."""
+    gap: float = 10.0
+    """Seconds without a frame after which the background is re-seeded and any motion ends (stream outage)."""
+    masks: tuple[Polygon, ...] = ()
+    """Polygons never counted (trees, a TV, a timestamp overlay); see `parse_polygon` for the units."""
+    zones: tuple[tuple[str, Polygon], ...] = ()
+    """Named polygons; when there are any, motion only counts inside at least one of them."""
+
+    def __post_init__(self) -> None:
+        """Validate every value, and store masks and zones (a mapping is accepted) as tuples."""
+        for name, (low, high, integer) in _RANGES.items():
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real)
+                    or not low <= value <= high):
+                kind = "an integer" if integer else "a number"
+                raise MotionConfigError(f"motion.{name} must be {kind} within {low}..{high}, got {value!r}")
+        if not isinstance(self.normalise, bool):
+            raise MotionConfigError(f"motion.normalise must be true or false, got {self.normalise!r}")
+        if self.blur > 1 and self.blur % 2 == 0:
+            raise MotionConfigError(f"motion.blur must be odd, got {self.blur}")
+        masks = tuple(parse_polygon(f"motion mask {i + 1}", p) for i, p in enumerate(self.masks))
+        pairs = self.zones.items() if isinstance(self.zones, Mapping) else self.zones
+        zones = []
+        for entry in pairs:
+            if not (isinstance(entry, Sequence) and len(entry) == 2 and isinstance(entry[0], str) and entry[0]):
+                raise MotionConfigError(f"a motion zone must be a (name, polygon) pair, got {entry!r}")
+            if any(entry[0] == name for name, _ in zones):
+                raise MotionConfigError(f"motion zone {entry[0]!r} is defined twice")
+            zones.append((entry[0], parse_polygon(f"motion zone {entry[0]!r}", entry[1])))
+        object.__setattr__(self, "masks", masks)
+        object.__setattr__(self, "zones", tuple(zones))
+
+
+@dataclass(frozen=True)
+class MotionResult:
+    """What the detector saw in one processed frame."""
+
+    timestamp: float
+    motion: bool
+    """Motion is under way (after hysteresis): true from `started` until `ended`."""
+    active: bool = False
+    """This frame alone shows motion (before hysteresis)."""
+    started: bool = False
+    """Motion started with this frame."""
+    ended: bool = False
+    """Motion ended with this frame."""
+    score: float = 0.0
+    """Fraction of counted pixels (zones less masks) inside motion contours."""
+    boxes: tuple[tuple[int, int, int, int], ...] = ()
+    """(x, y, width, height) of each motion contour, in pixels of the source frame."""
+    zones: tuple[str, ...] = ()
+    """Names of the zones this frame's motion touched."""
+    reseeded: bool = False
+    """The background was re-seeded from this frame (first frame, light change or after a gap): nothing measured."""
+
+
+def parse_polygon(what: str, points: Any) -> Polygon:
+    """Check a polygon: at least 3 [x, y] points, all within 0..1 (fractions of the frame) or else source pixels."""
+    try:
+        pts = tuple((x, y) for x, y in points)
+    except (TypeError, ValueError) as e:
+        raise MotionConfigError(f"{what}: expected a list of [x, y] points, got {points!r}") from e
+    if len(pts) < 3:
+        raise MotionConfigError(f"{what}: a polygon needs at least 3 points, got {len(pts)}")
+    values = [v for p in pts for v in p]
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise MotionConfigError(f"{what}: coordinates must be finite numbers, got {points!r}")
+    if min(values) < 0:
+        raise MotionConfigError(f"{what}: coordinates must not be negative (outside the frame), got {points!r}")
+    pts = tuple((float(x), float(y)) for x, y in pts)
+    area = abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]))) / 2
+    if area == 0:
+        raise MotionConfigError(f"{what}: the polygon encloses no area (its points lie on one line)")
+    if max(values) > 1 and area < 4:
+        raise MotionConfigError(f"{what}: the polygon encloses under 4 square pixels; for fractions of the frame "
+                                "keep every coordinate within 0..1")
+    return pts
+
+
+class MotionDetector:
+    """Motion in the frames of one camera; keep one per stream and feed it from one worker thread."""
+
+    def __init__(self, settings: MotionSettings | None = None, frame_size: tuple[int, int] | None = None) -> None:
+        """Create a detector; give `frame_size` (width, height) to check pixel masks and zones right away."""
+        self.settings = settings or MotionSettings()
+        self._source: tuple[int, int] | None = None
+        self.reset()
+        if frame_size is not None:
+            self._prepare(frame_size)
+
+    def reset(self) -> None:
+        """Forget the background and any motion under way (the next frame seeds a new background)."""
+        self._background: np.ndarray | None = None
+        self._median = 0.0
+        self._last: float | None = None
+        self._settle = 0
+        self._above = self._below = 0
+        self._motion = False
+
+    @property
+    def motion(self) -> bool:
+        """Whether motion is under way."""
+        return self._motion
+
+    def due(self, timestamp: float) -> bool:
+        """Whether a frame with this timestamp would be processed (callers may skip decoding it otherwise)."""
+        fps = self.settings.fps
+        if self._last is None or fps <= 0 or timestamp < self._last:
+            return True
+        return timestamp - self._last >= DUE_TOLERANCE / fps
+
+    def feed(self, frame: np.ndarray, timestamp: float) -> MotionResult | None:
+        """Process one frame (seconds timestamp); None if it came sooner than `1 / fps` after the last one."""
+        if not self.due(timestamp):
+            return None
+        try:
+            return self._process(frame, timestamp)
+        except cv2.error as e:
+            raise MotionFrameError(f"OpenCV could not process a {_describe(frame)} frame: {e}") from e
+
+    def _prepare(self, size: tuple[int, int]) -> None:
+        """Compute the working size and the counted/unmasked pixel maps for source frames of this size."""
+        s = self.settings
+        src_w, src_h = size
+        w = min(src_w, s.width)
+        h = max(1, round(src_h * w / src_w))
+        self._size = (w, h)
+        self._scale = (src_w / w, src_h / h)
+
+        def fill(what: str, polygon: Polygon) -> np.ndarray:
+            """A 0/255 map of one polygon at working size."""
+            if max(v for p in polygon for v in p) <= 1:  # fractions of the frame
+                pts = [(x * w, y * h) for x, y in polygon]
+            elif max(x for x, _ in polygon) > src_w or max(y for _, y in polygon) > src_h:
+                raise MotionConfigError(f"{what}: points {polygon!r} fall outside the {src_w}x{src_h} frame")
+            else:
+                pts = [(x / self._scale[0], y / self._scale[1]) for x, y in polygon]
+            out = np.zeros((h, w), np.uint8)
+            cv2.fillPoly(out, [np.round(np.array(pts)).astype(np.int32)], 255)
+            return out
+
+        masked = np.zeros((h, w), np.uint8)
+        for i, polygon in enumerate(s.masks):
+            masked |= fill(f"motion mask {i + 1}", polygon)
+        self._unmasked = cv2.bitwise_not(masked)
+        self._zones = [(name, fill(f"motion zone {name!r}", p) & self._unmasked) for name, p in s.zones]
+        if self._zones:
+            self._counted = np.bitwise_or.reduce([z for _, z in self._zones]) & self._unmasked
+        else:
+            self._counted = self._unmasked
+        self._unmasked_px = cv2.countNonZero(self._unmasked)
+        self._counted_px = cv2.countNonZero(self._counted)
+        if self._counted_px == 0:
+            raise MotionConfigError("the motion masks cover every zone (or the whole frame): nothing is left to watch")
+        self._min_px = max(1.0, s.min_area * w * h)
+        self._source = size
+
+    def _small(self, frame: np.ndarray) -> np.ndarray:
+        """The frame as a blurred grayscale image at working size."""
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+            raise MotionFrameError(f"a frame must be a uint8 numpy array, got {_describe(frame)}")
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        if frame.ndim == 3 and frame.shape[2] in (3, 4):
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if frame.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+        elif frame.ndim != 2:
+            raise MotionFrameError(f"a frame must be gray, BGR or BGRA, got {_describe(frame)}")
+        if frame.shape[0] < 8 or frame.shape[1] < 8:
+            raise MotionFrameError(f"a frame must be at least 8x8 pixels, got {_describe(frame)}")
+        size = (frame.shape[1], frame.shape[0])
+        if size != self._source:
+            self._prepare(size)
+            self._background = None
+        if size != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        if self.settings.blur > 1:
+            frame = cv2.GaussianBlur(frame, (self.settings.blur, self.settings.blur), 0)
+        return frame
+
+    def _process(self, frame: np.ndarray, timestamp: float) -> MotionResult:
+        """Compare one frame with the background, update it, and apply hysteresis."""
+        s = self.settings
+        gray = self._small(frame)
+        median = _median(gray, self._unmasked, self._unmasked_px)
+        outage = self._last is not None and timestamp - self._last > s.gap
+        self._last = timestamp
+        if self._background is None or outage:
+            ended = self._motion
+            self._motion, self._above, self._below, self._settle = False, 0, 0, 0
+            self._seed(gray, median)
+            return MotionResult(timestamp, False, ended=ended, reseeded=True)
+
+        jump = abs(median - self._median) > s.brightness_jump
+        self._median = median
+        background = cv2.convertScaleAbs(self._background)
+        gain = 1.0
+        if s.normalise:
+            # Medians, not means: a flickering TV or a large object must not pass for a change of light.
+            gain = min(2.0, max(0.5, _median(background, self._unmasked, self._unmasked_px) / max(median, 1.0)))
+        current = cv2.convertScaleAbs(gray, alpha=gain) if abs(gain - 1) > 0.005 else gray
+        diff = cv2.absdiff(current, background)
+        changed = cv2.threshold(diff, s.threshold, 255, cv2.THRESH_BINARY)[1]
+        flooded = cv2.countNonZero(changed & self._unmasked) > s.light_fraction * self._unmasked_px
+        if jump or flooded or self._settle:
+            self._settle = s.settle_frames if jump or flooded else self._settle - 1
+            self._seed(gray, median)
+            return MotionResult(timestamp, self._motion, reseeded=True)
+        cv2.accumulateWeighted(gray, self._background, s.relearn_alpha if self._relearn else s.alpha)
+        self._relearn = max(0, self._relearn - 1)
+        previous, self._previous = self._previous, gray
+
+        changed &= self._counted
+        if s.open_size > 1:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (s.open_size, s.open_size))
+            changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, kernel)
+        if s.dilate:
+            changed = cv2.dilate(changed, None, iterations=s.dilate) & self._counted
+        contours = cv2.findContours(changed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+        big = [c for c in contours if cv2.contourArea(c) >= self._min_px]
+        if big and s.fresh_share:
+            fresh = cv2.threshold(cv2.absdiff(gray, previous), s.threshold, 255, cv2.THRESH_BINARY)[1]
+            big = [c for c in big if _count_in_box(fresh, c) >= s.fresh_share * self._min_px]
+        moving = np.zeros_like(changed)
+        cv2.drawContours(moving, big, -1, 255, cv2.FILLED)
+        moving &= changed
+        score = cv2.countNonZero(moving) / self._counted_px
+        active = bool(big) and score >= s.min_score
+        zones: tuple[str, ...] = ()
+        if active and self._zones:
+            counts = [cv2.countNonZero(moving & z) for _, z in self._zones]
+            zones = tuple(n for (n, _), c in zip(self._zones, counts) if c >= self._min_px / 4)
+            zones = zones or (self._zones[int(np.argmax(counts))][0],)
+        return self._hysteresis(timestamp, active, score, tuple(self._box(c) for c in big), zones)
+
+    def _seed(self, gray: np.ndarray, median: float) -> None:
+        """Start the background afresh from this frame."""
+        self._background = gray.astype(np.float32)
+        self._previous = gray
+        self._relearn = self.settings.relearn_frames
+        self._median = median
+
+    def _box(self, contour: np.ndarray) -> tuple[int, int, int, int]:
+        """A contour's bounding box in source-frame pixels."""
+        x, y, w, h = cv2.boundingRect(contour)
+        (sx, sy), (src_w, src_h) = self._scale, self._source
+        x0, y0 = int(x * sx), int(y * sy)
+        return (x0, y0, min(math.ceil(w * sx), src_w - x0), min(math.ceil(h * sy), src_h - y0))
+
+    def _hysteresis(self, timestamp: float, active: bool, score: float,
+                    boxes: tuple[tuple[int, int, int, int], ...], zones: tuple[str, ...]) -> MotionResult:
+        """Start motion after `start_frames` active frames in a row, end it after `end_frames` quiet ones."""
+        self._above, self._below = (self._above + 1, 0) if active else (0, self._below + 1)
+        started = not self._motion and self._above >= self.settings.start_frames
+        ended = self._motion and self._below >= self.settings.end_frames
+        self._motion = (self._motion or started) and not ended
+        return MotionResult(timestamp, self._motion, active, started, ended, score, boxes, zones)
+
+
+def _count_in_box(image: np.ndarray, contour: np.ndarray) -> int:
+    """Non-zero pixels of an image within a contour's bounding box."""
+    x, y, w, h = cv2.boundingRect(contour)
+    return cv2.countNonZero(image[y:y + h, x:x + w])
+
+
+def _median(image: np.ndarray, mask: np.ndarray, count: int) -> float:
+    """Median grey level of the pixels of an 8-bit image under a mask holding `count` pixels."""
+    cumulative = np.cumsum(cv2.calcHist([image], [0], mask, [256], [0, 256]).ravel())
+    return float(np.searchsorted(cumulative, count / 2))
+
+
+def _describe(frame: Any) -> str:
+    """A short description of what was passed as a frame, for error messages."""
+    if isinstance(frame, np.ndarray):
+        return f"{frame.dtype} array of shape {frame.shape}"
+    return type(frame).__name__
