@@ -131,9 +131,27 @@ async def _fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int, ti
         raise FeedError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
 
 
+MIGRATIONS = [
+    # CAP keys of alerts the manager deleted: a feed that still lists one must not bring it back.
+    (7, ["CREATE TABLE withdrawn_alerts (key TEXT PRIMARY KEY, event_id TEXT NOT NULL, deleted INTEGER NOT NULL)"]),
+]
+
+
+async def remember_withdrawn(store: EventStore, event_id: str, own: str) -> None:
+    """Before deleting one of this node's alert events (`own` is its key): keep its CAP key so feed polling never
+    republishes it."""
+    event = await store.get(event_id)
+    if event is None or event.kind != ALERT or event.body is None or event.author != own:
+        return
+    cap = event.body_value()["cap"]
+    async with store.db.write() as conn:
+        await conn.execute("INSERT OR IGNORE INTO withdrawn_alerts (key, event_id, deleted) VALUES (?, ?, ?)",
+                           (_key(cap["sender"], cap["identifier"], cap["sent"]), event_id, int(time.time())))
+
+
 async def _held_keys(store: EventStore) -> set[str]:
-    """The CAP keys (sender,identifier,sent) of every alert this node holds, from any author."""
-    held = set()
+    """The CAP keys (sender,identifier,sent) of every alert this node holds, from any author, or deleted."""
+    held = {row[0] for row in await store.db.reader.execute_fetchall("SELECT key FROM withdrawn_alerts")}
     for event in await store.recent(100_000, ALERT):
         if event.body is not None:
             cap = event.body_value()["cap"]
@@ -232,7 +250,7 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
     replaced = {_key(r["sender"], r["identifier"], r["sent"]) for _, a in alerts
                 if a["msgType"] in ("Update", "Cancel") for r in a["references"]}
     current, seen = [], set()
-    for event, alert in sorted(alerts, key=lambda pair: (pair[0].ts, pair[0].id)):
+    for event, alert in sorted(alerts, key=lambda pair: (pair[0].ts, pair[0].author, pair[0].seq)):
         key = _key(alert["sender"], alert["identifier"], alert["sent"])
         if key in seen:   # the same CAP alert published by two nodes (both poll the feed): show it once
             continue
@@ -277,16 +295,24 @@ def _withdrawn_by(alert: dict[str, Any], alerts: list[tuple[Event, dict[str, Any
 
 async def live_messages(store: EventStore, events: list[Event], location: tuple[float, float] | None,
                         *, now: int | None = None) -> list[tuple[str, dict[str, Any], str]]:
-    """What open pages must hear about newly stored events: (message type, data, audience) triples."""
+    """What open pages must hear about newly stored events: (message type, data, audience) triples.
+
+    A new alert is announced only if it is now in force here by the same rules as /api/alerts (so an alert that
+    arrives after its own Update, or a second copy of one CAP alert, stays quiet).
+    """
     from .live import ALL
     from .reports import REPORT, report_message
 
     now = int(time.time()) if now is None else now
     messages: list[tuple[str, dict[str, Any], str]] = []
+    in_force: set[str] | None = None
     earlier: list[tuple[Event, dict[str, Any]]] | None = None
     for event in events:
         if event.kind == "tombstone" and event.body is not None:
-            messages.append(("alert-withdrawn", {"event": event.body_value()["target"]}, ALL))
+            target_id = event.body_value()["target"]
+            target = await store.get(target_id)
+            kind = "report-withdrawn" if target is not None and target.kind == REPORT else "alert-withdrawn"
+            messages.append((kind, {"event": target_id}, ALL))
         elif event.kind == REPORT and event.body is not None:
             messages.append(("report", {"report": report_message(event)}, ALL))
         elif event.kind == ALERT and event.body is not None:
@@ -297,10 +323,9 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
                                if e.body is not None]
                 for withdrawn in _withdrawn_by(alert, earlier):
                     messages.append(("alert-withdrawn", {"event": withdrawn}, ALL))
-            areas = [area for info in alert["info"] for area in info["area"]]
-            if (alert["msgType"] in ("Alert", "Update") and alert["status"] == "Actual"
-                    and alert_expiry(alert, now) > now
-                    and (location is None or not areas or any(area_covers(a, *location) for a in areas))):
+            if in_force is None:   # of several copies of one CAP alert, the earliest is the one in force
+                in_force = {a["event"] for a in await current_alerts(store, location=location, now=now)}
+            if event.id in in_force:
                 messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert}, ALL))
     return messages
 

@@ -10,21 +10,42 @@ from aiohttp import web
 from sync import RateLimited
 
 from .accounts import Session
-from .app import ACCOUNTS, CONFIG, ENGINE, PEERS, SIGN_IN_LIMITER
+from .app import ACCOUNTS, CONFIG, ENGINE, HUB, PEERS, SIGN_IN_LIMITER
 from .claim import SESSION_TTL, qr_svg
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, Forbidden, NotFound, TooLarge
 
 SESSION_COOKIE = "nnode_session"
 
 
+MAX_JSON_BODY = 64 * 1024   # the app's own forms; the sync endpoints have their own, larger limit
+
+
+async def read_capped(request: web.Request, limit: int, what: str) -> bytes:
+    """The whole body, refusing more than `limit` bytes before reading them all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"{what} is {request.content_length} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"{what} is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body, or BadRequest saying what is wrong."""
+    """The request's JSON object body (at most MAX_JSON_BODY bytes), or an error saying what is wrong."""
+    import json
+
     if request.content_type != "application/json":
         raise BadRequest(f"send JSON (Content-Type: application/json), not {request.content_type or 'nothing'}")
+    raw = await read_capped(request, MAX_JSON_BODY, "the request body")
     try:
-        value = await request.json()
+        value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object")
     return value
@@ -85,6 +106,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """POST /api/logout: end this session."""
     await request.app[ACCOUNTS].revoke_session(session_of(request).id)
+    await request.app[HUB].recheck()
     response = web.json_response({"ok": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -110,6 +132,7 @@ async def residents(request: web.Request) -> web.Response:
 async def revoke_resident(request: web.Request) -> web.Response:
     """POST /api/residents/{id}/revoke: the resident's sessions end now."""
     await request.app[ACCOUNTS].revoke_resident(int_param(request, "id"))
+    await request.app[HUB].recheck()
     return web.json_response({"ok": True})
 
 
@@ -117,6 +140,7 @@ async def set_on_call(request: web.Request) -> web.Response:
     """POST /api/residents/{id}/on-call {on_call}."""
     body = await json_body(request)
     await request.app[ACCOUNTS].set_on_call(int_param(request, "id"), body.get("on_call"))
+    await request.app[HUB].recheck()
     return web.json_response({"ok": True})
 
 
@@ -155,6 +179,7 @@ async def sessions(request: web.Request) -> web.Response:
 async def revoke_session(request: web.Request) -> web.Response:
     """POST /api/sessions/{id}/revoke."""
     await request.app[ACCOUNTS].revoke_session(int_param(request, "id"))
+    await request.app[HUB].recheck()
     return web.json_response({"ok": True})
 
 

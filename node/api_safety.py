@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from .alerts import ALERT, MAX_TTL, alert_expiry, current_alerts, manager_alert
-from .api_people import int_param, json_body, session_of
+from .api_people import MAX_JSON_BODY, int_param, json_body, session_of
 from .app import CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
 from .cap import CapError
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound, TooLarge
 from .identity import node_id
 from .live import ALL, RESPONDERS, resident_audience
 from .reports import REPORT, REPORT_TTL, read_limited, report_message
@@ -47,6 +47,8 @@ async def _report_form(request: web.Request) -> tuple[dict[str, Any], bytes | No
     if request.content_type == "application/json":
         return await json_body(request), None
     if request.content_type == "application/x-www-form-urlencoded":
+        if (request.content_length or 0) > MAX_JSON_BODY:
+            raise TooLarge(f"the form is over the limit of {MAX_JSON_BODY} bytes")
         posted = await request.post()
         if len(posted) > MAX_FORM_FIELDS:
             raise BadRequest(f"too many form fields (at most {MAX_FORM_FIELDS})")
@@ -61,10 +63,14 @@ async def _report_form(request: web.Request) -> tuple[dict[str, Any], bytes | No
         part = await reader.next()
         if part is None:
             break
+        if not isinstance(part, BodyPartReader) or not part.name:
+            raise BadRequest("every part of the form needs a name (and no nested multipart)")
         if part.name == "photo":
             data = await read_limited(part, limit, "photo")
             photo = data or None
-        elif part.name:
+        elif part.name in fields:
+            raise BadRequest(f"field '{part.name}' is given twice")
+        else:
             fields[part.name] = (await read_limited(part, 8192, part.name)).decode("utf-8", "replace")
     else:
         raise BadRequest(f"too many form fields (at most {MAX_FORM_FIELDS})")
@@ -105,6 +111,13 @@ async def moderate(request: web.Request) -> web.Response:
     app = request.app
     action = request.match_info["action"]
     report_id = int_param(request, "id")
+    if action not in ("share", "hide", "restore"):
+        raise NotFound(f"no moderation action {action!r}: use share, hide or restore")
+    async with app[REPORTS].moderation:   # one decision at a time: two quick "share" clicks publish once
+        return await _moderate(app, report_id, action)
+
+
+async def _moderate(app: web.Application, report_id: int, action: str) -> web.Response:
     reports = app[REPORTS]
     report = await reports.get(report_id, resident_id=None, manager=True)
     event_id = report["event"]
@@ -114,14 +127,14 @@ async def moderate(request: web.Request) -> web.Response:
         event = await app[ENGINE].publish(REPORT, reports.event_body(report), ttl=REPORT_TTL)
         event_id = event.id
         status = "shared"
-    elif action in ("hide", "restore"):
+    else:
         if event_id:  # withdraw it from the neighborhood too
             await app[ENGINE].delete(event_id)
             event_id = None
         status = "hidden" if action == "hide" else "building"
-    else:
-        raise NotFound(f"no moderation action {action!r}: use share, hide or restore")
     await reports.set_status(report_id, status, event_id=event_id)
+    if status == "hidden":   # a page reconnecting later must not have it replayed
+        await app[HUB].forget("report", report_id)
     updated = await reports.get(report_id, resident_id=None, manager=True)
     await app[HUB].publish("report-moderated", {"id": report_id, "status": status}, ALL)
     return web.json_response({"ok": True, "report": updated})

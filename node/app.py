@@ -23,7 +23,7 @@ from sync._ratelimit import RateLimiter
 
 from . import __version__, systemd
 from .accounts import MIGRATIONS as ACCOUNT_MIGRATIONS, Accounts
-from .alerts import FeedPoller
+from .alerts import MIGRATIONS as ALERT_MIGRATIONS, FeedPoller
 from .backup import RESTORED_FLAG
 from .claim import MIGRATIONS as CLAIM_MIGRATIONS, Claims
 from .config import Config
@@ -60,6 +60,7 @@ NODE_MIGRATIONS = [
     *LIVE_MIGRATIONS,
     *REPORT_MIGRATIONS,
     *SOS_MIGRATIONS,
+    *ALERT_MIGRATIONS,
 ]
 
 
@@ -109,7 +110,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PEERS] = PeerStore(db)
         app[CLAIMS] = Claims(db)
         app[ACCOUNTS] = Accounts(db)
-        app[HUB] = Hub(db)
+        app[HUB] = Hub(db, app[ACCOUNTS].session)
         app[REPORTS] = Reports(db, config.node.data_dir / "media" / "reports")
         app[SOS_DESK] = SosDesk(db, config)
         yield

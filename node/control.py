@@ -14,7 +14,7 @@ from aiohttp import web
 from sync import Event, SyncError
 
 from .api_people import invite_payload
-from .app import ACCOUNTS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE
+from .app import ACCOUNTS, CONFIG, DB, ENGINE, HUB, KEY, PEERS, STARTED, STORE
 from .errors import BadRequest, NotFound
 from .identity import node_id
 from .routes import error_middleware
@@ -54,6 +54,8 @@ def control_app(node: web.Application) -> web.Application:
 
     async def delete(request: web.Request) -> web.Response:
         body = await _body(request)
+        from .alerts import remember_withdrawn
+        await remember_withdrawn(node[STORE], str(body.get("id", "")), node_id(node[KEY]))
         try:
             event = await node[ENGINE].delete(str(body.get("id", "")))
         except SyncError as exc:
@@ -107,6 +109,7 @@ def control_app(node: web.Application) -> web.Application:
         if type(body.get("id")) is not int:
             raise BadRequest("'id' must be a resident id (an integer)")
         await node[ACCOUNTS].revoke_resident(body["id"])
+        await node[HUB].recheck()
         return web.json_response({"ok": True})
 
     async def demo_setup(request: web.Request) -> web.Response:

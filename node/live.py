@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -67,9 +67,10 @@ def encode(message_id: int, kind: str, data: str) -> bytes:
 
 @dataclass(eq=False)
 class Subscriber:
-    """One open stream: its session and a bounded queue of encoded messages."""
+    """One open stream: its session (as of the last check), its cookie and a bounded queue of encoded messages."""
 
     session: Session
+    token: str
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     overflowed: bool = False
 
@@ -77,8 +78,9 @@ class Subscriber:
 class Hub:
     """The feed and its subscribers."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lookup: Callable[[str], Awaitable[Session | None]]) -> None:
         self.db = db
+        self.lookup = lookup          # session token -> live Session or None (accounts.session)
         self.subscribers: set[Subscriber] = set()
         self._lock = asyncio.Lock()   # feed ids reach subscribers in order
         self.closed = False
@@ -105,6 +107,17 @@ class Hub:
             subscriber.overflowed = True
             self.subscribers.discard(subscriber)
 
+    async def recheck(self) -> None:
+        """Look every open stream's session up again, after a revocation, sign-out or on-call change: a revoked
+        session's stream ends, and a changed role or on-call flag applies to the next message."""
+        for subscriber in list(self.subscribers):
+            session = await self.lookup(subscriber.token)
+            if session is None:
+                self.subscribers.discard(subscriber)
+                self._offer(subscriber, None)
+            else:
+                subscriber.session = session
+
     async def last_id(self) -> int:
         """The newest feed id (0 when empty)."""
         rows = await self.db.reader.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM feed")
@@ -117,6 +130,12 @@ class Hub:
         if len(rows) > REPLAY_LIMIT:
             return None
         return [(row[0], encode(row[0], row[1], row[3])) for row in rows if may_receive(session, row[2])]
+
+    async def forget(self, kind: str, report_id: int) -> None:
+        """Drop stored messages about one building report (it was hidden), so no replay shows it again."""
+        async with self.db.write() as conn:
+            await conn.execute("DELETE FROM feed WHERE type = ? AND json_extract(data, '$.report.id') = ? "
+                               "AND json_extract(data, '$.report.source') = 'building'", (kind, report_id))
 
     async def purge(self, *, now: int | None = None) -> int:
         """Forget messages older than FEED_DAYS."""
@@ -147,30 +166,33 @@ async def stream(request: web.Request) -> web.StreamResponse:
     from .app import HUB
 
     hub: Hub = request.app[HUB]
-    from .api_people import session_of
+    from .api_people import SESSION_COOKIE, session_of
     session = session_of(request)
     after = _after(request)
+    if after is None:
+        after = await hub.last_id()   # read before subscribing: a message published in between is replayed
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
-    subscriber = Subscriber(session)
+    subscriber = Subscriber(session, request.cookies.get(SESSION_COOKIE, ""))
     hub.subscribers.add(subscriber)   # subscribe before reading the backlog, so nothing falls between the two
     try:
         await response.write(b"retry: 2000\n\n")
-        last = await hub.last_id() if after is None else after
-        if after is not None:
-            backlog = await hub.missed(session, after)
-            if backlog is None:
-                await response.write(b"event: reset\ndata: {}\n\n")
-                last = await hub.last_id()
-            else:
-                for message_id, payload in backlog:
-                    await response.write(payload)
-                    last = message_id
+        last = after
+        backlog = await hub.missed(session, after)
+        if backlog is None:
+            await response.write(b"event: reset\ndata: {}\n\n")
+            last = await hub.last_id()
+        else:
+            for message_id, payload in backlog:
+                await response.write(payload)
+                last = message_id
         while not hub.closed and not (subscriber.overflowed and subscriber.queue.empty()):
             try:
                 message = await asyncio.wait_for(subscriber.queue.get(), HEARTBEAT)
             except asyncio.TimeoutError:
+                if await hub.lookup(subscriber.token) is None:   # belt and braces: expired or revoked meanwhile
+                    break
                 await response.write(b": keep-alive\n\n")
                 continue
             if message is None:

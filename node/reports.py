@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import struct
 import time
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ MIN_PERSON_DETAILS = 2
 MAX_WHAT, MIN_WHAT = 2000, 10
 MAX_FIELD = 200
 PHOTO_MAX_SIDE = 1600      # photos are scaled down to this and re-encoded, which also drops their metadata (GPS)
+MAX_PHOTO_PIXELS = 50_000_000   # read from the header before decoding: a small file can claim a huge image
 
 MIGRATIONS: Sequence[Migration] = [
     (5, [
@@ -123,10 +125,50 @@ def report_message(event: Event) -> dict[str, Any]:
             "has_photo": False, "status": "shared", "mine": False}
 
 
+def image_size(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) from a JPEG, PNG or WebP header, without decoding; None for anything else."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return "PNG", width, height
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        chunk = data[12:16]
+        if chunk == b"VP8 " and len(data) >= 30:
+            width, height = struct.unpack("<HH", data[26:30])
+            return "WebP", width & 0x3FFF, height & 0x3FFF
+        if chunk == b"VP8L" and len(data) >= 25:
+            bits = int.from_bytes(data[21:25], "little")
+            return "WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X" and len(data) >= 30:
+            return "WebP", int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+        return None
+    if data[:2] == b"\xff\xd8":
+        at = 2
+        while at + 9 < len(data):
+            if data[at] != 0xFF:
+                return None
+            marker = data[at + 1]
+            if marker == 0xFF:          # fill byte
+                at += 1
+                continue
+            length = struct.unpack(">H", data[at + 2:at + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):   # a start-of-frame segment
+                height, width = struct.unpack(">HH", data[at + 5:at + 9])
+                return "JPEG", width, height
+            at += 2 + length
+    return None
+
+
 def _reencode_photo(data: bytes) -> bytes:
     import cv2
     import numpy as np
 
+    size = image_size(data)
+    if size is None:
+        raise BadRequest("field 'photo': not an image this node can read (JPEG, PNG or WebP)")
+    kind, width, height = size
+    if width * height > MAX_PHOTO_PIXELS or not width or not height:
+        raise BadRequest(f"field 'photo': a {kind} of {width}x{height} pixels is larger than this node accepts "
+                         f"({MAX_PHOTO_PIXELS // 1_000_000} megapixels)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BadRequest("field 'photo': not an image this node can read (JPEG, PNG or WebP)")
@@ -146,6 +188,8 @@ class Reports:
     def __init__(self, db: Database, media: Path) -> None:
         self.db = db
         self.media = media
+        self.moderation = asyncio.Lock()   # held while a decision is made: two quick "share" clicks publish once
+        self.decoding = asyncio.Semaphore(1)   # one photo decoded at a time: each may need a lot of memory
 
     async def add(self, fields: dict[str, Any], photo: bytes | None, *, resident_id: int | None,
                   manager: int | None = None, now: int | None = None) -> dict[str, Any]:
@@ -154,7 +198,8 @@ class Reports:
         report = check_report(fields)
         name = None
         if photo:
-            encoded = await asyncio.to_thread(_reencode_photo, photo)
+            async with self.decoding:
+                encoded = await asyncio.to_thread(_reencode_photo, photo)
             name = f"{secrets.token_hex(12)}.jpg"
             await asyncio.to_thread(_write_atomic, self.media / name, encoded)
         try:
@@ -251,6 +296,10 @@ async def read_limited(part: Any, limit: int, field: str) -> bytes:
     while chunk := await part.read_chunk(65536):
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"field '{field}' is over the limit of {limit // (1024 * 1024)} MiB")
+            raise TooLarge(f"field '{field}' is over the limit of {_size(limit)}")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _size(limit: int) -> str:
+    return f"{limit / (1024 * 1024):g} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"

@@ -3,7 +3,10 @@
 Escalation, while unacknowledged: after `sos.ack_timeout` the configured webhook (a paging or phone service), then
 after `sos.peer_escalation_after` nearby nodes, as a signed `sos` event naming the building, not the resident.
 Each SOS also holds camera footage around its moment from retention. The node never calls emergency services.
-The state lives in the database and the escalator polls it, so a restart neither loses nor repeats a step.
+The state lives in the database and the escalator polls it, so a restart loses no step. The webhook is recorded as
+being called before it is called (a crash at that moment costs one page rather than paging in a loop); the event to
+nearby nodes waits while publishing is held (after a restore) and may, after a crash at the wrong moment, go out
+twice, which is harmless.
 """
 
 from __future__ import annotations
@@ -170,11 +173,12 @@ async def call_webhook(session: aiohttp.ClientSession, url: str, payload: dict[s
 async def escalate_forever(desk: SosDesk, engine: SyncEngine, publish: Any, config: Config,
                            location: dict[str, int] | None) -> None:
     """Run due escalation steps every TICK seconds until cancelled."""
+    published: dict[int, str] = {}   # SOS id -> event id published but not yet recorded (a failed write)
     async with aiohttp.ClientSession() as session:
         while True:
             try:
                 for step, call in await desk.due(int(time.time())):
-                    await _run_step(desk, engine, publish, config, location, session, step, call)
+                    await _run_step(desk, engine, publish, config, location, session, step, call, published)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -184,25 +188,27 @@ async def escalate_forever(desk: SosDesk, engine: SyncEngine, publish: Any, conf
 
 async def _run_step(desk: SosDesk, engine: SyncEngine, publish: Any, config: Config,
                     location: dict[str, int] | None, session: aiohttp.ClientSession, step: str,
-                    call: dict[str, Any]) -> None:
+                    call: dict[str, Any], published: dict[int, str]) -> None:
     from .live import RESPONDERS
 
     if step == "webhook":
+        # Recorded before the call: a crash or a failing disk can cost one page, never page people in a loop.
+        await desk.record(call["id"], "webhook", "calling")
         result = await call_webhook(session, config.sos.webhook_url, {
             "type": "sos", "building": config.node.name, "unit": call["unit"], "name": call["name"],
             "note": call["note"], "raised": call["created"], "unacknowledged_for": int(time.time()) - call["created"]})
         log.warning("SOS unacknowledged: webhook called", extra={"sos": call["id"], "result": result})
         call = await desk.record(call["id"], "webhook", result)
     else:
-        body: dict[str, Any] = {"building": config.node.name, "raised": call["created"]}
-        if location:
-            body["location"] = location
-        try:
-            event = await engine.publish(SOS, body, ttl=SOS_EVENT_TTL)
-            event_id = event.id
-        except Exception as exc:  # publishing held after a restore, say: still record, so it is not retried forever
-            log.error("SOS escalation to nearby nodes failed", extra={"sos": call["id"], "error": str(exc)})
-            event_id = None
-        log.warning("SOS unacknowledged: escalated to nearby nodes", extra={"sos": call["id"]})
-        call = await desk.record(call["id"], "peers", "published" if event_id else "failed", event_id=event_id)
+        if engine.publishing_held:   # stays due: it goes out once publishing resumes
+            return
+        event_id = published.get(call["id"])
+        if event_id is None:
+            body: dict[str, Any] = {"building": config.node.name, "raised": call["created"]}
+            if location:
+                body["location"] = location
+            event_id = published[call["id"]] = (await engine.publish(SOS, body, ttl=SOS_EVENT_TTL)).id
+            log.warning("SOS unacknowledged: escalated to nearby nodes", extra={"sos": call["id"]})
+        call = await desk.record(call["id"], "peers", "published", event_id=event_id)
+        published.pop(call["id"], None)
     await publish("sos-escalated", {"sos": call, "stage": step}, RESPONDERS)

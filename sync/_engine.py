@@ -245,6 +245,11 @@ class SyncEngine:
             except Exception:  # a listener's bug must not break sync
                 log.exception("event listener failed")
 
+    @property
+    def publishing_held(self) -> str | None:
+        """Why publishing is held (after a restore), or None."""
+        return self._held
+
     def hold_publishing(self, reason: str) -> None:
         """Refuse to publish until a sync round has succeeded with every approved peer (used after a restore, so
         the node takes back the events it signed after the backup before it signs new ones). With no peer to ask,

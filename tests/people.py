@@ -80,3 +80,11 @@ async def open_stream(session: aiohttp.ClientSession, url: str, last_id: int | N
     assert response.status == 200, await response.text()
     assert response.headers["Content-Type"].startswith("text/event-stream")
     return EventStream(response)
+
+
+async def control_call(node, method: str, path: str, body=None) -> tuple[int, object]:
+    """Call a running node's control socket, as the CLI does."""
+    connector = aiohttp.UnixConnector(path=str(node.config.control_socket))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.request(method, "http://node" + path, json=body) as resp:
+            return resp.status, await resp.json(content_type=None)

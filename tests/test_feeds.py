@@ -206,3 +206,20 @@ async def test_a_node_polls_its_configured_feeds(make_node, feed):
     await wait_until(lambda: status[base + "/missing"]["failures"] == 1)
     assert status[url]["ok"] and status[url]["published"] == 1
     assert status[base + "/missing"]["error"].endswith("HTTP 404 Not Found")
+
+
+async def test_an_alert_the_manager_deleted_stays_deleted_when_the_feed_still_lists_it(make_node, feed):
+    from tests.people import control_call
+
+    server, base = feed
+    node = await make_node("a")
+    server.body = atom(alert(FIRST))
+    async with aiohttp.ClientSession() as session:
+        assert (await poll(node, session, base + "/alerts.atom")).published == 1
+        event_id = next(iter(await node.store.recent(10, "alert"))).id
+        status, _ = await control_call(node, "POST", "/control/delete", {"id": event_id})   # `nnode delete`
+        assert status == 200
+        assert await in_force(node) == []
+        again = await poll(node, session, base + "/alerts.atom")
+        assert (again.published, again.known) == (0, 1)
+    assert await in_force(node) == []

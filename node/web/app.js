@@ -83,7 +83,15 @@ async function main() {
       map.stale();
     },
     report(data) {
-      reports.upsert(data.report);
+      // Reports shared by nearby buildings belong to the timeline, not to this building's list.
+      if (data.report?.source !== "neighborhood") reports.upsert(data.report);
+      timeline.stale();
+    },
+    "report-moderated"() {
+      reports.reload();
+      timeline.stale();
+    },
+    "report-withdrawn"() {
       timeline.stale();
     },
     sos(data) {

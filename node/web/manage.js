@@ -41,6 +41,7 @@ async function main() {
     alert(data) { alerts.upsert({ event: data.event, received: Date.now() / 1000, cap: data.cap }); },
     "alert-withdrawn"(data) { alerts.remove(data.event); },
     report() { reloadModeration(); },
+    "report-moderated"() { reloadModeration(); },
     sos(data) { responder.onSos(data.sos); },
     "sos-ack"(data) { responder.onAck(data.sos); },
     "sos-escalated"(data) { responder.onEscalated(data.sos, data.stage); },

@@ -111,6 +111,8 @@ export function initReports() {
       if (!loaded) { loaded = true; list.load(); }
     },
     upsert(report) { list.upsert(report); },
+    /** A moderation decision or a withdrawal: reload what this resident may see (if the list was shown). */
+    reload() { if (loaded) list.load(); },
   };
 }
 
