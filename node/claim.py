@@ -160,9 +160,14 @@ def qr_svg(data: str) -> bytes:
     return out.getvalue()
 
 
+def terminal_qr(data: str) -> str:
+    """A QR code of `data` drawn with block characters, for a terminal."""
+    qr = io.StringIO()
+    segno.make(data, error="m").terminal(out=qr, compact=True)
+    return qr.getvalue()
+
+
 def print_banner(code: str, port: int) -> None:
     """The console banner: the code in text and a terminal QR of the setup link carrying it."""
-    qr = io.StringIO()
-    segno.make(setup_url(port, code), error="m").terminal(out=qr, compact=True)
     print(f"\nNeighborhood Node is not claimed yet.\nClaim code: {code}  (valid 24 h; open "
-          f"{setup_url(port)} or scan:)\n{qr.getvalue()}", file=sys.stdout, flush=True)
+          f"{setup_url(port)} or scan:)\n{terminal_qr(setup_url(port, code))}", file=sys.stdout, flush=True)

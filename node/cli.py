@@ -304,29 +304,24 @@ async def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminal_qr(data: str) -> str:
-    import io
-
-    import segno
-    out = io.StringIO()
-    segno.make(data, error="m").terminal(out=out, compact=True)
-    return out.getvalue()
-
-
 async def cmd_invite(config: Config, args: argparse.Namespace) -> int:
     """Print a one-time invite for a resident: code, link and a terminal QR."""
+    from .claim import terminal_qr
+
     made = await _control(config, "POST", "/control/invite", {"unit": args.unit, "name": args.name or ""})
     expires = time.strftime("%Y-%m-%d %H:%M", time.localtime(made["expires"]))
     print(f"Invite for unit {made['unit']}{' (' + made['name'] + ')' if made['name'] else ''}, single use, "
           f"valid until {expires}\n  code: {made['code']}\n  link: {made['link']}\n"
-          f"Scan on the building's Wi-Fi:\n{_terminal_qr(made['link'])}")
+          f"Scan on the building's Wi-Fi:\n{terminal_qr(made['link'])}")
     return 0
 
 
 async def cmd_admin_link(config: Config, args: argparse.Namespace) -> int:
     """Print a one-time manager sign-in link (valid 15 minutes)."""
+    from .claim import terminal_qr
+
     made = await _control(config, "POST", "/control/admin-link")
-    print(f"One-time manager sign-in link (valid 15 minutes):\n  {made['link']}\n{_terminal_qr(made['link'])}")
+    print(f"One-time manager sign-in link (valid 15 minutes):\n  {made['link']}\n{terminal_qr(made['link'])}")
     return 0
 
 
