@@ -134,3 +134,24 @@ async def test_shutdown_ends_open_streams(make_node):
         except ConnectionError:
             pass
         stream.response.close()
+
+
+async def test_idle_streams_get_keep_alives_and_expired_sessions_end(make_node, monkeypatch):
+    import sqlite3
+
+    import node.live
+    monkeypatch.setattr(node.live, "HEARTBEAT", 0.2)
+    node_ = await make_node("n")
+    async with browser() as manager:
+        await claim(node_, manager)
+        stream = await open_stream(manager, node_.url)
+        seen = []
+        async with asyncio.timeout(5):
+            while b"keep-alive" not in b"".join(seen):
+                seen.append(await stream.response.content.readline())
+        with sqlite3.connect(node_.config.db_path) as conn:      # the session expires under the open page
+            conn.execute("UPDATE sessions SET expires = 0")
+        async with asyncio.timeout(5):
+            while await stream.response.content.readline():
+                pass                                             # ...and the stream ends
+        stream.response.close()
