@@ -8,7 +8,8 @@ NodeError                 root of every error node/ raises
 ├── SignInRequired        the route needs a session and the caller has none (401)
 ├── Forbidden             the caller's role, network or origin may not use the route (403)
 ├── Conflict              the request contradicts the stored state (409)
-└── TooLarge              a body or upload is over its limit (413)
+├── TooLarge              a body or upload is over its limit (413)
+└── CameraError           a camera cannot be opened or read (502; node/camera/sources.py)
 """
 
 from __future__ import annotations

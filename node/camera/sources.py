@@ -1,0 +1,452 @@
+"""Camera sources: RTSP, HTTP MJPEG, V4L2 devices and local files behind one interface.
+
+A `Source` says where video comes from; `Source.open()` connects and returns a `Feed`, which yields the camera's
+compressed packets (H.264 ones are recorded by stream copy, see record.py) and decodes a packet on demand (for
+motion). Everything from a camera is untrusted: every open and read is bounded in time, every packet and picture in
+size, so a dead or hostile camera costs one reconnect, never a hung thread. Errors from PyAV and the network are
+translated here into `CameraError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import http.client
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import av
+import av.error
+
+from node.errors import NodeError
+
+log = logging.getLogger("nnode.camera")
+
+OPEN_TIMEOUT = 10.0
+"""Seconds to connect to a camera and read its stream header."""
+READ_TIMEOUT = 5.0
+"""Seconds without a packet before a stream counts as lost."""
+MAX_PACKET_BYTES = 8 << 20
+"""Largest compressed picture accepted (bytes)."""
+MAX_PIXELS = 4096 * 2304
+"""Largest picture accepted (width x height)."""
+MJPEG_MAX_HEADER_LINES = 32
+MJPEG_MAX_LINE = 1024
+
+
+class CameraError(NodeError):
+    """A camera cannot be opened or read, or sent something invalid."""
+
+    status = 502
+    reason = "camera"
+
+
+def _translate(what: str, exc: BaseException) -> CameraError:
+    """A CameraError that says what failed, from a PyAV or socket error."""
+    if isinstance(exc, av.error.ExitError):
+        return CameraError(f"{what}: timed out")
+    if isinstance(exc, av.error.FFmpegError):
+        return CameraError(f"{what}: {exc.strerror or exc}")
+    return CameraError(f"{what}: {exc}")
+
+
+def _check_size(what: str, width: int, height: int) -> None:
+    if width == 0 or height == 0:
+        raise CameraError(f"{what}: no picture size (no usable video arrived while opening)")
+    if width < 0 or height < 0 or width * height > MAX_PIXELS:
+        raise CameraError(f"{what}: unsupported picture size {width}x{height}")
+
+
+class Feed(abc.ABC):
+    """An open camera: its stream's parameters, its packets, and a decoder for them."""
+
+    codec: str
+    width: int
+    height: int
+    time_base: Fraction
+    template: av.video.stream.VideoStream | None = None
+    """The input stream to copy codec parameters from (stream copy), or None when packets must be re-encoded."""
+    bursty = False
+    """True when packets queue up safely while nobody reads (a network socket), so they may be read in bursts."""
+
+    @abc.abstractmethod
+    def packets(self) -> Iterator[av.Packet]:
+        """Packets in decoding order, with pts/dts in `time_base`; ends when the stream ends."""
+
+    def decode(self, packet: av.Packet) -> list[av.VideoFrame]:
+        """Decoded pictures of `packet` (none for a corrupt one: a lost packet must not stop the recording)."""
+        try:
+            return self._decoder.decode(packet)
+        except av.error.FFmpegError:
+            return []
+
+    def interrupt(self) -> None:
+        """Make a blocked read return soon (called from another thread by Recorder.stop)."""
+
+    def close(self) -> None:
+        """Release the connection (idempotent)."""
+
+
+class _ContainerFeed(Feed):
+    """A feed read by PyAV's demuxer (RTSP, V4L2, files)."""
+
+    def __init__(self, what: str, container: av.container.InputContainer) -> None:
+        self.what = what
+        self.container = container
+        try:
+            stream = container.streams.video[0]
+        except IndexError:
+            container.close()
+            raise CameraError(f"{what}: no video stream") from None
+        if stream.codec_context is None:
+            container.close()
+            raise CameraError(f"{what}: no decoder for its video")
+        self.stream = stream
+        self.codec = stream.codec_context.name
+        self.width, self.height = stream.codec_context.width, stream.codec_context.height
+        self.time_base = stream.time_base
+        self.template = stream if self.codec == "h264" else None
+        self._decoder = stream.codec_context
+        self._closed = threading.Event()
+        try:
+            _check_size(what, self.width, self.height)
+        except CameraError:
+            container.close()
+            raise
+
+    def packets(self) -> Iterator[av.Packet]:
+        try:
+            for packet in self.container.demux(self.stream):
+                size = packet.size
+                if size > MAX_PACKET_BYTES:
+                    raise CameraError(f"{self.what}: packet of {size} bytes is too large")
+                if size:  # not the demuxer's empty flush packet at the end of the stream
+                    yield packet
+        except (av.error.FFmpegError, OSError) as exc:
+            if not self._closed.is_set():
+                raise _translate(f"{self.what}: read", exc) from exc
+
+    def interrupt(self) -> None:
+        self._closed.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.container.close()
+
+
+def _open_container(what: str, url: str, **kwargs) -> av.container.InputContainer:
+    try:
+        return av.open(url, mode="r", timeout=(OPEN_TIMEOUT, READ_TIMEOUT), **kwargs)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise _translate(f"{what}: open", exc) from exc
+
+
+class Source(abc.ABC):
+    """Where a camera's video comes from; `open()` connects and returns a Feed."""
+
+    kind = "?"
+
+    @abc.abstractmethod
+    def open(self) -> Feed:
+        """Connect (bounded by OPEN_TIMEOUT) and return the live feed."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+    def describe(self) -> str:
+        """Where this source reads from, without credentials (for logs and the API)."""
+        return "?"
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return parts._replace(netloc=host).geturl()
+
+
+class RtspSource(Source):
+    """An RTSP camera (H.264); `transport` is "udp" or "tcp" (interleaved)."""
+
+    kind = "rtsp"
+
+    def __init__(self, url: str, transport: str = "tcp") -> None:
+        if transport not in ("udp", "tcp"):
+            raise CameraError(f"rtsp transport must be udp or tcp, not {transport!r}")
+        self.url = url
+        self.transport = transport
+
+    def describe(self) -> str:
+        return _redact(self.url)
+
+    def open(self) -> Feed:
+        options = {
+            "rtsp_transport": self.transport,
+            "allowed_media_types": "video",
+            "timeout": str(int(READ_TIMEOUT * 1_000_000)),
+            "buffer_size": str(1 << 20),
+            "analyzeduration": "2000000",
+        }
+        what = f"rtsp {self.describe()}"
+        feed = _ContainerFeed(what, _open_container(what, self.url, options=options))
+        feed.bursty = True
+        return feed
+
+
+class V4L2Source(Source):
+    """A V4L2 video device such as a USB webcam; `input_format` may ask it for "h264" or "mjpeg"."""
+
+    kind = "v4l2"
+
+    def __init__(self, device: str, size: str | None = None, fps: int | None = None,
+                 input_format: str | None = None) -> None:
+        self.device, self.size, self.fps, self.input_format = device, size, fps, input_format
+
+    def describe(self) -> str:
+        return self.device
+
+    def open(self) -> Feed:
+        options = {k: str(v) for k, v in (("video_size", self.size), ("framerate", self.fps),
+                                          ("input_format", self.input_format)) if v}
+        what = f"v4l2 {self.device}"
+        return _ContainerFeed(what, _open_container(what, self.device, format="v4l2", options=options))
+
+
+class _LoopedFileFeed(_ContainerFeed):
+    """A file played at its own pace, from the start again at its end, with timestamps that keep increasing."""
+
+    def __init__(self, what: str, container: av.container.InputContainer, loop: bool) -> None:
+        super().__init__(what, container)
+        self.loop = loop
+
+    def packets(self) -> Iterator[av.Packet]:
+        offset = 0
+        started = time.monotonic()
+        first: int | None = None
+        while not self._closed.is_set():
+            end = offset
+            for packet in super().packets():
+                if packet.dts is None:
+                    continue
+                if first is None:
+                    first = packet.dts
+                packet.dts += offset - first
+                packet.pts = packet.dts if packet.pts is None else packet.pts + offset - first
+                due = started + float(packet.dts * self.time_base)
+                if self._closed.wait(max(0.0, due - time.monotonic())):
+                    return
+                end = max(end, packet.dts + (packet.duration or 1))
+                yield packet
+            if not self.loop or end == offset:
+                return
+            offset = end
+            try:
+                self.container.seek(0, stream=self.stream)
+            except av.error.FFmpegError as exc:
+                raise _translate(f"{self.what}: seek", exc) from exc
+            self._decoder.flush_buffers()
+
+
+class FileSource(Source):
+    """A local video file played in real time, looped by default (the demo camera)."""
+
+    kind = "file"
+
+    def __init__(self, path: str | Path, loop: bool = True) -> None:
+        self.path = Path(path)
+        self.loop = loop
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def open(self) -> Feed:
+        what = f"file {self.path}"
+        return _LoopedFileFeed(what, _open_container(what, str(self.path)), self.loop)
+
+
+class _MjpegFeed(Feed):
+    """multipart/x-mixed-replace JPEG pictures over HTTP, parsed here with bounded buffers."""
+
+    codec = "mjpeg"
+    time_base = Fraction(1, 1000)
+    bursty = True
+
+    def __init__(self, what: str, sock: socket.socket, response: http.client.HTTPResponse, boundary: bytes) -> None:
+        self.what = what
+        self._sock = sock
+        self._response = response
+        self._boundary = b"--" + boundary.removeprefix(b"--")
+        self._buffer = bytearray()
+        self._closed = threading.Event()
+        self._started = time.monotonic()
+        self._decoder = av.CodecContext.create("mjpeg", "r")
+        self._first = self._next_picture()
+        if self._first is None:
+            raise CameraError(f"{what}: stream ended before the first picture")
+        frames = self.decode(self._packet(self._first))
+        if not frames:
+            raise CameraError(f"{what}: the first picture is not a JPEG")
+        self.width, self.height = frames[0].width, frames[0].height
+        _check_size(what, self.width, self.height)
+
+    def _packet(self, data: bytes) -> av.Packet:
+        packet = av.Packet(data)
+        packet.pts = packet.dts = int((time.monotonic() - self._started) * 1000)
+        packet.time_base = self.time_base
+        return packet
+
+    def packets(self) -> Iterator[av.Packet]:
+        data, self._first = self._first, None
+        while data is not None:
+            yield self._packet(data)
+            data = self._next_picture()
+
+    def _fill(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise CameraError(f"{self.what}: picture not received within {2 * READ_TIMEOUT:g} s")
+        try:
+            chunk = self._response.read1(65536)
+        except (OSError, http.client.HTTPException) as exc:
+            if self._closed.is_set():
+                raise CameraError(f"{self.what}: closed") from None
+            raise _translate(f"{self.what}: read", exc) from exc
+        if not chunk:
+            raise EOFError
+        self._buffer += chunk
+
+    def _line(self, deadline: float) -> bytes:
+        while (end := self._buffer.find(b"\n")) < 0:
+            if len(self._buffer) > MJPEG_MAX_LINE:
+                raise CameraError(f"{self.what}: multipart header line too long")
+            self._fill(deadline)
+        line = bytes(self._buffer[:end + 1])
+        del self._buffer[:end + 1]
+        return line.strip()
+
+    def _next_picture(self) -> bytes | None:
+        """The next JPEG, or None at the end of the stream."""
+        deadline = time.monotonic() + 2 * READ_TIMEOUT
+        try:
+            for _ in range(MJPEG_MAX_HEADER_LINES):
+                line = self._line(deadline)
+                if line.startswith(self._boundary):
+                    break
+                if line:
+                    raise CameraError(f"{self.what}: expected a multipart boundary")
+            else:
+                raise CameraError(f"{self.what}: no multipart boundary")
+            if line.endswith(b"--"):
+                return None
+            length = None
+            for _ in range(MJPEG_MAX_HEADER_LINES):
+                line = self._line(deadline)
+                if not line:
+                    break
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    try:
+                        length = int(value)
+                    except ValueError:
+                        raise CameraError(f"{self.what}: bad Content-Length") from None
+            else:
+                raise CameraError(f"{self.what}: too many part headers")
+            if length is not None:
+                if not 0 < length <= MAX_PACKET_BYTES:
+                    raise CameraError(f"{self.what}: picture of {length} bytes is out of bounds")
+                while len(self._buffer) < length:
+                    self._fill(deadline)
+                data = bytes(self._buffer[:length])
+                del self._buffer[:length]
+                return data
+            # No Content-Length: the picture ends where the next boundary starts.
+            marker = b"\r\n" + self._boundary
+            while (end := self._buffer.find(marker)) < 0:
+                if len(self._buffer) > MAX_PACKET_BYTES:
+                    raise CameraError(f"{self.what}: picture larger than {MAX_PACKET_BYTES} bytes")
+                self._fill(deadline)
+            data = bytes(self._buffer[:end])
+            del self._buffer[:end + 2]
+            return data
+        except EOFError:
+            return None
+
+    def interrupt(self) -> None:
+        self._closed.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._response.close()
+        self._sock.close()
+
+
+class MjpegSource(Source):
+    """An HTTP MJPEG camera (multipart/x-mixed-replace); user:password in the URL is sent as Basic auth."""
+
+    kind = "mjpeg"
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CameraError(f"not an http(s) URL: {_redact(url)}")
+        self.url = url
+
+    def describe(self) -> str:
+        return _redact(self.url)
+
+    def open(self) -> Feed:
+        parts = urlsplit(self.url)
+        what = f"mjpeg {self.describe()}"
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname, parts.port, timeout=OPEN_TIMEOUT)
+        headers = {"User-Agent": "nnode", "Accept": "multipart/x-mixed-replace, */*"}
+        if parts.username is not None:
+            user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+        sock = None
+        try:
+            conn.request("GET", parts.path + ("?" + parts.query if parts.query else "") or "/", headers=headers)
+            sock = conn.sock  # the response takes it over from the connection
+            response = conn.getresponse()
+            if response.status != 200:
+                raise CameraError(f"{what}: HTTP {response.status} {response.reason}")
+            content_type = response.getheader("Content-Type", "")
+            match = re.search(r'boundary="?([^";,]+)"?', content_type)
+            if not content_type.lower().startswith("multipart/") or not match:
+                raise CameraError(f"{what}: not an MJPEG stream ({content_type or 'no Content-Type'})")
+            sock.settimeout(READ_TIMEOUT)
+            return _MjpegFeed(what, sock, response, match.group(1).strip().encode("latin-1"))
+        except BaseException as exc:
+            conn.close()
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, (OSError, http.client.HTTPException)):
+                raise _translate(f"{what}: open", exc) from exc
+            raise
+
+
+def source_for(url: str, transport: str = "tcp") -> Source:
+    """The Source for a configured camera URL: rtsp://, http(s):// (MJPEG), /dev/video* or a file path."""
+    scheme = urlsplit(url).scheme
+    if scheme in ("rtsp", "rtsps"):
+        return RtspSource(url, transport)
+    if scheme in ("http", "https"):
+        return MjpegSource(url)
+    if url.startswith("/dev/"):
+        return V4L2Source(url)
+    if scheme in ("", "file"):
+        return FileSource(url.removeprefix("file://"))
+    raise CameraError(f"unsupported camera URL scheme {scheme!r}")
