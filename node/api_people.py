@@ -183,7 +183,8 @@ async def revoke_session(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def _location(text: str | None) -> tuple[float, float] | None:
+def peer_location(text: str | None) -> tuple[float, float] | None:
+    """A peer's stored coarse location ("lat_e6,lon_e6") in degrees, or None."""
     if not text:
         return None
     lat, lon = text.split(",")
@@ -193,7 +194,7 @@ def _location(text: str | None) -> tuple[float, float] | None:
 async def peers(request: web.Request) -> web.Response:
     """GET /api/peers: known nodes, approved or waiting."""
     listed = [{"key": p.key, "name": p.name, "url": p.url, "state": p.state, "source": p.source,
-               "last_sync": p.last_sync, "last_error": p.last_error, "location": _location(p.location)}
+               "last_sync": p.last_sync, "last_error": p.last_error, "location": peer_location(p.location)}
               for p in await request.app[PEERS].list()]
     return web.json_response({"ok": True, "peers": listed})
 

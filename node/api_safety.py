@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from .alerts import ALERT, MAX_TTL, alert_expiry, current_alerts, manager_alert
-from .api_people import MAX_JSON_BODY, int_param, json_body, session_of
-from .app import CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from .api_people import MAX_JSON_BODY, int_param, json_body, peer_location, session_of
+from .app import CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE, node_location
 from .cap import CapError
 from .errors import BadRequest, Conflict, NotFound, TooLarge
 from .identity import node_id
@@ -18,11 +18,6 @@ from .reports import REPORT, REPORT_TTL, read_limited, report_message
 from .sos import SOS
 
 MAX_FORM_FIELDS = 20
-
-
-def _location(app: web.Application) -> tuple[float, float] | None:
-    node = app[CONFIG].node
-    return (float(node.latitude), float(node.longitude)) if node.latitude else None
 
 
 # -- alerts -----------------------------------------------------------------------------------------------------
@@ -192,7 +187,7 @@ async def timeline(request: web.Request) -> web.Response:
         raise BadRequest("limit must be a number") from None
     items: list[dict[str, Any]] = []
     if "alert" in types:
-        for alert in await current_alerts(app[STORE], location=_location(app)):
+        for alert in await current_alerts(app[STORE], location=node_location(app[CONFIG])):
             info = alert["cap"]["info"][0] if alert["cap"]["info"] else {}
             items.append({"type": "alert", "time": alert["received"], "id": alert["event"],
                           "title": info.get("headline") or info.get("event") or alert["cap"]["identifier"],
@@ -238,11 +233,11 @@ async def map_data(request: web.Request) -> web.Response:
     """GET /api/map: this node, its peers' coarse locations and the areas of alerts in force, from local data."""
     app = request.app
     node = app[CONFIG].node
-    here = _location(app)
+    here = node_location(app[CONFIG])
     peers = []
     for peer in await app[PEERS].list():
         if peer.location:
-            lat, lon = (int(v) / 1e6 for v in peer.location.split(","))
+            lat, lon = peer_location(peer.location)
             peers.append({"name": peer.name, "key": peer.key, "lat": lat, "lon": lon, "state": peer.state})
     areas = []
     for alert in await current_alerts(app[STORE], location=here):

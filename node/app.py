@@ -74,6 +74,12 @@ def sync_settings(config: Config) -> SyncSettings:
                         burst=s.rate_burst, request_timeout=s.request_timeout)
 
 
+def node_location(config: Config) -> tuple[float, float] | None:
+    """The building's configured location in degrees, or None."""
+    node = config.node
+    return (float(node.latitude), float(node.longitude)) if node.latitude else None
+
+
 def coarse_location(config: Config) -> dict[str, int] | None:
     """The building's location rounded to 0.01 degree (about 1 km), in integer micro-degrees."""
     if not config.node.latitude:
@@ -140,7 +146,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
 
     relay: asyncio.Queue = asyncio.Queue()
     engine.listeners.append(relay.put_nowait)
-    location = (float(config.node.latitude), float(config.node.longitude)) if config.node.latitude else None
+    location = node_location(config)
 
     async def tell_pages() -> None:
         # New events (local or from peers) become live messages, in the order they were stored.

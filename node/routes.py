@@ -12,7 +12,7 @@ from aiohttp import web
 
 from sync import SYNC_ENDPOINTS, RateLimited, SyncError
 
-from .app import ACCOUNTS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE, SYNC_SERVER
+from .app import ACCOUNTS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE, SYNC_SERVER, node_location
 from .errors import Forbidden, NodeError, SignInRequired
 from .identity import node_id
 from .metrics import render_metrics
@@ -152,22 +152,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-def _node_location(app: web.Application) -> tuple[float, float] | None:
-    node = app[CONFIG].node
-    return (float(node.latitude), float(node.longitude)) if node.latitude else None
-
-
 async def alerts_json(request: web.Request) -> web.Response:
     """GET /api/alerts: the CAP alerts in force here (covering this node's location)."""
     from .alerts import current_alerts
-    alerts = await current_alerts(request.app[STORE], location=_node_location(request.app))
+    alerts = await current_alerts(request.app[STORE], location=node_location(request.app[CONFIG]))
     return web.json_response({"ok": True, "alerts": alerts})
 
 
 async def alerts_atom(request: web.Request) -> web.Response:
     """GET /alerts.atom: the same alerts as a CAP Atom feed."""
     from .alerts import atom_feed, current_alerts
-    alerts = await current_alerts(request.app[STORE], location=_node_location(request.app))
+    alerts = await current_alerts(request.app[STORE], location=node_location(request.app[CONFIG]))
     body = atom_feed(alerts, title=f"{request.app[CONFIG].node.name}: alerts",
                      feed_id=f"urn:nnode:{node_id(request.app[KEY])}:alerts")
     return web.Response(body=body, content_type="application/atom+xml")

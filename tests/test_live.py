@@ -155,3 +155,20 @@ async def test_idle_streams_get_keep_alives_and_expired_sessions_end(make_node, 
             while await stream.response.content.readline():
                 pass                                             # ...and the stream ends
         stream.response.close()
+
+
+async def test_the_map_shows_the_building_its_peers_and_alert_areas(make_node):
+    node_ = await make_node("n", **HERE)
+    await node_.peers.seen("ab" * 32, name="Oak Court", url="http://127.0.0.1:9", source="mdns",
+                           location={"lat_e6": 40720000, "lon_e6": -74010000})
+    async with browser() as manager:
+        await claim(node_, manager)
+        _, posted = await call(manager, "POST", node_.url + "/api/alerts", json=alert_form("Gas leak", radius_km=2))
+        status, body = await call(manager, "GET", node_.url + "/api/map")
+    assert status == 200
+    assert body["node"] == {"name": node_.config.node.name, "lat": 40.7128, "lon": -74.006}
+    assert body["peers"] == [{"name": "Oak Court", "key": "ab" * 32, "lat": 40.72, "lon": -74.01,
+                              "state": "pending"}]
+    (area,) = body["areas"]
+    assert area["event"] == posted["event"] and area["severity"] == "Severe"
+    assert area["circles"] == [{"lat": 40.7128, "lon": -74.006, "radius_km": 2.0}] and area["polygons"] == []
