@@ -9,7 +9,7 @@ from aiohttp import BodyPartReader, web
 
 from .alerts import ALERT, MAX_TTL, alert_expiry, current_alerts, manager_alert
 from .api_people import MAX_JSON_BODY, int_param, json_body, peer_location, session_of
-from .app import CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE, node_location
+from .app import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE, node_location
 from .cap import CapError
 from .errors import BadRequest, Conflict, NotFound, TooLarge
 from .identity import node_id
@@ -145,6 +145,9 @@ async def post_sos(request: web.Request) -> web.Response:
     call = await request.app[SOS_DESK].raise_sos(resident_id=session.subject if session.role == "resident" else None,
                                                  unit=session.unit, name=name, note=body.get("note"))
     await request.app[HUB].publish("sos", {"sos": call}, RESPONDERS)
+    sos = request.app[CONFIG].sos
+    now = time.time()  # every camera's footage around the call becomes a held clip
+    request.app[CAMERAS].hold_window(now - sos.hold_before, now + sos.hold_after, "sos", note=f"SOS {call['id']}")
     return web.json_response({"ok": True, "sos": call}, status=201)
 
 

@@ -34,6 +34,7 @@ from .kinds import build_registry
 from .live import MIGRATIONS as LIVE_MIGRATIONS, Hub
 from .reports import MIGRATIONS as REPORT_MIGRATIONS, Reports
 from .sos import MIGRATIONS as SOS_MIGRATIONS, SosDesk
+from .camera.clips import MIGRATIONS as CLIP_MIGRATIONS, ClipIndex
 
 log = logging.getLogger("nnode")
 
@@ -51,6 +52,8 @@ ACCOUNTS = web.AppKey("accounts", Accounts)
 HUB = web.AppKey("hub", Hub)
 REPORTS = web.AppKey("reports", Reports)
 SOS_DESK = web.AppKey("sos_desk", SosDesk)
+CLIPS = web.AppKey("clips", ClipIndex)
+CAMERAS = web.AppKey("cameras", "Cameras")
 SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", RateLimiter)  # per address, for invites and manager sign-in
 
 # node/ tables; residents, clips... join with their issues.
@@ -62,6 +65,7 @@ NODE_MIGRATIONS = [
     *REPORT_MIGRATIONS,
     *SOS_MIGRATIONS,
     *ALERT_MIGRATIONS,
+    *CLIP_MIGRATIONS,
 ]
 
 
@@ -120,6 +124,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         app[HUB] = Hub(db, app[ACCOUNTS].session)
         app[REPORTS] = Reports(db, config.node.data_dir / "media" / "reports")
         app[SOS_DESK] = SosDesk(db, config)
+        app[CLIPS] = ClipIndex(db, config.node.data_dir / "clips")
         yield
     finally:
         await db.close()
@@ -223,6 +228,37 @@ async def _sos_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Record the configured cameras; keep retention and the free-space guard."""
+    from .camera.manager import Cameras
+
+    config = app[CONFIG]
+    index = app[CLIPS]
+    await index.reconcile()  # finish what a crash interrupted before anything new is written
+    cameras = app[CAMERAS] = Cameras(config.cameras.devices, index, config.node.data_dir,
+                                     min_free_mb=config.cameras.min_free_mb,
+                                     min_free_percent=config.cameras.min_free_percent,
+                                     hold_before=config.sos.hold_before if config.cameras.devices else 0,
+                                     publish=app[HUB].publish)
+
+    async def guard() -> None:
+        while True:
+            try:
+                await cameras.check(config.cameras.upload_retention_days)
+            except Exception:
+                log.exception("retention or free-space check failed")
+            await asyncio.sleep(config.cameras.check_interval)
+    cameras.start()
+    task = asyncio.create_task(guard(), name="nnode-camera-guard")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await cameras.close()
+
+
 async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     if not config.discovery.enabled:
@@ -274,7 +310,8 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
     app[STARTED] = time.time()
     # Codes and tokens are unguessable; this keeps scrypt (password sign-in) from being used to load the node.
     app[SIGN_IN_LIMITER] = RateLimiter(rate=10 / 60, burst=20)
-    app.cleanup_ctx.extend([_lock_ctx, _database_ctx, _engine_ctx, _scheduler_ctx, _sos_ctx, _control_ctx,
+    app.cleanup_ctx.extend([_lock_ctx, _database_ctx, _engine_ctx, _scheduler_ctx, _sos_ctx, _cameras_ctx,
+                            _control_ctx,
                             _discovery_ctx])
     add_routes(app)
 

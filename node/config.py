@@ -103,6 +103,10 @@ def _feed_urls(value: list) -> str | None:
     return 'a list of distinct http:// or https:// URLs, like ["https://alerts.example.org/cap.atom"]'
 
 
+def _tables(value: list) -> str | None:
+    return None if all(isinstance(item, dict) for item in value) else "a list of tables ([[cameras.devices]])"
+
+
 def _addresses(value: list) -> str | None:
     import ipaddress
     try:
@@ -173,6 +177,22 @@ SETTINGS: list[Setting] = [
     Setting("alerts.max_feed_bytes", int, 5 * 1024 * 1024, "Largest feed download accepted, in bytes; a bigger "
             "one is refused for that poll.", _range(1024, 8 * 1024 * 1024)),
     Setting("alerts.fetch_timeout", int, 20, "Seconds one feed download may take in all.", _range(1, 600)),
+    Setting("cameras.devices", list, [], "The building's cameras, one [[cameras.devices]] table each: id, url "
+            "(rtsp://, http:// MJPEG, /dev/videoN, a file or sim:), and optionally name, transport, latitude, "
+            "longitude, retention_days, pre_capture, post_capture, max_clip, viewers, privacy_masks, detect_motion "
+            "and a [cameras.devices.motion] table (see docs/cameras.md).", _tables),
+    Setting("cameras.min_free_mb", int, 512, "Free space (MiB) the free-space guard keeps on the data disk by "
+            "purging the oldest footage that is not held.", _range(0, 1 << 20)),
+    Setting("cameras.min_free_percent", int, 5, "Free space (percent of the data disk) the guard keeps as well; "
+            "the larger of the two applies.", _range(0, 90)),
+    Setting("cameras.check_interval", int, 30, "Seconds between retention and free-space checks (a clip being "
+            "promoted is checked too).", _range(1, 3600)),
+    Setting("cameras.live_viewers", int, 8, "Most live views of one camera open at once.", _range(1, 100)),
+    Setting("cameras.upload_max_mb", int, 200, "Largest clip a resident may upload (MiB).", _range(1, 4096)),
+    Setting("cameras.upload_max_seconds", int, 600, "Longest clip a resident may upload (seconds).",
+            _range(1, 7200)),
+    Setting("cameras.upload_retention_days", int, 30, "Days a resident's uploaded clip is kept unless held.",
+            _range(1, 3650)),
 ]
 _BY_PATH = {s.path: s for s in SETTINGS}
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean (true or false)", list: "a list"}
@@ -267,6 +287,21 @@ class AlertsSection:
 
 
 @dataclass(frozen=True)
+class CamerasSection:
+    """[cameras]"""
+
+    devices: tuple[Any, ...]
+    """node.camera.settings.CameraConfig, one per camera."""
+    min_free_mb: int
+    min_free_percent: int
+    check_interval: int
+    live_viewers: int
+    upload_max_mb: int
+    upload_max_seconds: int
+    upload_retention_days: int
+
+
+@dataclass(frozen=True)
 class LogSection:
     """[log]"""
 
@@ -287,6 +322,7 @@ class Config:
     reports: ReportsSection
     log: LogSection
     alerts: AlertsSection
+    cameras: CamerasSection
     source: str = "<defaults>"
 
     @property
@@ -344,7 +380,8 @@ def build(values: dict[str, Any], source: str = "<defaults>") -> Config:
     """A Config from flat {path: value} overrides on top of the defaults."""
     merged = {s.path: s.default for s in SETTINGS} | values
     section = {name: {p.split(".", 1)[1]: v for p, v in merged.items() if p.startswith(name + ".")}
-               for name in ("node", "http", "sync", "discovery", "events", "sos", "reports", "log", "alerts")}
+               for name in ("node", "http", "sync", "discovery", "events", "sos", "reports", "log", "alerts",
+                            "cameras")}
     section["node"]["data_dir"] = Path(section["node"]["data_dir"]).expanduser()
     section["sync"]["trusted_keys"] = tuple(section["sync"]["trusted_keys"])
     section["sync"]["peers"] = tuple(StaticPeer(**p) for p in section["sync"]["peers"])
@@ -353,10 +390,18 @@ def build(values: dict[str, Any], source: str = "<defaults>") -> Config:
     section["http"]["local_networks"] = tuple(section["http"]["local_networks"])
     if bool(section["node"]["latitude"]) != bool(section["node"]["longitude"]):
         raise ConfigError(f"{source}: node.latitude: expected latitude and longitude both set or both empty")
+    if section["cameras"]["devices"]:
+        from node.camera.settings import parse_devices  # OpenCV loads only when cameras are configured
+        section["cameras"]["devices"] = parse_devices(source, section["cameras"]["devices"],
+                                                      latitude=section["node"]["latitude"],
+                                                      longitude=section["node"]["longitude"])
+    else:
+        section["cameras"]["devices"] = ()
     return Config(node=NodeSection(**section["node"]), http=HttpSection(**section["http"]),
                   sync=SyncSection(**section["sync"]), discovery=DiscoverySection(**section["discovery"]),
                   events=EventsSection(**section["events"]), alerts=AlertsSection(**section["alerts"]),
-                  sos=SosSection(**section["sos"]), reports=ReportsSection(**section["reports"]), log=LogSection(**section["log"]), source=source)
+                  sos=SosSection(**section["sos"]), reports=ReportsSection(**section["reports"]), log=LogSection(**section["log"]),
+                  cameras=CamerasSection(**section["cameras"]), source=source)
 
 
 def load(path: Path | str | None) -> Config:

@@ -9,6 +9,7 @@ NodeError                 root of every error node/ raises
 ├── Forbidden             the caller's role, network or origin may not use the route (403)
 ├── Conflict              the request contradicts the stored state (409)
 ├── TooLarge              a body or upload is over its limit (413)
+├── Unavailable           not possible right now: no picture yet, disk full, too many viewers (503)
 └── CameraError           a camera cannot be opened or read (502; node/camera/sources.py)
 """
 
@@ -76,3 +77,10 @@ class TooLarge(NodeError):
 
     status = 413
     reason = "too_large"
+
+
+class Unavailable(NodeError):
+    """The node cannot do it right now (a camera without a picture, a full disk, too many viewers)."""
+
+    status = 503
+    reason = "unavailable"

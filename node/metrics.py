@@ -23,7 +23,8 @@ class _Snapshot:
         return list(self.families)
 
 
-async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore, started: float) -> bytes:
+async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore, started: float,
+                         extra: Iterable[Metric] = ()) -> bytes:
     """The Prometheus text exposition of this node's metrics."""
     now = time.time()
     stats = engine.stats
@@ -73,6 +74,7 @@ async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore
                                       value=len(await store.quarantined())))
     families.append(GaugeMetricFamily("nnode_uptime_seconds", "Seconds since the node started.", value=now - started))
 
+    families += list(extra)
     snapshot = _Snapshot()
     snapshot.families = families
     registry = CollectorRegistry(auto_describe=False)

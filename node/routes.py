@@ -12,7 +12,7 @@ from aiohttp import web
 
 from sync import SYNC_ENDPOINTS, RateLimited, SyncError
 
-from .app import ACCOUNTS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE, SYNC_SERVER, node_location
+from .app import ACCOUNTS, CAMERAS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE, SYNC_SERVER, node_location
 from .errors import Forbidden, NodeError, SignInRequired
 from .identity import node_id
 from .metrics import render_metrics
@@ -148,7 +148,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
     app = request.app
-    body = await render_metrics(app[ENGINE], app[STORE], app[PEERS], app[STARTED])
+    extra = app[CAMERAS].metric_families() if CAMERAS in app else []
+    body = await render_metrics(app[ENGINE], app[STORE], app[PEERS], app[STARTED], extra)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -170,7 +171,7 @@ async def alerts_atom(request: web.Request) -> web.Response:
 
 def route_table() -> list[Route]:
     """Every HTTP route of the node with its roles: the one place access is declared."""
-    from . import api_people as people, api_safety as safety, pages, setup
+    from . import api_cameras as cams, api_people as people, api_safety as safety, pages, setup
     from .live import stream
 
     public, local, loopback = frozenset({PUBLIC}), frozenset({LOCAL}), frozenset({LOOPBACK})
@@ -217,6 +218,19 @@ def route_table() -> list[Route]:
         Route("POST", "/api/sos/{id}/ack", safety.ack_sos, frozenset({RESPONDER, MANAGER})),
         Route("GET", "/api/timeline", safety.timeline, signed_in),
         Route("GET", "/api/map", safety.map_data, signed_in),
+        # cameras and clips: each handler also checks the camera's own viewers (Cameras.visible)
+        Route("GET", "/api/cameras", cams.list_cameras, signed_in),
+        Route("PUT", "/api/cameras/{camera}/access", cams.set_access, manager),
+        Route("GET", "/api/cameras/{camera}/snapshot", cams.snapshot, signed_in),
+        Route("GET", "/api/cameras/{camera}/live", cams.live, signed_in),
+        Route("GET", "/api/clips", cams.list_clips, signed_in),
+        Route("GET", "/api/clips/{uid}", cams.clip_detail, signed_in),
+        Route("GET", "/api/clips/{uid}/video", cams.clip_video, signed_in),
+        Route("GET", "/api/clips/{uid}/thumbnail", cams.clip_thumbnail, signed_in),
+        Route("POST", "/api/clips/{uid}/hold", cams.hold_clip, manager),
+        Route("DELETE", "/api/clips/{uid}/hold", cams.release_clip, manager),
+        Route("DELETE", "/api/clips/{uid}", cams.delete_clip, signed_in),
+        Route("POST", "/api/uploads", cams.upload_clip, frozenset({RESIDENT})),
     ]
     for method, path, attribute, signed in SYNC_ENDPOINTS:
         routes.append(Route(method, path, _sync_handler(attribute), frozenset({PEER if signed else PUBLIC})))

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from node.camera import sources
+from node.camera.privacy import black_out
 from node.camera.sources import CameraError, Feed, Source
 
 log = logging.getLogger("nnode.camera")
@@ -58,6 +59,8 @@ BATCH_BYTES = 4 << 20
 ENCODER = "libx264"
 ENCODER_OPTIONS = {"preset": "veryfast", "tune": "zerolatency", "crf": "23"}
 RING_INDEX_MAX = 1000
+PREVIEW_QUALITY = 80
+"""JPEG quality of live-view pictures."""
 THUMBNAIL_WIDTH = 320
 PART = ".part"
 
@@ -284,7 +287,9 @@ class Recorder:
     def __init__(self, camera: str, source: Source, folder: str | Path, *, on_segment: OnSegment | None = None,
                  on_frame: OnFrame | None = None, frame_fps: float = 5.0, frame_width: int = 640,
                  segment_seconds: float | None = None, ring_seconds: float | None = 120.0,
-                 on_evict: Callable[[Segment], None] | None = None) -> None:
+                 on_evict: Callable[[Segment], None] | None = None, privacy_masks: tuple = (),
+                 preview_fps: float = 5.0, preview_width: int = 1280,
+                 on_preview: Callable[[int], None] | None = None) -> None:
         self.camera = camera
         self.source = source
         self.folder = Path(folder)
@@ -295,6 +300,14 @@ class Recorder:
         self.segment_seconds = segment_seconds or SEGMENT_SECONDS
         self.ring_seconds = ring_seconds
         self.on_evict = on_evict
+        self.privacy_masks = tuple(privacy_masks)
+        self.preview_interval = 1.0 / preview_fps
+        self.preview_width = preview_width
+        self.on_preview = on_preview
+        self._preview_until = 0.0  # time.monotonic() until which live-view pictures are made
+        self._next_preview = 0.0
+        self._preview: tuple[int, bytes, float] | None = None
+        self._preview_seq = 0
         # Without a ring the app owns the files; the index still remembers only the newest RING_INDEX_MAX.
         self._ring: collections.deque[Segment] = collections.deque(maxlen=None if ring_seconds else RING_INDEX_MAX)
         self._keep_since: float | None = None
@@ -350,6 +363,14 @@ class Recorder:
         with self._lock:
             return [s for s in self._ring if (start_utc is None or s.end_utc > start_utc)
                     and (end_utc is None or s.start_utc < end_utc)]
+
+    def want_preview(self, seconds: float = 10.0) -> None:
+        """Make live-view pictures (JPEG, privacy masks blacked out) for the next `seconds`; see `preview()`."""
+        self._preview_until = max(self._preview_until, time.monotonic() + seconds)
+
+    def preview(self) -> tuple[int, bytes, float] | None:
+        """The newest live-view picture as (sequence number, JPEG, UTC time), or None before the first."""
+        return self._preview
 
     def keep_since(self, utc: float | None) -> None:
         """Keep segments ending after `utc` out of the ring's eviction (an event in progress); None releases."""
@@ -415,6 +436,7 @@ class Recorder:
         state, write, wall, mono = self._state, segmenter.write, time.time, time.monotonic
         wait, stopped = self._stop.wait, self._stop.is_set
         motion = self.on_frame is not None
+        masks = self.privacy_masks
         streamed = False
         idle = mono()
         try:
@@ -426,7 +448,7 @@ class Recorder:
                     streamed = True
                     self._set(status="streaming", reason=None)
                 if copy:
-                    if motion:
+                    if motion or arrived < self._preview_until:
                         self._frames(feed.decode(packet), packet, input_clock, now)
                     write(packet, now)
                 else:
@@ -434,6 +456,9 @@ class Recorder:
                     self._frames(frames, packet, input_clock, now)
                     ms = int(packet.pts * packet.time_base * 1000) if packet.pts is not None else int(now * 1000)
                     for frame in frames:
+                        if masks:  # the only copy of this video is the one made here: mask it
+                            picture = black_out(frame.to_ndarray(format="bgr24"), masks)
+                            frame = av.VideoFrame.from_ndarray(picture, format="bgr24")
                         for out in encoder.encode(frame, ms):
                             write(out, now)
                 # Caught up with the camera (the read blocked): let packets queue, then take them in a burst.
@@ -451,12 +476,19 @@ class Recorder:
         return streamed
 
     def _frames(self, frames: Iterable[av.VideoFrame], packet: av.Packet, clock: _Clock, now: float) -> None:
-        """Hand a small grayscale picture and its UTC time to on_frame, at most frame_fps per second of video."""
-        if self.on_frame is None:
+        """Hand a small grayscale picture and its UTC time to on_frame, at most frame_fps per second of video, and
+        make live-view pictures while someone watches."""
+        previewing = time.monotonic() < self._preview_until
+        if self.on_frame is None and not previewing:
             return
         for frame in frames:
             ts = frame.pts if frame.pts is not None else packet.pts
             utc = now if ts is None else clock.utc(ts, now)
+            if previewing and not utc < self._next_preview < utc + 2:
+                self._next_preview = utc + self.preview_interval
+                self._make_preview(frame, utc)
+            if self.on_frame is None:
+                continue
             if self._next_frame - utc > 2 * self.frame_interval:  # the clock was re-anchored backwards
                 self._next_frame = utc
             if utc + 0.001 < self._next_frame:
@@ -469,6 +501,22 @@ class Recorder:
                 self.on_frame(gray, utc)
             except Exception:
                 log.exception("on_frame callback failed", extra={"camera": self.camera})
+
+    def _make_preview(self, frame: av.VideoFrame, utc: float) -> None:
+        width = min(self.preview_width, frame.width) & ~1
+        height = max(2, round(frame.height * width / frame.width)) & ~1
+        picture = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
+        black_out(picture, self.privacy_masks, (frame.width, frame.height))
+        ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, PREVIEW_QUALITY])
+        if not ok:
+            return
+        self._preview_seq += 1
+        self._preview = (self._preview_seq, jpeg.tobytes(), utc)
+        if self.on_preview is not None:
+            try:
+                self.on_preview(self._preview_seq)
+            except Exception:
+                log.exception("on_preview callback failed", extra={"camera": self.camera})
 
     def _segment_done(self, segment: Segment) -> None:
         evicted = []
@@ -538,7 +586,8 @@ def _publish(*renames: tuple[Path, Path]) -> None:
             os.close(fd)
 
 
-def promote(segments: Sequence[str | Path], clip: str | Path, thumbnail: str | Path | None = None) -> Clip:
+def promote(segments: Sequence[str | Path], clip: str | Path, thumbnail: str | Path | None = None,
+            privacy_masks: tuple = ()) -> Clip:
     """Concatenate segment files (oldest first) into one MP4 clip by stream copy, moov first (faststart), and make
     a JPEG thumbnail of its middle segment.
 
@@ -584,7 +633,7 @@ def promote(segments: Sequence[str | Path], clip: str | Path, thumbnail: str | P
         if thumbnail is not None:
             usable = [Path(s) for s in segments if Path(s) not in skipped]
             thumbnail = Path(thumbnail)
-            thumb_tmp = _write_tmp(thumbnail, thumbnail_jpeg(usable[len(usable) // 2]))
+            thumb_tmp = _write_tmp(thumbnail, thumbnail_jpeg(usable[len(usable) // 2], privacy_masks))
         digest = hashlib.sha256()
         with open(tmp, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -600,14 +649,15 @@ def promote(segments: Sequence[str | Path], clip: str | Path, thumbnail: str | P
     return Clip(clip, thumbnail, offset, size, digest.hexdigest(), tuple(skipped))
 
 
-def thumbnail_jpeg(video: str | Path) -> bytes:
-    """A JPEG (THUMBNAIL_WIDTH wide) of the first picture of `video`; blocking."""
+def thumbnail_jpeg(video: str | Path, privacy_masks: tuple = ()) -> bytes:
+    """A JPEG (THUMBNAIL_WIDTH wide) of the first picture of `video`, privacy masks blacked out; blocking."""
     try:
         with av.open(str(video)) as src:
             frame = next(src.decode(video=0))
             width = min(THUMBNAIL_WIDTH, frame.width) & ~1
             image = frame.reformat(width=width, height=max(2, round(frame.height * width / frame.width)) & ~1,
                                    format="bgr24").to_ndarray()
+            black_out(image, tuple(privacy_masks), (frame.width, frame.height))
     except (av.error.FFmpegError, OSError, StopIteration) as exc:
         raise CameraError(f"thumbnail of {Path(video).name}: {exc or 'no picture'}") from exc
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])

@@ -438,9 +438,106 @@ class MjpegSource(Source):
             raise
 
 
+class _SimulatedFeed(Feed):
+    """Generated pictures of a quiet courtyard that someone crosses every `period` seconds (the demo camera)."""
+
+    codec = "mjpeg"
+    time_base = Fraction(1, 1000)
+
+    def __init__(self, what: str, width: int, height: int, fps: float, period: float, walk: float) -> None:
+        import cv2
+        import numpy as np
+        self.what, self.width, self.height = what, width, height
+        self.fps, self.period, self.walk = fps, period, walk
+        self._cv2, self._np = cv2, np
+        rng = np.random.default_rng(7)
+        small = rng.integers(60, 200, (height // 16 + 1, width // 16 + 1), dtype=np.uint8)
+        ground = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+        self._background = cv2.cvtColor(cv2.GaussianBlur(ground, (9, 9), 0), cv2.COLOR_GRAY2BGR)
+        cv2.rectangle(self._background, (width // 10, height // 6), (width // 3, height // 2), (90, 110, 140), -1)
+        self._rng = rng
+        self._closed = threading.Event()
+        self._decoder = av.CodecContext.create("mjpeg", "r")
+
+    def _picture(self, t: float) -> bytes:
+        cv2, np = self._cv2, self._np
+        image = self._background.copy()
+        phase = t % self.period
+        if phase < self.walk:  # a figure walks across from left to right
+            x = int(-self.width * 0.1 + phase / self.walk * self.width * 1.2)
+            y = int(self.height * 0.45)
+            w, h = max(8, self.width // 14), max(16, self.height // 3)
+            cv2.rectangle(image, (x, y), (x + w, y + h), (40, 40, 160), -1)
+            cv2.circle(image, (x + w // 2, y - w // 2), w // 2, (120, 150, 200), -1)
+        noise = self._rng.integers(-3, 4, image.shape, dtype=np.int16)
+        image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        cv2.putText(image, "simulated camera  " + stamp, (10, self.height - 12), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            raise CameraError(f"{self.what}: JPEG encoding failed")
+        return jpeg.tobytes()
+
+    def packets(self) -> Iterator[av.Packet]:
+        started = time.monotonic()
+        frame = 0
+        while not self._closed.is_set():
+            due = started + frame / self.fps
+            if self._closed.wait(max(0.0, due - time.monotonic())):
+                return
+            packet = av.Packet(self._picture(time.time()))
+            packet.pts = packet.dts = int(frame * 1000 / self.fps)
+            packet.time_base = self.time_base
+            frame += 1
+            yield packet
+
+    def interrupt(self) -> None:
+        self._closed.set()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class SimulatedSource(Source):
+    """`sim:` or `sim:?width=640&height=360&fps=10&period=20&walk=4`: a generated camera with motion."""
+
+    kind = "sim"
+    LIMITS = {"width": (64, 1920), "height": (48, 1080), "fps": (1, 30), "period": (2, 3600), "walk": (0.5, 600)}
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import parse_qsl
+        self.url = url
+        self.params = {"width": 640.0, "height": 360.0, "fps": 10.0, "period": 20.0, "walk": 4.0}
+        for key, value in parse_qsl(urlsplit(url).query):
+            low, high = self.LIMITS.get(key, (None, None))
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if low is None or number is None or not low <= number <= high:
+                raise CameraError(f"{url}: {key}={value!r} is not one of width, height, fps, period, walk within "
+                                  f"their limits {self.LIMITS}")
+            self.params[key] = number
+        if self.params["walk"] >= self.params["period"]:
+            raise CameraError(f"{url}: walk must be shorter than period")
+
+    def describe(self) -> str:
+        return self.url
+
+    def open(self) -> Feed:
+        p = self.params
+        return _SimulatedFeed(f"simulated camera {self.url}", int(p["width"]) & ~1, int(p["height"]) & ~1, p["fps"],
+                              p["period"], p["walk"])
+
+
 def source_for(url: str, transport: str = "tcp") -> Source:
-    """The Source for a configured camera URL: rtsp://, http(s):// (MJPEG), /dev/video* or a file path."""
+    """The Source for a configured camera URL: rtsp://, http(s):// (MJPEG), /dev/video*, sim: or a file path."""
     scheme = urlsplit(url).scheme
+    if scheme == "sim":
+        return SimulatedSource(url)
+    if url.startswith("v4l2:"):
+        return V4L2Source(url.removeprefix("v4l2:"))
     if scheme in ("rtsp", "rtsps"):
         return RtspSource(url, transport)
     if scheme in ("http", "https"):

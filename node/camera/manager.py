@@ -1,0 +1,422 @@
+"""The building's cameras at run time: a recorder and a motion detector per camera, event clips, retention, the
+free-space guard and who may see what.
+
+Threads and the loop: each recorder runs in its own thread and feeds its motion detector there (a few
+milliseconds per frame at 5 fps); only motion starts and ends cross into the event loop
+(`call_soon_threadsafe`). Promotion, hashing and unlinking run in the default executor. The loop only decides.
+
+An event clip covers [motion start - pre_capture, motion end + post_capture], cut at max_clip; motion that
+starts again during the post-capture extends the same clip. The recorder's ring keeps the segments an event in
+progress needs (`Recorder.keep_since`), and at least `pre_capture` and the SOS hold window otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from node.camera.clips import BUILDING, ClipIndex, ClipRow, free_bytes_needed
+from node.camera.motion import MotionDetector, MotionResult
+from node.camera.record import SEGMENT_SECONDS, Recorder, promote
+from node.camera.settings import CameraConfig
+from node.camera.sources import CameraError, source_for
+from node.errors import NotFound, Unavailable
+
+log = logging.getLogger("nnode.camera")
+
+SEGMENT_WAIT = 3 * SEGMENT_SECONDS + 5
+"""Seconds past an event's end to wait for the segment that covers it before promoting what there is."""
+RING_MARGIN = 30.0
+"""Seconds of ring kept beyond the longest pre-capture anything needs."""
+
+Publish = Callable[[str, dict[str, Any], str], Awaitable[Any]]
+
+
+class CameraNotFound(NotFound):
+    """No such camera, or not one the caller may see (the two are not told apart)."""
+
+
+
+@dataclass
+class _Event:
+    """Footage to promote: motion, or a window held for an SOS."""
+
+    kind: str
+    start: float
+    end: float | None = None
+    """None while motion is still under way."""
+    score: float = 0.0
+    task: asyncio.Task | None = None
+    note: str = ""
+
+
+@dataclass
+class Camera:
+    """One configured camera at run time."""
+
+    config: CameraConfig
+    recorder: Recorder
+    detector: MotionDetector | None
+    motion: _Event | None = None
+    windows: list[_Event] = field(default_factory=list)
+    peak: float = 0.0
+    clips: int = 0
+    last_clip: float | None = None
+    note: str | None = None
+    """Why the last clip was not saved (disk full, no footage), for the API."""
+    next_picture: asyncio.Future | None = None
+    """Resolved when the next live-view picture is made (then replaced): every viewer waits on the same one."""
+    viewers: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+class Cameras:
+    """Every camera of the building, from the config's [cameras] section."""
+
+    def __init__(self, cameras: tuple[CameraConfig, ...], index: ClipIndex, data_dir: Path, *,
+                 min_free_mb: int = 512, min_free_percent: int = 5, hold_before: float = 0.0,
+                 publish: Publish | None = None) -> None:
+        self.index = index
+        self.data_dir = Path(data_dir)
+        self.min_free_mb = min_free_mb
+        self.min_free_percent = min_free_percent
+        self.hold_before = hold_before
+        self.publish = publish
+        self.configs = {c.id: c for c in cameras}
+        self.cameras: dict[str, Camera] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.disk_full = False
+        self.purged_bytes = 0
+        self._promoting = asyncio.Lock()
+        self.uploading = asyncio.Semaphore(1)
+
+    # -- life cycle
+
+    def start(self) -> None:
+        """Start every camera's recorder thread (returns at once; cameras connect in the background)."""
+        self.loop = asyncio.get_running_loop()
+        for config in self.configs.values():
+            ring = self.data_dir / "cameras" / config.id / "ring"
+            if ring.exists():  # segments of a previous run: their time is gone, and nothing indexes them
+                shutil.rmtree(ring, ignore_errors=True)
+            try:
+                source = source_for(config.url, config.transport)
+            except CameraError as exc:
+                log.error("camera not started: %s", exc, extra={"camera": config.id})
+                source = _Broken(config.url, str(exc))
+            detector = MotionDetector(config.motion) if config.detect_motion else None
+            ring_seconds = max(config.pre_capture, self.hold_before) + RING_MARGIN
+            camera = Camera(config, None, detector)  # type: ignore[arg-type]
+            camera.recorder = Recorder(
+                config.id, source, ring, ring_seconds=ring_seconds, frame_fps=config.motion.fps or 5.0,
+                on_frame=(lambda gray, utc, cam=camera: self._frame(cam, gray, utc)) if detector else None,
+                privacy_masks=config.privacy_masks,
+                on_preview=lambda seq, cam=camera: self.loop.call_soon_threadsafe(self._picture_made, cam))
+            self.cameras[config.id] = camera
+            camera.recorder.start()
+
+    async def close(self) -> None:
+        """Stop the recorders (in threads), then finish nothing more: events under way are dropped."""
+        for camera in self.cameras.values():
+            for event in [camera.motion, *camera.windows]:
+                if event is not None and event.task is not None:
+                    event.task.cancel()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(None, c.recorder.stop) for c in self.cameras.values()))
+
+    def _picture_made(self, camera: Camera) -> None:
+        waiting, camera.next_picture = camera.next_picture, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    async def picture(self, camera: Camera, newer_than: int = 0, timeout: float = 5.0) -> tuple[int, bytes, float]:
+        """The newest live-view picture with a sequence number above `newer_than`, waiting up to `timeout` for
+        one (Unavailable if none comes: the camera is down)."""
+        camera.recorder.want_preview(10.0)
+        deadline = time.monotonic() + timeout
+        while True:
+            picture = camera.recorder.preview()
+            if picture is not None and picture[0] > newer_than:
+                return picture
+            left = deadline - time.monotonic()
+            if left <= 0:
+                state = camera.recorder.state
+                raise Unavailable(f"camera {camera.id} has no picture ({state.status}"
+                                  f"{': ' + state.reason if state.reason else ''})")
+            if camera.next_picture is None:
+                camera.next_picture = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(camera.next_picture), left)
+
+    def camera(self, camera_id: str) -> Camera:
+        try:
+            return self.cameras[camera_id]
+        except KeyError:
+            raise CameraNotFound(f"camera {camera_id!r} not found") from None
+
+    # -- motion (recorder thread, then the loop)
+
+    def _frame(self, camera: Camera, gray, utc: float) -> None:
+        """Called in the recorder's thread for each small grayscale frame."""
+        result = camera.detector.feed(gray, utc)
+        if result is None:
+            return
+        if result.motion:
+            camera.peak = max(camera.peak, result.score)
+        if result.started or result.ended:
+            peak = camera.peak
+            if result.ended:
+                camera.peak = 0.0
+            self.loop.call_soon_threadsafe(self._motion, camera, result, peak)
+
+    def _motion(self, camera: Camera, result: MotionResult, peak: float) -> None:
+        config = camera.config
+        event = camera.motion
+        if result.started:
+            if event is not None and event.end is not None and result.timestamp <= event.end:
+                event.end = None  # motion again within the post-capture: the same clip goes on
+                if event.task is not None:
+                    event.task.cancel()
+                    event.task = None
+            elif event is None or event.end is not None:
+                start = result.timestamp - config.pre_capture
+                if event is not None:  # the previous clip is still being finished: do not overlap it
+                    start = max(start, event.end)
+                event = camera.motion = _Event("motion", start)
+            self._keep(camera)
+            self._schedule_cut(camera, event)
+        elif result.ended and event is not None:
+            event.end = result.timestamp + config.post_capture
+            event.score = max(event.score, peak)
+            self._finish_later(camera, event)
+
+    def _schedule_cut(self, camera: Camera, event: _Event) -> None:
+        """Cut motion that goes on past max_clip into several clips."""
+        async def cut() -> None:
+            await asyncio.sleep(max(0.0, event.start + camera.config.max_clip - time.time()))
+            if camera.motion is event and event.end is None:
+                cut_at = event.start + camera.config.max_clip
+                event.end = cut_at
+                follow = camera.motion = _Event("motion", cut_at, score=event.score)
+                self._schedule_cut(camera, follow)
+                await self._promote_when_ready(camera, event)
+        if event.task is None or event.task.done():
+            event.task = asyncio.create_task(cut(), name=f"nnode-camera-cut-{camera.id}")
+
+    def _finish_later(self, camera: Camera, event: _Event) -> None:
+        if event.task is not None:
+            event.task.cancel()
+
+        async def finish() -> None:
+            await asyncio.sleep(max(0.0, event.end - time.time()))
+            if camera.motion is event:
+                camera.motion = None
+            await self._promote_when_ready(camera, event)
+        event.task = asyncio.create_task(finish(), name=f"nnode-camera-clip-{camera.id}")
+
+    def hold_window(self, start: float, end: float, kind: str = "sos", note: str = "") -> None:
+        """Promote every camera's footage of [start, end] into a clip once `end` has passed (an SOS)."""
+        for camera in self.cameras.values():
+            event = _Event(kind, start, end, note=note)
+            camera.windows.append(event)
+            self._keep(camera)
+
+            async def finish(camera: Camera = camera, event: _Event = event) -> None:
+                await asyncio.sleep(max(0.0, event.end - time.time()))
+                await self._promote_when_ready(camera, event)
+            event.task = asyncio.create_task(finish(), name=f"nnode-camera-window-{camera.id}")
+
+    def _keep(self, camera: Camera) -> None:
+        starts = [e.start for e in [camera.motion, *camera.windows] if e is not None]
+        camera.recorder.keep_since(min(starts) if starts else None)
+
+    async def _promote_when_ready(self, camera: Camera, event: _Event) -> ClipRow | None:
+        """Wait for the segment that covers the event's end, then promote; never raises."""
+        try:
+            deadline = time.monotonic() + SEGMENT_WAIT
+            while time.monotonic() < deadline:
+                segments = camera.recorder.segments(event.start, event.end)
+                if segments and segments[-1].end_utc >= event.end - 0.5:
+                    break
+                if camera.recorder.state.status != "streaming" and segments:
+                    break  # the camera dropped: promote what there is
+                await asyncio.sleep(0.5)
+            return await self.promote(camera, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("clip promotion failed", extra={"camera": camera.id})
+            return None
+        finally:
+            if event in camera.windows:
+                camera.windows.remove(event)
+            self._keep(camera)
+
+    async def promote(self, camera: Camera, event: _Event) -> ClipRow | None:
+        """Turn the ring's segments of `event` into an indexed clip (None if there is no footage or no room)."""
+        segments = camera.recorder.segments(event.start, event.end)
+        if not segments:
+            camera.note = f"no footage for {event.kind} at {time.strftime('%H:%M:%S', time.gmtime(event.start))}Z"
+            log.warning("no footage to promote", extra={"camera": camera.id, "kind": event.kind})
+            return None
+        async with self._promoting:  # one promotion at a time: the disk check below stays true while it runs
+            need = sum(s.size for s in segments) + (1 << 20)
+            if not await self.ensure_space(need):
+                camera.note = "disk full: a clip could not be saved (everything left is held)"
+                log.error("disk full: clip not saved", extra={"camera": camera.id, "bytes": need})
+                return None
+            row = await self.index.begin(camera=camera.id, owner=BUILDING, kind=event.kind,
+                                         start=segments[0].start_utc, end=segments[-1].end_utc,
+                                         motion_score=round(event.score, 4), note=event.note)
+            loop = asyncio.get_running_loop()
+            try:
+                clip = await loop.run_in_executor(None, promote, [s.path for s in segments],
+                                                  self.index.path(row.file), self.index.path(row.thumbnail),
+                                                  camera.config.privacy_masks)
+            except (CameraError, OSError) as exc:
+                await self.index.abandon(row.id)
+                camera.note = f"clip not saved: {exc}"
+                log.error("clip not saved: %s", exc, extra={"camera": camera.id})
+                return None
+            state = camera.recorder.state
+            row = await self.index.finish(row.id, start=segments[0].start_utc,
+                                          end=segments[0].start_utc + clip.duration, duration=clip.duration,
+                                          size=clip.size, sha256=clip.sha256, width=state.width,
+                                          height=state.height)
+        camera.clips += 1
+        camera.last_clip = row.end
+        camera.note = None
+        log.info("clip saved", extra={"camera": camera.id, "clip": row.uid, "kind": row.kind,
+                                      "seconds": round(row.duration, 1), "bytes": row.size})
+        if self.publish is not None:
+            await self.announce(row)
+        return row
+
+    # -- who may see what
+
+    async def access(self, camera_id: str) -> dict[str, bool]:
+        """Who besides the manager may see the camera: the manager's choice, else the config's `viewers`."""
+        config = self.configs[camera_id]
+        rows = await self.index.db.reader.execute_fetchall(
+            "SELECT residents, responders FROM camera_access WHERE camera = ?", (camera_id,))
+        if rows:
+            return {"residents": bool(rows[0][0]), "responders": bool(rows[0][1])}
+        return {"residents": "resident" in config.viewers, "responders": "responder" in config.viewers}
+
+    async def set_access(self, camera_id: str, *, residents: bool, responders: bool) -> dict[str, bool]:
+        self.camera(camera_id)
+        async with self.index.db.write() as conn:
+            await conn.execute(
+                "INSERT INTO camera_access (camera, residents, responders, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(camera) DO UPDATE SET residents = excluded.residents, "
+                "responders = excluded.responders, updated = excluded.updated",
+                (camera_id, residents, responders, int(time.time())))
+        return await self.access(camera_id)
+
+    async def visible(self, roles: set[str]) -> list[str]:
+        """Ids of the cameras a caller with these roles may see."""
+        if "manager" in roles:
+            return list(self.configs)
+        out = []
+        for camera_id in self.configs:
+            allowed = await self.access(camera_id)
+            if (allowed["residents"] and "resident" in roles) or (allowed["responders"] and "responder" in roles):
+                out.append(camera_id)
+        return out
+
+    async def announce(self, row: ClipRow) -> None:
+        """Tell the open pages allowed to see the camera that a clip was saved."""
+        allowed = await self.access(row.camera)
+        data = {"uid": row.uid, "camera": row.camera, "kind": row.kind, "start": row.start, "end": row.end}
+        audiences = ["all"] if allowed["residents"] else ["managers"] + (["responders"] if allowed["responders"]
+                                                                           else [])
+        for audience in audiences:
+            await self.publish("clip", data, audience)
+
+    # -- retention and the free-space guard
+
+    async def ensure_space(self, need: int = 0) -> bool:
+        """Purge the oldest unheld footage until `need` bytes plus the configured reserve are free."""
+        loop = asyncio.get_running_loop()
+        self.index.root.mkdir(parents=True, exist_ok=True)
+        free, reserve = await loop.run_in_executor(None, free_bytes_needed, self.index.root, self.min_free_mb,
+                                                   self.min_free_percent)
+        short = reserve + need - free
+        if short <= 0:
+            self.disk_full = False
+            return True
+        freed = await self.index.purge_oldest(short)
+        self.purged_bytes += freed
+        if freed:
+            log.warning("free-space guard purged footage", extra={"bytes": freed, "short": short})
+        free, reserve = await loop.run_in_executor(None, free_bytes_needed, self.index.root, self.min_free_mb,
+                                                   self.min_free_percent)
+        self.disk_full = free < reserve + need
+        return not self.disk_full
+
+    async def check(self, upload_days: float) -> None:
+        """Retention per camera, then the free-space guard (the scheduler's job)."""
+        retention = {c.id: float(c.retention_days) for c in self.configs.values()}
+        self.purged_bytes += await self.index.purge_expired(retention, upload_days)
+        await self.ensure_space()
+
+    # -- state
+
+    def metric_families(self) -> list:
+        """Prometheus families: each camera's state, segments, bytes, reconnects and clips; the disk guard."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        up = GaugeMetricFamily("nnode_camera_up", "1 while the camera streams, by camera and status (streaming, "
+                               "reconnecting, error, starting, stopped).", labels=["camera", "status"])
+        segments = CounterMetricFamily("nnode_camera_segments", "Segments recorded since start.", labels=["camera"])
+        recorded = CounterMetricFamily("nnode_camera_recorded_bytes", "Bytes recorded since start.",
+                                       labels=["camera"])
+        reconnects = CounterMetricFamily("nnode_camera_reconnects", "Lost connections since start.",
+                                         labels=["camera"])
+        clips = CounterMetricFamily("nnode_camera_clips", "Clips saved since start.", labels=["camera"])
+        for camera in self.cameras.values():
+            state = camera.recorder.state
+            up.add_metric([camera.id, state.status], 1 if state.status == "streaming" else 0)
+            segments.add_metric([camera.id], state.segments)
+            recorded.add_metric([camera.id], state.bytes)
+            reconnects.add_metric([camera.id], state.reconnects)
+            clips.add_metric([camera.id], camera.clips)
+        return [up, segments, recorded, reconnects, clips,
+                GaugeMetricFamily("nnode_disk_full", "1 when the free-space guard cannot free enough space "
+                                  "(everything left is held).", value=int(self.disk_full)),
+                CounterMetricFamily("nnode_footage_purged_bytes", "Bytes of footage purged since start "
+                                    "(retention and the free-space guard).", value=self.purged_bytes)]
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Each camera's recorder state and clip counts, by id."""
+        out = {}
+        for camera in self.cameras.values():
+            state = camera.recorder.state.as_dict()
+            state.pop("source", None)  # may hold a password; managers see the redacted URL in `source`
+            state.update(clips=camera.clips, last_clip=camera.last_clip, note=camera.note,
+                         motion=camera.motion is not None and camera.motion.end is None, viewers=camera.viewers)
+            out[camera.id] = state
+        return out
+
+
+class _Broken:
+    """A camera whose URL cannot be used: reported as an error, never opened."""
+
+    kind = "broken"
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url, self.reason = url, reason
+
+    def open(self):
+        raise CameraError(self.reason)
+
+    def describe(self) -> str:
+        return "(invalid URL)"
