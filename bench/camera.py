@@ -4,6 +4,9 @@ ffmpeg publishes a 720p15 H.264 test pattern to rtsp-server-perl on loopback. Tw
 at the same time, each in its own process: the node's Recorder (stream copy into MP4 segments) and
 `ffmpeg -rtsp_transport udp -i URL -c copy -f segment`. From the moment each has written its first segment, the CPU
 time (user + system, from /proc/<pid>/stat) each process uses over --seconds is measured and scaled to a minute.
+A third process records the same stream as the node runs it in a building: decoding every picture and feeding
+its motion detector at 5 fps (reported, not part of the ratio: ffmpeg's copy does neither). Then the motion
+detector's frames per CPU second at 640x360 (bench/motion.py's scene, one thread).
 Prints each run, the medians, and last `record_cpu_ratio=<node / ffmpeg copy>` (target: at most 1.5).
 
     python bench/camera.py [--seconds 60] [--runs 3] [--profile]
@@ -35,14 +38,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def child(url: str, folder: str, profile: str | None) -> None:
-    """Run a Recorder on `url` until SIGTERM (the measured process)."""
+def child(url: str, folder: str, profile: str | None, motion: bool = False) -> None:
+    """Run a Recorder on `url` until SIGTERM (the measured process), with motion detection if asked."""
+    from node.camera.motion import MotionDetector
     from node.camera.record import Recorder
     from node.camera.sources import RtspSource
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    recorder = Recorder("bench", RtspSource(url, transport="udp"), folder, ring_seconds=None)
+    detector = MotionDetector()
+    recorder = Recorder("bench", RtspSource(url, transport="udp"), folder, ring_seconds=None,
+                        on_frame=detector.feed if motion else None)
     if profile:
         import cProfile
         profiler = cProfile.Profile()
@@ -83,13 +89,14 @@ def pictures(folder: Path) -> tuple[int, int]:
     return len(files), count
 
 
-def one_run(url: str, work: Path, seconds: float, profile: str | None) -> tuple[float, float, str, str]:
-    """(node CPU s/min, ffmpeg CPU s/min, node files, ffmpeg files) for one run of both readers."""
-    node_dir, ffmpeg_dir = work / "node", work / "ffmpeg"
-    node_dir.mkdir()
-    ffmpeg_dir.mkdir()
+def one_run(url: str, work: Path, seconds: float, profile: str | None) -> tuple[dict[str, float], dict[str, str]]:
+    """CPU s/min and what was recorded, by reader (node, motion, ffmpeg), for one run of the three readers."""
+    node_dir, ffmpeg_dir, motion_dir = work / "node", work / "ffmpeg", work / "motion"
+    for folder in (node_dir, ffmpeg_dir, motion_dir):
+        folder.mkdir()
     args = [sys.executable, __file__, "--child", url, str(node_dir)] + (["--profile-to", profile] if profile else [])
     node = subprocess.Popen(args)
+    motion = subprocess.Popen([sys.executable, __file__, "--child", url, str(motion_dir), "--motion"])
     ffmpeg = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-rtsp_transport", "udp", "-i", url,
          "-c", "copy", "-f", "segment", "-segment_time", "3", "-segment_format", "mp4", "-reset_timestamps", "1",
@@ -104,25 +111,25 @@ def one_run(url: str, work: Path, seconds: float, profile: str | None) -> tuple[
             results[name] = (cpu_seconds(proc.pid) - start) * 60 / seconds
 
         threads = [threading.Thread(target=measure, args=a) for a in
-                   (("node", node, node_dir), ("ffmpeg", ffmpeg, ffmpeg_dir))]
+                   (("node", node, node_dir), ("ffmpeg", ffmpeg, ffmpeg_dir), ("motion", motion, motion_dir))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        if len(results) != 2:
+        if len(results) != 3:
             raise SystemExit("a recorder failed")
     finally:
-        for proc in (node, ffmpeg):
+        for proc in (node, ffmpeg, motion):
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM if proc is node else signal.SIGINT)
-        for proc in (node, ffmpeg):
+                proc.send_signal(signal.SIGINT if proc is ffmpeg else signal.SIGTERM)
+        for proc in (node, ffmpeg, motion):
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
     describe = lambda d: "{} segments, {} pictures".format(*pictures(d))
-    return results["node"], results["ffmpeg"], describe(node_dir), describe(ffmpeg_dir)
+    return results, {"node": describe(node_dir), "ffmpeg": describe(ffmpeg_dir), "motion": describe(motion_dir)}
 
 
 def main() -> None:
@@ -132,9 +139,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile the node's recorder with cProfile")
     parser.add_argument("--child", nargs=2, metavar=("URL", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--profile-to", help=argparse.SUPPRESS)
+    parser.add_argument("--motion", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child, args.profile_to)
+        child(*args.child, args.profile_to, args.motion)
         return
 
     from tests.camera.streams import Publisher, RtspServer
@@ -142,7 +150,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="nnode-bench-camera-"))
     server = RtspServer(work).start()
     publisher = Publisher(server, size="1280x720", rate=15).start()
-    node_runs, ffmpeg_runs = [], []
+    node_runs, ffmpeg_runs, motion_runs = [], [], []
     try:
         print(f"stream: 1280x720 15 fps H.264 (ffmpeg libx264 -g 30) -> rtsp-server-perl -> RTP/UDP, "
               f"{args.seconds:g} s per run")
@@ -150,11 +158,13 @@ def main() -> None:
             run_dir = work / f"run{i}"
             run_dir.mkdir()
             profile = str(work / "node.prof") if args.profile else None
-            node_cpu, ffmpeg_cpu, node_files, ffmpeg_files = one_run(server.url(), run_dir, args.seconds, profile)
-            node_runs.append(node_cpu)
-            ffmpeg_runs.append(ffmpeg_cpu)
-            print(f"run {i + 1}: node Recorder {node_cpu:.3f} CPU s/min ({node_files}), "
-                  f"ffmpeg -c copy {ffmpeg_cpu:.3f} CPU s/min ({ffmpeg_files})", flush=True)
+            cpu, files = one_run(server.url(), run_dir, args.seconds, profile)
+            node_runs.append(cpu["node"])
+            ffmpeg_runs.append(cpu["ffmpeg"])
+            motion_runs.append(cpu["motion"])
+            print(f"run {i + 1}: node Recorder {cpu['node']:.3f} CPU s/min ({files['node']}), "
+                  f"ffmpeg -c copy {cpu['ffmpeg']:.3f} CPU s/min ({files['ffmpeg']}), "
+                  f"node Recorder + motion {cpu['motion']:.3f} CPU s/min ({files['motion']})", flush=True)
             shutil.rmtree(run_dir, ignore_errors=True)
             if profile:
                 import pstats
@@ -164,7 +174,19 @@ def main() -> None:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
     node_median, ffmpeg_median = statistics.median(node_runs), statistics.median(ffmpeg_runs)
-    print(f"median: node {node_median:.3f} CPU s/min, ffmpeg copy {ffmpeg_median:.3f} CPU s/min")
+    print(f"median: node {node_median:.3f} CPU s/min, ffmpeg copy {ffmpeg_median:.3f} CPU s/min, "
+          f"node with motion detection {statistics.median(motion_runs):.3f} CPU s/min "
+          f"({statistics.median(motion_runs) / 60:.1%} of a core)")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_motion", ROOT / "bench" / "motion.py")
+    motion_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(motion_bench)
+    import cv2
+    cv2.setNumThreads(1)
+    batch = motion_bench.frames((640, 360))
+    rates = [motion_bench.rate(batch, 2.0) for _ in range(3)]
+    print(f"motion detection at 640x360: {', '.join(f'{r:.0f}' for r in rates)} frames per CPU second "
+          f"(one thread), median {statistics.median(rates):.0f}")
     print(f"record_cpu_ratio={node_median / ffmpeg_median:.2f}")
 
 

@@ -372,9 +372,13 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
         "title": "Welcome", "text": "This demo node is running. Try `nnode --data-dir demo-data status`."}})
     demo = await _control(config, "POST", "/control/demo-setup")
     password = f"\n  manager password: {demo['password']}" if demo["password"] else ""
+    names = ", ".join(c.name or c.id for c in config.cameras.devices)
+    camera_note = (f"{names}: someone walks by every 20 s, and the clip shows in the console and the resident app"
+                   if names else "none configured")
     print(f"demo node on {demo['app']} (Ctrl-C stops it)\n"
           f"  manager console (one-time link, 15 min): {demo['admin_link']}{password}\n"
           f"  resident app (one-time invite for unit Demo 1A): {demo['invite_link']}\n"
+          f"  cameras: {camera_note}\n"
           f"  more: `nnode --data-dir demo-data invite --unit 2C`, `... admin-link`, `... status`", flush=True)
     await server
     return 0
@@ -456,6 +460,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def DEMO_CAMERA():
+    """The demo's simulated camera: someone crosses a courtyard every 20 s, so a clip appears within a minute."""
+    from .camera.settings import parse_camera
+    return parse_camera("demo camera", {"id": "courtyard", "name": "Courtyard (simulated)",
+                                        "url": "sim:?width=640&height=360&fps=10&period=20&walk=4",
+                                        "pre_capture": 3, "post_capture": 3, "retention_days": 1,
+                                        "viewers": ["manager", "resident"],
+                                        "privacy_masks": [[[0.8, 0], [1, 0], [1, 0.3], [0.8, 0.3]]]},
+                        latitude="40.7128", longitude="-74.0060")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nnode` console script."""
     args = build_parser().parse_args(argv)
@@ -467,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = config.replace(node={"data_dir": Path("demo-data").resolve(), "name": "Demo building",
                                           "latitude": "40.7128", "longitude": "-74.0060"},
                                     http={"host": "127.0.0.1", "port": args.port}, discovery={"interfaces": ("127.0.0.1",)},
-                                    log={"format": "text"})
+                                    log={"format": "text"}, cameras={"devices": (DEMO_CAMERA(),)})
         setup_logging(config.log.level, config.log.format)
         return asyncio.run(args.func(config, args))
     except ConfigError as exc:

@@ -171,7 +171,7 @@ def test_demo_prints_working_links(short_tmp):
     try:
         lines = []
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("resident app" in line for line in lines):
+        while time.monotonic() < deadline and not any("  cameras:" in line for line in lines):
             line = proc.stdout.readline()
             if not line:
                 break
@@ -181,6 +181,9 @@ def test_demo_prints_working_links(short_tmp):
         invite = re.search(r"/join#code=(\S+)", text)
         assert admin and invite, text
         assert (short_tmp / "demo-data" / "node.key").exists()
+        assert "Courtyard (simulated)" in text
+        import threading
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the node's log from blocking it
 
         async def use() -> None:
             url = f"http://127.0.0.1:{port}"
@@ -190,6 +193,15 @@ def test_demo_prints_working_links(short_tmp):
                 assert status == 200 and joined["unit"] == "Demo 1A"
                 _, alerts = await call(resident, "GET", url + "/api/alerts")
                 assert any("water off" in a["cap"]["info"][0]["headline"] for a in alerts["alerts"])
+                # The simulated camera is shared with residents, and a motion clip appears within a minute.
+                _, cameras = await call(resident, "GET", url + "/api/cameras")
+                assert [c["id"] for c in cameras["cameras"]] == ["courtyard"]
+                deadline = time.monotonic() + 60
+                clips: list = []
+                while not clips and time.monotonic() < deadline:
+                    await asyncio.sleep(1)
+                    clips = (await call(resident, "GET", url + "/api/clips"))[1]["clips"]
+                assert clips and clips[0]["camera"] == "courtyard" and clips[0]["duration"] > 3
         asyncio.run(use())
     finally:
         proc.send_signal(signal.SIGINT)

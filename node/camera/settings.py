@@ -86,20 +86,21 @@ def parse_camera(where: str, table: Any, *, latitude: str = "", longitude: str =
     """One camera table; `where` names it in errors ("config.toml: cameras.devices[2]")."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table (use [[cameras.devices]]), got {type(table).__name__}")
-    fields = {f.name for f in dataclasses.fields(CameraConfig)}
-    for key in table:
-        if key not in fields:
-            raise ConfigError(f"{where}.{key}: unknown key (expected one of: {', '.join(sorted(fields))})")
-    for key in ("id", "url"):
-        if key not in table:
-            raise ConfigError(f"{where}: missing required key {key!r}")
     values: dict[str, Any] = {}
+    if "id" not in table:
+        raise ConfigError(f"{where}: missing required key 'id'")
     ident = table["id"]
     if not isinstance(ident, str) or not ID_RE.fullmatch(ident):
         raise ConfigError(f"{where}.id: expected 1-32 characters a-z, 0-9 or '-' (not starting with '-'), "
                           f"got {ident!r}")
     values["id"] = ident
     where = f"{where} ({ident})"
+    fields = {f.name for f in dataclasses.fields(CameraConfig)}
+    for key in table:
+        if key not in fields:
+            raise ConfigError(f"{where}.{key}: unknown key (expected one of: {', '.join(sorted(fields))})")
+    if "url" not in table:
+        raise ConfigError(f"{where}: missing required key 'url'")
     url = table["url"]
     if not isinstance(url, str) or not URL_RE.fullmatch(url):
         raise ConfigError(f"{where}.url: expected rtsp://, rtsps://, http(s):// (MJPEG), /dev/videoN, a file path "

@@ -1,7 +1,8 @@
-// The resident app at "/": session check, hash routing between the five sections, and the live stream that
+// The resident app at "/": session check, hash routing between the six sections, and the live stream that
 // feeds them all. Each section lives in its own module; this file only wires them together.
 
 import { AlertList, alertSummary } from "./alerts-view.js";
+import { initCameras } from "./cameras.js";
 import { $, announce, getJSON, loadSession, notify, setStatus, wireNotifyButton, wireSignOut } from "./common.js";
 import { connectLive } from "./live.js";
 import { initMap } from "./map.js";
@@ -10,8 +11,8 @@ import { initResponder } from "./responder.js";
 import { initSos } from "./sos.js";
 import { initTimeline } from "./timeline.js";
 
-const VIEWS = ["alerts", "timeline", "map", "report", "sos"];
-const SIGNED_IN_ONLY = new Set(["timeline", "map", "report", "sos"]);
+const VIEWS = ["alerts", "timeline", "map", "report", "cameras", "sos"];
+const SIGNED_IN_ONLY = new Set(["timeline", "map", "report", "cameras", "sos"]);
 
 async function main() {
   const alerts = new AlertList($("alerts-list"), $("alerts-status"));
@@ -53,6 +54,7 @@ async function main() {
   const timeline = initTimeline();
   const map = initMap();
   const reports = initReports();
+  const cameras = initCameras(session);
   const sos = initSos(session);
   const responder = initResponder(session, sos.isMine);
   if (responder.active) document.body.classList.add("responder");
@@ -108,9 +110,12 @@ async function main() {
       sos.onEscalated(data.sos, data.stage);
       responder.onEscalated(data.sos, data.stage);
     },
+    clip() {
+      cameras.onClip();
+    },
   }, $("live-status"));
 
-  const sections = { timeline, map, report: reports };
+  const sections = { timeline, map, report: reports, cameras };
   route((view) => {
     for (const [name, section] of Object.entries(sections)) {
       if (name === view) section.show();
@@ -120,7 +125,7 @@ async function main() {
 }
 
 /**
- * Hash routing: #alerts, #timeline, #map, #report, #sos. Unknown or forbidden hashes show alerts. Focus moves
+ * Hash routing: #alerts, #timeline, #map, #report, #cameras, #sos. Unknown or forbidden hashes show alerts. Focus moves
  * to the section heading when the reader switched sections (not on first load), so screen readers follow.
  */
 function route(onShow, allow) {

@@ -51,6 +51,13 @@ export function postJSON(path, body = {}) {
   });
 }
 
+/** PUT or DELETE (or any method) with an optional JSON body. */
+export function sendJSON(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  return call(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+}
+
 /** POST multipart/form-data; the browser sets the Content-Type with its boundary. */
 export function postForm(path, formData) {
   return call(path, { method: "POST", headers: { Accept: "application/json" }, body: formData });
@@ -120,6 +127,26 @@ export function formatTime(value) {
 export function formatClock(value) {
   const date = toDate(value) || new Date();
   return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+}
+
+/** "2025-05-12T14:05" for a datetime-local input, in local time. */
+export function toLocalInput(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+/**
+ * A datetime-local value with the reader's UTC offset ("2025-05-12T14:05:00+02:00"), so the node does not
+ * have to guess which time zone the phone was in. Empty stays empty.
+ */
+export function withOffset(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return value;
+  const offset = -date.getTimezoneOffset();
+  const pad = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+  const seconds = value.length === 16 ? `${value}:00` : value;
+  return `${seconds}${offset >= 0 ? "+" : "-"}${pad(offset / 60)}:${pad(offset % 60)}`;
 }
 
 /** A <time> element with a machine-readable datetime. */

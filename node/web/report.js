@@ -5,7 +5,7 @@
 // ethnicity. Race alone fits many innocent neighbors and helps no one find the person, so it is asked last and
 // never accepted on its own. The node checks this too; checking here explains it before anything is sent.
 
-import { $, el, getJSON, postForm, reportArticle, setStatus, toDate } from "./common.js";
+import { $, el, getJSON, postForm, reportArticle, setStatus, toDate, toLocalInput, withOffset } from "./common.js";
 
 const PERSON_KEYS = ["clothing", "hair", "age", "height", "build", "shoes", "features", "vehicle"];
 const MIN_DETAILS = 2;
@@ -147,24 +147,4 @@ class ReportList {
     this.node.replaceChildren(...sorted.map((report) => reportArticle(report)));
     setStatus(this.statusNode, sorted.length ? "" : "No reports yet.");
   }
-}
-
-/** "2025-05-12T14:05" for a datetime-local input, in local time. */
-function toLocalInput(date) {
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
-}
-
-/**
- * The datetime-local value with the reader's UTC offset ("2025-05-12T14:05:00+02:00"), so the node does not
- * have to guess which time zone the phone was in. Empty stays empty.
- */
-function withOffset(value) {
-  if (!value) return "";
-  const date = new Date(value);
-  if (Number.isNaN(date.getTime())) return value;
-  const offset = -date.getTimezoneOffset();
-  const pad = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
-  const seconds = value.length === 16 ? `${value}:00` : value;
-  return `${seconds}${offset >= 0 ? "+" : "-"}${pad(offset / 60)}:${pad(offset % 60)}`;
 }
