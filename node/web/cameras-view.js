@@ -180,7 +180,7 @@ export class ClipList {
         continue;
       }
       const node = this.item(clip);
-      const player = old?.node.querySelector(".clip-player");
+      const player = old?.node.querySelector(".clip-player:not([hidden])");
       if (player) { // a changed clip (a new hold) that is being watched: carry the video over
         node.querySelector(".clip-player").replaceWith(player);
         node.querySelector(".clip-open").hidden = true;
@@ -229,14 +229,15 @@ export class ClipList {
     const open = node.querySelector(".clip-open");
     const video = el("video", { controls: true, playsinline: true, preload: "metadata", src: clip.video,
       "aria-label": `Clip: ${title}`, width: clip.width || 320, height: clip.height || 240 });
-    const error = el("p", { class: "form-status status-error", role: "alert" });
+    const error = el("p", { class: "form-status", role: "alert" });
     video.addEventListener("error", () => {
-      error.textContent = "This browser could not play the clip. Download it instead.";
+      setStatus(error, "This browser could not play the clip. Try Download instead.", "error");
     });
     const close = el("button", { type: "button", class: "button-small button-secondary clip-close" },
       "Close video", el("span", { class: "visually-hidden" }, `: ${title}`));
     const player = node.querySelector(".clip-player");
-    player.replaceChildren(video, error,
+    player.replaceChildren(el("p", { class: "clip-caption" }, title, ` \u00b7 ${formatDuration(clip.duration)}`),
+      video, error,
       el("div", { class: "actions" }, close,
         el("a", { class: "button-small button-link button-secondary", href: clip.video, download: "" },
           "Download", el("span", { class: "visually-hidden" }, `: ${title}`))));
@@ -250,10 +251,10 @@ export class ClipList {
       video.load(); // drops the connection for the rest of the file
       const current = this.items.get(clip.uid)?.node || node;
       const place = current.querySelector(".clip-player");
+      const hadFocus = place.contains(document.activeElement);
       place.replaceChildren();
       place.hidden = true;
       const button = current.querySelector(".clip-open");
-      const hadFocus = player.contains(document.activeElement);
       button.hidden = false;
       if (hadFocus && button.isConnected) button.focus();
     };

@@ -38,7 +38,6 @@ export function initCameras(session) {
       yes.disabled = true;
       try {
         await sendJSON("DELETE", `/api/clips/${encodeURIComponent(clip.uid)}`);
-        closePlayer();
         await clips.load({ moreButton });
         setStatus($("clips-status"), "Your upload was deleted.", "ok");
       } catch (error) {

@@ -1,8 +1,9 @@
 // The manager console at "/manage": checks the session, loads every section, and keeps the SOS calls, the
-// moderation queue and the alerts current from the same live stream the resident app uses.
+// moderation queue, the alerts and the clips current from the same live stream the resident app uses.
 
 import { $, debounce, getJSON, loadSession, wireNotifyButton, wireSignOut } from "./common.js";
 import { connectLive } from "./live.js";
+import { initCameras } from "./manage-cameras.js";
 import { initConsoleAlerts, initModeration, initPeers, initPostAlert } from "./manage-content.js";
 import { initInvites, initResidents, initSessions } from "./manage-people.js";
 import { initResponder } from "./responder.js";
@@ -28,11 +29,12 @@ async function main() {
   const moderation = initModeration();
   const alerts = initConsoleAlerts();
   const peers = initPeers();
+  const cameras = initCameras();
   initPostAlert(() => alerts.load());
   // The manager raises no SOS from the console, so no call here is "theirs" and every one rings.
   const responder = initResponder(session, () => false);
 
-  for (const section of [residents, invites, sessions, moderation, alerts, peers]) section.load();
+  for (const section of [residents, invites, sessions, moderation, alerts, peers, cameras]) section.load();
   responder.load(async () => (await getJSON("/api/sos")).calls || []);
 
   // Several reports can arrive together (a peer sync); reload the queue once for the batch.
@@ -45,6 +47,7 @@ async function main() {
     sos(data) { responder.onSos(data.sos); },
     "sos-ack"(data) { responder.onAck(data.sos); },
     "sos-escalated"(data) { responder.onEscalated(data.sos, data.stage); },
+    clip() { cameras.onClip(); },
   }, $("live-status"));
 }
 
