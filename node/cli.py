@@ -384,6 +384,47 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- offline tools for agencies: no config, data folder or running node ------------------------------------------
+
+VERIFY_FAILED = 3
+"""Exit status of `nnode verify` when the bundle fails a check (2: it could not be checked at all)."""
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check an agency bundle offline; print the report, or one line naming the first failure."""
+    from .sharing import VerifyError, load_agency_key, verify_bundle
+    from .sharing.bundle import SUFFIX
+
+    bundle = Path(args.bundle)
+    out = Path(args.out) if args.out else bundle.with_name(bundle.name.removesuffix(SUFFIX) + ".verified")
+    try:
+        result = verify_bundle(bundle, load_agency_key(args.key), out, expected_node_key=args.node_key)
+    except VerifyError as exc:
+        print(f"nnode verify: FAILED: {exc}", file=sys.stderr)
+        return VERIFY_FAILED
+    except NodeError as exc:
+        print(f"nnode verify: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(result.report)
+    return 0
+
+
+def cmd_agency_key(args: argparse.Namespace) -> int:
+    """Make an agency key file, or print the public key of one."""
+    from .sharing import load_agency_key, write_agency_key
+
+    try:
+        key = write_agency_key(args.file) if args.action == "new" else load_agency_key(args.file)
+    except NodeError as exc:
+        print(f"nnode agency-key: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "new":
+        print(f"agency key written to {args.file} (private: keep it safe, mode 0600)")
+        print("public key (give this to the node's manager):")
+    print(key.verify_key.encode().hex())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = argparse.ArgumentParser(prog="nnode", description="Neighborhood Node: a privacy-first "
@@ -457,6 +498,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("resume-publishing", help="let a restored node publish before every peer has synced"
                    ).set_defaults(func=cmd_resume_publishing)
     sub.add_parser("config-example", help="print config.example.toml").set_defaults(func=cmd_config_example)
+    verify = sub.add_parser("verify", help="check an agency bundle offline and extract its clip (agencies; needs "
+                            "no node)", description="Check an agency bundle offline and extract its clip, signed "
+                            "manifest and a report. Exit status 0 when every check passes, 3 when one fails, 2 when "
+                            "the bundle could not be checked.")
+    verify.add_argument("bundle", metavar="BUNDLE")
+    verify.add_argument("--key", required=True, metavar="AGENCY_KEY_FILE",
+                        help="the agency's ed25519 private seed: 64 hex digits or 32 raw bytes")
+    verify.add_argument("--out", metavar="DIR", help="new or empty folder for the results "
+                        "(default: BUNDLE without .nnbundle, plus .verified)")
+    verify.add_argument("--node-key", metavar="HEX", help="refuse unless the node that signed it has this key")
+    verify.set_defaults(func=cmd_verify, offline=True)
+    agency_key = sub.add_parser("agency-key", help="make an agency key file, or show its public key (agencies)")
+    agency_sub = agency_key.add_subparsers(dest="action", required=True)
+    agency_sub.add_parser("new", help="write a new key to FILE (mode 0600) and print its public key"
+                          ).add_argument("file", metavar="FILE")
+    agency_sub.add_parser("public", help="print the public key of the key in FILE").add_argument("file", metavar="FILE")
+    agency_key.set_defaults(func=cmd_agency_key, offline=True)
     return parser
 
 
@@ -475,6 +533,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `nnode` console script."""
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # the database, key and socket are for the node's user only
+    if getattr(args, "offline", False):
+        # Agencies run these on their own machines: no config file, data folder or node is read.
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            return 130
     try:
         config = _config(args)
         if args.command == "demo" and not args.data_dir and config.source == "<defaults>":

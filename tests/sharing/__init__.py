@@ -1,0 +1,1 @@
+"""Tests of sharing with agencies: consent receipts and bundles."""
