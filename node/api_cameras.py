@@ -124,9 +124,10 @@ async def live(request: web.Request) -> web.StreamResponse:
     limit = app[CONFIG].cameras.live_viewers
     if camera.viewers >= limit:
         raise Unavailable(f"camera {camera.id} already has {limit} live viewers; try again later")
-    seq, _, _ = await cameras.picture(camera)  # fails with a clear 503 before the stream starts
-    camera.viewers += 1
+    camera.viewers += 1  # counted before the first await, so viewers arriving together are counted too
+    response = None
     try:
+        seq, _, _ = await cameras.picture(camera)  # fails with a clear 503 before the stream starts
         response = web.StreamResponse(headers={
             "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff"})
@@ -134,7 +135,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         cookie = request.cookies.get("nnode_session")
         recheck = time.monotonic() + RECHECK_SECONDS
         seq -= 1
-        while True:
+        while not cameras.closing.is_set():
             try:
                 seq, jpeg, _ = await cameras.picture(camera, seq, timeout=30.0)
             except Unavailable:
@@ -184,7 +185,7 @@ async def list_clips(request: web.Request) -> web.Response:
         visible = [wanted]
     owner = owner_of(request) if wanted in (None, "", UPLOAD_CAMERA) else None
     raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 500:
         raise BadRequest(f"limit: expected a number from 1 to 500, got {raw_limit[:20]!r}")
     clips = await request.app[CLIPS].list(cameras=visible, owner=owner, before=_float_param(request, "before"),
                                           after=_float_param(request, "after"), limit=int(raw_limit))
@@ -268,8 +269,6 @@ async def upload_clip(request: web.Request) -> web.Response:
     The file is streamed to disk under the size limit, then decoded in full (a real type check), re-muxed (H.264)
     or encoded once into a browser-playable MP4 without audio or metadata, and stored private to its owner.
     """
-    from .camera.upload import UploadError, ingest_upload
-
     owner = owner_of(request)
     if owner is None:
         raise BadRequest("only residents upload clips; the building's own footage comes from its cameras")
@@ -279,11 +278,26 @@ async def upload_clip(request: web.Request) -> web.Response:
         raise BadRequest("send the clip as multipart/form-data with a 'clip' file field")
     if request.content_length is not None and request.content_length > limit + 65536:
         raise TooLarge(f"the upload is {request.content_length} bytes; the limit is {config.upload_max_mb} MiB")
+    cameras = request.app[CAMERAS]
+    if cameras.receiving.locked():
+        raise Unavailable("other residents' uploads are being received; try again in a minute")
+    # Room for the largest upload and its stored copy, before a byte is received.
+    async with cameras.receiving, cameras.reserve(2 * limit, for_upload=True):
+        return await _store_upload(request, owner, limit)
+
+
+async def _store_upload(request: web.Request, owner: str, limit: int) -> web.Response:
+    from .camera.upload import UploadError, ingest_upload
+
+    config = request.app[CONFIG].cameras
     index = request.app[CLIPS]
+    cameras = request.app[CAMERAS]
+    loop = asyncio.get_running_loop()
     incoming = index.root / ".incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
+    await loop.run_in_executor(None, lambda: incoming.mkdir(parents=True, exist_ok=True))
     fields: dict[str, str] = {}
-    handle = tempfile.NamedTemporaryFile(dir=incoming, suffix=".upload", delete=False)
+    handle = await loop.run_in_executor(None, lambda: tempfile.NamedTemporaryFile(
+        dir=incoming, suffix=".upload", delete=False))
     received = 0
     try:
         with handle:
@@ -299,7 +313,7 @@ async def upload_clip(request: web.Request) -> web.Response:
                         received += len(chunk)
                         if received > limit:
                             raise TooLarge(f"the clip is over the limit of {config.upload_max_mb} MiB")
-                        handle.write(chunk)
+                        await loop.run_in_executor(None, handle.write, chunk)
                 elif part.name in ("recorded_at", "note"):
                     value = await part.read_chunk(4096)
                     if len(value) >= 4096:
@@ -314,12 +328,9 @@ async def upload_clip(request: web.Request) -> web.Response:
             raise BadRequest("no clip: add the video file as the 'clip' field")
         note = fields.get("note", "").strip()[:200]
         recorded = _recorded_at(fields["recorded_at"]) if fields.get("recorded_at", "").strip() else None
-        async with request.app[CAMERAS].uploading:  # one at a time: decoding is heavy
-            if not await request.app[CAMERAS].ensure_space(2 * received):
-                raise Unavailable("the node's disk is full; the upload cannot be stored now")
+        async with cameras.uploading:  # one at a time: decoding is heavy
             row = await index.begin(camera=UPLOAD_CAMERA, owner=owner, kind="upload", start=time.time(),
                                     end=time.time(), note=note)
-            loop = asyncio.get_running_loop()
             try:
                 clip = await loop.run_in_executor(None, lambda: ingest_upload(
                     handle.name, index.path(row.file), index.path(row.thumbnail),
@@ -337,6 +348,7 @@ async def upload_clip(request: web.Request) -> web.Response:
         row = await index.finish(row.id, start=start, end=start + clip.duration, duration=clip.duration,
                                  size=clip.size, sha256=clip.sha256, width=clip.width, height=clip.height)
     finally:
+        handle.close()
         with contextlib.suppress(OSError):
-            os.unlink(handle.name)
+            await loop.run_in_executor(None, os.unlink, handle.name)
     return web.json_response({"ok": True, "clip": clip_json(row, {})}, status=201)

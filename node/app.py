@@ -248,6 +248,7 @@ async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
             except Exception:
                 log.exception("retention or free-space check failed")
             await asyncio.sleep(config.cameras.check_interval)
+    await cameras.rescue()  # SOS footage a crash left in the rings, before the rings are cleared
     cameras.start()
     task = asyncio.create_task(guard(), name="nnode-camera-guard")
     try:
@@ -311,13 +312,14 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
     # Codes and tokens are unguessable; this keeps scrypt (password sign-in) from being used to load the node.
     app[SIGN_IN_LIMITER] = RateLimiter(rate=10 / 60, burst=20)
     app.cleanup_ctx.extend([_lock_ctx, _database_ctx, _engine_ctx, _scheduler_ctx, _sos_ctx, _cameras_ctx,
-                            _control_ctx,
-                            _discovery_ctx])
+                            _control_ctx, _discovery_ctx])
     add_routes(app)
 
     async def end_streams(app: web.Application) -> None:
         if HUB in app:
             await app[HUB].close()
+        if CAMERAS in app:
+            app[CAMERAS].shutdown()  # end live views
     app.on_shutdown.append(end_streams)
     return app
 

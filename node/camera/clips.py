@@ -181,7 +181,7 @@ class ClipIndex:
     async def abandon(self, clip_id: int) -> None:
         """Drop a clip whose promotion failed (its row and any file it left)."""
         row = await self._by_id(clip_id)
-        await self._unlink(row)
+        await self._unlink(row, temporary=True)
         async with self.db.write() as conn:
             await conn.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
 
@@ -247,12 +247,16 @@ class ClipIndex:
     # -- holds
 
     async def hold(self, clip: ClipRow, reason: str, ref: str, note: str = "") -> int:
-        """Hold one clip from retention and the free-space guard."""
+        """Hold one clip from retention and the free-space guard; ClipNotFound if it is no longer `ready`."""
         async with self.db.write() as conn:
+            # Checked in the same transaction as a purge marks its clips: a hold never lands on a clip whose purge
+            # has begun (it would be reported as held while its files go).
             cursor = await conn.execute(
                 "INSERT INTO holds (reason, ref, start, end, created, clip_id, camera, note) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (reason, ref, int(clip.start), int(clip.end) + 1, int(time.time()), clip.id, clip.camera, note))
+                "SELECT ?, ?, ?, ?, ?, id, camera, ? FROM clips WHERE id = ? AND state = 'ready'",
+                (reason, ref, int(clip.start), int(clip.end) + 1, int(time.time()), note, clip.id))
+            if cursor.rowcount == 0:
+                raise ClipNotFound(f"clip {clip.uid!r} not found")
             return cursor.lastrowid
 
     async def release(self, clip: ClipRow, reason: str) -> int:
@@ -270,6 +274,8 @@ class ClipIndex:
         async with self.db.write() as conn:
             cursor = await conn.execute(
                 f"UPDATE clips SET state = 'purging' WHERE id = ? AND state = 'ready' AND NOT {_HELD_ROW}", (clip.id,))
+            if cursor.rowcount == 0 and not await self._select("c.id = ? AND c.state = 'ready'", (clip.id,)):
+                raise ClipNotFound(f"clip {clip.uid!r} not found")  # deleted or purged meanwhile
             if cursor.rowcount == 0:
                 raise Conflict(f"clip {clip.uid} is held ({', '.join(h['reason'] for h in await self.holds(clip))})"
                                " and cannot be deleted until its holds are released")
@@ -280,34 +286,39 @@ class ClipIndex:
         Returns the bytes freed."""
         now = time.time() if now is None else now
         candidates = await self._select(f"c.state = 'ready' AND NOT {_HELD}", order="c.start")
-        expired = [c for c in candidates if c.end < now - 86400 * retention.get(c.camera, default_days)]
+        # Uploads count from when they were uploaded: a resident's footage of last month is not already expired.
+        expired = [c for c in candidates if (c.created if c.is_upload else c.end)
+                   < now - 86400 * (default_days if c.is_upload else retention.get(c.camera, default_days))]
         return await self._purge(expired, "retention")
 
-    async def purge_oldest(self, need_bytes: int) -> int:
+    async def purge_oldest(self, need_bytes: int, *, uploads_only: bool = False, all_or_nothing: bool = False) -> int:
         """Purge the oldest clips that are not held until `need_bytes` are freed (building footage before
-        residents' uploads); returns the bytes freed, which may be less if everything left is held."""
-        candidates = await self._select(f"c.state = 'ready' AND NOT {_HELD}",
-                                        order="c.camera = 'upload', c.start", limit=1000)
+        residents' uploads; only uploads with `uploads_only`); returns the bytes freed, which may be less if
+        everything left is held. With `all_or_nothing`, nothing is purged unless it frees enough."""
+        where = f"c.state = 'ready' AND NOT {_HELD}" + (" AND c.camera = 'upload'" if uploads_only else "")
+        candidates = await self._select(where, order="c.camera = 'upload', c.start", limit=1000)
         chosen, total = [], 0
         for clip in candidates:
             if total >= need_bytes:
                 break
             chosen.append(clip)
             total += clip.size
+        if all_or_nothing and total < need_bytes:
+            return 0
         return await self._purge(chosen, "disk space")
 
     async def _purge(self, clips: list[ClipRow], why: str) -> int:
         if not clips:
             return 0
-        ids = [c.id for c in clips]
+        marked = []
         async with self.db.write() as conn:  # a hold placed since the query wins: the WHERE re-checks
-            await conn.executemany(f"UPDATE clips SET state = 'purging' WHERE id = ? AND state = 'ready' "
-                                   f"AND NOT {_HELD_ROW}", [(i,) for i in ids])
-        marked = {r.id for r in await self._select(
-            f"c.state = 'purging' AND c.id IN ({', '.join('?' * len(ids))})", ids)}
-        clips = [c for c in clips if c.id in marked]
-        await self._finish_purge(clips, why)
-        return sum(c.size for c in clips)
+            for clip in clips:
+                cursor = await conn.execute(f"UPDATE clips SET state = 'purging' WHERE id = ? AND state = 'ready' "
+                                            f"AND NOT {_HELD_ROW}", (clip.id,))
+                if cursor.rowcount:  # only the clips this call marked: another purge may be under way
+                    marked.append(clip)
+        await self._finish_purge(marked, why)
+        return sum(c.size for c in marked)
 
     async def _finish_purge(self, clips: list[ClipRow], why: str) -> None:
         for clip in clips:
@@ -319,11 +330,16 @@ class ClipIndex:
             log.info("clips purged", extra={"count": len(clips), "why": why,
                                             "bytes": sum(c.size for c in clips)})
 
-    async def _unlink(self, clip: ClipRow) -> None:
+    async def _unlink(self, clip: ClipRow, temporary: bool = False) -> None:
+        """Remove a clip's files; with `temporary`, also what a failed write left under their temporary names
+        (a write that fails, on a full disk say, may leave one until the next start's reconcile otherwise)."""
         def unlink() -> None:
             for name in (clip.file, clip.thumbnail):
                 if name:
-                    self.path(name).unlink(missing_ok=True)
+                    path = self.path(name)
+                    path.unlink(missing_ok=True)
+                    if temporary:
+                        path.with_name("." + path.name + PART).unlink(missing_ok=True)
         await asyncio.get_running_loop().run_in_executor(None, unlink)
 
     # -- crash recovery

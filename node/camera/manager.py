@@ -18,6 +18,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -43,7 +44,7 @@ class CameraNotFound(NotFound):
 
 
 
-@dataclass
+@dataclass(eq=False)
 class _Event:
     """Footage to promote: motion, or a window held for an SOS."""
 
@@ -65,6 +66,10 @@ class Camera:
     detector: MotionDetector | None
     motion: _Event | None = None
     windows: list[_Event] = field(default_factory=list)
+    pending: set = field(default_factory=set)
+    """Events whose clip is being saved: their segments must stay in the ring until it is."""
+    last_end: float = 0.0
+    """End of the newest motion clip, so the next one starts after it (clips never overlap)."""
     peak: float = 0.0
     clips: int = 0
     last_clip: float | None = None
@@ -96,8 +101,13 @@ class Cameras:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.disk_full = False
         self.purged_bytes = 0
-        self._promoting = asyncio.Lock()
         self.uploading = asyncio.Semaphore(1)
+        self.receiving = asyncio.Semaphore(2)
+        """Uploads received at once (each may reserve `upload_max_mb` twice)."""
+        self.reserved = 0
+        """Bytes promised to promotions and uploads under way (the guard counts them as used)."""
+        self.closing = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
 
     # -- life cycle
 
@@ -124,14 +134,79 @@ class Cameras:
             self.cameras[config.id] = camera
             camera.recorder.start()
 
-    async def close(self) -> None:
-        """Stop the recorders (in threads), then finish nothing more: events under way are dropped."""
+    def shutdown(self) -> None:
+        """End live views (the app is shutting down)."""
+        self.closing.set()
         for camera in self.cameras.values():
-            for event in [camera.motion, *camera.windows]:
-                if event is not None and event.task is not None:
+            self._picture_made(camera)
+
+    def _task(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        """Stop the recorders (each finishes its segment), save what there is of the SOS windows under way, then
+        stop every task. Motion clips not yet saved are dropped."""
+        self.shutdown()
+        windows = []
+        for camera in self.cameras.values():
+            for event in list(camera.windows):
+                if event.task is not None:
                     event.task.cancel()
+                event.end = min(event.end, time.time())
+                windows.append((camera, event))
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(None, c.recorder.stop) for c in self.cameras.values()))
+        for camera, event in windows:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.promote(camera, event), 60)
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def rescue(self) -> int:
+        """Before recording starts: save ring segments that unreleased SOS holds cover (the node stopped or
+        crashed during an SOS window). Returns the clips saved."""
+        saved = 0
+        rows = await self.index.db.reader.execute_fetchall(
+            "SELECT start, end, ref FROM holds WHERE released IS NULL AND clip_id IS NULL AND end > ?",
+            (time.time() - 86400,))
+        if not rows:
+            return 0
+        for config in self.configs.values():
+            ring = self.data_dir / "cameras" / config.id / "ring"
+            files = sorted(p for p in ring.glob("*.mp4") if not p.name.startswith(".")) if ring.exists() else []
+            starts = []
+            for path in files:
+                try:
+                    stamp = path.stem.split("-")[0]
+                    starts.append(datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(
+                        tzinfo=timezone.utc).timestamp())
+                except ValueError:
+                    starts.append(None)
+            spans = [(p, t, starts[i + 1] if i + 1 < len(starts) and starts[i + 1] else t + 2 * SEGMENT_SECONDS)
+                     for i, (p, t) in enumerate(zip(files, starts)) if t is not None]
+            for start, end, ref in rows:
+                covered = [p for p, a, b in spans if b > start and a < end]
+                if not covered:
+                    continue
+                row = await self.index.begin(camera=config.id, owner=BUILDING, kind="sos", start=start, end=end,
+                                             note=f"SOS {ref} (saved after a restart)")
+                try:
+                    clip = await asyncio.get_running_loop().run_in_executor(
+                        None, promote, covered, self.index.path(row.file), self.index.path(row.thumbnail),
+                        config.privacy_masks)
+                except Exception as exc:
+                    await self.index.abandon(row.id)
+                    log.error("SOS footage could not be saved after a restart: %s", exc, extra={"camera": config.id})
+                    continue
+                first = next(a for p, a, b in spans if p == covered[0])
+                await self.index.finish(row.id, start=first, end=first + clip.duration, duration=clip.duration,
+                                        size=clip.size, sha256=clip.sha256)
+                saved += 1
+        return saved
 
     def _picture_made(self, camera: Camera) -> None:
         waiting, camera.next_picture = camera.next_picture, None
@@ -188,7 +263,7 @@ class Cameras:
                     event.task.cancel()
                     event.task = None
             elif event is None or event.end is not None:
-                start = result.timestamp - config.pre_capture
+                start = max(result.timestamp - config.pre_capture, camera.last_end)  # never overlap the last clip
                 if event is not None:  # the previous clip is still being finished: do not overlap it
                     start = max(start, event.end)
                 event = camera.motion = _Event("motion", start)
@@ -206,11 +281,13 @@ class Cameras:
             if camera.motion is event and event.end is None:
                 cut_at = event.start + camera.config.max_clip
                 event.end = cut_at
+                camera.last_end = cut_at
+                camera.pending.add(event)
                 follow = camera.motion = _Event("motion", cut_at, score=event.score)
                 self._schedule_cut(camera, follow)
                 await self._promote_when_ready(camera, event)
         if event.task is None or event.task.done():
-            event.task = asyncio.create_task(cut(), name=f"nnode-camera-cut-{camera.id}")
+            event.task = self._task(cut(), f"nnode-camera-cut-{camera.id}")
 
     def _finish_later(self, camera: Camera, event: _Event) -> None:
         if event.task is not None:
@@ -218,10 +295,12 @@ class Cameras:
 
         async def finish() -> None:
             await asyncio.sleep(max(0.0, event.end - time.time()))
+            camera.pending.add(event)
             if camera.motion is event:
                 camera.motion = None
+            camera.last_end = max(camera.last_end, event.end)
             await self._promote_when_ready(camera, event)
-        event.task = asyncio.create_task(finish(), name=f"nnode-camera-clip-{camera.id}")
+        event.task = self._task(finish(), f"nnode-camera-clip-{camera.id}")
 
     def hold_window(self, start: float, end: float, kind: str = "sos", note: str = "") -> None:
         """Promote every camera's footage of [start, end] into a clip once `end` has passed (an SOS)."""
@@ -233,10 +312,10 @@ class Cameras:
             async def finish(camera: Camera = camera, event: _Event = event) -> None:
                 await asyncio.sleep(max(0.0, event.end - time.time()))
                 await self._promote_when_ready(camera, event)
-            event.task = asyncio.create_task(finish(), name=f"nnode-camera-window-{camera.id}")
+            event.task = self._task(finish(), f"nnode-camera-window-{camera.id}")
 
     def _keep(self, camera: Camera) -> None:
-        starts = [e.start for e in [camera.motion, *camera.windows] if e is not None]
+        starts = [e.start for e in [camera.motion, *camera.windows, *camera.pending] if e is not None]
         camera.recorder.keep_since(min(starts) if starts else None)
 
     async def _promote_when_ready(self, camera: Camera, event: _Event) -> ClipRow | None:
@@ -259,6 +338,7 @@ class Cameras:
         finally:
             if event in camera.windows:
                 camera.windows.remove(event)
+            camera.pending.discard(event)
             self._keep(camera)
 
     async def promote(self, camera: Camera, event: _Event) -> ClipRow | None:
@@ -268,12 +348,13 @@ class Cameras:
             camera.note = f"no footage for {event.kind} at {time.strftime('%H:%M:%S', time.gmtime(event.start))}Z"
             log.warning("no footage to promote", extra={"camera": camera.id, "kind": event.kind})
             return None
-        async with self._promoting:  # one promotion at a time: the disk check below stays true while it runs
-            need = sum(s.size for s in segments) + (1 << 20)
-            if not await self.ensure_space(need):
-                camera.note = "disk full: a clip could not be saved (everything left is held)"
-                log.error("disk full: clip not saved", extra={"camera": camera.id, "bytes": need})
-                return None
+        need = sum(s.size for s in segments) + (1 << 20)
+        if not await self.ensure_space(need):
+            camera.note = "disk full: a clip could not be saved (everything left is held)"
+            log.error("disk full: clip not saved", extra={"camera": camera.id, "bytes": need})
+            return None
+        self.reserved += need  # promised until written, so an upload or another promotion cannot take it
+        try:
             row = await self.index.begin(camera=camera.id, owner=BUILDING, kind=event.kind,
                                          start=segments[0].start_utc, end=segments[-1].end_utc,
                                          motion_score=round(event.score, 4), note=event.note)
@@ -282,16 +363,21 @@ class Cameras:
                 clip = await loop.run_in_executor(None, promote, [s.path for s in segments],
                                                   self.index.path(row.file), self.index.path(row.thumbnail),
                                                   camera.config.privacy_masks)
-            except (CameraError, OSError) as exc:
+            except Exception as exc:  # not only CameraError: a row left `writing` would wait for the next start
                 await self.index.abandon(row.id)
                 camera.note = f"clip not saved: {exc}"
-                log.error("clip not saved: %s", exc, extra={"camera": camera.id})
+                if isinstance(exc, (CameraError, OSError)):
+                    log.error("clip not saved: %s", exc, extra={"camera": camera.id})
+                else:
+                    log.exception("clip not saved", extra={"camera": camera.id})
                 return None
             state = camera.recorder.state
             row = await self.index.finish(row.id, start=segments[0].start_utc,
                                           end=segments[0].start_utc + clip.duration, duration=clip.duration,
                                           size=clip.size, sha256=clip.sha256, width=state.width,
                                           height=state.height)
+        finally:
+            self.reserved -= need
         camera.clips += 1
         camera.last_clip = row.end
         camera.note = None
@@ -344,24 +430,44 @@ class Cameras:
 
     # -- retention and the free-space guard
 
-    async def ensure_space(self, need: int = 0) -> bool:
-        """Purge the oldest unheld footage until `need` bytes plus the configured reserve are free."""
+    async def ensure_space(self, need: int = 0, *, for_upload: bool = False) -> bool:
+        """Purge the oldest unheld footage until `need` bytes (plus what promotions and uploads under way were
+        promised, plus the configured reserve) are free.
+
+        A promotion or an upload (`need` > 0) purges only if that frees enough, and an upload only other uploads:
+        a resident's upload never pushes out the building's footage. The periodic check (`need` 0) frees what it
+        can, so that recording goes on.
+        """
         loop = asyncio.get_running_loop()
-        self.index.root.mkdir(parents=True, exist_ok=True)
+        await loop.run_in_executor(None, lambda: self.index.root.mkdir(parents=True, exist_ok=True))
         free, reserve = await loop.run_in_executor(None, free_bytes_needed, self.index.root, self.min_free_mb,
                                                    self.min_free_percent)
-        short = reserve + need - free
+        short = reserve + need + self.reserved - free
         if short <= 0:
             self.disk_full = False
             return True
-        freed = await self.index.purge_oldest(short)
+        freed = await self.index.purge_oldest(short, uploads_only=for_upload, all_or_nothing=need > 0)
         self.purged_bytes += freed
         if freed:
             log.warning("free-space guard purged footage", extra={"bytes": freed, "short": short})
         free, reserve = await loop.run_in_executor(None, free_bytes_needed, self.index.root, self.min_free_mb,
                                                    self.min_free_percent)
-        self.disk_full = free < reserve + need
-        return not self.disk_full
+        ok = free >= reserve + need + self.reserved
+        if not for_upload:
+            self.disk_full = not ok
+        return ok
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, need: int, *, for_upload: bool = False):
+        """Hold `need` bytes of free space for a write under way (Unavailable if they cannot be found)."""
+        if not await self.ensure_space(need, for_upload=for_upload):
+            raise Unavailable("the node's disk is too full (everything left is held)" if not for_upload else
+                              "the node's disk is too full to take an upload now")
+        self.reserved += need
+        try:
+            yield
+        finally:
+            self.reserved -= need
 
     async def check(self, upload_days: float) -> None:
         """Retention per camera, then the free-space guard (the scheduler's job)."""

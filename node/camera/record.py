@@ -144,6 +144,7 @@ class _Segmenter:
         self.stream = None
         self.pending: list[av.Packet] = []
         self.pending_bytes = 0
+        self.file = None  # our own handle: PyAV leaves its own open when a write fails (ENOSPC)
         self.tmp = self.path = None
         self.first = self.last = self.end = 0
         self.step = max(1, int(Fraction(1, 15) / time_base))  # ticks per picture, until measured
@@ -199,7 +200,8 @@ class _Segmenter:
             n += 1
         self.path, self.tmp = path, path.with_name("." + path.name + PART)
         try:
-            self.out = av.open(str(self.tmp), "w", format="mp4")
+            self.file = open(self.tmp, "wb", buffering=0)
+            self.out = av.open(self.file, "w", format="mp4")
             self.stream = self.make_stream(self.out)
         except (av.error.FFmpegError, OSError) as exc:
             self.discard()
@@ -216,10 +218,11 @@ class _Segmenter:
         out, self.out = self.out, None
         try:
             out.close()
-            with open(self.tmp, "rb") as handle:
-                os.fsync(handle.fileno())
+            os.fsync(self.file.fileno())
+            self.file.close()
             os.replace(self.tmp, self.path)
         except (av.error.FFmpegError, OSError) as exc:
+            self._close_file()
             self.tmp.unlink(missing_ok=True)
             raise CameraError(f"camera {self.recorder.camera}: finishing segment: {exc}") from exc
         end_utc = self.start_utc + float((self.end - self.first) * self.time_base)
@@ -235,8 +238,17 @@ class _Segmenter:
                 out.close()
             except (av.error.FFmpegError, OSError):
                 pass
+        self._close_file()
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
+
+    def _close_file(self) -> None:
+        file, self.file = self.file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                pass
 
 
 class _Encoder:

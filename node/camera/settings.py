@@ -32,6 +32,7 @@ from node.camera.motion import MotionSettings, Polygon, parse_polygon
 from node.errors import ConfigError
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+RESERVED_IDS = ("upload",)
 VIEWER_ROLES = ("manager", "responder", "resident")
 URL_RE = re.compile(r"(rtsps?|https?)://\S+|/dev/video\d+|v4l2:/dev/video\d+|sim:\S*|file:/\S+|/\S+")
 
@@ -93,6 +94,8 @@ def parse_camera(where: str, table: Any, *, latitude: str = "", longitude: str =
     if not isinstance(ident, str) or not ID_RE.fullmatch(ident):
         raise ConfigError(f"{where}.id: expected 1-32 characters a-z, 0-9 or '-' (not starting with '-'), "
                           f"got {ident!r}")
+    if ident in RESERVED_IDS:
+        raise ConfigError(f"{where}.id: {ident!r} is reserved (residents' uploads are filed under it); choose another")
     values["id"] = ident
     where = f"{where} ({ident})"
     fields = {f.name for f in dataclasses.fields(CameraConfig)}

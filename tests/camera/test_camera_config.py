@@ -42,6 +42,7 @@ longitude = "-74.0050"
 @pytest.mark.parametrize("table, message", [
     ('id = "Lobby"\nurl = "rtsp://x/y"', "cameras.devices[0].id: expected 1-32 characters"),
     ('url = "rtsp://x/y"', "cameras.devices[0]: missing required key 'id'"),
+    ('id = "upload"\nurl = "rtsp://x/y"', "cameras.devices[0].id: 'upload' is reserved"),
     ('id = "a"\nurl = "ftp://x/y"', "cameras.devices[0] (a).url: expected rtsp://"),
     ('id = "a"\nurl = "rtsp://x/y"\npre_capture = 500', "(a).pre_capture: expected a number within 0..120"),
     ('id = "a"\nurl = "rtsp://x/y"\nretention = 3', "(a).retention: unknown key"),

@@ -11,7 +11,6 @@ import aiohttp
 import av
 import cv2
 import numpy as np
-import pytest
 
 from node.app import CAMERAS, CLIPS
 from tests.conftest import wait_until
@@ -102,6 +101,8 @@ async def test_nothing_is_visible_to_residents_until_the_manager_allows_it(make_
         assert [c["id"] for c in body["cameras"]] == ["yard"] and "source" not in body["cameras"][0]
         status, bad = await call(manager, "PUT", node.url + "/api/cameras/yard/access", json={"residents": "yes"})
         assert status == 400 and "residents" in bad["error"]
+        status, bad = await call(manager, "GET", node.url + "/api/clips?limit=\u00b2")
+        assert status == 400 and "limit" in bad["error"]
 
 
 async def test_live_view_and_snapshot_black_out_privacy_masks(make_node):
@@ -246,3 +247,19 @@ async def test_resident_upload_is_checked_and_private_to_its_owner(make_node, tm
         status, _ = await call(ada, "DELETE", node.url + f"/api/clips/{clip['uid']}")
         assert status == 200 and await clips_of(ada, node) == []
         assert not any(p.is_file() for p in (node.config.node.data_dir / "clips").rglob("*"))
+
+
+async def test_live_viewer_limit_holds_for_viewers_arriving_together_and_shutdown_ends_views(make_node):
+    node = await make_node("a", cameras__devices=[SIM], cameras__live_viewers=1)
+    async with browser() as manager:
+        await claim(node, manager)
+        responses = await asyncio.gather(*(manager.get(node.url + "/api/cameras/yard/live") for _ in range(4)))
+        try:
+            assert sorted(r.status for r in responses) == [200, 503, 503, 503]
+            assert node.app[CAMERAS].camera("yard").viewers == 1
+            started = time.monotonic()
+            await node.stop()  # an open live view must not hold up the node's shutdown
+            assert time.monotonic() - started < 15
+        finally:
+            for response in responses:
+                response.close()
