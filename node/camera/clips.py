@@ -18,9 +18,7 @@ Holds (the `holds` table from node/sos.py, extended here) keep footage from ever
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from typing import Any, Iterable, Sequence
 from sync import Database
 from sync._db import Migration
 
+from node.durable import sha256_file, sync_folder
 from node.errors import Conflict, NotFound
 
 log = logging.getLogger("nnode.camera")
@@ -113,25 +112,6 @@ class ClipRow:
     @property
     def is_upload(self) -> bool:
         return self.camera == UPLOAD_CAMERA
-
-
-def sha256_file(path: Path) -> tuple[int, str]:
-    """(size, sha256 hex) of a file; blocking."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ClipIndex:
@@ -391,7 +371,7 @@ class ClipIndex:
                                                                  or path.suffix in (".mp4", ".jpg")):
                     path.unlink(missing_ok=True)
                     removed += 1
-            _sync_folder(folder)
+            sync_folder(folder)
         return removed
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import logging
 import os
 import threading
@@ -29,6 +28,7 @@ import numpy as np
 
 from node.camera import sources
 from node.camera.privacy import black_out
+from node.durable import fsync_file, publish, sha256_file, write_synced
 from node.camera.sources import CameraError, Feed, Source
 
 log = logging.getLogger("nnode.camera")
@@ -577,27 +577,6 @@ def _params(stream: av.video.stream.VideoStream) -> tuple:
     return ctx.name, ctx.width, ctx.height, ctx.extradata
 
 
-def _write_tmp(path: Path, data: bytes) -> Path:
-    tmp = path.with_name("." + path.name + PART)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return tmp
-
-
-def _publish(*renames: tuple[Path, Path]) -> None:
-    """Rename synced temporary files to their final names, then sync their folders."""
-    for tmp, path in renames:
-        os.replace(tmp, path)
-    for folder in {path.parent for _, path in renames}:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def promote(segments: Sequence[str | Path], clip: str | Path, thumbnail: str | Path | None = None,
             privacy_masks: tuple = ()) -> Clip:
     """Concatenate segment files (oldest first) into one MP4 clip by stream copy, moov first (faststart), and make
@@ -640,25 +619,21 @@ def promote(segments: Sequence[str | Path], clip: str | Path, thumbnail: str | P
                         packet.stream = stream
                         out.mux(packet)
                     offset = float(end * tb) if shift is not None else offset
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(tmp)
         if thumbnail is not None:
             usable = [Path(s) for s in segments if Path(s) not in skipped]
             thumbnail = Path(thumbnail)
-            thumb_tmp = _write_tmp(thumbnail, thumbnail_jpeg(usable[len(usable) // 2], privacy_masks))
-        digest = hashlib.sha256()
-        with open(tmp, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        size = tmp.stat().st_size
-        _publish(*([(thumb_tmp, thumbnail)] if thumb_tmp else []), (tmp, clip))
+            thumb_tmp = thumbnail.with_name("." + thumbnail.name + PART)
+            write_synced(thumb_tmp, thumbnail_jpeg(usable[len(usable) // 2], privacy_masks))
+        size, digest = sha256_file(tmp)
+        publish(*([(thumb_tmp, thumbnail)] if thumb_tmp else []), (tmp, clip))
     except (av.error.FFmpegError, OSError, IndexError) as exc:
         raise CameraError(f"promoting {len(segments)} segments into {clip.name}: {exc}") from exc
     finally:
         for leftover in (tmp, thumb_tmp):
             if leftover is not None:
                 leftover.unlink(missing_ok=True)
-    return Clip(clip, thumbnail, offset, size, digest.hexdigest(), tuple(skipped))
+    return Clip(clip, thumbnail, offset, size, digest, tuple(skipped))
 
 
 def thumbnail_jpeg(video: str | Path, privacy_masks: tuple = ()) -> bytes:

@@ -17,7 +17,6 @@ and renamed (thumbnail first) only when both are complete. Blocking: run it in a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ import av.error
 import cv2
 
 from node.camera.record import PART, THUMBNAIL_WIDTH
+from node.camera.h264 import ENCODER, add_h264_stream, av_reason as _why, frame_rate
+from node.durable import fsync_file, publish, sha256_file, write_synced
 from node.errors import NodeError
 
 FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts"
@@ -42,12 +43,6 @@ MAX_RATE = 120
 """Pictures per second of video allowed on average: max_seconds * MAX_RATE bounds the decoding work."""
 MIN_SIDE = 16
 """Narrowest picture accepted (pixels)."""
-ENCODER = "libx264"
-ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
-KEYFRAME_SECONDS = 2.0
-"""Keyframe interval of an encoded clip, so that a browser can seek in it."""
-DEFAULT_RATE = 30
-"""Pictures per second assumed when an upload does not say."""
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 """A creation time before this is a camera whose clock was never set."""
 FUTURE = 86400.0
@@ -118,34 +113,18 @@ def ingest_upload(src: str | Path, clip: str | Path, thumbnail: str | Path, *, m
         except _NotCopyable:
             codec, recorded_utc, copied = _convert(src, tmp, max_seconds, max_pixels, copy=False)
         try:
-            _fsync(tmp)
+            fsync_file(tmp)
             duration, width, height, jpeg = _inspect(tmp)
-            with open(thumb_tmp, "wb") as handle:
-                handle.write(jpeg)
-                handle.flush()
-                os.fsync(handle.fileno())
-            digest = hashlib.sha256()
-            with open(tmp, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            size = tmp.stat().st_size
-            _publish((thumb_tmp, thumbnail), (tmp, clip))
+            write_synced(thumb_tmp, jpeg)
+            size, digest = sha256_file(tmp)
+            publish((thumb_tmp, thumbnail), (tmp, clip))
         except (av.error.FFmpegError, OSError, StopIteration) as exc:
             raise UploadStoreError(f"upload: storing the clip failed ({_why(exc)})") from exc
     finally:
         tmp.unlink(missing_ok=True)
         thumb_tmp.unlink(missing_ok=True)
-    return UploadedClip(clip, thumbnail, duration, width, height, size, digest.hexdigest(), codec, not copied,
+    return UploadedClip(clip, thumbnail, duration, width, height, size, digest, codec, not copied,
                         recorded_utc)
-
-
-def _why(exc: BaseException) -> str:
-    """What PyAV or the system said, without the file name (the upload's path is ours, not the resident's)."""
-    if isinstance(exc, av.error.FFmpegError):
-        return exc.strerror or type(exc).__name__
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc) or type(exc).__name__
 
 
 def _refuse_still(src: Path) -> None:
@@ -212,14 +191,6 @@ def _check_size(width: int, height: int, max_pixels: int, declared: bool = False
         raise UploadError(f"upload: implausible picture size {width}x{height}")
 
 
-def _rate(video: av.video.stream.VideoStream) -> Fraction:
-    """The video's frame rate if it has a plausible one, else DEFAULT_RATE."""
-    for rate in (video.average_rate, video.guessed_rate, video.base_rate):
-        if rate and 0 < rate <= MAX_RATE:
-            return Fraction(rate)
-    return Fraction(DEFAULT_RATE)
-
-
 def _convert(src: Path, tmp: Path, max_seconds: float, max_pixels: int,
              copy: bool) -> tuple[str, float | None, bool]:
     """Decode every picture of `src` and write its video into `tmp`, by stream copy if `copy` and it is H.264.
@@ -238,7 +209,7 @@ def _convert(src: Path, tmp: Path, max_seconds: float, max_pixels: int,
             raise UploadStoreError(f"upload: storing the clip failed ({_why(exc)})") from exc
         writer = _Copier(out, video) if copy else _Encoder(out, video)
         tb = video.time_base or Fraction(1, 90000)
-        step = max(1, round(1 / (_rate(video) * tb)))  # ticks per picture, for pictures without a usable time
+        step = max(1, round(1 / (frame_rate(video, MAX_RATE) * tb)))  # ticks per picture, for pictures without a usable time
         max_frames = int(max_seconds * MAX_RATE)
         frames = packets = 0
         first = last = None
@@ -340,16 +311,9 @@ class _Encoder:
         self.stream = None
 
     def _open(self, frame: av.VideoFrame) -> None:
-        rate = _rate(self.video)
         try:
-            stream = self.out.add_stream(ENCODER)
-            ctx = stream.codec_context
-            ctx.width, ctx.height = frame.width & ~1, frame.height & ~1
-            ctx.pix_fmt = "yuv420p"
-            ctx.time_base = stream.time_base = self.time_base
-            ctx.framerate = rate
-            ctx.gop_size = max(1, round(KEYFRAME_SECONDS * rate))
-            ctx.options = dict(ENCODER_OPTIONS)
+            stream = add_h264_stream(self.out, frame.width, frame.height, self.time_base,
+                                     frame_rate(self.video, MAX_RATE))
             rotation = getattr(frame, "rotation", 0)  # PyAV 14 and later
             if rotation:  # keep it, as a copied clip does (a phone held upright)
                 stream.set_display_rotation(rotation)
@@ -431,27 +395,3 @@ def _inspect(clip: Path) -> tuple[float, int, int, bytes]:
     if not ok:
         raise OSError("JPEG encoding failed")
     return duration, *size, jpeg.tobytes()
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _publish(*renames: tuple[Path, Path]) -> None:
-    """Rename synced temporary files to their final names in order, then sync their folders; undo on failure."""
-    done: list[Path] = []
-    try:
-        for tmp, path in renames:
-            os.replace(tmp, path)
-            done.append(path)
-        for folder in {path.parent for _, path in renames}:
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except OSError:
-        for path in done:
-            path.unlink(missing_ok=True)
-        raise

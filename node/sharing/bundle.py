@@ -36,6 +36,7 @@ import nacl.signing
 from sync import EventRejected, canonical, decode
 
 from .. import __version__
+from ..durable import sync_folder
 from ..errors import NodeError
 
 MAGIC = b"NNBUNDLE"
@@ -340,14 +341,6 @@ def check_consent(receipt: Any, *, node_key: str, request_id: str, clip_sha256: 
 
 # -- building ---------------------------------------------------------------------------------------------------
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def build_bundle(out_path: Path | str, *, video_path: Path | str, consent: dict | None,
                  node_signing_key: nacl.signing.SigningKey, agency_verify_key: nacl.signing.VerifyKey | str,
                  request_id: str, case_number: str, camera_id: str, camera_name: str, latitude: str,
@@ -403,7 +396,7 @@ def build_bundle(out_path: Path | str, *, video_path: Path | str, consent: dict 
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, out_path)
-        _fsync_dir(out_path.parent)
+        sync_folder(out_path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise SharingError(f"building {out_path} from {video_path}: {exc.strerror or exc}") from exc
@@ -642,7 +635,7 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
             for name, data in zip(_OUTPUTS, (opened.manifest_bytes, (signature + "\n").encode(), report.encode())):
                 _write_file(out_dir / name, data)
                 done.append(out_dir / name)
-            _fsync_dir(out_dir)
+            sync_folder(out_dir)
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
             for path in done:

@@ -18,7 +18,6 @@ behind on failure. Blocking: run it in an executor.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections import deque
@@ -35,6 +34,8 @@ import numpy as np
 from node.camera.motion import Polygon
 from node.camera.privacy import black_out
 from node.camera.record import PART
+from node.camera.h264 import ENCODER, add_h264_stream, av_reason as _why, frame_rate
+from node.durable import fsync_file, publish, sha256_file
 from node.errors import NodeError
 
 DETECT_WIDTH = 640
@@ -79,10 +80,6 @@ PLATE_GROUND_SPREAD = 60
 line: the shape of the line (PLATE_HEIGHT_SPREAD, PLATE_INK) is what tells grass and gravel apart."""
 PLATE_CONTRAST = 70
 """Least difference of median gray levels between a plate's ground and its characters."""
-ENCODER = "libx264"
-ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
-KEYFRAME_SECONDS = 2.0
-DEFAULT_RATE = 25
 
 
 class RedactionError(NodeError):
@@ -390,29 +387,14 @@ def redact_clip(src: str | Path, dst: str | Path, *, privacy_masks: Sequence[Pol
     masks = tuple(privacy_masks)
     try:
         frames, faces, plates = _redact(src, tmp, masks, mask_size, settings)
-        digest = hashlib.sha256()
-        with open(tmp, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-            os.fsync(handle.fileno())
-        size = tmp.stat().st_size
-        os.replace(tmp, dst)
-        fd = os.open(dst.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(tmp)
+        size, digest = sha256_file(tmp)
+        publish((tmp, dst))
     except OSError as exc:
         raise RedactionError(f"redacting {src.name}: writing {dst.name} failed ({exc.strerror or exc})") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    return RedactionResult(dst, digest.hexdigest(), size, frames, faces, plates, settings.method(len(masks)))
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, av.error.FFmpegError):
-        return exc.strerror or type(exc).__name__
-    return str(exc) or type(exc).__name__
+    return RedactionResult(dst, digest, size, frames, faces, plates, settings.method(len(masks)))
 
 
 def _redact(src: Path, tmp: Path, masks: tuple, mask_size: tuple[int, int] | None,
@@ -525,9 +507,7 @@ class _Encoder:
         self.out = out
         self.name = name
         self.time_base = video.time_base or Fraction(1, 90000)
-        rate = next((Fraction(r) for r in (video.average_rate, video.guessed_rate, video.base_rate)
-                     if r and 0 < r <= 240), Fraction(DEFAULT_RATE))
-        self.rate = rate
+        rate = self.rate = frame_rate(video)
         self.step = max(1, round(1 / (rate * self.time_base)))
         self.stream = None
         self.first: int | None = None
@@ -535,14 +515,7 @@ class _Encoder:
 
     def _open(self, width: int, height: int) -> None:
         try:
-            stream = self.out.add_stream(ENCODER)
-            ctx = stream.codec_context
-            ctx.width, ctx.height = width & ~1, height & ~1
-            ctx.pix_fmt = "yuv420p"
-            ctx.time_base = stream.time_base = self.time_base
-            ctx.framerate = self.rate
-            ctx.gop_size = max(1, round(KEYFRAME_SECONDS * self.rate))
-            ctx.options = dict(ENCODER_OPTIONS)
+            stream = add_h264_stream(self.out, width, height, self.time_base, self.rate)
         except (av.error.FFmpegError, ValueError) as exc:
             raise RedactionError(f"redaction: {ENCODER} encoder unavailable ({exc})") from exc
         self.stream = stream

@@ -16,7 +16,8 @@ import pytest
 
 from node.app import NODE_MIGRATIONS
 from node.camera import record
-from node.camera.clips import ClipIndex, ClipNotFound, sha256_file
+from node.camera.clips import ClipIndex, ClipNotFound
+from node.durable import sha256_file
 from sync import Database, setup_schema
 from tests.firmware.tools import need
 

@@ -176,8 +176,6 @@ def test_too_large_is_refused(media, tmp_path, name, limits, message):
 
 @pytest.mark.parametrize("pix_fmt, transcoded", [("yuv420p", False), ("yuv444p", True)])
 def test_upright_phone_video_stays_upright(tmp_path, pix_fmt, transcoded):
-    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
-        pytest.skip("needs PyAV 14 or later")
     upright_phone_video(tmp_path / "upright.mp4", pix_fmt)
     out = tmp_path / "out"
     out.mkdir()
