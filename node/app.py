@@ -35,6 +35,9 @@ from .live import MIGRATIONS as LIVE_MIGRATIONS, Hub
 from .reports import MIGRATIONS as REPORT_MIGRATIONS, Reports
 from .sos import MIGRATIONS as SOS_MIGRATIONS, SosDesk
 from .camera.clips import MIGRATIONS as CLIP_MIGRATIONS, ClipIndex
+from .sharing.agencies import MIGRATIONS as AGENCY_MIGRATIONS, Registry
+from .sharing.audit import MIGRATIONS as AUDIT_MIGRATIONS, AuditLog
+from .sharing.desk import MIGRATIONS as DESK_MIGRATIONS, SharingDesk
 
 log = logging.getLogger("nnode")
 
@@ -54,6 +57,9 @@ REPORTS = web.AppKey("reports", Reports)
 SOS_DESK = web.AppKey("sos_desk", SosDesk)
 CLIPS = web.AppKey("clips", ClipIndex)
 CAMERAS = web.AppKey("cameras", "Cameras")
+REGISTRY = web.AppKey("registry", Registry)
+AUDIT = web.AppKey("audit", AuditLog)
+DESK = web.AppKey("desk", SharingDesk)
 SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", RateLimiter)  # per address, for invites and manager sign-in
 
 # node/ tables; residents, clips... join with their issues.
@@ -66,7 +72,12 @@ NODE_MIGRATIONS = [
     *SOS_MIGRATIONS,
     *ALERT_MIGRATIONS,
     *CLIP_MIGRATIONS,
+    *AGENCY_MIGRATIONS,
+    *AUDIT_MIGRATIONS,
+    *DESK_MIGRATIONS,
 ]
+AUDIT_HEAD_INTERVAL = 2.0   # seconds between checks for a new audit-log head to publish to peers
+SHARING_TICK = 60.0         # seconds between checks of consent holds and expired requests
 
 
 def sync_settings(config: Config) -> SyncSettings:
@@ -125,6 +136,8 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         app[REPORTS] = Reports(db, config.node.data_dir / "media" / "reports")
         app[SOS_DESK] = SosDesk(db, config)
         app[CLIPS] = ClipIndex(db, config.node.data_dir / "clips")
+        app[REGISTRY] = Registry(db, config.agencies.trust_anchors)
+        app[AUDIT] = AuditLog(db, app[KEY])
         yield
     finally:
         await db.close()
@@ -260,6 +273,83 @@ async def _cameras_ctx(app: web.Application) -> AsyncIterator[None]:
         await cameras.close()
 
 
+async def _sharing_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Agency requests from peers, bundles built in the background, consent holds, and audit heads to peers."""
+    from .sharing.events import AUDIT_HEAD_KIND, AUDIT_HEAD_TTL, DISCLOSURE_KIND, REQUEST_KIND
+
+    engine, store, audit, db = app[ENGINE], app[STORE], app[AUDIT], app[DB]
+    desk = app[DESK] = SharingDesk(db, app[KEY], app[CLIPS], app[REGISTRY], audit, app[CONFIG],
+                                   publish=engine.publish, notify=app[HUB].publish)
+    inbox: asyncio.Queue = asyncio.Queue()
+
+    def heard(events: list) -> None:
+        for event in events:
+            if event.kind in (REQUEST_KIND, DISCLOSURE_KIND) and event.body is not None:
+                inbox.put_nowait(event)
+
+    async def take(event) -> None:
+        body = event.body_value()
+        if event.kind == REQUEST_KIND:
+            await desk.consider(body["request"], body.get("credential"), origin=event.author)
+        else:
+            await desk.note_disclosure(event.author, event.seq, body, event.ts)
+
+    async def listen() -> None:
+        # Requests and counts stored while the node was down, or before a crash let it look at them.
+        for kind in (REQUEST_KIND, DISCLOSURE_KIND):
+            for event in reversed(await store.recent(limit=1000, kind=kind)):
+                if event.body is not None:
+                    await take(event)
+        while True:
+            event = await inbox.get()
+            try:
+                await take(event)
+            except Exception:
+                log.exception("looking at a sharing event failed", extra={"event": event.id})
+
+    async def publish_heads() -> None:
+        published = None
+        rows = await db.reader.execute_fetchall("SELECT value FROM node_state WHERE key = 'audit_head'")
+        if rows:
+            published = int(rows[0][0])
+        while True:
+            try:
+                head = await audit.head()
+                if head is not None and head["seq"] != published and not engine.publishing_held:
+                    await engine.publish(AUDIT_HEAD_KIND, {"seq": head["seq"], "hash": head["hash"]},
+                                         ttl=AUDIT_HEAD_TTL)
+                    published = head["seq"]
+                    async with db.write() as conn:
+                        await conn.execute("INSERT INTO node_state (key, value) VALUES ('audit_head', ?) "
+                                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(published),))
+            except Exception:
+                log.exception("publishing the audit head failed")
+            await asyncio.sleep(AUDIT_HEAD_INTERVAL)
+
+    async def keep() -> None:
+        while True:
+            try:
+                await desk.tick()
+            except Exception:
+                log.exception("consent holds check failed")
+            await asyncio.sleep(SHARING_TICK)
+
+    engine.listeners.append(heard)
+    await desk.start()
+    tasks = [asyncio.create_task(job(), name=f"nnode-sharing-{job.__name__}")
+             for job in (listen, publish_heads, keep)]
+    try:
+        yield
+    finally:
+        engine.listeners.remove(heard)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await desk.close()
+
+
 async def _discovery_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     if not config.discovery.enabled:
@@ -311,8 +401,11 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
     app[STARTED] = time.time()
     # Codes and tokens are unguessable; this keeps scrypt (password sign-in) from being used to load the node.
     app[SIGN_IN_LIMITER] = RateLimiter(rate=10 / 60, burst=20)
+    from .api_sharing import AGENCY_REPLAY
+    from sync._httpsig import ReplayCache
+    app[AGENCY_REPLAY] = ReplayCache(window=config.sync.max_clock_skew, capacity=20_000)
     app.cleanup_ctx.extend([_lock_ctx, _database_ctx, _engine_ctx, _scheduler_ctx, _sos_ctx, _cameras_ctx,
-                            _control_ctx, _discovery_ctx])
+                            _sharing_ctx, _control_ctx, _discovery_ctx])
     add_routes(app)
 
     async def end_streams(app: web.Application) -> None:

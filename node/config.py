@@ -60,6 +60,16 @@ def _decimal_degrees(limit: int) -> Check:
     return check
 
 
+def _positive_decimal(value: str) -> str | None:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or number <= 0 or not re.fullmatch(r"\d+(\.\d+)?", value):
+        return 'a positive decimal string, like "0.5"'
+    return None
+
+
 def _hex_keys(value: list) -> str | None:
     if all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{64}", k) for k in value):
         return None
@@ -193,6 +203,22 @@ SETTINGS: list[Setting] = [
             _range(1, 7200)),
     Setting("cameras.upload_retention_days", int, 30, "Days a resident's uploaded clip is kept unless held.",
             _range(1, 3650)),
+    Setting("agencies.trust_anchors", list, [], "Keys of trust anchors (an accreditation body) whose signed agency "
+            "credentials register an agency here without the manager adding it by hand (`nnode agency credential`).",
+            _hex_keys),
+    Setting("agencies.min_window_minutes", int, 15, "Shortest time window a footage request may ask for.",
+            _range(1, 24 * 60)),
+    Setting("agencies.max_window_hours", int, 12, "Longest time window a footage request may ask for.",
+            _range(1, 24 * 30)),
+    Setting("agencies.max_area_sq_mi", str, "0.5", "Largest area a footage request may cover, in square miles "
+            "(a decimal string).", _positive_decimal),
+    Setting("agencies.require_case_number", bool, True, "Refuse footage requests without a case number."),
+    Setting("agencies.max_expiry_days", int, 90, "Longest a footage request may stay open.", _range(1, 365)),
+    Setting("agencies.max_age_days", int, 365, "Oldest footage a request may ask for, in days before now.",
+            _range(1, 3650)),
+    Setting("agencies.hold_days", int, 30, "Days a shared clip and its bundle are kept after the agency's first "
+            "download; then the bundle is deleted and the clip purged once its own retention has run out.",
+            _range(0, 3650)),
 ]
 _BY_PATH = {s.path: s for s in SETTINGS}
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean (true or false)", list: "a list"}
@@ -302,6 +328,20 @@ class CamerasSection:
 
 
 @dataclass(frozen=True)
+class AgenciesSection:
+    """[agencies]"""
+
+    trust_anchors: tuple[str, ...]
+    min_window_minutes: int
+    max_window_hours: int
+    max_area_sq_mi: str
+    require_case_number: bool
+    max_expiry_days: int
+    max_age_days: int
+    hold_days: int
+
+
+@dataclass(frozen=True)
 class LogSection:
     """[log]"""
 
@@ -323,6 +363,7 @@ class Config:
     log: LogSection
     alerts: AlertsSection
     cameras: CamerasSection
+    agencies: AgenciesSection
     source: str = "<defaults>"
 
     @property
@@ -381,12 +422,13 @@ def build(values: dict[str, Any], source: str = "<defaults>") -> Config:
     merged = {s.path: s.default for s in SETTINGS} | values
     section = {name: {p.split(".", 1)[1]: v for p, v in merged.items() if p.startswith(name + ".")}
                for name in ("node", "http", "sync", "discovery", "events", "sos", "reports", "log", "alerts",
-                            "cameras")}
+                            "cameras", "agencies")}
     section["node"]["data_dir"] = Path(section["node"]["data_dir"]).expanduser()
     section["sync"]["trusted_keys"] = tuple(section["sync"]["trusted_keys"])
     section["sync"]["peers"] = tuple(StaticPeer(**p) for p in section["sync"]["peers"])
     section["discovery"]["interfaces"] = tuple(section["discovery"]["interfaces"])
     section["alerts"]["feeds"] = tuple(section["alerts"]["feeds"])
+    section["agencies"]["trust_anchors"] = tuple(section["agencies"]["trust_anchors"])
     section["http"]["local_networks"] = tuple(section["http"]["local_networks"])
     if bool(section["node"]["latitude"]) != bool(section["node"]["longitude"]):
         raise ConfigError(f"{source}: node.latitude: expected latitude and longitude both set or both empty")
@@ -401,7 +443,8 @@ def build(values: dict[str, Any], source: str = "<defaults>") -> Config:
                   sync=SyncSection(**section["sync"]), discovery=DiscoverySection(**section["discovery"]),
                   events=EventsSection(**section["events"]), alerts=AlertsSection(**section["alerts"]),
                   sos=SosSection(**section["sos"]), reports=ReportsSection(**section["reports"]), log=LogSection(**section["log"]),
-                  cameras=CamerasSection(**section["cameras"]), source=source)
+                  cameras=CamerasSection(**section["cameras"]), agencies=AgenciesSection(**section["agencies"]),
+                  source=source)
 
 
 def load(path: Path | str | None) -> Config:

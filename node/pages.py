@@ -39,3 +39,14 @@ def page(name: str):
 async def static(request: web.Request) -> web.FileResponse:
     """GET /static/{name}: a script, stylesheet or image of the web app."""
     return _file(request.match_info["name"])
+
+
+AGENCY_FILES = frozenset({"agency.js", "app.css"})
+
+
+async def agency_static(request: web.Request) -> web.FileResponse:
+    """GET /agency/{name}: the agency portal's script and stylesheet (nothing else of the web app is public)."""
+    name = request.match_info["name"]
+    if name not in AGENCY_FILES:
+        raise NotFound(f"no file {name!r}")
+    return _file(name)

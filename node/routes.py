@@ -26,7 +26,8 @@ LOCAL = "local"          # anyone on the building's networks (http.local_network
 RESIDENT = "resident"    # a signed-in resident, on a local network
 RESPONDER = "responder"  # a resident on the SOS on-call list
 MANAGER = "manager"      # the signed-in manager, on a local network
-ROLES = frozenset({PUBLIC, PEER, LOOPBACK, LOCAL, RESIDENT, RESPONDER, MANAGER})
+AGENCY = "agency"        # a registered agency, from any network, by RFC 9421 signature with its key (api_sharing)
+ROLES = frozenset({PUBLIC, PEER, LOOPBACK, LOCAL, RESIDENT, RESPONDER, MANAGER, AGENCY})
 SESSION_COOKIE = "nnode_session"
 SESSION = web.RequestKey("session", object)  # the caller's accounts.Session, set by the auth middleware
 
@@ -45,6 +46,8 @@ class Route:
     def __post_init__(self) -> None:
         if not self.roles or not self.roles <= ROLES:
             raise ValueError(f"{self.method} {self.path}: roles must be a non-empty subset of {sorted(ROLES)}")
+        if AGENCY in self.roles and self.roles != {AGENCY}:
+            raise ValueError(f"{self.method} {self.path}: agency routes are for agencies alone")
 
 
 def error_response(status: int, message: str, reason: str | None = None,
@@ -119,6 +122,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     policy = request.app[ROUTE_POLICY].get(request.match_info.route)
     if policy is None and request.match_info.http_exception is None:
         raise Forbidden(f"{request.method} {request.path} has no declared roles")  # fail closed
+    if policy is not None and AGENCY in policy.roles:
+        from .api_sharing import check_agency
+        await check_agency(request)
+        return await handler(request)
     if policy is None or PUBLIC in policy.roles or PEER in policy.roles:
         if policy is not None and PUBLIC in policy.roles:
             await caller_roles(request)  # handlers of public routes may still look at the session
@@ -171,12 +178,13 @@ async def alerts_atom(request: web.Request) -> web.Response:
 
 def route_table() -> list[Route]:
     """Every HTTP route of the node with its roles: the one place access is declared."""
-    from . import api_cameras as cams, api_people as people, api_safety as safety, pages, setup
+    from . import api_cameras as cams, api_people as people, api_safety as safety, api_sharing as share, pages, setup
     from .live import stream
 
     public, local, loopback = frozenset({PUBLIC}), frozenset({LOCAL}), frozenset({LOOPBACK})
     signed_in = frozenset({RESIDENT, MANAGER})
     manager = frozenset({MANAGER})
+    agency = frozenset({AGENCY})
     routes = [
         Route("GET", "/healthz", healthz, public),
         Route("GET", "/metrics", metrics, public),
@@ -189,6 +197,10 @@ def route_table() -> list[Route]:
         Route("GET", "/login", pages.page("login.html"), local),
         Route("GET", "/manage", pages.page("manage.html"), local),
         Route("GET", "/static/{name}", pages.static, local),
+        Route("GET", "/transparency", pages.page("transparency.html"), local),
+        # the agencies' portal: a page and its script, which sign every call in the browser with the agency key
+        Route("GET", "/agency", pages.page("agency.html"), public),
+        Route("GET", "/agency/{name}", pages.agency_static, public),
         # people
         Route("GET", "/api/session", people.session, public),
         Route("POST", "/api/join", people.join, local),
@@ -231,6 +243,21 @@ def route_table() -> list[Route]:
         Route("DELETE", "/api/clips/{uid}/hold", cams.release_clip, manager),
         Route("DELETE", "/api/clips/{uid}", cams.delete_clip, signed_in),
         Route("POST", "/api/uploads", cams.upload_clip, frozenset({RESIDENT})),
+        # sharing with agencies: owners decide per clip; agencies see only what was consented to
+        Route("GET", "/api/requests", share.list_requests, signed_in),
+        Route("POST", "/api/requests/{id}/clips/{uid}/consent", share.give_consent, signed_in),
+        Route("DELETE", "/api/requests/{id}/clips/{uid}/consent", share.withdraw_consent, signed_in),
+        Route("GET", "/api/agencies", share.list_agencies, manager),
+        Route("POST", "/api/agencies", share.add_agency, manager),
+        Route("POST", "/api/agencies/credentials", share.accept_credential, manager),
+        Route("POST", "/api/agencies/{key}/revoke", share.revoke_agency, manager),
+        Route("GET", "/api/transparency", share.transparency, signed_in),
+        Route("GET", "/api/transparency/log", share.transparency_log, signed_in),
+        Route("POST", "/api/agency/requests", share.agency_post_request, agency),
+        Route("GET", "/api/agency/requests", share.agency_list_requests, agency),
+        Route("GET", "/api/agency/requests/{id}", share.agency_get_request, agency),
+        Route("GET", "/api/agency/bundles", share.agency_list_bundles, agency),
+        Route("GET", "/api/agency/bundles/{id}", share.agency_get_bundle, agency),
     ]
     for method, path, attribute, signed in SYNC_ENDPOINTS:
         routes.append(Route(method, path, _sync_handler(attribute), frozenset({PEER if signed else PUBLIC})))

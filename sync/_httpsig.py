@@ -2,7 +2,9 @@
 
 A sync request carries `Signature-Input` and `Signature` with the label `nnode`, covering
 ("@method" "@authority" "@path" "@query") and, when it has a body, "content-digest" (RFC 9530, sha-256);
-parameters created, keyid (the sender's node id, hex), alg="ed25519", nonce and tag="nnode-sync".
+parameters created, keyid (the sender's node id, hex), alg="ed25519", nonce and tag="nnode-sync". Agencies sign
+their calls the same way with their own key and tag="nnode-agency" (docs/agencies.md), so that neither kind of
+signature can stand in for the other.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def component_values(method: str, url: str, headers: Mapping[str, str]) -> dict[
 
 
 def sign_request(key: nacl.signing.SigningKey, method: str, url: str, body: bytes | None = None,
-                 *, now: int | None = None) -> dict[str, str]:
+                 *, now: int | None = None, tag: str = TAG) -> dict[str, str]:
     """Headers (Signature-Input, Signature and, with a body, Content-Digest) that sign this request."""
     headers: dict[str, str] = {}
     components = REQUIRED_COMPONENTS
@@ -78,7 +80,7 @@ def sign_request(key: nacl.signing.SigningKey, method: str, url: str, body: byte
         headers["Content-Digest"] = content_digest(body)
         components += ("content-digest",)
     params = {"created": int(time.time()) if now is None else now, "keyid": key.verify_key.encode().hex(),
-              "alg": "ed25519", "nonce": secrets.token_urlsafe(12), "tag": TAG}
+              "alg": "ed25519", "nonce": secrets.token_urlsafe(12), "tag": tag}
     params_value = signature_params(components, params)
     base = signature_base(components, component_values(method, url, headers), params_value)
     signature = base64.b64encode(key.sign(base).signature).decode()
@@ -130,7 +132,7 @@ def check_content_digest(headers: Mapping[str, str], body: bytes) -> None:
 def verify_request(method: str, url: str, headers: Mapping[str, str], body: bytes | None,
                    *, has_body: bool | None = None, max_skew: int = MAX_SKEW, now: float | None = None,
                    replay: ReplayCache | None = None,
-                   key_lookup: Callable[[str], bytes] | None = None) -> Verified:
+                   key_lookup: Callable[[str], bytes] | None = None, tag: str = TAG) -> Verified:
     """Check a request's RFC 9421 signature; raise AuthError naming the first problem.
 
     With `body=None` the headers are checked before the body is read (so nobody can make the node buffer a body
@@ -159,8 +161,8 @@ def verify_request(method: str, url: str, headers: Mapping[str, str], body: byte
     signature = sigs[LABEL].value
     if not isinstance(signature, bytes):
         raise AuthError("Signature must be a byte sequence")
-    if params.get("alg") != "ed25519" or params.get("tag") != TAG:
-        raise AuthError('signature parameters must include alg="ed25519" and tag="nnode-sync"')
+    if params.get("alg") != "ed25519" or params.get("tag") != tag:
+        raise AuthError(f'signature parameters must include alg="ed25519" and tag="{tag}"')
     keyid, created = params.get("keyid"), params.get("created")
     if not isinstance(keyid, str) or not isinstance(created, int) or isinstance(created, bool):
         raise AuthError("signature parameters must include keyid (string) and created (integer)")

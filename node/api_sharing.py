@@ -1,0 +1,249 @@
+"""HTTP handlers for sharing with agencies: the agency routes (every call signed with the agency key), the owners'
+requests and consents, the manager's agency registry, and the transparency log residents read.
+
+An agency route answers only about this agency's own requests and the bundles made for it; a request nobody
+consented to, a declined or withdrawn clip, and another agency's bundle all look alike: nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from sync import AuthError
+from sync._httpsig import ReplayCache, check_content_digest, verify_request
+
+from .api_people import json_body, session_of
+from .app import AUDIT, CONFIG, DESK, KEY, PEERS, REGISTRY
+from .errors import BadRequest, Forbidden, TooLarge
+from .sharing.agencies import Agency, AgencyRefused
+
+AGENCY_TAG = "nnode-agency"
+AGENCY = web.RequestKey("agency", Agency)       # the calling agency, set by check_agency
+AGENCY_BODY = web.RequestKey("agency_body", bytes)
+AGENCY_REPLAY = web.AppKey("agency_replay", ReplayCache)
+CREDENTIAL_HEADER = "NNode-Agency-Credential"
+MAX_AGENCY_BODY = 64 * 1024
+
+
+def _decode_credential(value: str) -> dict:
+    try:
+        credential = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise AgencyRefused(f"{CREDENTIAL_HEADER}: not base64url of a JSON credential ({exc})") from None
+    if not isinstance(credential, dict):
+        raise AgencyRefused(f"{CREDENTIAL_HEADER}: the credential must be a JSON object")
+    return credential
+
+
+async def check_agency(request: web.Request) -> None:
+    """Authenticate an agency call (RFC 9421, tag nnode-agency) against the registry; read its body.
+
+    The signature's key must be a registered agency in force (or present a trust anchor's credential); only then
+    is the signature remembered against replay and the (bounded) body read and matched to its Content-Digest.
+    """
+    app = request.app
+    has_body = request.can_read_body
+    if has_body and (request.content_length or 0) > MAX_AGENCY_BODY:
+        raise TooLarge(f"agency request bodies are limited to {MAX_AGENCY_BODY // 1024} KiB")
+    try:
+        verified = verify_request(request.method, str(request.url), request.headers, None, has_body=has_body,
+                                  max_skew=app[CONFIG].sync.max_clock_skew, tag=AGENCY_TAG)
+    except AuthError as exc:
+        raise Forbidden(f"agency call refused: {exc}") from None
+    registry, desk = app[REGISTRY], app[DESK]
+    agency = await registry.get(verified.keyid)
+    header = request.headers.get(CREDENTIAL_HEADER)
+    if (agency is None or agency.source == "anchor") and header:
+        credential = _decode_credential(header)
+        if credential.get("agency") != verified.keyid:
+            raise AgencyRefused("the credential is for another agency key than the one that signed the call")
+        async with app[DESK].db.write() as conn:
+            agency, new = await registry.accept(credential, conn=conn)
+            if new:
+                await app[AUDIT].append("agency_registered", agency=agency.key, actor="trust anchor",
+                                        detail={"name": agency.name, "anchor": agency.anchor or ""}, conn=conn)
+        if new:
+            await desk.reconsider(agency.key)
+    request[AGENCY] = await registry.require(verified.keyid)
+    try:
+        app[AGENCY_REPLAY].check_and_add(verified.signature, time.time())
+    except AuthError as exc:
+        raise Forbidden(f"agency call refused: {exc}") from None
+    body = b""
+    if has_body:
+        body = await request.content.read(MAX_AGENCY_BODY + 1)
+        if len(body) > MAX_AGENCY_BODY:
+            raise TooLarge(f"agency request bodies are limited to {MAX_AGENCY_BODY // 1024} KiB")
+        try:
+            check_content_digest(request.headers, body)
+        except AuthError as exc:
+            raise Forbidden(f"agency call refused: {exc}") from None
+    request[AGENCY_BODY] = body
+
+
+async def _peer_url(request: web.Request, node: str) -> str | None:
+    if node == request.app[DESK].node_key:
+        return f"{request.scheme}://{request.host}"
+    peer = await request.app[PEERS].get(node)
+    return peer.url if peer and peer.url else None
+
+
+# -- agencies ---------------------------------------------------------------------------------------------------
+
+async def agency_post_request(request: web.Request) -> web.Response:
+    """POST /api/agency/requests: a signed footage request (201 new, 200 the same one again)."""
+    try:
+        document = json.loads(request[AGENCY_BODY] or b"null")
+    except ValueError as exc:
+        raise BadRequest(f"the body must be the signed request as JSON: {exc}") from None
+    credential = request.headers.get(CREDENTIAL_HEADER)
+    view, created = await request.app[DESK].submit(document, request[AGENCY],
+                                                   _decode_credential(credential) if credential else None)
+    return web.json_response({"ok": True, "request": view}, status=201 if created else 200)
+
+
+async def agency_list_requests(request: web.Request) -> web.Response:
+    """GET /api/agency/requests: this agency's requests, with the disclosures known here."""
+    views = await request.app[DESK].agency_requests(request[AGENCY].key, lambda n: _peer_url(request, n))
+    return web.json_response({"ok": True, "requests": views})
+
+
+async def agency_get_request(request: web.Request) -> web.Response:
+    """GET /api/agency/requests/{id}."""
+    view = await request.app[DESK].agency_view(request[AGENCY].key, request.match_info["id"][:64],
+                                               lambda n: _peer_url(request, n))
+    return web.json_response({"ok": True, "request": view})
+
+
+async def agency_list_bundles(request: web.Request) -> web.Response:
+    """GET /api/agency/bundles: bundles on this node made for this agency."""
+    return web.json_response({"ok": True, "bundles": await request.app[DESK].agency_bundles(request[AGENCY].key)})
+
+
+async def agency_get_bundle(request: web.Request) -> web.StreamResponse:
+    """GET /api/agency/bundles/{id}: the bundle file (audited)."""
+    bundle_id = request.match_info["id"][:64]
+    path = await request.app[DESK].open_bundle(request[AGENCY].key, bundle_id)
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store",
+                                           "Content-Disposition": f'attachment; filename="{bundle_id}.nnbundle"'})
+
+
+# -- owners -----------------------------------------------------------------------------------------------------
+
+def _owner(request: web.Request) -> tuple[str, str, str]:
+    """(clip owner, role, opaque id for the consent receipt) of the signed-in caller."""
+    session = session_of(request)
+    if session.role == "manager":
+        return "building", "manager", "manager"
+    secret = request.app[KEY].encode()
+    pseudonym = hmac.new(secret, f"resident:{session.subject}".encode(), hashlib.sha256).hexdigest()[:16]
+    return f"resident:{session.subject}", "resident", f"resident-{pseudonym}"
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """GET /api/requests: requests touching the building, with the caller's own matching clips."""
+    owner, _, _ = _owner(request)
+    agencies = {a.key: a for a in await request.app[REGISTRY].list()}
+    return web.json_response({"ok": True, "requests": await request.app[DESK].for_owner(owner, agencies)})
+
+
+async def give_consent(request: web.Request) -> web.Response:
+    """POST /api/requests/{id}/clips/{uid}/consent {"choice"}: share this one clip."""
+    body = await json_body(request) if request.can_read_body else {}
+    owner, role, subject = _owner(request)
+    consent = await request.app[DESK].consent(request.match_info["id"][:64], request.match_info["uid"][:40],
+                                              owner=owner, role=role, subject=subject,
+                                              choice=body.get("choice", "redacted"))
+    return web.json_response({"ok": True, "consent": consent}, status=201)
+
+
+async def withdraw_consent(request: web.Request) -> web.Response:
+    """DELETE /api/requests/{id}/clips/{uid}/consent: withdraw, until the agency has downloaded it."""
+    owner, role, _ = _owner(request)
+    consent = await request.app[DESK].withdraw(request.match_info["id"][:64], request.match_info["uid"][:40],
+                                               owner=owner, role=role)
+    return web.json_response({"ok": True, "consent": consent})
+
+
+# -- the manager's registry -------------------------------------------------------------------------------------
+
+async def list_agencies(request: web.Request) -> web.Response:
+    """GET /api/agencies."""
+    return web.json_response({"ok": True, "agencies": [a.as_json() for a in await request.app[REGISTRY].list()]})
+
+
+async def add_agency(request: web.Request) -> web.Response:
+    """POST /api/agencies {"key", "name", "jurisdiction", "contact"}."""
+    body = await json_body(request)
+    agency = await register(request.app, body.get("key"), body.get("name"), body.get("jurisdiction", ""),
+                            body.get("contact", ""))
+    return web.json_response({"ok": True, "agency": agency.as_json()}, status=201)
+
+
+async def register(app: web.Application, key: Any, name: Any, jurisdiction: Any, contact: Any) -> Agency:
+    """Register an agency (the console and the CLI), log it, and look again at its refused requests."""
+    async with app[DESK].db.write() as conn:
+        agency = await app[REGISTRY].add(key=key, name=name, jurisdiction=jurisdiction, contact=contact, conn=conn)
+        await app[AUDIT].append("agency_registered", agency=agency.key, actor="manager",
+                                detail={"name": agency.name}, conn=conn)
+    await app[DESK].reconsider(agency.key)
+    return agency
+
+
+async def revoke(app: web.Application, key: str, reason: Any) -> Agency:
+    """Revoke an agency for good: its requests are refused and its undownloaded bundles deleted."""
+    desk = app[DESK]
+    async with desk.db.write() as conn:
+        agency = await app[REGISTRY].revoke(key, reason, conn=conn)
+        await app[AUDIT].append("agency_revoked", agency=key, actor="manager",
+                                detail={"reason": agency.revoke_reason}, conn=conn)
+        ended = await desk.refuse_agency(key, f"the agency was revoked: {agency.revoke_reason}".rstrip(": "), conn)
+    for bundle_uid in ended:
+        desk.bundle_path(bundle_uid).unlink(missing_ok=True)
+    return agency
+
+
+async def revoke_agency(request: web.Request) -> web.Response:
+    """POST /api/agencies/{key}/revoke {"reason"}."""
+    body = await json_body(request) if request.can_read_body else {}
+    agency = await revoke(request.app, request.match_info["key"][:64], body.get("reason", ""))
+    return web.json_response({"ok": True, "agency": agency.as_json()})
+
+
+async def accept_credential(request: web.Request) -> web.Response:
+    """POST /api/agencies/credentials {"credential"}: register an agency a trust anchor accredited."""
+    body = await json_body(request)
+    app = request.app
+    async with app[DESK].db.write() as conn:
+        agency, new = await app[REGISTRY].accept(body.get("credential"), conn=conn)
+        if new:
+            await app[AUDIT].append("agency_registered", agency=agency.key, actor="manager",
+                                    detail={"name": agency.name, "anchor": agency.anchor or ""}, conn=conn)
+    await app[DESK].reconsider(agency.key)
+    return web.json_response({"ok": True, "agency": agency.as_json()}, status=201 if new else 200)
+
+
+# -- transparency -----------------------------------------------------------------------------------------------
+
+async def transparency(request: web.Request) -> web.Response:
+    """GET /api/transparency: the signed head, counts per agency and month, and every request's public fields."""
+    return web.json_response({"ok": True} | await request.app[DESK].transparency())
+
+
+async def transparency_log(request: web.Request) -> web.Response:
+    """GET /api/transparency/log?after=N&limit=M: the audit entries themselves."""
+    try:
+        after = max(0, int(request.query.get("after", "0")))
+        limit = min(1000, max(1, int(request.query.get("limit", "200"))))
+    except ValueError:
+        raise BadRequest("after and limit must be whole numbers") from None
+    entries = await request.app[AUDIT].entries(after=after, limit=limit)
+    return web.json_response({"ok": True, "entries": entries, "next": entries[-1]["seq"] if entries else after})
