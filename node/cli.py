@@ -345,6 +345,61 @@ async def cmd_resume_publishing(config: Config, args: argparse.Namespace) -> int
     return 0
 
 
+async def cmd_agency(config: Config, args: argparse.Namespace) -> int:
+    """Register, list or revoke agencies (through the running node, which logs each change)."""
+    if args.action == "add":
+        agency = await _control(config, "POST", "/control/agencies", {
+            "key": args.key, "name": args.name, "jurisdiction": args.jurisdiction or "", "contact": args.contact or ""})
+        print(f"agency {agency['name']!r} registered ({agency['key']})")
+        return 0
+    if args.action == "revoke":
+        agency = await _control(config, "POST", "/control/agencies/revoke", {"key": args.key,
+                                                                             "reason": args.reason or ""})
+        print(f"agency {agency['name']!r} revoked; its open requests are refused and undownloaded bundles deleted")
+        return 0
+    agencies = await _control(config, "GET", "/control/agencies")
+    for a in agencies:
+        state = "revoked" if a["revoked"] else ("credential until " + time.strftime("%Y-%m-%d", time.gmtime(
+            a["expires"])) if a["expires"] else "active")
+        print(f"{a['key']}  {a['name']:32} {a['jurisdiction'] or '-':20} {a['source']:8} {state}")
+    if not agencies:
+        print("no agencies registered")
+    return 0
+
+
+async def cmd_audit(config: Config, args: argparse.Namespace) -> int:
+    """Check the audit log: chain, signatures, and every head of it published to peers (read-only)."""
+    from .identity import load_key
+    from .sharing.audit import AuditError, verify_database
+
+    if not config.db_path.exists():
+        raise NotInitialised(f"{config.db_path}: no database; run `nnode init` first")
+    node_key = node_id(load_key(config.key_path))
+    heads = await _published_heads(config, node_key)
+    try:
+        report = await verify_database(config.db_path, node_key, heads)
+    except AuditError as exc:
+        print(f"nnode audit verify: FAILED: {exc}", file=sys.stderr)
+        return 3
+    head = report["head"]
+    print(f"audit log verified: {report['entries']} entries, chain and signatures intact; "
+          f"{report['heads_checked']} heads published to peers match"
+          + (f"; head {head['seq']} {head['hash'][:16]}…" if head else ""))
+    return 0
+
+
+async def _published_heads(config: Config, node_key: str) -> list[dict]:
+    """This node's audit heads in its event store (its own, and those anti-entropy brought back from peers)."""
+    import sqlite3
+
+    def read() -> list[dict]:
+        with contextlib.closing(sqlite3.connect(f"file:{config.db_path}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT body FROM events WHERE kind = 'audit-head' AND author = ? AND body IS NOT "
+                                "NULL", (node_key,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+    return await asyncio.to_thread(read)
+
+
 async def cmd_config_example(config: Config, args: argparse.Namespace) -> int:
     """Print config.example.toml."""
     sys.stdout.write(render_example())
@@ -422,6 +477,22 @@ def cmd_agency_key(args: argparse.Namespace) -> int:
         print(f"agency key written to {args.file} (private: keep it safe, mode 0600)")
         print("public key (give this to the node's manager):")
     print(key.verify_key.encode().hex())
+    return 0
+
+
+def cmd_agency_credential(args: argparse.Namespace) -> int:
+    """For a trust anchor: sign an agency's credential with the anchor key and print it as JSON."""
+    from .sharing import load_agency_key
+    from .sharing.agencies import sign_credential
+
+    try:
+        credential = sign_credential(load_agency_key(args.anchor_key), agency=args.agency, name=args.name,
+                                     jurisdiction=args.jurisdiction or "", contact=args.contact or "",
+                                     days=args.days)
+    except NodeError as exc:
+        print(f"nnode agency credential: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(credential, indent=2))
     return 0
 
 
@@ -515,6 +586,33 @@ def build_parser() -> argparse.ArgumentParser:
                           ).add_argument("file", metavar="FILE")
     agency_sub.add_parser("public", help="print the public key of the key in FILE").add_argument("file", metavar="FILE")
     agency_key.set_defaults(func=cmd_agency_key, offline=True)
+    agency = sub.add_parser("agency", help="register, list or revoke the agencies that may ask for footage")
+    agency_actions = agency.add_subparsers(dest="action", required=True)
+    agency_actions.add_parser("list")
+    agency_add = agency_actions.add_parser("add", help="register an agency by its public key")
+    agency_add.add_argument("key", metavar="KEY", help="the agency's ed25519 public key (64 hex digits)")
+    agency_add.add_argument("--name", required=True)
+    agency_add.add_argument("--jurisdiction")
+    agency_add.add_argument("--contact")
+    agency_revoke = agency_actions.add_parser("revoke", help="revoke an agency for good")
+    agency_revoke.add_argument("key", metavar="KEY")
+    agency_revoke.add_argument("--reason")
+    agency.set_defaults(func=cmd_agency)
+    credential = sub.add_parser("agency-credential", help="sign an agency credential with a trust anchor's key "
+                                "(accreditation bodies; needs no node)")
+    credential.add_argument("--anchor-key", required=True, metavar="FILE", help="the anchor's key file "
+                            "(`nnode agency-key new FILE`)")
+    credential.add_argument("--agency", required=True, metavar="KEY", help="the agency's public key")
+    credential.add_argument("--name", required=True)
+    credential.add_argument("--jurisdiction")
+    credential.add_argument("--contact")
+    credential.add_argument("--days", type=int, default=365, help="validity (default 365)")
+    credential.set_defaults(func=cmd_agency_credential, offline=True)
+    audit = sub.add_parser("audit", help="check the audit log of disclosures")
+    audit.add_argument("action", choices=["verify"])
+    audit.set_defaults(func=cmd_audit)
+    from .sharing.agency_cli import add_parser as add_agency_client
+    add_agency_client(sub)
     return parser
 
 

@@ -139,7 +139,28 @@ def control_app(node: web.Application) -> web.Application:
         return web.json_response({"password": password, "admin_link": f"{base}/login#token={link.code}",
                                   "invite_link": f"{base}/join#code={made.code}", "app": base + "/"})
 
+    async def agencies(request: web.Request) -> web.Response:
+        from .app import REGISTRY
+        return web.json_response([a.as_json() for a in await node[REGISTRY].list()])
+
+    async def add_agency(request: web.Request) -> web.Response:
+        from .api_sharing import register
+        body = await _body(request)
+        agency = await register(node, body.get("key"), body.get("name"), body.get("jurisdiction", ""),
+                                body.get("contact", ""))
+        return web.json_response(agency.as_json())
+
+    async def revoke_agency(request: web.Request) -> web.Response:
+        from .api_sharing import revoke
+        from .sharing.agencies import check_key
+        body = await _body(request)
+        agency = await revoke(node, check_key("key", body.get("key")), body.get("reason", ""))
+        return web.json_response(agency.as_json())
+
     app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/control/agencies", agencies)
+    app.router.add_post("/control/agencies", add_agency)
+    app.router.add_post("/control/agencies/revoke", revoke_agency)
     app.router.add_post("/control/demo-setup", demo_setup)
     app.router.add_post("/control/invite", invite)
     app.router.add_post("/control/admin-link", admin_link)

@@ -129,6 +129,7 @@ class SharingDesk:
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
         self.building: int | None = None  # the consent whose bundle is being built now
+        self._considering = asyncio.Lock()  # one request at a time: the agency's post and its own relayed event
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -177,6 +178,10 @@ class SharingDesk:
     async def consider(self, document: dict, credential: dict | None, *, origin: str,
                        again: bool = False) -> str:
         """Decide what a request is to this node (open, refused, elsewhere), store and log it; returns the status."""
+        async with self._considering:
+            return await self._consider(document, credential, origin=origin, again=again)
+
+    async def _consider(self, document: dict, credential: dict | None, *, origin: str, again: bool) -> str:
         request_id = document.get("id") if isinstance(document, dict) else None
         if not again and isinstance(request_id, str) and await self._request_row(request_id) is not None:
             return "known"
@@ -512,9 +517,10 @@ class SharingDesk:
         (count,), = await self.db.reader.execute_fetchall(
             "SELECT COUNT(*) FROM consents WHERE request_id = ? AND state IN ('ready', 'downloaded')", (request_id,))
         ttl = max(60, int(row["expires"] - time.time()) + self.config.agencies.hold_days * 86400)
+        body = {"request_id": request_id, "agency": row["agency"], "bundles": count}
         try:
-            await self.publish(DISCLOSURE_KIND, {"request_id": request_id, "agency": row["agency"],
-                                                 "bundles": count}, ttl=min(ttl, DISCLOSURE_TTL))
+            event = await self.publish(DISCLOSURE_KIND, body, ttl=min(ttl, DISCLOSURE_TTL))
+            await self.note_disclosure(self.node_key, event.seq, body, event.ts)
         except Exception:
             log.exception("publishing a disclosure count failed", extra={"request": request_id})
 

@@ -114,7 +114,7 @@ async def test_a_request_made_at_a_reaches_b_and_only_the_consented_clip_leaves(
                                  ("GET", f"/api/agency/requests/{fields['id']}"), ("GET", "/api/agency/requests"),
                                  ("GET", f"/api/clips/{kept.uid}/video"), ("GET", f"/api/clips/{kept.uid}"),
                                  ("GET", f"/api/clips/{kept.uid}/thumbnail"), ("GET", "/api/clips"),
-                                 ("GET", f"/api/requests"),
+                                 ("GET", "/api/requests"),
                                  ("POST", f"/api/requests/{fields['id']}/clips/{kept.uid}/consent")]:
                 status, payload = await agency.call(method, b.url + path, raw=True)
                 assert kept_bytes[:4096] not in payload, (path, status)
