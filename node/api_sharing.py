@@ -21,7 +21,7 @@ from sync import AuthError
 from sync._httpsig import ReplayCache, check_content_digest, verify_request
 
 from .api_people import json_body, session_of
-from .app import AUDIT, CONFIG, DESK, KEY, PEERS, REGISTRY
+from .app import AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY
 from .errors import BadRequest, Forbidden, TooLarge
 from .sharing.agencies import Agency, AgencyRefused
 
@@ -134,6 +134,27 @@ async def agency_get_bundle(request: web.Request) -> web.StreamResponse:
     path = await request.app[DESK].open_bundle(request[AGENCY].key, bundle_id)
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store",
                                            "Content-Disposition": f'attachment; filename="{bundle_id}.nnbundle"'})
+
+
+async def agency_post_alert(request: web.Request) -> web.Response:
+    """POST /api/agency/alerts: an official alert for the area around this building, as a CAP event that names the
+    agency as its sender and reaches residents and nearby nodes like the manager's own."""
+    from .alerts import ALERT, MAX_TTL, CapError, alert_expiry, manager_alert
+
+    app, agency = request.app, request[AGENCY]
+    try:
+        fields = json.loads(request[AGENCY_BODY] or b"null")
+    except ValueError as exc:
+        raise BadRequest(f"the body must be the alert as JSON: {exc}") from None
+    node = app[CONFIG].node
+    try:
+        cap = manager_alert(fields, node_key=app[DESK].node_key, node_name=agency.name,
+                            location=(node.latitude, node.longitude) if node.latitude else None)
+    except CapError as exc:
+        raise BadRequest(str(exc)) from exc
+    now = int(time.time())
+    event = await app[ENGINE].publish(ALERT, {"cap": cap}, ttl=min(alert_expiry(cap, now) - now, MAX_TTL))
+    return web.json_response({"ok": True, "event": event.id, "cap": cap}, status=201)
 
 
 # -- owners -----------------------------------------------------------------------------------------------------

@@ -254,6 +254,7 @@ def route_table() -> list[Route]:
         Route("GET", "/api/transparency", share.transparency, signed_in),
         Route("GET", "/api/transparency/log", share.transparency_log, signed_in),
         Route("POST", "/api/agency/requests", share.agency_post_request, agency),
+        Route("POST", "/api/agency/alerts", share.agency_post_alert, agency),
         Route("GET", "/api/agency/requests", share.agency_list_requests, agency),
         Route("GET", "/api/agency/requests/{id}", share.agency_get_request, agency),
         Route("GET", "/api/agency/bundles", share.agency_list_bundles, agency),

@@ -292,3 +292,20 @@ async def test_a_rewritten_audit_log_is_caught_by_the_heads_its_peers_hold(make_
     code, out, err = await nnode(node, "audit", "verify")
     assert code == 3 and "history rewritten" in err, (out, err)
     await node.start()
+
+
+async def test_a_registered_agency_posts_an_official_alert_that_residents_see(building):
+    node, manager, agency, clips, start = building
+    status, body = await agency.call("POST", node.url + "/api/agency/alerts",
+                                     {"event": "Police activity", "headline": "Avoid Elm St between 3rd and 5th",
+                                      "severity": "Moderate", "urgency": "Immediate", "expires_hours": 2})
+    assert status == 201, body
+    assert body["cap"]["info"][0]["senderName"] == "Metro PD"
+    status, alerts = await call(manager, "GET", node.url + "/api/alerts")
+    assert "Avoid Elm St between 3rd and 5th" in json.dumps(alerts["alerts"]), alerts
+    status, body = await agency.call("POST", node.url + "/api/agency/alerts", {"headline": "no event"})
+    assert status == 400 and "'event' is required" in body["error"]
+    stranger = Agency()
+    status, body = await stranger.call("POST", node.url + "/api/agency/alerts", {"event": "Fake"})
+    await stranger.close()
+    assert status == 403 and "not registered" in body["error"]
