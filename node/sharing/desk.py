@@ -547,7 +547,8 @@ class SharingDesk:
             "ORDER BY node", (request_id, agency_key))
         disclosures = [{"node": node, "bundles": bundles, "at": at,
                         "url": (await urls(node)) if urls else None} for node, bundles, at in rows]
-        return request.public() | {"contact": request.contact, "disclosures": disclosures}
+        return request.public() | {"contact": request.contact, "status": row["status"], "refusal": row["refusal"],
+                                   "disclosures": disclosures}
 
     async def agency_requests(self, agency_key: str, urls: Callable[[str], Awaitable[str | None]] | None = None
                               ) -> list[dict]:
