@@ -28,6 +28,7 @@ from sync import Database, Migration
 
 from ..camera.clips import ClipIndex, ClipNotFound, ClipRow
 from ..errors import Conflict, NotFound
+from ..live import MANAGERS
 from .agencies import Agency, AgencyRefused, Registry
 from .audit import AuditLog
 from .events import DISCLOSURE_KIND, DISCLOSURE_TTL, REQUEST_KIND
@@ -275,7 +276,7 @@ class SharingDesk:
                 "agency_name": agency.name if agency else ""}
         if request.urgency == "emergency":
             log.warning("emergency footage request", extra={"request": request.id, "agency": request.agency})
-        await self.notify("agency-request", data, "manager")
+        await self.notify("agency-request", data, MANAGERS)
         owners = {c.owner for c in await self._candidates(request, None) if c.owner != "building"}
         for owner in owners:
             await self.notify("agency-request", data, owner)
@@ -485,7 +486,7 @@ class SharingDesk:
             return
         await self._disclose(request.id)
         if self.notify is not None:
-            await self.notify("consent", {"request_id": request.id, "clip": uid, "state": "ready"}, "manager")
+            await self.notify("consent", {"request_id": request.id, "clip": uid, "state": "ready"}, MANAGERS)
 
     def _make(self, path: Path, clip: ClipRow, camera: Any, place: tuple[str, str], request: FootageRequest,
               receipt: dict, choice: str) -> tuple[Any, str | None]:

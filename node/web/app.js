@@ -1,18 +1,21 @@
-// The resident app at "/": session check, hash routing between the six sections, and the live stream that
+// The resident app at "/": session check, hash routing between the sections, and the live stream that
 // feeds them all. Each section lives in its own module; this file only wires them together.
 
 import { AlertList, alertSummary } from "./alerts-view.js";
 import { initCameras } from "./cameras.js";
-import { $, announce, getJSON, loadSession, notify, setStatus, wireNotifyButton, wireSignOut } from "./common.js";
+import { $, announce, debounce, getJSON, loadSession, notify, setStatus, wireNotifyButton, wireSignOut } from "./common.js";
 import { connectLive } from "./live.js";
 import { initMap } from "./map.js";
 import { initReports } from "./report.js";
 import { initResponder } from "./responder.js";
+import { RequestList } from "./sharing.js";
 import { initSos } from "./sos.js";
 import { initTimeline } from "./timeline.js";
 
-const VIEWS = ["alerts", "timeline", "map", "report", "cameras", "sos"];
-const SIGNED_IN_ONLY = new Set(["timeline", "map", "report", "cameras", "sos"]);
+const VIEWS = ["alerts", "timeline", "map", "report", "cameras", "requests", "sos"];
+const SIGNED_IN_ONLY = new Set(["timeline", "map", "report", "cameras", "requests", "sos"]);
+// Views without a tab of their own, and the tab they belong under.
+const TAB_OF = { requests: "cameras" };
 
 async function main() {
   const alerts = new AlertList($("alerts-list"), $("alerts-status"));
@@ -57,6 +60,7 @@ async function main() {
   const cameras = initCameras(session);
   const sos = initSos(session);
   const responder = initResponder(session, sos.isMine);
+  const requests = initRequests(session);
   if (responder.active) document.body.classList.add("responder");
 
   // Open calls at start: the resident's own for the status line, everyone's for a responder's banner.
@@ -112,20 +116,68 @@ async function main() {
     },
     clip() {
       cameras.onClip();
+      requests.stale(); // a new clip (an upload) may match an open request
+    },
+    "agency-request"() {
+      requests.stale();
+    },
+    consent() {
+      requests.stale();
     },
   }, $("live-status"));
 
-  const sections = { timeline, map, report: reports, cameras };
+  const sections = { timeline, map, report: reports, cameras, requests };
   route((view) => {
     for (const [name, section] of Object.entries(sections)) {
       if (name === view) section.show();
       else section.hide?.();
     }
+    if (view === "cameras") requests.stale(); // the count on the Requests link
   }, (view) => view);
 }
 
 /**
- * Hash routing: #alerts, #timeline, #map, #report, #cameras, #sos. Unknown or forbidden hashes show alerts. Focus moves
+ * The Requests view (agencies asking for footage of the reader's own uploads; the building cameras' for the
+ * manager), and the count on its link in the Cameras view. Loaded once at start for the count, then when shown.
+ */
+function initRequests(session) {
+  const manager = session.role === "manager";
+  if (manager) {
+    $("requests-who").textContent = "As the manager you answer here for the building cameras' clips, as in the "
+      + "console. Residents decide about their own uploads themselves.";
+  }
+  const count = $("requests-count");
+  const list = new RequestList($("requests-list"), $("requests-status"), {
+    manager,
+    onLoaded(requests) {
+      const waiting = requests.filter((request) => request.status === "open"
+        && (request.clips || []).some((clip) => !clip.consent)).length;
+      count.textContent = waiting ? ` (${waiting} waiting for your answer)` : "";
+    },
+  });
+  list.visible = false;
+  list.load();
+  let visible = false;
+  const reload = debounce(() => list.load(), 500);
+  return {
+    show() {
+      visible = true;
+      list.show();
+    },
+    hide() {
+      if (!visible) return;
+      visible = false;
+      list.hide();
+    },
+    /** A live message about requests or consents: reload (the link's count too). */
+    stale() {
+      reload();
+    },
+  };
+}
+
+/**
+ * Hash routing: #alerts, #timeline, #map, #report, #cameras, #requests, #sos. Unknown or forbidden hashes show alerts. Focus moves
  * to the section heading when the reader switched sections (not on first load), so screen readers follow.
  */
 function route(onShow, allow) {
@@ -139,7 +191,7 @@ function route(onShow, allow) {
     current = view;
     for (const name of VIEWS) $(`view-${name}`).hidden = name !== view;
     for (const tab of tabs) {
-      if (tab.dataset.view === view) tab.setAttribute("aria-current", "page");
+      if (tab.dataset.view === (TAB_OF[view] || view)) tab.setAttribute("aria-current", "page");
       else tab.removeAttribute("aria-current");
     }
     onShow(view);

@@ -6,6 +6,7 @@ import { connectLive } from "./live.js";
 import { initCameras } from "./manage-cameras.js";
 import { initConsoleAlerts, initModeration, initPeers, initPostAlert } from "./manage-content.js";
 import { initInvites, initResidents, initSessions } from "./manage-people.js";
+import { initSharing } from "./manage-sharing.js";
 import { initResponder } from "./responder.js";
 
 async function main() {
@@ -31,6 +32,7 @@ async function main() {
   const peers = initPeers();
   const cameras = initCameras();
   initPostAlert(() => alerts.load());
+  const sharing = initSharing();
   // The manager raises no SOS from the console, so no call here is "theirs" and every one rings.
   const responder = initResponder(session, () => false);
 
@@ -48,6 +50,7 @@ async function main() {
     "sos-ack"(data) { responder.onAck(data.sos); },
     "sos-escalated"(data) { responder.onEscalated(data.sos, data.stage); },
     clip() { cameras.onClip(); },
+    ...sharing,
   }, $("live-status"));
 }
 
