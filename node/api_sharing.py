@@ -36,10 +36,10 @@ MAX_AGENCY_BODY = 64 * 1024
 def _decode_credential(value: str) -> dict:
     try:
         credential = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    except (binascii.Error, ValueError) as exc:
-        raise AgencyRefused(f"{CREDENTIAL_HEADER}: not base64url of a JSON credential ({exc})") from None
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise BadRequest(f"{CREDENTIAL_HEADER}: not base64url of a JSON credential ({type(exc).__name__})") from None
     if not isinstance(credential, dict):
-        raise AgencyRefused(f"{CREDENTIAL_HEADER}: the credential must be a JSON object")
+        raise BadRequest(f"{CREDENTIAL_HEADER}: the credential must be a JSON object")
     return credential
 
 
@@ -65,12 +65,13 @@ async def check_agency(request: web.Request) -> None:
         credential = _decode_credential(header)
         if credential.get("agency") != verified.keyid:
             raise AgencyRefused("the credential is for another agency key than the one that signed the call")
+        before = agency
         async with app[DESK].db.write() as conn:
             agency, new = await registry.accept(credential, conn=conn)
             if new:
                 await app[AUDIT].append("agency_registered", agency=agency.key, actor="trust anchor",
                                         detail={"name": agency.name, "anchor": agency.anchor or ""}, conn=conn)
-        if new:
+        if new or (before is not None and registry.problem(before)):  # new, or a renewed credential
             await desk.reconsider(agency.key)
     request[AGENCY] = await registry.require(verified.keyid)
     try:
@@ -89,6 +90,13 @@ async def check_agency(request: web.Request) -> None:
     request[AGENCY_BODY] = body
 
 
+def _json(request: web.Request, what: str) -> Any:
+    try:
+        return json.loads(request[AGENCY_BODY] or b"null")
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body must be {what} as JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
 async def _peer_url(request: web.Request, node: str) -> str | None:
     if node == request.app[DESK].node_key:
         return f"{request.scheme}://{request.host}"
@@ -100,10 +108,7 @@ async def _peer_url(request: web.Request, node: str) -> str | None:
 
 async def agency_post_request(request: web.Request) -> web.Response:
     """POST /api/agency/requests: a signed footage request (201 new, 200 the same one again)."""
-    try:
-        document = json.loads(request[AGENCY_BODY] or b"null")
-    except ValueError as exc:
-        raise BadRequest(f"the body must be the signed request as JSON: {exc}") from None
+    document = _json(request, "the signed request")
     credential = request.headers.get(CREDENTIAL_HEADER)
     view, created = await request.app[DESK].submit(document, request[AGENCY],
                                                    _decode_credential(credential) if credential else None)
@@ -142,10 +147,7 @@ async def agency_post_alert(request: web.Request) -> web.Response:
     from .alerts import ALERT, MAX_TTL, CapError, alert_expiry, manager_alert
 
     app, agency = request.app, request[AGENCY]
-    try:
-        fields = json.loads(request[AGENCY_BODY] or b"null")
-    except ValueError as exc:
-        raise BadRequest(f"the body must be the alert as JSON: {exc}") from None
+    fields = _json(request, "the alert")
     node = app[CONFIG].node
     try:
         cap = manager_alert(fields, node_key=app[DESK].node_key, node_name=agency.name,
@@ -159,14 +161,15 @@ async def agency_post_alert(request: web.Request) -> web.Response:
 
 # -- owners -----------------------------------------------------------------------------------------------------
 
-def _owner(request: web.Request) -> tuple[str, str, str]:
-    """(clip owner, role, opaque id for the consent receipt) of the signed-in caller."""
+def _owner(request: web.Request, request_id: str = "") -> tuple[str, str, str]:
+    """(clip owner, role, opaque id for the consent receipt) of the signed-in caller. A resident's id differs
+    from request to request, so receipts given to agencies cannot link one resident's consents across cases."""
     session = session_of(request)
     if session.role == "manager":
         return "building", "manager", "manager"
     secret = request.app[KEY].encode()
-    pseudonym = hmac.new(secret, f"resident:{session.subject}".encode(), hashlib.sha256).hexdigest()[:16]
-    return f"resident:{session.subject}", "resident", f"resident-{pseudonym}"
+    pseudonym = hmac.new(secret, f"resident:{session.subject}:{request_id}".encode(), hashlib.sha256).hexdigest()
+    return f"resident:{session.subject}", "resident", f"resident-{pseudonym[:16]}"
 
 
 async def list_requests(request: web.Request) -> web.Response:
@@ -179,7 +182,7 @@ async def list_requests(request: web.Request) -> web.Response:
 async def give_consent(request: web.Request) -> web.Response:
     """POST /api/requests/{id}/clips/{uid}/consent {"choice"}: share this one clip."""
     body = await json_body(request) if request.can_read_body else {}
-    owner, role, subject = _owner(request)
+    owner, role, subject = _owner(request, request.match_info["id"][:64])
     consent = await request.app[DESK].consent(request.match_info["id"][:64], request.match_info["uid"][:40],
                                               owner=owner, role=role, subject=subject,
                                               choice=body.get("choice", "redacted"))
@@ -227,8 +230,10 @@ async def revoke(app: web.Application, key: str, reason: Any) -> Agency:
         await app[AUDIT].append("agency_revoked", agency=key, actor="manager",
                                 detail={"reason": agency.revoke_reason}, conn=conn)
         ended = await desk.refuse_agency(key, f"the agency was revoked: {agency.revoke_reason}".rstrip(": "), conn)
-    for bundle_uid in ended:
+    for bundle_uid, _ in ended:
         desk.bundle_path(bundle_uid).unlink(missing_ok=True)
+    for request_id in {request_id for _, request_id in ended}:
+        await desk.disclose(request_id)
     return agency
 
 
@@ -262,7 +267,7 @@ async def transparency(request: web.Request) -> web.Response:
 async def transparency_log(request: web.Request) -> web.Response:
     """GET /api/transparency/log?after=N&limit=M: the audit entries themselves."""
     try:
-        after = max(0, int(request.query.get("after", "0")))
+        after = min(max(0, int(request.query.get("after", "0"))), 2**62)
         limit = min(1000, max(1, int(request.query.get("limit", "200"))))
     except ValueError:
         raise BadRequest("after and limit must be whole numbers") from None

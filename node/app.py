@@ -299,7 +299,7 @@ async def _sharing_ctx(app: web.Application) -> AsyncIterator[None]:
         for kind in (REQUEST_KIND, DISCLOSURE_KIND):
             for event in reversed(await store.recent(limit=1000, kind=kind)):
                 if event.body is not None:
-                    await take(event)
+                    inbox.put_nowait(event)
         while True:
             event = await inbox.get()
             try:

@@ -393,7 +393,7 @@ async def _published_heads(config: Config, node_key: str) -> list[dict]:
     import sqlite3
 
     def read() -> list[dict]:
-        with contextlib.closing(sqlite3.connect(f"file:{config.db_path}?mode=ro", uri=True)) as conn:
+        with contextlib.closing(sqlite3.connect(config.db_path.resolve().as_uri() + "?mode=ro", uri=True)) as conn:
             rows = conn.execute("SELECT body FROM events WHERE kind = 'audit-head' AND author = ? AND body IS NOT "
                                 "NULL", (node_key,)).fetchall()
         return [json.loads(r[0]) for r in rows]

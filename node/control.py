@@ -35,6 +35,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return value
 
 
+SHARING_KINDS = frozenset({"agency-request", "disclosure", "audit-head"})
+
+
 def control_app(node: web.Application) -> web.Application:
     """The control application bound to the running node `node`."""
 
@@ -46,6 +49,8 @@ def control_app(node: web.Application) -> web.Application:
         kind, content, ttl = body.get("kind"), body.get("body"), body.get("ttl")
         if not isinstance(kind, str) or type(ttl) is not int or ttl < 1:
             raise BadRequest("publish needs 'kind' (string), 'body' and 'ttl' (positive integer seconds)")
+        if kind in SHARING_KINDS:  # only the node's own flow may vouch for requests, disclosures and its log
+            raise BadRequest(f"kind {kind!r} is published by the node itself, not by hand")
         try:
             event = await node[ENGINE].publish(kind, content, ttl=ttl)
         except SyncError as exc:

@@ -261,6 +261,17 @@ class ClipIndex:
                                " and cannot be deleted until its holds are released")
         await self._finish_purge([clip], why)
 
+    async def mark_purging(self, clip: ClipRow, conn: Any) -> bool:
+        """Mark `clip` for purging inside the caller's write transaction (False if held or gone); the caller then
+        calls finish_purge, and a crash in between is finished by reconcile()."""
+        cursor = await conn.execute(
+            f"UPDATE clips SET state = 'purging' WHERE id = ? AND state = 'ready' AND NOT {_HELD_ROW}", (clip.id,))
+        return cursor.rowcount == 1
+
+    async def finish_purge(self, clip: ClipRow, why: str) -> None:
+        """Remove the files and row of a clip marked with mark_purging."""
+        await self._finish_purge([clip], why)
+
     async def purge_expired(self, retention: dict[str, float], default_days: float, now: float | None = None) -> int:
         """Purge clips older than their camera's retention (days; uploads use `default_days`), unless held.
         Returns the bytes freed."""

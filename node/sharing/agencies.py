@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -88,6 +89,7 @@ _COLUMNS = "key, name, jurisdiction, contact, source, anchor, expires, added, re
 def _text(field: str, value: Any, *, required: bool = False) -> str:
     if not isinstance(value, str) or len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
         raise BadRequest(f"{field}: expected text of at most {MAX_TEXT} characters without control characters")
+    value = unicodedata.normalize("NFC", value)  # the signed audit log holds NFC text only
     if required and not value.strip():
         raise BadRequest(f"{field}: required")
     return value.strip()
@@ -159,12 +161,19 @@ class Registry:
         rows = await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM agencies WHERE key = ?", (key,))
         return Agency(*rows[0]) if rows else None
 
+    def problem(self, agency: Agency) -> str | None:
+        """Why `agency` may not act now (revoked, credential expired, its anchor no longer trusted), or None."""
+        if agency.source == "anchor" and agency.anchor not in self.anchors and not agency.revoked:
+            return f"agency {agency.name!r} was accredited by {(agency.anchor or '')[:16]}…, which is no longer " \
+                   "a trust anchor of this node"
+        return agency.usable()
+
     async def require(self, key: str) -> Agency:
         """The agency with `key` if it may act now; AgencyRefused naming why not."""
         agency = await self.get(key)
         if agency is None:
             raise AgencyRefused(f"agency key {key[:16]}… is not registered at this node")
-        problem = agency.usable()
+        problem = self.problem(agency)
         if problem:
             raise AgencyRefused(problem)
         return agency

@@ -158,8 +158,13 @@ class _Checker:
             self.key = nacl.signing.VerifyKey(bytes.fromhex(node_key))
         except (ValueError, TypeError, nacl.exceptions.CryptoError) as exc:
             raise ValueError(f"node key: expected 64 hex digits of an ed25519 public key ({exc})") from exc
+        self.heads: dict[int, str] = {}
         try:
-            self.heads = {int(h["seq"]): str(h["hash"]) for h in heads}
+            for head in heads:
+                seq, digest = int(head["seq"]), str(head["hash"])
+                if self.heads.setdefault(seq, digest) != digest:
+                    # The node signed two different heads for one entry: only a rewrite makes that possible.
+                    raise AuditError(f"entry {seq}: two different heads were published for it (history rewritten)")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"heads: expected objects with an integer seq and a hash ({exc!r})") from exc
         self.count = 0

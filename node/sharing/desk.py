@@ -19,6 +19,7 @@ import json
 import logging
 import secrets
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -131,6 +132,7 @@ class SharingDesk:
         self._worker: asyncio.Task | None = None
         self.building: int | None = None  # the consent whose bundle is being built now
         self._considering = asyncio.Lock()  # one request at a time: the agency's post and its own relayed event
+        self._announcing: set[asyncio.Task] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -139,6 +141,12 @@ class SharingDesk:
         self.bundles_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for stray in self.bundles_dir.glob(".*"):
             stray.unlink(missing_ok=True)
+        # A crash between a withdrawal (expiry, revocation, hold end) and deleting its bundle leaves the file.
+        live = {r[0] for r in await self.db.reader.execute_fetchall(
+            "SELECT bundle_uid FROM consents WHERE state IN ('building', 'ready', 'downloaded')")}
+        for path in self.bundles_dir.glob(f"*{SUFFIX}"):
+            if path.name.removesuffix(SUFFIX) not in live:
+                path.unlink(missing_ok=True)
         rows = await self.db.reader.execute_fetchall("SELECT id FROM consents WHERE state = 'building' ORDER BY id")
         for (consent_id,) in rows:
             self._queue.put_nowait(consent_id)
@@ -146,6 +154,10 @@ class SharingDesk:
 
     async def close(self) -> None:
         """Stop the builder (a bundle cut short is built again at the next start)."""
+        for task in list(self._announcing):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -164,16 +176,19 @@ class SharingDesk:
         request = parse_request(document, now=time.time(), policy=self.policy)
         if request.agency != agency.key:
             raise AgencyRefused("the request is signed by another agency key than the one that signed the call")
-        known = await self._request_row(request.id)
-        if known is not None:
-            if json.loads(known["document"]) != request.document:
-                raise Conflict(f"request id {request.id} is already used by another request")
-            return await self.agency_view(agency.key, request.id), False
-        body = {"request": request.document} | ({"credential": credential} if credential else {})
-        ttl = max(60, int(request.expires - time.time()))
-        if self.publish is not None:
-            await self.publish(REQUEST_KIND, body, ttl=ttl)
-        await self.consider(request.document, credential, origin="agency")
+        if credential is not None and credential.get("agency") != agency.key:
+            raise AgencyRefused("the credential is for another agency key than the one that signed the call")
+        async with self._considering:  # one request id, one event: a second post of it waits and finds it
+            known = await self._request_row(request.id)
+            if known is not None:
+                if json.loads(known["document"]) != request.document:
+                    raise Conflict(f"request id {request.id} is already used by another request")
+                return await self.agency_view(agency.key, request.id), False
+            body = {"request": request.document} | ({"credential": credential} if credential else {})
+            ttl = max(60, int(request.expires - time.time()))
+            if self.publish is not None:
+                await self.publish(REQUEST_KIND, body, ttl=ttl)
+            await self._consider(request.document, credential, origin="agency", again=False)
         return await self.agency_view(agency.key, request.id), True
 
     async def consider(self, document: dict, credential: dict | None, *, origin: str,
@@ -184,7 +199,8 @@ class SharingDesk:
 
     async def _consider(self, document: dict, credential: dict | None, *, origin: str, again: bool) -> str:
         request_id = document.get("id") if isinstance(document, dict) else None
-        if not again and isinstance(request_id, str) and await self._request_row(request_id) is not None:
+        before = await self._request_row(request_id) if isinstance(request_id, str) else None
+        if not again and before is not None:
             return "known"
         status, refusal, request = "open", "", None
         try:
@@ -197,9 +213,11 @@ class SharingDesk:
                 return "invalid"
         if not self.touches(request.area):
             status, refusal = "elsewhere", ""
+        if credential is not None and (not isinstance(credential, dict) or credential.get("agency") != request.agency):
+            credential = None  # a credential vouches only for the key it names
         async with self.db.write() as conn:
             agency = await self.registry.get(request.agency)
-            if agency is None and credential and status != "elsewhere":
+            if (agency is None or agency.source == "anchor") and credential and status != "elsewhere":
                 with contextlib.suppress(AgencyRefused):
                     agency, new = await self.registry.accept(credential, conn=conn)
                     if new:
@@ -207,7 +225,8 @@ class SharingDesk:
                                                 detail={"name": agency.name, "anchor": agency.anchor or ""},
                                                 conn=conn)
             if status == "open":
-                problem = "this agency is not registered at this node" if agency is None else agency.usable()
+                problem = "this agency is not registered at this node" if agency is None else \
+                    self.registry.problem(agency)
                 if problem:
                     status, refusal = "refused", problem
             await conn.execute(
@@ -218,15 +237,20 @@ class SharingDesk:
                 (request.id, request.agency, json.dumps(request.document), json.dumps(credential) if credential
                  else None, request.case_number, request.urgency, request.start, request.end, request.expires,
                  int(time.time()), origin, status, refusal))
-            if status == "open":
+            changed = before is None or (before["status"], before["refusal"]) != (status, refusal)
+            if status == "open" and changed:
                 await self.audit.append("request_received", agency=request.agency, request_id=request.id,
                                         actor=origin, detail={"case_number": request.case_number,
                                                               "urgency": request.urgency}, conn=conn)
-            elif status == "refused":
+            elif status == "refused" and changed and agency is not None:
+                # Refusals of keys nobody registered are shown to the manager but not logged: anyone can make keys.
                 await self.audit.append("request_refused", agency=request.agency, request_id=request.id,
-                                        actor=origin, detail={"reason": refusal[:300]}, conn=conn)
-        if status == "open":
-            await self._announce(request, agency)
+                                        actor=origin, detail={"reason": _nfc(refusal)[:300]}, conn=conn)
+        if status == "open" and changed:
+            # In the background: the time the agency waits for its answer must not tell how much footage matched.
+            task = asyncio.create_task(self._announce(request, agency), name="nnode-announce-request")
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
         log.info("agency request", extra={"request": request.id, "status": status, "refusal": refusal})
         return status
 
@@ -250,7 +274,7 @@ class SharingDesk:
             await self._end(conn, consent_id, bundle_uid, "expired")
             await self.audit.append("bundle_expired", agency=agency_key, request_id=request_id, clip=clip_uid,
                                     detail={"reason": "agency revoked"}, conn=conn)
-        return [r[1] for r in rows]
+        return [(r[1], r[2]) for r in rows]
 
     def _location(self, camera: str) -> tuple[str, str] | None:
         config = self.cameras.get(camera)
@@ -272,13 +296,26 @@ class SharingDesk:
     async def _announce(self, request: FootageRequest, agency: Agency | None) -> None:
         if self.notify is None:
             return
+        try:
+            await self._tell_owners(request, agency)
+        except Exception:
+            log.exception("telling owners of a request failed", extra={"request": request.id})
+
+    async def _tell_owners(self, request: FootageRequest, agency: Agency | None) -> None:
         data = {"id": request.id, "urgency": request.urgency, "case_number": request.case_number,
                 "agency_name": agency.name if agency else ""}
         if request.urgency == "emergency":
             log.warning("emergency footage request", extra={"request": request.id, "agency": request.agency})
         await self.notify("agency-request", data, MANAGERS)
-        owners = {c.owner for c in await self._candidates(request, None) if c.owner != "building"}
-        for owner in owners:
+        place = self._location("upload")
+        if place is None or not request.area.contains(float(place[0]), float(place[1])):
+            return
+        # Uploads are placed at the building: every one overlapping the window matches. One small query, so that
+        # how long this takes says little about how much footage there is.
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT DISTINCT owner FROM clips WHERE camera = 'upload' AND state = 'ready' AND start < ? AND end > ?",
+            (request.end, request.start))
+        for (owner,) in rows:
             await self.notify("agency-request", data, owner)
 
     async def _request_row(self, request_id: str) -> dict | None:
@@ -301,17 +338,10 @@ class SharingDesk:
 
     # -- owners -------------------------------------------------------------------------------------------------
 
-    async def _candidates(self, request: FootageRequest, owner: str | None) -> list[ClipRow]:
-        """Ready clips overlapping the window (of `owner`, or anyone's) that are inside the area."""
-        cameras = [c for c in await self.clips.usage() if c != "upload"]
-        if owner is None:
-            found = await self.clips.list(cameras=cameras, after=request.start, before=request.end, limit=10_000)
-            rows = await self.db.reader.execute_fetchall(
-                "SELECT DISTINCT owner FROM clips WHERE owner != 'building' AND state = 'ready' AND start < ? "
-                "AND end > ?", (request.end, request.start))
-            for (resident,) in rows:
-                found += await self.clips.list(owner=resident, after=request.start, before=request.end, limit=1000)
-        elif owner == "building":
+    async def _candidates(self, request: FootageRequest, owner: str) -> list[ClipRow]:
+        """`owner`'s ready clips ('building' or 'resident:N') that overlap the window inside the area."""
+        if owner == "building":
+            cameras = [c for c in await self.clips.usage() if c != "upload"]
             found = await self.clips.list(cameras=cameras, after=request.start, before=request.end, limit=1000)
         else:
             found = await self.clips.list(owner=owner, after=request.start, before=request.end, limit=1000)
@@ -373,6 +403,11 @@ class SharingDesk:
                                subject=subject, choice=choice)
         bundle_uid = secrets.token_hex(16)
         async with self.db.write() as conn:
+            # Checked again in the transaction: a revocation or refusal that landed meanwhile wins.
+            if not await conn.execute_fetchall(
+                    "SELECT 1 FROM agency_requests r JOIN agencies a ON a.key = r.agency WHERE r.id = ? AND "
+                    "r.status = 'open' AND r.expires > ? AND a.revoked IS NULL", (request_id, time.time())):
+                raise Conflict(f"request {request_id} is no longer open here (expired, refused or its agency revoked)")
             if await conn.execute_fetchall(
                     f"SELECT 1 FROM consents WHERE request_id = ? AND clip_uid = ? AND state IN "
                     f"({', '.join('?' * len(LIVE))})", (request_id, uid, *LIVE)):
@@ -409,7 +444,7 @@ class SharingDesk:
             await self.audit.append("withdrawal", agency=agency, request_id=request_id, clip=uid, actor=role,
                                     conn=conn)
         self._unlink(consent["bundle_uid"])
-        await self._disclose(request_id)
+        await self.disclose(request_id)
         return await self._consent_by_id(consent["id"])
 
     async def _end(self, conn: Any, consent_id: int, bundle_uid: str, state: str,
@@ -464,7 +499,7 @@ class SharingDesk:
             info, redaction = await asyncio.get_running_loop().run_in_executor(
                 None, self._make, path, clip, camera, place, request, json.loads(receipt), choice)
         except Exception as exc:
-            error = str(exc) or type(exc).__name__
+            error = _nfc(str(exc) or type(exc).__name__)
             async with self.db.write() as conn:
                 cursor = await conn.execute("UPDATE consents SET state = 'failed', error = ? WHERE id = ? AND "
                                             "state = 'building'", (error[:500], consent_id))
@@ -484,7 +519,7 @@ class SharingDesk:
         if not cursor.rowcount:  # withdrawn while it was being built
             path.unlink(missing_ok=True)
             return
-        await self._disclose(request.id)
+        await self.disclose(request.id)
         if self.notify is not None:
             await self.notify("consent", {"request_id": request.id, "clip": uid, "state": "ready"}, MANAGERS)
 
@@ -510,7 +545,7 @@ class SharingDesk:
             if redacted is not None:
                 redacted.unlink(missing_ok=True)
 
-    async def _disclose(self, request_id: str) -> None:
+    async def disclose(self, request_id: str) -> None:
         """Tell peers (and so the agency, wherever it asks) how many bundles this node holds for the request."""
         if self.publish is None:
             return
@@ -578,11 +613,13 @@ class SharingDesk:
         consent_id, request_id, uid, _ = rows[0]
         now = int(time.time())
         async with self.db.write() as conn:
+            # A first download only while the request is open; once downloaded, again until the hold period ends.
             cursor = await conn.execute(
                 "UPDATE consents SET state = 'downloaded', downloads = downloads + 1, "
                 "downloaded = COALESCE(downloaded, ?), release_at = COALESCE(release_at, ?) "
-                "WHERE id = ? AND state IN ('ready', 'downloaded')",
-                (now, now + self.config.agencies.hold_days * 86400, consent_id))
+                "WHERE id = ? AND (state = 'downloaded' OR (state = 'ready' AND "
+                "(SELECT expires FROM agency_requests WHERE id = consents.request_id) > ?))",
+                (now, now + self.config.agencies.hold_days * 86400, consent_id, now))
             if cursor.rowcount == 0:
                 raise NotFound(f"no bundle {bundle_uid!r} for this agency here")  # withdrawn a moment ago
             await self.audit.append("download", agency=agency_key, request_id=request_id, clip=uid,
@@ -604,22 +641,27 @@ class SharingDesk:
         rows = await self.db.reader.execute_fetchall(
             "SELECT c.id, c.bundle_uid, c.request_id, c.clip_uid, r.agency FROM consents c JOIN agency_requests r "
             "ON r.id = c.request_id WHERE c.state IN ('building', 'ready', 'failed') AND r.expires <= ?", (now,))
+        changed = set()
         for consent_id, bundle_uid, request_id, uid, agency in rows:
             async with self.db.write() as conn:
-                if await self._end(conn, consent_id, bundle_uid, "expired"):
+                ended = await self._end(conn, consent_id, bundle_uid, "expired")
+                if ended:
                     await self.audit.append("bundle_expired", agency=agency, request_id=request_id, clip=uid,
                                             detail={"reason": "the request expired before the agency downloaded"},
                                             conn=conn)
-            self._unlink(bundle_uid)
+            if ended:  # not if a download won the race: the agency has it, and the hold period runs
+                self._unlink(bundle_uid)
+                changed.add(request_id)
         rows = await self.db.reader.execute_fetchall(
             "SELECT c.id, c.bundle_uid, c.request_id, c.clip_uid, r.agency, c.state FROM consents c JOIN "
             "agency_requests r ON r.id = c.request_id WHERE (c.state = 'downloaded' AND c.release_at <= ?) "
             "OR c.state = 'closed'", (now,))
         for consent_id, bundle_uid, request_id, uid, agency, state in rows:
             if state == "downloaded":
-                self._unlink(bundle_uid)
                 async with self.db.write() as conn:
                     await conn.execute("UPDATE consents SET state = 'closed' WHERE id = ?", (consent_id,))
+                self._unlink(bundle_uid)
+                changed.add(request_id)
             try:
                 clip = await self.clips.get(uid)
             except ClipNotFound:
@@ -627,18 +669,21 @@ class SharingDesk:
             if clip is not None and not self._retention_over(clip, now):
                 continue  # held on until its own retention has run out
             async with self.db.write() as conn:
+                # Releasing the hold, marking the clip for purging and logging both are one transaction: the log
+                # never misses a purge (a crash after it is finished by the clip index's reconcile()).
                 if not await self._end(conn, consent_id, bundle_uid, "purged", ("closed",)):
                     continue
                 await self.audit.append("hold_released", agency=agency, request_id=request_id, clip=uid,
                                         detail={"bundle": bundle_uid}, conn=conn)
-            if clip is None:
-                continue
-            try:
-                await self.clips.delete(clip, why="shared clip: hold period over")
-            except (Conflict, ClipNotFound):
-                continue  # held by something else (SOS, the manager, another request), or gone already
-            await self.audit.append("clip_purged", agency=agency, request_id=request_id, clip=uid,
-                                    detail={"sha256": clip.sha256})
+                # Not purged if something else holds it (SOS, the manager, another request): that hold decides.
+                purging = clip is not None and await self.clips.mark_purging(clip, conn)
+                if purging:
+                    await self.audit.append("clip_purged", agency=agency, request_id=request_id, clip=uid,
+                                            detail={"sha256": clip.sha256}, conn=conn)
+            if purging:
+                await self.clips.finish_purge(clip, "shared clip: hold period over")
+        for request_id in changed:
+            await self.disclose(request_id)
 
     # -- transparency -------------------------------------------------------------------------------------------
 
@@ -661,6 +706,11 @@ class SharingDesk:
         return {"node_key": self.node_key, "head": await self.audit.head(),
                 "months": await self.audit.monthly(names), "requests": requests}
 
+
+
+def _nfc(text: str) -> str:
+    """Text from elsewhere (an OS error, a refusal) in the NFC form the signed log requires."""
+    return unicodedata.normalize("NFC", text)
 
 
 def _parsed(document: str) -> FootageRequest:

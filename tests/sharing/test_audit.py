@@ -211,3 +211,10 @@ async def test_verify_database_reads_the_file_without_changing_it(db, tmp_path):
     with pytest.raises(AuditError, match="cannot open the database read-only"):
         await verify_database(tmp_path / "missing.db", NODE)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_two_different_heads_for_one_entry_prove_a_rewrite():
+    from node.sharing.audit import AuditError, verify_entries
+    key = nacl.signing.SigningKey.generate().verify_key.encode().hex()
+    with pytest.raises(AuditError, match="entry 3: two different heads"):
+        verify_entries([], key, heads=[{"seq": 3, "hash": "a" * 64}, {"seq": 3, "hash": "b" * 64}])

@@ -309,3 +309,68 @@ async def test_a_registered_agency_posts_an_official_alert_that_residents_see(bu
     status, body = await stranger.call("POST", node.url + "/api/agency/alerts", {"event": "Fake"})
     await stranger.close()
     assert status == 403 and "not registered" in body["error"]
+
+
+async def test_review_regressions_bad_input_races_and_leftovers(building):
+    """Defects a review found: each is refused or cleaned up now."""
+    node, manager, agency, clips, start = building
+    desk = node.app[DESK]
+    # A name not in Unicode NFC is stored normalised (the signed log holds NFC only), not a 500.
+    other = nacl.signing.SigningKey.generate().verify_key.encode().hex()
+    status, body = await call(manager, "POST", node.url + "/api/agencies",
+                              json={"key": other, "name": "Police de Montre\u0301al"})
+    assert status == 201 and body["agency"]["name"] == "Police de Montr\u00e9al"
+    # A credential header nested too deep is a clear 400 for anyone, registered or not.
+    deep = "[" * 100_000 + "]" * 100_000
+    import base64
+    async with agency.session.get(node.url + "/api/agency/bundles", headers=agency.headers(
+            "GET", node.url + "/api/agency/bundles", None) | {"NNode-Agency-Credential":
+                                                              base64.urlsafe_b64encode(deep.encode()).decode()}) as r:
+        assert r.status in (400, 403)
+    status, body = await agency.call("POST", node.url + "/api/agency/alerts", None)
+    assert status == 400
+    # A bundle of a request that expired before the first download is no longer given out.
+    fields = request_fields(start=start)
+    assert (await agency.ask(node.url, fields))[0] == 201
+    given = await consent(manager, node, fields["id"], clips[0].uid)
+    async with desk.db.write() as conn:
+        await conn.execute("UPDATE agency_requests SET expires = ? WHERE id = ?", (time.time() - 1, fields["id"]))
+    status, _ = await agency.call("GET", f"{node.url}/api/agency/bundles/{given['bundle_uid']}")
+    assert status == 404
+    await desk.tick()
+    status, body = await agency.call("GET", f"{node.url}/api/agency/requests/{fields['id']}")
+    assert body["request"]["disclosures"] == []  # the count went back to nothing
+    # A bundle file no consent vouches for (a crash between a withdrawal and its unlink) goes at the next start.
+    stray = desk.bundle_path("f" * 32)
+    stray.write_bytes(b"left behind")
+    await node.stop()
+    await node.start()
+    assert not stray.exists()
+
+
+async def test_a_relayed_request_cannot_borrow_another_agencys_credential(make_node):
+    from node.sharing.agencies import sign_credential
+    anchor = nacl.signing.SigningKey.generate()
+    a = await make_node("a")
+    b = await make_node("b", node__latitude=HERE[0], node__longitude=HERE[1],
+                        agencies__trust_anchors=[anchor.verify_key.encode().hex()])
+    await a.approve(b)
+    await b.approve(a)
+    accredited, impostor = Agency(), Agency()
+    try:
+        credential = sign_credential(anchor, agency=accredited.id, name="State Police", jurisdiction="",
+                                     contact="")
+        document = sign_document(request_fields(), impostor.key)
+        await a.engine.publish("agency-request", {"request": document, "credential": credential}, ttl=3600)
+
+        async def seen():
+            rows = await b.app[DESK].db.reader.execute_fetchall(
+                "SELECT status, refusal FROM agency_requests WHERE id = ?", (document["id"],))
+            return rows and rows[0]
+        await wait_until(seen, timeout=20)
+        assert tuple(await seen()) == ("refused", "this agency is not registered at this node")
+        assert await b.app[DESK].registry.get(accredited.id) is None
+        assert await b.app[AUDIT].entries() == []
+    finally:
+        await accredited.close()
+        await impostor.close()
