@@ -696,7 +696,8 @@ class SharingDesk:
             "(SELECT COUNT(*) FROM consents c WHERE c.request_id = r.id AND c.bundle_sha256 IS NOT NULL "
             " AND c.state NOT IN ('withdrawn', 'expired')), "
             "(SELECT COUNT(*) FROM consents c WHERE c.request_id = r.id AND c.downloaded IS NOT NULL) "
-            f"FROM agency_requests r WHERE r.status != 'elsewhere' ORDER BY r.received DESC LIMIT {MAX_LISTED}")
+            "FROM agency_requests r WHERE r.status = 'open' OR (r.status = 'refused' AND r.agency IN "
+            f"(SELECT key FROM agencies)) ORDER BY r.received DESC LIMIT {MAX_LISTED}")
         requests = []
         for document, status, received, disclosed, downloaded in rows:
             request = _parsed(document)
