@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from sync import SYNC_ENDPOINTS, RateLimited, SyncError
 
@@ -70,6 +71,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 500:
             log.exception("request failed", extra={"path": request.path})
         return error_response(exc.status, str(exc), exc.reason)
+    except HttpProcessingError as exc:  # a malformed multipart part or header, found while a handler reads it
+        return error_response(400, f"malformed request: {exc.message}"[:300])
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -176,6 +179,13 @@ async def alerts_atom(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/atom+xml")
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    """GET /api/openapi.json: the OpenAPI 3.1 description of every route (node/openapi.py)."""
+    from .openapi import describe
+    routes = list(request.app[ROUTE_POLICY].values())
+    return web.json_response(describe(routes, f"{request.scheme}://{request.host}"))
+
+
 def route_table() -> list[Route]:
     """Every HTTP route of the node with its roles: the one place access is declared."""
     from . import api_cameras as cams, api_people as people, api_safety as safety, api_sharing as share, pages, setup
@@ -201,6 +211,7 @@ def route_table() -> list[Route]:
         # the agencies' portal: a page and its script, which sign every call in the browser with the agency key
         Route("GET", "/agency", pages.page("agency.html"), public),
         Route("GET", "/agency/{name}", pages.agency_static, public),
+        Route("GET", "/api/openapi.json", openapi_json, public),
         # people
         Route("GET", "/api/session", people.session, public),
         Route("POST", "/api/join", people.join, local),

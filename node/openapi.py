@@ -1,0 +1,230 @@
+"""The node's OpenAPI 3.1 description, built from the route table plus what each route takes and answers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import __version__
+
+JSON = "application/json"
+# Every refusal has the one JSON error shape (routes.error_response); "4XX" covers whichever a route can give.
+ERROR = {"$ref": "#/components/schemas/Error"}
+_PARAM = re.compile(r"{(\w+)}")
+
+
+def _ok(required: tuple[str, ...] = (), status: int = 200, **properties: Any) -> dict[str, Any]:
+    """A JSON success answer: {"ok": true, ...} with the named members."""
+    schema = {"type": "object", "required": ["ok", *required],
+              "properties": {"ok": {"const": True}, **properties}}
+    return {"status": status, "type": JSON, "schema": schema}
+
+
+def _raw(content_type: str, status: int = 200, schema: dict | None = None) -> dict[str, Any]:
+    """A non-JSON success answer (a page, a file, a stream)."""
+    return {"status": status, "type": content_type, "schema": schema or {"type": "string"}}
+
+
+def _obj(*required: str, **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+OBJ, ARR, STR, INT, BOOL = {"type": "object"}, {"type": "array"}, {"type": "string"}, {"type": "integer"}, \
+    {"type": "boolean"}
+LIST_OF = lambda item=OBJ: {"type": "array", "items": item}  # noqa: E731
+HTML, JS_CSS = _raw("text/html"), _raw("*/*")
+NO_BODY = None
+AGENCY_SIGNED = "Signed with the agency's key (RFC 9421, tag nnode-agency); the body is the signed document."
+PEER_SIGNED = "Signed with an approved peer's node key (RFC 9421, tag nnode-sync)."
+
+
+def _query(name: str, schema: dict | None = None, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema or STR, "description": description}
+
+
+# (method, path) -> what the route takes and answers. A route in the table without an entry here fails the tests.
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/healthz"): {"ok": [_ok(node=STR, db=STR)],
+                          "also": [{"status": 503, "type": JSON, "schema": _obj("ok", "db", ok={"const": False})}]},
+    ("GET", "/metrics"): {"ok": [_raw("text/plain")]},
+    ("GET", "/setup"): {"ok": [HTML]},
+    ("GET", "/setup/qr.svg"): {"ok": [_raw("image/svg+xml")]},
+    ("POST", "/setup/claim"): {"body": _obj("code", "password", code=STR, password=STR),
+                               "ok": [_ok(role={"const": "manager"})]},
+    ("GET", "/"): {"ok": [HTML]},
+    ("GET", "/join"): {"ok": [HTML]},
+    ("GET", "/login"): {"ok": [HTML]},
+    ("GET", "/manage"): {"ok": [HTML]},
+    ("GET", "/static/{name}"): {"ok": [JS_CSS]},
+    ("GET", "/transparency"): {"ok": [HTML]},
+    ("GET", "/agency"): {"ok": [HTML]},
+    ("GET", "/agency/{name}"): {"ok": [JS_CSS]},
+    ("GET", "/api/openapi.json"): {"ok": [{"status": 200, "type": JSON, "schema": _obj("openapi", "paths")}]},
+    # people
+    ("GET", "/api/session"): {"ok": [_ok(("claimed",), claimed=BOOL)]},
+    ("POST", "/api/join"): {"body": _obj("code", code=STR, name=STR), "ok": [_ok()]},
+    ("POST", "/api/login"): {"body": {"type": "object", "properties": {"password": STR, "token": STR}},
+                             "ok": [_ok()]},
+    ("POST", "/api/logout"): {"ok": [_ok()]},
+    ("GET", "/api/residents"): {"ok": [_ok(("residents",), residents=LIST_OF())]},
+    ("POST", "/api/residents/{id}/revoke"): {"ok": [_ok()]},
+    ("POST", "/api/residents/{id}/on-call"): {"body": _obj("on_call", on_call=BOOL), "ok": [_ok()]},
+    ("GET", "/api/invites"): {"ok": [_ok(("invites",), invites=LIST_OF())]},
+    ("POST", "/api/invites"): {"body": _obj("unit", unit=STR, name=STR), "ok": [_ok(("invite",), invite=OBJ)]},
+    ("POST", "/api/invites/{id}/revoke"): {"ok": [_ok()]},
+    ("GET", "/api/sessions"): {"ok": [_ok(("sessions",), sessions=LIST_OF())]},
+    ("POST", "/api/sessions/{id}/revoke"): {"ok": [_ok()]},
+    ("GET", "/api/peers"): {"ok": [_ok(("peers",), peers=LIST_OF())]},
+    ("POST", "/api/peers/{key}/approve"): {"ok": [_ok()]},
+    # alerts, live delivery, reports, SOS, timeline and map
+    ("GET", "/api/alerts"): {"ok": [_ok(("alerts",), alerts=LIST_OF())]},
+    ("POST", "/api/alerts"): {"body": _obj("event", event=STR, headline=STR, description=STR, instruction=STR,
+                                           urgency=STR, severity=STR, certainty=STR, category=STR,
+                                           expires_hours=INT, radius_km={"type": "number"}),
+                              "ok": [_ok(("event", "cap"), event=STR, cap=OBJ)]},
+    ("GET", "/alerts.atom"): {"ok": [_raw("application/atom+xml")]},
+    ("GET", "/api/stream"): {"query": [_query("after", description="resume after this message id")],
+                             "ok": [_raw("text/event-stream")], "stream": True},
+    ("GET", "/api/reports"): {"ok": [_ok(("reports",), reports=LIST_OF())]},
+    ("POST", "/api/reports"): {"body": _obj("what", category=STR, what=STR, where=STR, when=STR),
+                               "multipart": True, "ok": [_ok(("report",), 201, report=OBJ)]},
+    ("GET", "/api/reports/{id}/photo"): {"ok": [_raw("image/jpeg")]},
+    ("POST", "/api/reports/{id}/{action}"): {"ok": [_ok(("report",), report=OBJ)]},
+    ("GET", "/api/sos"): {"ok": [_ok(("calls",), calls=LIST_OF())]},
+    ("POST", "/api/sos"): {"body": {"type": "object", "properties": {"note": STR}},
+                           "ok": [_ok(("sos",), 201, sos=OBJ)]},
+    ("POST", "/api/sos/{id}/ack"): {"ok": [_ok(("sos",), sos=OBJ, first=BOOL)]},
+    ("GET", "/api/timeline"): {"query": [_query("types", description="comma-separated kinds"),
+                                         _query("limit", INT)], "ok": [_ok(("items",), items=LIST_OF())]},
+    ("GET", "/api/map"): {"ok": [_ok(("node",), node={"type": ["object", "null"]})]},
+    # cameras and clips
+    ("GET", "/api/cameras"): {"ok": [_ok(("cameras",), cameras=LIST_OF())]},
+    ("PUT", "/api/cameras/{camera}/access"): {"body": _obj("residents", "responders", residents=BOOL,
+                                                            responders=BOOL),
+                                               "ok": [_ok(("access",), access=OBJ)]},
+    ("GET", "/api/cameras/{camera}/snapshot"): {"ok": [_raw("image/jpeg")]},
+    ("GET", "/api/cameras/{camera}/live"): {"ok": [_raw("multipart/x-mixed-replace")], "stream": True},
+    ("GET", "/api/clips"): {"query": [_query("camera"), _query("limit", INT), _query("since"), _query("until")],
+                            "ok": [_ok(("clips",), clips=LIST_OF())]},
+    ("GET", "/api/clips/{uid}"): {"ok": [_ok(("clip",), clip=OBJ)]},
+    ("GET", "/api/clips/{uid}/video"): {"ok": [_raw("video/mp4"), _raw("video/mp4", 206)]},
+    ("GET", "/api/clips/{uid}/thumbnail"): {"ok": [_raw("image/jpeg")]},
+    ("POST", "/api/clips/{uid}/hold"): {"body": {"type": "object", "properties": {"note": STR}},
+                                        "ok": [_ok(("holds",), holds=ARR)]},
+    ("DELETE", "/api/clips/{uid}/hold"): {"ok": [_ok(("holds",), holds=ARR, released=BOOL)]},
+    ("DELETE", "/api/clips/{uid}"): {"ok": [_ok()]},
+    ("POST", "/api/uploads"): {"upload": True, "ok": [_ok(("clip",), 201, clip=OBJ)]},
+    # sharing with agencies
+    ("GET", "/api/requests"): {"ok": [_ok(("requests",), requests=LIST_OF())]},
+    ("POST", "/api/requests/{id}/clips/{uid}/consent"): {
+        "body": {"type": "object", "properties": {"choice": {"enum": ["redacted", "original"]}}},
+        "ok": [_ok(("consent",), 201, consent=OBJ)]},
+    ("DELETE", "/api/requests/{id}/clips/{uid}/consent"): {"ok": [_ok(("consent",), consent=OBJ)]},
+    ("GET", "/api/agencies"): {"ok": [_ok(("agencies",), agencies=LIST_OF())]},
+    ("POST", "/api/agencies"): {"body": _obj("key", "name", key=STR, name=STR, jurisdiction=STR, contact=STR),
+                                "ok": [_ok(("agency",), 201, agency=OBJ)]},
+    ("POST", "/api/agencies/credentials"): {"body": _obj("credential", credential=OBJ),
+                                            "ok": [_ok(("agency",), agency=OBJ), _ok(("agency",), 201, agency=OBJ)]},
+    ("POST", "/api/agencies/{key}/revoke"): {"body": {"type": "object", "properties": {"reason": STR}},
+                                             "ok": [_ok(("agency",), agency=OBJ)]},
+    ("GET", "/api/transparency"): {"ok": [_ok()]},
+    ("GET", "/api/transparency/log"): {"query": [_query("after", INT), _query("limit", INT)],
+                                       "ok": [_ok(("entries", "next"), entries=LIST_OF(), next=INT)]},
+    ("POST", "/api/agency/requests"): {"body": OBJ, "signed": AGENCY_SIGNED,
+                                       "ok": [_ok(("request",), request=OBJ), _ok(("request",), 201, request=OBJ)]},
+    ("POST", "/api/agency/alerts"): {"body": _obj("event", event=STR, headline=STR, description=STR),
+                                     "signed": AGENCY_SIGNED, "ok": [_ok(("event", "cap"), 201, event=STR, cap=OBJ)]},
+    ("GET", "/api/agency/requests"): {"signed": AGENCY_SIGNED, "ok": [_ok(("requests",), requests=LIST_OF())]},
+    ("GET", "/api/agency/requests/{id}"): {"signed": AGENCY_SIGNED, "ok": [_ok(("request",), request=OBJ)]},
+    ("GET", "/api/agency/bundles"): {"signed": AGENCY_SIGNED, "ok": [_ok(("bundles",), bundles=LIST_OF())]},
+    ("GET", "/api/agency/bundles/{id}"): {"signed": AGENCY_SIGNED, "ok": [_raw("application/octet-stream")]},
+    # the sync protocol (docs/sync.md)
+    ("GET", "/.well-known/nnode"): {"query": [_query("nonce", description="16 to 64 of [A-Za-z0-9_-]")],
+                                    "ok": [{"status": 200, "type": JSON, "schema": _obj("v", "node", "sig")}]},
+    ("GET", "/sync/v1/heads"): {"signed": PEER_SIGNED,
+                                "ok": [{"status": 200, "type": JSON, "schema": {"type": "object"}}]},
+    ("POST", "/sync/v1/pull"): {"signed": PEER_SIGNED, "body": _obj("heads", heads=OBJ, gaps=ARR, tips=OBJ,
+                                                                     limit=INT),
+                                "ok": [_raw("application/x-ndjson")]},
+    ("POST", "/sync/v1/push"): {"signed": PEER_SIGNED, "ndjson": True, "ok": [_ok(("results",), results=OBJ)]},
+}
+
+_ROLE_TEXT = {
+    "public": "anyone who can reach the node", "peer": "approved peer nodes", "loopback": "the device itself",
+    "local": "anyone on the building's networks", "resident": "a signed-in resident",
+    "responder": "a resident on the on-call list", "manager": "the signed-in manager", "agency": "a registered agency",
+}
+
+
+def _operation(route, spec: dict[str, Any]) -> dict[str, Any]:
+    doc = (route.handler.__doc__ or "").strip().splitlines()
+    summary = doc[0] if doc else f"{route.method} {route.path}"
+    roles = sorted(route.roles)
+    op: dict[str, Any] = {
+        "operationId": f"{route.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', route.path).strip('_') or 'root'}",
+        "summary": summary[:200],
+        "description": "Who may call it: " + "; ".join(_ROLE_TEXT[r] for r in roles) + "."
+                       + (f" {spec['signed']}" if "signed" in spec else ""),
+        "x-roles": roles,
+    }
+    params = [{"name": name, "in": "path", "required": True, "schema": STR} for name in _PARAM.findall(route.path)]
+    params += spec.get("query", [])
+    if params:
+        op["parameters"] = params
+    if route.roles & {"resident", "responder", "manager"}:
+        op["security"] = [{"session": []}]
+    elif route.roles & {"agency", "peer"}:
+        op["security"] = [{"httpSignature": []}]
+    content: dict[str, Any] = {}
+    if "body" in spec:
+        content[JSON] = {"schema": spec["body"]}
+    if spec.get("multipart"):
+        content["multipart/form-data"] = {"schema": spec["body"]}
+    if spec.get("upload"):
+        content["multipart/form-data"] = {"schema": _obj("clip", clip={"type": "string", "format": "binary"},
+                                                          recorded_at=STR, note=STR)}
+    if spec.get("ndjson"):
+        content["application/x-ndjson"] = {"schema": STR}
+    if content:
+        op["requestBody"] = {"required": True, "content": content}
+    responses: dict[str, Any] = {}
+    for answer in [*spec["ok"], *spec.get("also", [])]:
+        entry = responses.setdefault(str(answer["status"]), {"description": "success" if answer["status"] < 300
+                                                             else "unavailable", "content": {}})
+        entry["content"][answer["type"]] = {"schema": answer["schema"]}
+    responses["4XX"] = {"description": "refused: the error says what was wrong and where",
+                        "content": {JSON: {"schema": ERROR}}}
+    op["responses"] = responses
+    if spec.get("stream"):
+        op["x-stream"] = True  # an open-ended stream: fuzzers must not wait for its end
+    return op
+
+
+def describe(routes, server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for `routes` (node.routes.route_table()); KeyError names a route left out."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        key = (route.method, route.path)
+        if key not in OPERATIONS:
+            raise KeyError(f"{route.method} {route.path} has no OpenAPI description in node/openapi.py")
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, OPERATIONS[key])
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Neighborhood Node", "version": __version__,
+                 "description": "The node's HTTP API: residents' and the manager's app, agencies, and the sync "
+                                "protocol between peer nodes. Every route names who may call it (x-roles)."},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": {"type": "object", "required": ["ok", "error", "status"],
+                                  "properties": {"ok": {"const": False}, "error": STR, "status": INT,
+                                                 "reason": STR}}},
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "nnode_session"},
+                "httpSignature": {"type": "http", "scheme": "signature",
+                                  "description": "RFC 9421 HTTP Message Signatures with ed25519"},
+            },
+        },
+    }
+    if server_url:
+        document["servers"] = [{"url": server_url}]
+    return document
