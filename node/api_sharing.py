@@ -249,7 +249,10 @@ async def accept_credential(request: web.Request) -> web.Response:
     body = await json_body(request)
     app = request.app
     async with app[DESK].db.write() as conn:
-        agency, new = await app[REGISTRY].accept(body.get("credential"), conn=conn)
+        try:
+            agency, new = await app[REGISTRY].accept(body.get("credential"), conn=conn)
+        except AgencyRefused as exc:  # the manager sent a credential that is not valid: bad input, not a refusal
+            raise BadRequest(str(exc)) from None
         if new:
             await app[AUDIT].append("agency_registered", agency=agency.key, actor="manager",
                                     detail={"name": agency.name, "anchor": agency.anchor or ""}, conn=conn)
