@@ -91,7 +91,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/reports/{id}/photo"): {"ok": [_raw("image/jpeg")]},
     ("POST", "/api/reports/{id}/{action}"): {"ok": [_ok(("report",), report=OBJ)]},
     ("GET", "/api/sos"): {"ok": [_ok(("calls",), calls=LIST_OF())]},
-    ("POST", "/api/sos"): {"body": {"type": "object", "properties": {"note": STR}},
+    ("POST", "/api/sos"): {"body": {"type": "object", "properties": {"note": {"type": ["string", "null"]}}},
                            "ok": [_ok(("sos",), 201, sos=OBJ)]},
     ("POST", "/api/sos/{id}/ack"): {"ok": [_ok(("sos",), sos=OBJ, first=BOOL)]},
     ("GET", "/api/timeline"): {"query": [_query("types", description="comma-separated kinds"),

@@ -9,6 +9,7 @@ socket in the node's data folder (filesystem sockets do not belong to a network 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -115,7 +116,7 @@ class PartitionNode:
 
     def rows(self) -> tuple[int, set[str]]:
         """(number of event rows, their distinct ids), read straight from the database, read-only."""
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)) as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM events")]
         return len(ids), set(ids)
 
