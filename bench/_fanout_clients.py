@@ -132,9 +132,11 @@ def _recv_until(sock: socket.socket, buf: bytearray, done) -> None:
         buf += data
 
 
-def open_sse(port: int, request: bytes) -> tuple[socket.socket, bytes]:
-    """A stream the node has added to its subscribers (it writes `retry:` first), and the bytes after its headers."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT)
+def open_sse(port: int, request: bytes, source: str | None = None) -> tuple[socket.socket, bytes]:
+    """A stream the node has added to its subscribers (it writes `retry:` first), and the bytes after its headers;
+    `source` is the loopback address to call from."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT,
+                                    source_address=(source, 0) if source else None)
     try:
         sock.sendall(request)
         buf = bytearray()

@@ -54,7 +54,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fanout_clients import _recv_until
+from _fanout_clients import open_sse
 from fanout import Processes, _cpu_seconds, _tail, free_port, percentile
 
 PASSWORD = "soak bench password"
@@ -124,20 +124,9 @@ def hist_quantile(hist: Counter, q: float) -> float:
 # -- client processes --------------------------------------------------------------------------------------------
 
 def open_stream(port: int, address: str, cookie: str) -> tuple[socket.socket, bytes]:
-    """A stream from `address` that the node has subscribed (it writes `retry:` first); the bytes after its headers."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(address, 0))
-    try:
-        sock.sendall(f"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
-                     f"Cookie: nnode_session={cookie}\r\n\r\n".encode())
-        buf = bytearray()
-        _recv_until(sock, buf, lambda b: b"retry:" in b.partition(b"\r\n\r\n")[2])
-        head, _, body = bytes(buf).partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise ConnectionError(f"stream refused: {head[:200]!r}")
-        return sock, body
-    except BaseException:
-        sock.close()
-        raise
+    """A stream from `address` that the node has subscribed; the bytes after its headers."""
+    return open_sse(port, f"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
+                          f"Cookie: nnode_session={cookie}\r\n\r\n".encode(), source=address)
 
 
 def run_client(spec: dict) -> int:
@@ -708,7 +697,7 @@ class Soak:
         for key, values in propagation.items():
             print(f"  sync, share -> {key:<21} {quantiles(values)}")
         print(f"node A CPU       {self.cpu_measured / measured_s * 100:.0f}% of one core after the warm-up")
-        print(f"node A sync      " + ", ".join(f"{k} {v:g}" for k, v in metrics.items()))
+        print("node A sync      " + ", ".join(f"{k} {v:g}" for k, v in metrics.items()))
         print(f"node A RSS       warm {warm / 2**20:.1f} MiB at {self.warmup:.0f} s, end {end / 2**20:.1f} MiB at "
               f"{rss[-1][0] if rss else 0:.0f} s; min {min(r for _, r in rss) / 2**20:.1f}, max "
               f"{max(r for _, r in rss) / 2**20:.1f} MiB over {len(rss)} samples")

@@ -142,7 +142,11 @@ class PartitionNode:
 class Lab:
     """The private network: a hub namespace with one bridge per possible group, a namespace per node, and the
     nodes running in them. `close()` stops the nodes and deletes every namespace (which takes the veths and
-    bridges with it); safe to call twice."""
+    bridges with it); safe to call twice.
+
+    A split moves hub ports between bridges rather than using VLAN filtering or netem, which not every kernel
+    has (this project's test VM has neither): plain bridges and veths are all it needs.
+    """
 
     def __init__(self, root: Path, count: int) -> None:
         self.prefix = f"nnp{os.getpid()}"
@@ -170,7 +174,11 @@ class Lab:
             _run("ip", "-n", self.hub, "link", "set", f"p{i}", "master", "br0", "up")
             _run("ip", "-n", netns, "link", "set", "eth0", "multicast", "on", "up")
             _run("ip", "-n", netns, "addr", "add", f"{SUBNET}.{11 + i}/24", "dev", "eth0")
-            self.nodes.append(PartitionNode(self.root, i, netns))
+
+    def add_nodes(self) -> None:
+        """Initialise one node per node namespace (identities first: the trust lists need every key)."""
+        for i in range(self.count):
+            self.nodes.append(PartitionNode(self.root, i, f"{self.prefix}n{i}"))
 
     def _add_namespace(self, name: str) -> None:
         _run("ip", "netns", "add", name)
@@ -213,8 +221,9 @@ def lab(short_tmp):
     try:
         try:
             network.build()
-        except AssertionError as exc:
+        except AssertionError as exc:   # no netns, veth or bridge support here (a container without the rights)
             require(False, f"cannot build the test network ({exc})")
+        network.add_nodes()
         yield network
     finally:
         network.close()
@@ -235,9 +244,9 @@ def _publish(nodes: list[PartitionNode], label: str, count: int) -> dict[int, se
     procs = [(node, subprocess.Popen(node.cli_command("publish", f"{label}: {node.name} #{k}"),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
              for node in nodes for k in range(count)]
+    outputs = [(node, proc, *proc.communicate(timeout=60)) for node, proc in procs]   # every one ends first
     ids: dict[int, set[str]] = {node.index: set() for node in nodes}
-    for node, proc in procs:
-        out, err = proc.communicate(timeout=60)
+    for node, proc, out, err in outputs:
         assert proc.returncode == 0, f"{node.name}: nnode publish failed: {err.strip()}"
         ids[node.index].add(out.split()[1])            # "published <id> (seq N)"
     return ids
@@ -286,12 +295,13 @@ def test_partitions_heal_to_the_same_events_everywhere(lab):
                 assert not m.ids() & others, f"round {number} ({cut.name}): {m.name} got events across the cut"
         if cut.heal:
             lab.heal()
-            # Pushes flow again at once over the restored links (anti-entropy catches up meanwhile).
+            # Events flow again over the restored links: pushed, or pulled by anti-entropy when a push worker is
+            # still waiting out a request it started into the cut. Older differences need not be repaired yet.
             healed = _publish(nodes, f"after round {number}", 1)
             new = set().union(*healed.values())
             published |= new
-            _wait(f"after round {number}: new events reaching every node", lambda: all(new <= n.ids() for n in nodes),
-                  nodes)
+            _wait(f"after round {number}: new events reaching every node",
+                  lambda: all(new <= n.ids() for n in nodes), nodes)
     lab.heal()
 
     def converged() -> bool:
