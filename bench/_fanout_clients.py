@@ -150,6 +150,20 @@ def open_sse(port: int, request: bytes, source: str | None = None) -> tuple[sock
         raise
 
 
+def ready_poller(conns) -> tuple[select.epoll, int]:
+    """An epoll over the connections and stdin (where `stop` arrives); then say `ready N` to the parent."""
+    poller = select.epoll()
+    for fd in conns:
+        poller.register(fd, select.EPOLLIN)
+    stdin = sys.stdin.fileno()
+    poller.register(stdin, select.EPOLLIN)
+    # What is left was made to last: the collector need not walk it while the clients count.
+    gc.collect()
+    gc.freeze()
+    print(f"ready {len(conns)}", flush=True)
+    return poller, stdin
+
+
 def open_mqtt(port: int, client_id: str) -> tuple[socket.socket, bytes]:
     """A connection whose SUBSCRIBE the broker has acknowledged, and any bytes after the SUBACK."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT)
@@ -236,15 +250,7 @@ def run(kind: str, port: int, connections: int, rounds: int) -> int:
         print(f"error {exc!r}", flush=True)
         return 1
     on_data = sse_received if kind == "sse" else mqtt_received
-    poller = select.epoll()
-    for fd in conns:
-        poller.register(fd, select.EPOLLIN)
-    stdin = sys.stdin.fileno()
-    poller.register(stdin, select.EPOLLIN)
-    # What is left was made to last: the collector need not walk it during the rounds.
-    gc.collect()
-    gc.freeze()
-    print(f"ready {len(conns)}", flush=True)
+    poller, stdin = ready_poller(conns)
 
     stop_at = time.monotonic() + STOP_TIMEOUT
     next_ping = time.monotonic() + KEEPALIVE / 2

@@ -59,7 +59,7 @@ from node.alerts import ALERT, manager_alert  # noqa: E402
 from node.kinds import build_registry  # noqa: E402
 from node.sos import SOS  # noqa: E402
 from sync import Database, EventRejected, EventStore, create_event, parse_event, setup_schema  # noqa: E402
-from sync._area import EARTH_RADIUS_M, Circle, touches_any  # noqa: E402
+from sync import EARTH_RADIUS_M, Circle, touches_any  # noqa: E402
 from sync._event import signature_valid  # noqa: E402
 from sync._httpsig import sign_request  # noqa: E402
 from sync._store import Status  # noqa: E402

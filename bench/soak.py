@@ -33,13 +33,11 @@ import argparse
 import array
 import asyncio
 import contextlib
-import gc
 import json
 import math
 import os
 import re
 import resource
-import select
 import shutil
 import socket
 import sys
@@ -54,7 +52,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fanout_clients import open_sse
+from _fanout_clients import open_sse, ready_poller
 from fanout import Processes, _cpu_seconds, _tail, free_port, percentile
 
 PASSWORD = "soak bench password"
@@ -158,14 +156,7 @@ def run_client(spec: dict) -> int:
     counts, peer_counts = array.array("I", bytes(4 * reports)), array.array("I", bytes(4 * peer_reports))
     hist: Counter = Counter()
     tally = Counter()
-    poller = select.epoll()
-    for fd in conns:
-        poller.register(fd, select.EPOLLIN)
-    stdin = sys.stdin.fileno()
-    poller.register(stdin, select.EPOLLIN)
-    gc.collect()
-    gc.freeze()
-    print(f"ready {len(conns)}", flush=True)
+    poller, stdin = ready_poller(conns)
     stopping = False
     while not stopping and time.monotonic() < deadline:
         for fd, _ in poller.poll(1.0):

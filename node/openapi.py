@@ -33,7 +33,6 @@ OBJ, ARR, STR, INT, BOOL = {"type": "object"}, {"type": "array"}, {"type": "stri
     {"type": "boolean"}
 LIST_OF = lambda item=OBJ: {"type": "array", "items": item}  # noqa: E731
 HTML, JS_CSS = _raw("text/html"), _raw("*/*")
-NO_BODY = None
 AGENCY_SIGNED = "Signed with the agency's key (RFC 9421, tag nnode-agency); the body is the signed document."
 PEER_SIGNED = "Signed with an approved peer's node key (RFC 9421, tag nnode-sync)."
 

@@ -3,6 +3,7 @@
 sync/ knows nothing of cameras, residents or agencies; node/ registers its event kinds and uses this package.
 """
 
+from ._area import EARTH_RADIUS_M, Circle, distance_m, touches, touches_any
 from ._canonical import MAX_SAFE_INT, canonical, decode
 from ._db import Database, DatabaseError, Migration
 from ._descriptor import BadDescriptor, check_descriptor, make_descriptor
@@ -22,7 +23,7 @@ from ._server import ENDPOINTS as SYNC_ENDPOINTS, SyncServer
 from ._store import EventStore
 
 __all__ = [
-    "APPROVED", "AuthError", "AuthorQuarantined", "BadDescriptor", "BadSignature", "BatchTooLarge",
+    "APPROVED", "AuthError", "Circle", "EARTH_RADIUS_M", "distance_m", "touches", "touches_any", "AuthorQuarantined", "BadDescriptor", "BadSignature", "BatchTooLarge",
     "BodyHashMismatch", "Database", "DatabaseError", "Migration", "Discovery", "Equivocation", "Event", "EventRejected",
     "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp", "IngestResult", "InvalidBody", "KindRegistry",
     "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "MAX_SAFE_INT", "MalformedEvent", "NonCanonical", "OversizedEvent",

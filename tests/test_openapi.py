@@ -22,7 +22,7 @@ from node.api_sharing import AGENCY_TAG
 from node.openapi import OPERATIONS
 from node.routes import route_table
 from sync import sign_request
-from tests.people import PASSWORD, browser, claim, invite, join
+from tests.people import browser, claim, invite, join
 
 SIM = {"id": "yard", "name": "Back yard", "url": "sim:?width=160&height=120&fps=5&period=4&walk=1.0"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
