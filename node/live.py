@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from sync import Database, Migration
 
@@ -25,7 +25,11 @@ from .errors import BadRequest
 log = logging.getLogger("nnode.live")
 
 HEARTBEAT = 15.0          # seconds between keep-alive comments on an idle stream
-QUEUE_LIMIT = 1000        # messages a slow page may fall behind before it is cut off (it resumes from its last id)
+QUEUE_LIMIT = 1000        # batches a slow page may fall behind before it is cut off (it resumes from its last id)
+COALESCE = 0.1            # seconds: when messages come faster than this, each stream gets them in one write per period
+WRITE_RATE = 5000         # ...and the period grows so that all the streams together get at most this many writes a second
+MAX_COALESCE = 0.5        # ...up to this
+WRITE_BUFFER_LIMIT = 1 << 20   # bytes a live page may fall behind (unsent) before it is cut off
 REPLAY_LIMIT = 5000       # most missed messages replayed on reconnect; more means "reload"
 FEED_DAYS = 7             # how long messages stay replayable
 
@@ -60,7 +64,7 @@ def may_receive(session: Session, audience: str) -> bool:
     return session.role == "resident" and audience == resident_audience(session.subject)
 
 
-KEEP_ALIVE = (0, b": keep-alive\n\n")   # a comment line: keeps NATs open and finds dead clients
+KEEP_ALIVE = b": keep-alive\n\n"   # a comment line: keeps NATs open and finds dead clients
 
 
 def encode(message_id: int, kind: str, data: str) -> bytes:
@@ -68,14 +72,59 @@ def encode(message_id: int, kind: str, data: str) -> bytes:
     return f"id: {message_id}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
+def http_chunk(payload: bytes) -> bytes:
+    """`payload` as one HTTP/1.1 chunk (RFC 9112, 7.1)."""
+    return b"%x\r\n%b\r\n" % (len(payload), payload)
+
+
+KEEP_ALIVE_CHUNK = http_chunk(KEEP_ALIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Messages for one stream from one flush, oldest first: (feed id, encoded) each; all of them joined, and that
+    again as one HTTP/1.1 chunk (built once, written to every live stream that gets the same batch)."""
+
+    messages: tuple[tuple[int, bytes], ...]
+    payload: bytes
+    chunk: bytes
+
+    @classmethod
+    def of(cls, messages: Sequence[tuple[int, bytes]]) -> "Batch":
+        payload = b"".join(encoded for _, encoded in messages)
+        return cls(tuple(messages), payload, http_chunk(payload))
+
+    def after(self, last: int) -> "Batch | None":
+        """The messages newer than feed id `last` (self if all are), or None."""
+        if self.messages[0][0] > last:
+            return self
+        newer = [m for m in self.messages if m[0] > last]
+        return Batch.of(newer) if newer else None
+
+
+def _audience_key(session: Session) -> tuple:
+    """What may_receive looks at: sessions with the same key get the same messages."""
+    return session.role, session.on_call, session.subject
+
+
 @dataclass(eq=False)
 class Subscriber:
-    """One open stream: its session (as of the last check), its cookie and a bounded queue of encoded messages."""
+    """One open stream: its session (as of the last check) and cookie.
+
+    A stream starts catching up: the page's missed messages are written from the database while what is published
+    meanwhile waits in `queue`. Once both are out it goes live: `transport` is set and the hub writes each batch to
+    it at once, framed as an HTTP chunk when `chunked`, with no task woken per stream. `last` is the newest feed id
+    written to it, and `ended` is done when the stream should end (revoked session, shutdown, too slow, gone).
+    """
 
     session: Session
     token: str
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     overflowed: bool = False
+    transport: asyncio.Transport | None = None
+    chunked: bool = True
+    last: int = 0
+    ended: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Hub:
@@ -88,6 +137,18 @@ class Hub:
         self._lock = asyncio.Lock()   # feed ids reach subscribers in order
         self.closed = False
         self._heartbeat: asyncio.Task | None = None
+        # Stored messages not yet handed to the streams: (feed id, audience, encoded), in id order. One flush hands
+        # them over: at once when the streams have been idle for a period, else a period after the previous flush.
+        # A write to a socket costs more than the rest of a message's fan-out together, so at 50 messages a second
+        # a thousand streams would otherwise spend the node's whole core in send().
+        self._pending: list[tuple[int, str, bytes]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._last_flush = -MAX_COALESCE
+
+    def period(self) -> float:
+        """Least seconds between two flushes: COALESCE, longer with many streams (WRITE_RATE writes a second at
+        most in all), at most MAX_COALESCE."""
+        return max(COALESCE, min(MAX_COALESCE, len(self.subscribers) / WRITE_RATE))
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Add an open stream (and start the shared heartbeat with the first one)."""
@@ -105,7 +166,10 @@ class Hub:
             except Exception:
                 log.exception("live session check failed")
             for subscriber in list(self.subscribers):
-                self._offer(subscriber, KEEP_ALIVE)
+                if subscriber.transport is not None:
+                    self._write(subscriber, KEEP_ALIVE_CHUNK if subscriber.chunked else KEEP_ALIVE)
+                else:
+                    self._offer(subscriber, KEEP_ALIVE)
 
     async def publish(self, kind: str, data: dict[str, Any], audience: str = ALL) -> int:
         """Store a message and send it to every open stream in its audience; returns its feed id."""
@@ -115,19 +179,72 @@ class Hub:
                 cursor = await conn.execute("INSERT INTO feed (created, type, audience, data) VALUES (?, ?, ?, ?)",
                                             (int(time.time()), kind, audience, text))
             message_id = cursor.lastrowid
-            message = (message_id, encode(message_id, kind, text))
-            for subscriber in list(self.subscribers):
-                if may_receive(subscriber.session, audience):
-                    self._offer(subscriber, message)
+            self._pending.append((message_id, audience, encode(message_id, kind, text)))
+            if self._flush_handle is None and not self.closed:
+                loop = asyncio.get_running_loop()
+                self._flush_handle = loop.call_at(max(loop.time(), self._last_flush + self.period()), self.flush)
         return message_id
 
-    def _offer(self, subscriber: Subscriber, message: tuple[int, bytes] | None) -> None:
+    def flush(self) -> None:
+        """Hand the pending messages to every open stream in their audience, one batch per stream."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._last_flush = asyncio.get_running_loop().time()
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        everyone = Batch.of([(message_id, encoded) for message_id, _, encoded in pending]) \
+            if all(audience == ALL for _, audience, _ in pending) else None
+        batches: dict[tuple, Batch | None] = {}
+        for subscriber in list(self.subscribers):
+            batch = everyone
+            if batch is None:
+                key = _audience_key(subscriber.session)
+                if key not in batches:
+                    mine = [(message_id, encoded) for message_id, audience, encoded in pending
+                            if may_receive(subscriber.session, audience)]
+                    batches[key] = Batch.of(mine) if mine else None
+                batch = batches[key]
+            if batch is None:
+                continue
+            if subscriber.transport is None:
+                self._offer(subscriber, batch)
+            elif (newer := batch.after(subscriber.last)) is not None:
+                if self._write(subscriber, newer.chunk if subscriber.chunked else newer.payload):
+                    subscriber.last = newer.messages[-1][0]
+
+    def _write(self, subscriber: Subscriber, data: bytes) -> bool:
+        """Write to a live stream; end it if its page is gone or too far behind (it resumes from its last id)."""
+        transport = subscriber.transport
+        if transport.is_closing():
+            self.end(subscriber)
+            return False
+        if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            # Too slow to keep up (or not reading): drop what it has not taken, and the connection; the browser
+            # reconnects and resumes from its last id.
+            subscriber.overflowed = True
+            self.end(subscriber)
+            transport.abort()
+            return False
+        transport.write(data)
+        return True
+
+    def _offer(self, subscriber: Subscriber, message: Batch | bytes | None) -> None:
         try:
             subscriber.queue.put_nowait(message)
         except asyncio.QueueFull:
             # Too slow to keep up: end its stream; the browser reconnects and resumes from its last id.
             subscriber.overflowed = True
             self.subscribers.discard(subscriber)
+
+    def end(self, subscriber: Subscriber) -> None:
+        """End one stream (its handler writes the last chunk and returns)."""
+        self.subscribers.discard(subscriber)
+        if subscriber.transport is None:
+            self._offer(subscriber, None)
+        if not subscriber.ended.done():
+            subscriber.ended.set_result(None)
 
     async def recheck(self) -> None:
         """Look every open stream's session up again, after a revocation, sign-out or on-call change: a revoked
@@ -138,8 +255,7 @@ class Hub:
                 found[subscriber.token] = await self.lookup(subscriber.token)
             session = found[subscriber.token]
             if session is None:
-                self.subscribers.discard(subscriber)
-                self._offer(subscriber, None)
+                self.end(subscriber)
             else:
                 subscriber.session = session
 
@@ -171,13 +287,14 @@ class Hub:
 
     async def close(self, app: web.Application | None = None) -> None:
         """End every open stream (at shutdown, so the server does not wait on them)."""
+        self.flush()   # what was published goes out before the end
         self.closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
         for subscriber in list(self.subscribers):
-            self._offer(subscriber, None)
+            self.end(subscriber)
         self.subscribers.clear()
 
 
@@ -202,8 +319,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
         after = await hub.last_id()   # read before subscribing: a message published in between is replayed
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
+    chunked = request.version >= HttpVersion11   # HTTP/1.0: the body ends with the connection, no framing
+    if chunked:
+        response.enable_chunked_encoding()         # so the hub's writes, framed by http_chunk, match
     await response.prepare(request)
-    subscriber = Subscriber(session, request.cookies.get(SESSION_COOKIE, ""))
+    subscriber = Subscriber(session, request.cookies.get(SESSION_COOKIE, ""), chunked=chunked)
     hub.subscribe(subscriber)   # subscribe before reading the backlog, so nothing falls between the two
     try:
         await response.write(b"retry: 2000\n\n")
@@ -216,23 +336,30 @@ async def stream(request: web.Request) -> web.StreamResponse:
             for message_id, payload in backlog:
                 await response.write(payload)
                 last = message_id
+        # Catching up: what was published meanwhile, through the queue, until it is empty; then live.
         queue = subscriber.queue
-        while not hub.closed and not (subscriber.overflowed and queue.empty()):
-            messages = [await queue.get()]
-            while not queue.empty():     # whatever else is waiting goes out in the same write
-                messages.append(queue.get_nowait())
-            chunk, ended = [], False
-            for message in messages:
-                if message is None:
+        ended = subscriber.overflowed
+        while not ended and not hub.closed:
+            if queue.empty():
+                subscriber.last, subscriber.transport = last, request.transport
+                if subscriber.transport is None:   # the page is already gone
+                    break
+                await subscriber.ended
+                break
+            chunk = []
+            while not queue.empty():
+                item = queue.get_nowait()
+                if item is None:
                     ended = True
                     break
-                if message is KEEP_ALIVE or message[0] > last:
-                    chunk.append(message[1])
-                    last = max(last, message[0])
+                if item is KEEP_ALIVE:
+                    chunk.append(item)
+                elif (newer := item.after(last)) is not None:
+                    chunk.append(newer.payload)
+                    last = newer.messages[-1][0]
             if chunk:
                 await response.write(b"".join(chunk))
-            if ended:
-                break
+            ended = ended or subscriber.overflowed
     except ConnectionResetError:
         return response
     finally:

@@ -1,6 +1,7 @@
 """Live delivery: alerts from a peer reach open resident pages, a dropped stream resumes without loss, audiences."""
 
 import asyncio
+import socket
 
 from node.app import HUB
 from node.live import REPLAY_LIMIT
@@ -172,3 +173,106 @@ async def test_the_map_shows_the_building_its_peers_and_alert_areas(make_node):
     (area,) = body["areas"]
     assert area["event"] == posted["event"] and area["severity"] == "Severe"
     assert area["circles"] == [{"lat": 40.7128, "lon": -74.006, "radius_km": 2.0}] and area["polygons"] == []
+
+
+async def test_a_burst_reaches_each_stream_in_few_writes_and_a_lone_message_at_once(make_node, monkeypatch):
+    import node.live
+    from node.accounts import Session
+    monkeypatch.setattr(node.live, "COALESCE", 2.0)
+    node_ = await make_node("n")
+    hub = node_.app[HUB]
+    everyone = node.live.Subscriber(Session(id=1, role="resident", subject=7), "t1")
+    other = node.live.Subscriber(Session(id=2, role="resident", subject=8), "t2")
+    hub.subscribe(everyone)
+    hub.subscribe(other)
+    first = await hub.publish("report-moderated", {"id": 0})
+    batch = await asyncio.wait_for(everyone.queue.get(), 1.0)         # idle streams: no wait for the period
+    assert [message_id for message_id, _ in batch.messages] == [first]
+    ids = [await hub.publish("report-moderated", {"id": i}) for i in range(1, 20)]
+    ids.append(await hub.publish("sos-ack", {"sos": {"id": 1}}, node.live.resident_audience(7)))
+    assert everyone.queue.empty()                                      # the rest waits for the period...
+    batch = await asyncio.wait_for(everyone.queue.get(), 5.0)
+    assert [message_id for message_id, _ in batch.messages] == ids     # ...then goes in one batch, in order
+    assert batch.payload.count(b"\n\n") == 20 and batch.payload.startswith(f"id: {ids[0]}\n".encode())
+    (_, theirs) = [other.queue.get_nowait() for _ in range(2)]          # another resident: not the one's ack
+    assert [message_id for message_id, _ in theirs.messages] == ids[:-1]
+    assert everyone.queue.empty() and other.queue.empty()
+
+
+def _cookie(session) -> str:
+    return next(c.value for c in session.cookie_jar if c.key == "nnode_session")
+
+
+async def _raw_stream(node_, cookie: str, version: str = "1.1", rcvbuf: int | None = None):
+    reader, writer = await asyncio.open_connection("127.0.0.1", node_.port, limit=1 << 20)
+    if rcvbuf is not None:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    writer.write(f"GET /api/stream HTTP/{version}\r\nHost: 127.0.0.1\r\nCookie: nnode_session={cookie}\r\n\r\n"
+                 .encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    return reader, writer, head
+
+
+async def _live(hub, count: int) -> None:
+    await wait_until(lambda: _async(sum(s.transport is not None for s in hub.subscribers) >= count))
+
+
+async def _async(value):
+    return value
+
+
+async def test_live_streams_are_framed_for_http_1_1_and_raw_for_http_1_0(make_node):
+    node_ = await make_node("n")
+    async with browser() as manager:
+        await claim(node_, manager)
+        hub = node_.app[HUB]
+        r11, w11, head11 = await _raw_stream(node_, _cookie(manager))
+        r10, w10, head10 = await _raw_stream(node_, _cookie(manager), "1.0")
+        assert b"transfer-encoding: chunked" in head11.lower() and b"chunked" not in head10.lower()
+        await _live(hub, 2)
+        ids = [await hub.publish("report-moderated", {"id": i, "status": "building"}) for i in range(3)]
+        await asyncio.sleep(0.3)
+        hub.flush()
+        # HTTP/1.1: each write is one well-formed chunk; taken apart, they are the SSE messages, in order.
+        body, seen = b"", []
+        async with asyncio.timeout(10):
+            while len(seen) < 3:
+                size = int((await r11.readline()).strip(), 16)
+                body += (await r11.readexactly(size + 2))[:-2]
+                seen = [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
+        assert seen == ids and body.startswith(b"retry: 2000\n\n")
+        raw = b""
+        async with asyncio.timeout(10):
+            while raw.count(b"\nevent: report-moderated\n") < 3:
+                raw += await r10.read(65536)
+        assert raw.startswith(b"retry: 2000\n\n") and b"\r\n" not in raw
+        assert [int(line[4:]) for line in raw.split(b"\n") if line.startswith(b"id: ")] == ids
+        for writer in (w11, w10):
+            writer.close()
+
+
+async def test_a_page_that_stops_reading_is_cut_off_and_resumes(make_node, monkeypatch):
+    import node.live
+    monkeypatch.setattr(node.live, "WRITE_BUFFER_LIMIT", 64 * 1024)
+    monkeypatch.setattr(node.live, "COALESCE", 0.0)
+    node_ = await make_node("n")
+    async with browser() as manager:
+        await claim(node_, manager)
+        hub = node_.app[HUB]
+        reader, writer, _ = await _raw_stream(node_, _cookie(manager), rcvbuf=4096)
+        await _live(hub, 1)
+        (slow,) = hub.subscribers
+        slow.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = "x" * 16_000
+        ids = []
+        async with asyncio.timeout(30):
+            while hub.subscribers and len(ids) < 2000:
+                ids.append(await hub.publish("report-moderated", {"id": len(ids), "note": big}))
+                hub.flush()
+        assert not hub.subscribers and slow.overflowed and slow.ended.done()   # cut off, not buffered without end
+        writer.close()
+        # The page comes back with the last id it got and misses nothing.
+        stream = await open_stream(manager, node_.url, last_id=ids[0])
+        got = [(await stream.next())[0] for _ in ids[1:]]
+        assert got == ids[1:]
+        stream.response.close()
