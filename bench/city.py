@@ -19,10 +19,12 @@ What is modelled:
     every line first; the sampled nodes hand their store the event as they parsed it the first time);
   - HTTP: a request or response costs its body plus a fixed header size (the request headers measured once from
     the real RFC 9421 `sign_request`); nothing is signed per request;
-  - area-of-interest sync, which the real node does not do yet: a node keeps only events whose area touches its
-    area of interest (a circle around its building, `--aoi-m`), pushes a peer only events that touch the peer's,
-    and anti-entropy pulls by a per-peer cursor ("what you stored since N that touches this circle": ids, then the
-    missing events). The flooding runs use the same protocol with no areas. See docs/scale.md.
+  - area-of-interest sync: a node keeps only events whose area touches its area of interest (a circle around its
+    building, `--aoi-m`; the areas are read from the bodies by the node's own readers, node/areas.py), pushes a
+    peer only events that touch the peer's, as the node does, and anti-entropy pulls by a per-peer cursor ("what
+    you stored since N that touches this circle": ids, then the missing events), which the node does not: its
+    pull sends its heads and its area, and the peer answers what touches the area. The flooding runs use the same
+    protocol with no areas. See docs/scale.md.
 
 Prints a table per size and mode, saves a plot, and last `city_cost_ratio=<per-node bytes at the largest size /
 per-node bytes at the smallest size>` with areas of interest (near 1 means flat).
@@ -46,7 +48,6 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import nacl.signing
@@ -66,7 +67,6 @@ from sync._store import Status  # noqa: E402
 
 CITY_CENTRE = (45_508_888, -73_561_668)     # micro-degrees; any mid-latitude city would do
 METRES_PER_E6_LAT = EARTH_RADIUS_M * math.pi / 180 / 1e6
-SOS_RADIUS_M = 700          # an SOS names the building's location rounded to 0.01 degree: within ~700 m of it
 PUSH_BATCH = 200            # SyncSettings.push_batch
 EVENT_MIX = (("alert", 0.60, (250, 1500, 50)), ("wide-alert", 0.10, (3000, 5000, 250)), ("sos", 0.30, None))
 PUBLISH_COUNTS = ((0, 0.75), (1, 0.20), (2, 0.05))   # events per node over the run (mean 0.3)
@@ -101,27 +101,12 @@ def e6_text(value: int) -> str:
     return f"{sign}{abs(value) // 1_000_000}.{abs(value) % 1_000_000:06d}"
 
 
-def _e6(text: str) -> int:
-    return int((Decimal(text) * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
+_AREAS = build_registry()
 
 
 def event_areas(kind: str, body: dict) -> tuple[Circle, ...] | None:
-    """The circles an event's body is about, or None for the whole city (no area given)."""
-    if kind == ALERT:
-        circles = []
-        for info in body["cap"]["info"]:
-            for area in info["area"]:
-                if area["polygon"]:
-                    return None   # not made by this benchmark: a real node would use the polygon's bounding circle
-                for circle in area["circle"]:
-                    centre, km = circle.split()
-                    lat, lon = centre.split(",")
-                    circles.append(Circle(_e6(lat), _e6(lon),
-                                          int((Decimal(km) * 1000).to_integral_value(ROUND_CEILING))))
-        return tuple(circles) or None
-    if kind == SOS and "location" in body:
-        return (Circle(body["location"]["lat_e6"], body["location"]["lon_e6"], SOS_RADIUS_M),)
-    return None
+    """The circles an event's body is about, or None for the whole city: the node's own readers (node/areas.py)."""
+    return _AREAS.areas(kind, body)
 
 
 def in_interest(areas: tuple[Circle, ...] | None, interest: Circle | None) -> bool:

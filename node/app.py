@@ -25,6 +25,7 @@ from sync._ratelimit import RateLimiter
 from . import __version__, systemd
 from .accounts import MIGRATIONS as ACCOUNT_MIGRATIONS, Accounts
 from .alerts import MIGRATIONS as ALERT_MIGRATIONS, FeedPoller
+from .areas import interest
 from .backup import RESTORED_FLAG
 from .claim import MIGRATIONS as CLAIM_MIGRATIONS, Claims
 from .config import Config
@@ -86,7 +87,8 @@ def sync_settings(config: Config) -> SyncSettings:
     return SyncSettings(anti_entropy_interval=s.anti_entropy_interval, push_batch=s.push_batch,
                         pull_limit=s.pull_limit, max_batch_events=s.max_batch_events,
                         max_batch_bytes=s.max_batch_bytes, max_skew=s.max_clock_skew, rate=s.rate_limit,
-                        burst=s.rate_burst, request_timeout=s.request_timeout)
+                        burst=s.rate_burst, request_timeout=s.request_timeout,
+                        interest=interest(coarse_location(config), s.interest_radius_m))
 
 
 def node_location(config: Config) -> tuple[float, float] | None:

@@ -167,6 +167,10 @@ SETTINGS: list[Setting] = [
             _range(1, 100000)),
     Setting("sync.rate_burst", int, 200, "Sync requests one peer may make at once.", _range(1, 100000)),
     Setting("sync.request_timeout", int, 30, "Seconds to wait on a peer's reply.", _range(1, 600)),
+    Setting("sync.interest_radius_m", int, 0, "Area of interest, in metres around the building: keep and forward "
+            "only events whose area touches it (alerts, SOS and agency requests carry areas; other kinds apply "
+            "everywhere). 0 keeps everything, right for a neighborhood of tens of nodes; a city of thousands wants "
+            "a few km (docs/scale.md). Needs node.latitude and node.longitude.", _range(0, 1_000_000, " (metres)")),
     Setting("sync.trusted_keys", list, [], "Node keys approved as soon as they are discovered on the LAN "
             "(others wait for `nnode peer approve`).", _hex_keys),
     Setting("sync.peers", list, [], "Peers on other networks, approved by being listed here: "
@@ -264,6 +268,7 @@ class SyncSection:
     rate_limit: int
     rate_burst: int
     request_timeout: int
+    interest_radius_m: int
     trusted_keys: tuple[str, ...]
     peers: tuple[StaticPeer, ...]
 
@@ -432,6 +437,9 @@ def build(values: dict[str, Any], source: str = "<defaults>") -> Config:
     section["http"]["local_networks"] = tuple(section["http"]["local_networks"])
     if bool(section["node"]["latitude"]) != bool(section["node"]["longitude"]):
         raise ConfigError(f"{source}: node.latitude: expected latitude and longitude both set or both empty")
+    if section["sync"]["interest_radius_m"] and not section["node"]["latitude"]:
+        raise ConfigError(f"{source}: sync.interest_radius_m: an area of interest is around the building: set "
+                          "node.latitude and node.longitude, or leave the radius at 0 (keep everything)")
     if section["cameras"]["devices"]:
         from node.camera.settings import parse_devices  # OpenCV loads only when cameras are configured
         section["cameras"]["devices"] = parse_devices(source, section["cameras"]["devices"],

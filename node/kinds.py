@@ -22,16 +22,18 @@ def validate_notice(body: Any) -> None:
 def build_registry() -> KindRegistry:
     """The registry of every kind this node accepts."""
     from .alerts import ALERT, MAX_TTL, validate_alert
+    from .areas import alert_areas, request_areas, sos_areas
     from .reports import REPORT, REPORT_TTL, validate_report_event
     from .sos import SOS, SOS_EVENT_TTL, validate_sos_event
     from .sharing import events as sharing
 
     registry = KindRegistry()
     registry.register(NOTICE, validate_notice, max_ttl=90 * 86_400)
-    registry.register(ALERT, validate_alert, max_ttl=MAX_TTL)
+    registry.register(ALERT, validate_alert, max_ttl=MAX_TTL, areas=alert_areas)
     registry.register(REPORT, validate_report_event, max_ttl=REPORT_TTL)
-    registry.register(SOS, validate_sos_event, max_ttl=SOS_EVENT_TTL)
-    registry.register(sharing.REQUEST_KIND, sharing.validate_request_event, max_ttl=sharing.REQUEST_TTL)
+    registry.register(SOS, validate_sos_event, max_ttl=SOS_EVENT_TTL, areas=sos_areas)
+    registry.register(sharing.REQUEST_KIND, sharing.validate_request_event, max_ttl=sharing.REQUEST_TTL,
+                      areas=request_areas)
     registry.register(sharing.DISCLOSURE_KIND, sharing.validate_disclosure, max_ttl=sharing.DISCLOSURE_TTL)
     registry.register(sharing.AUDIT_HEAD_KIND, sharing.validate_audit_head, max_ttl=sharing.AUDIT_HEAD_TTL)
     return registry

@@ -50,6 +50,8 @@ async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore
     families.append(refused)
     families.append(CounterMetricFamily("nnode_push_dropped", "Events not pushed (peer down or outbox full); "
                                         "anti-entropy repairs them.", value=stats.push_dropped))
+    families.append(CounterMetricFamily("nnode_out_of_area", "Events received and not kept, or not pushed to a peer, "
+                                        "because they do not touch the area of interest.", value=stats.out_of_area))
 
     peer_list = await peers.list()
     by_state = GaugeMetricFamily("nnode_peers", "Known peers, by state.", labels=["state"])

@@ -143,7 +143,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/sync/v1/heads"): {"signed": PEER_SIGNED,
                                 "ok": [{"status": 200, "type": JSON, "schema": {"type": "object"}}]},
     ("POST", "/sync/v1/pull"): {"signed": PEER_SIGNED, "body": _obj("heads", heads=OBJ, gaps=ARR, tips=OBJ,
-                                                                     limit=INT),
+                                                                     limit=INT, interest=OBJ),
                                 "ok": [_raw("application/x-ndjson")]},
     ("POST", "/sync/v1/push"): {"signed": PEER_SIGNED, "ndjson": True, "ok": [_ok(("results",), results=OBJ)]},
 }

@@ -10,6 +10,7 @@ from typing import AsyncIterator, Sequence
 import aiohttp
 import nacl.signing
 
+from ._area import Circle
 from ._descriptor import check_descriptor
 from ._errors import PeerUnreachable
 from ._event import MAX_EVENT_BYTES
@@ -71,16 +72,18 @@ class PeerClient:
         url = base_url.rstrip("/") + "/sync/v1/push"
         return await self._json("POST", url, b"\n".join(lines) + b"\n", NDJSON, per_event=True)
 
-    async def pull(self, base_url: str, heads: dict[str, int], gaps: list, tips: dict[str, str], limit: int
-                   ) -> AsyncIterator[tuple[list[bytes], bool | None]]:
+    async def pull(self, base_url: str, heads: dict[str, int], gaps: list, tips: dict[str, str], limit: int,
+                   interest: Circle | None = None) -> AsyncIterator[tuple[list[bytes], bool | None]]:
         """Yield chunks of event lines as they arrive; the last item is ([], more) from the end record.
 
         A stream that stops without its end record raises PeerUnreachable after yielding what did arrive, so the
         caller keeps those events and resumes after them.
         """
         url = base_url.rstrip("/") + "/sync/v1/pull"
-        body = json.dumps({"heads": heads, "gaps": gaps, "tips": tips, "limit": limit},
-                          separators=(",", ":")).encode()
+        request = {"heads": heads, "gaps": gaps, "tips": tips, "limit": limit}
+        if interest is not None:   # only what touches it is sent, and only that is pushed from now on
+            request["interest"] = {"lat_e6": interest.lat_e6, "lon_e6": interest.lon_e6, "radius_m": interest.radius_m}
+        body = json.dumps(request, separators=(",", ":")).encode()
         try:
             async with self.session.post(url, data=body, timeout=self.timeout,
                                          headers=self._signed("POST", url, body, "application/json")) as resp:

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Sequence
 import aiohttp
 import nacl.signing
 
+from ._area import Circle, touches_any
 from ._client import PeerClient
 from ._canonical import MAX_SAFE_INT
 from ._errors import BadSignature, EventRejected, MalformedEvent, PeerUnreachable, SyncError
@@ -45,6 +46,10 @@ class SyncSettings:
     burst: int = 200
     request_timeout: float = 30.0
     verify_in_process: bool = True
+    # This node's area of interest (DESIGN section 9), None for everything. With one, it keeps only events whose
+    # area touches it, and asks its peers for only those; it tells them so in every pull, and each peer then also
+    # pushes it only those.
+    interest: Circle | None = None
 
 
 @dataclass
@@ -53,12 +58,13 @@ class IngestResult:
 
     stored: list[Event] = field(default_factory=list)
     duplicates: int = 0
+    out_of_area: int = 0     # readable events that do not touch this node's area of interest: not kept
     rejected: list[tuple[int, EventRejected]] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)  # highest seq per author among readable events
 
     def as_json(self) -> dict[str, Any]:
         """The per-batch report a push caller receives."""
-        return {"accepted": len(self.stored), "duplicates": self.duplicates,
+        return {"accepted": len(self.stored), "duplicates": self.duplicates, "out_of_area": self.out_of_area,
                 "rejected": [{"index": i, "reason": e.reason, "status": e.status, "error": str(e)}
                              for i, e in self.rejected]}
 
@@ -73,6 +79,7 @@ class Stats:
     duplicates: int = 0
     push_dropped: int = 0
     pull_requests: int = 0
+    out_of_area: int = 0       # events received and not kept, or not pushed to a peer, for their area
 
 
 class _Outbox:
@@ -110,6 +117,21 @@ class SyncEngine:
         self._held: str | None = None  # why publishing waits (a node restored from a backup), if it does
         self._synced_while_held: set[str] = set()
         self.on_peer_synced: Callable[[], Awaitable[None]] | None = None
+        # Peers' areas of interest, as each said in its last pull (until it has, it gets everything, and filters).
+        self.interests: dict[str, Circle | None] = {}
+
+    def applies(self, event: Event, interest: Circle | None, known: dict[str, Any] | None = None) -> bool:
+        """Whether `event` touches `interest` (None: everything). An event with no area, or whose body was dropped,
+        applies everywhere. `known` caches the events' areas by id across calls."""
+        if interest is None:
+            return True
+        if known is None or event.id not in known:
+            areas = self.registry.areas(event.kind, event.body_value())
+            if known is not None:
+                known[event.id] = areas
+        else:
+            areas = known[event.id]
+        return areas is None or touches_any(areas, interest)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -176,14 +198,21 @@ class SyncEngine:
                 parsed.append(exc)
             except (ValueError, TypeError, RecursionError) as exc:  # never let one line sink its batch
                 parsed.append(MalformedEvent(f"unreadable event: {exc.__class__.__name__}"))
+        result = IngestResult()
+        for e in parsed:
+            if isinstance(e, Event) and e.seq > result.seen.get(e.author, 0):
+                result.seen[e.author] = e.seq
+        # Out of this node's area: neither kept nor forwarded (nor verified). `positions` maps back to input order.
+        interest = self.settings.interest
+        positions = [i for i, e in enumerate(parsed) if not isinstance(e, Event) or e.author == self.node_id
+                     or self.applies(e, interest)]   # our own events come back after a restore: keep them
+        if len(positions) < len(parsed):
+            result.out_of_area = len(parsed) - len(positions)
+            parsed = [parsed[i] for i in positions]
         candidates = [e for e in parsed if isinstance(e, Event)]
         known = await self.store.known_ids([e.id for e in candidates])
         unknown = [e for e in candidates if e.id not in known]
         valid = dict(zip((e.id for e in unknown), await self._verify(unknown)))
-        result = IngestResult()
-        for e in candidates:
-            if e.seq > result.seen.get(e.author, 0):
-                result.seen[e.author] = e.seq
         async with self._ingest_lock:
             plan = await self.store.prepare(parsed)
             late = [plan.events[i] for i, s in enumerate(plan.statuses)
@@ -195,15 +224,15 @@ class SyncEngine:
             for index, status in enumerate(plan.statuses):
                 event = plan.events[index]
                 if isinstance(status, EventRejected):
-                    result.rejected.append((index, status))
+                    result.rejected.append((positions[index], status))
                 elif status in (Status.NEW, Status.EQUIVOCATION) and not valid[event.id]:
-                    result.rejected.append((index, BadSignature(
+                    result.rejected.append((positions[index], BadSignature(
                         f"signature of event {event.id[:16]} does not verify against author {event.author[:16]}")))
                 elif status is Status.EQUIVOCATION:
                     await self.store.quarantine(event, plan.conflicts[index])
                     error = equivocation_error(event, plan.conflicts[index])
                     log.warning("equivocation", extra={"author": event.author, "seq": event.seq, "origin": origin})
-                    result.rejected.append((index, error))
+                    result.rejected.append((positions[index], error))
                 elif status is Status.NEW:
                     new.append(event)
                 elif status is Status.FILL_BODY:
@@ -224,6 +253,7 @@ class SyncEngine:
     def _account(self, result: IngestResult) -> None:
         self.stats.stored += len(result.stored)
         self.stats.duplicates += result.duplicates
+        self.stats.out_of_area += result.out_of_area
         for _, error in result.rejected:
             self.stats.rejected[error.reason] += 1
 
@@ -232,8 +262,13 @@ class SyncEngine:
             return
         targets = [outbox for key, outbox in self._outboxes.items() if key != origin]
         lines = [e.to_line() for e in events] if targets else []
+        known: dict[str, Any] = {}
         for outbox in targets:
-            for line in lines:
+            interest = self.interests.get(outbox.peer.key)
+            for event, line in zip(events, lines):
+                if not self.applies(event, interest, known):
+                    self.stats.out_of_area += 1
+                    continue
                 try:
                     outbox.queue.put_nowait(line)
                 except asyncio.QueueFull:
@@ -321,6 +356,7 @@ class SyncEngine:
     async def _anti_entropy_loop(self) -> None:
         while True:
             delay = self.settings.anti_entropy_interval
+            self._wake.clear()   # before the round: a wake() while it runs (another approval) asks for one more
             try:
                 peers = await self.refresh_peers()
                 outcomes = await asyncio.gather(*(self.sync_with(p) for p in peers))
@@ -330,7 +366,6 @@ class SyncEngine:
                 raise
             except Exception:
                 log.exception("anti-entropy round failed")
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -371,7 +406,9 @@ class SyncEngine:
                 break
             gaps, tips = [], {}
         ours = await self.store.heads()
-        lag = sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
+        # With an area of interest, seqs held elsewhere and not here are expected: no lag can be told from heads.
+        lag = None if self.settings.interest is not None else \
+            sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
         await self.peers.record_sync(peer.key, error=None, lag=lag)
         await self._note_synced(peer)
         return total
@@ -393,7 +430,8 @@ class SyncEngine:
             return len(result.stored)
 
         try:
-            async for lines, flag in self.client.pull(peer.url, heads, gaps, tips, self.settings.pull_limit):
+            async for lines, flag in self.client.pull(peer.url, heads, gaps, tips, self.settings.pull_limit,
+                                                      interest=self.settings.interest):
                 if lines:
                     in_flight.append(asyncio.create_task(self.ingest(lines, peer.key)))
                     if len(in_flight) > 1:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ._area import Circle
 from ._errors import InvalidBody, UnknownKind
 
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
@@ -15,15 +16,19 @@ DEFAULT_MAX_TTL = 400 * DAY
 TOMBSTONE = "tombstone"
 
 BodyValidator = Callable[[Any], None]
+# The places a (valid) body is about, or None for everywhere: a node with an area of interest keeps and forwards an
+# event only if one of them touches that area (DESIGN section 9).
+AreaReader = Callable[[Any], "tuple[Circle, ...] | None"]
 
 
 @dataclass(frozen=True, slots=True)
 class KindSpec:
-    """How events of one kind are checked: a body validator and the longest lifetime allowed."""
+    """How events of one kind are checked: a body validator, the longest lifetime allowed and where it applies."""
 
     name: str
     validate: BodyValidator
     max_ttl: int = DEFAULT_MAX_TTL
+    areas: AreaReader | None = None
 
 
 class KindRegistry:
@@ -33,13 +38,22 @@ class KindRegistry:
         self._kinds: dict[str, KindSpec] = {}
         self.register(TOMBSTONE, validate_tombstone, max_ttl=10 * 365 * DAY)
 
-    def register(self, name: str, validate: BodyValidator, *, max_ttl: int = DEFAULT_MAX_TTL) -> None:
-        """Register a kind; `validate(body)` raises ValueError naming what is wrong."""
+    def register(self, name: str, validate: BodyValidator, *, max_ttl: int = DEFAULT_MAX_TTL,
+                 areas: AreaReader | None = None) -> None:
+        """Register a kind; `validate(body)` raises ValueError naming what is wrong; `areas(body)` (of a valid
+        body) gives the circles it is about, None for everywhere; without it the kind concerns everywhere."""
         if not KIND_PATTERN.match(name):
             raise ValueError(f"kind {name!r} must match {KIND_PATTERN.pattern}")
         if name in self._kinds:
             raise ValueError(f"kind {name!r} is already registered")
-        self._kinds[name] = KindSpec(name, validate, max_ttl)
+        self._kinds[name] = KindSpec(name, validate, max_ttl, areas)
+
+    def areas(self, name: str, body: Any) -> tuple[Circle, ...] | None:
+        """Where an event of kind `name` with this (validated) body applies; None for everywhere."""
+        spec = self._kinds.get(name)
+        if spec is None or spec.areas is None or body is None:
+            return None
+        return spec.areas(body)
 
     def get(self, name: str) -> KindSpec:
         """The spec of a registered kind, or UnknownKind."""

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from ._area import Circle
 from ._client import NDJSON
 from ._descriptor import NONCE
 from ._engine import SyncEngine
@@ -99,9 +100,11 @@ class SyncServer:
 
     async def handle_pull(self, request: web.Request) -> web.StreamResponse:
         """POST /sync/v1/pull: NDJSON of the events the caller lacks, one batch, then {"end": {count, more}}."""
-        await self.authenticate(request)
+        caller = await self.authenticate(request)
         body = await self._signed_body(request, 4 * 1024 * 1024)
-        heads, gaps, tips, limit = self._parse_pull(body)
+        heads, gaps, tips, limit, interest = self._parse_pull(body)
+        self.engine.interests[caller] = interest    # what we push it from now on, too
+        keep = None if interest is None else (lambda event: self.engine.applies(event, interest))
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
         await response.prepare(request)
         # Events that differ from the caller's at its own head come first: that is how anti-entropy finds an
@@ -112,7 +115,8 @@ class SyncServer:
         sent = len(divergent)
         more = False
         async for lines, more in self.engine.store.pull_stream(
-                heads, gaps, limit=limit, max_bytes=self.engine.settings.max_batch_bytes, now=int(time.time())):
+                heads, gaps, limit=limit, max_bytes=self.engine.settings.max_batch_bytes, now=int(time.time()),
+                keep=keep):
             if lines:
                 await response.write(b"\n".join(lines) + b"\n")
                 sent += len(lines)
@@ -121,13 +125,13 @@ class SyncServer:
         await response.write_eof()
         return response
 
-    def _parse_pull(self, body: bytes) -> tuple[dict[str, int], list, dict[str, str], int]:
+    def _parse_pull(self, body: bytes) -> tuple[dict[str, int], list, dict[str, str], int, Circle | None]:
         try:
             value = json.loads(body)
         except ValueError as exc:
             raise BadRequest(f"pull body is not JSON: {exc}") from exc
-        if not isinstance(value, dict) or set(value) - {"heads", "gaps", "tips", "limit"}:
-            raise BadRequest("pull body must be an object with heads, gaps, tips and limit")
+        if not isinstance(value, dict) or set(value) - {"heads", "gaps", "tips", "limit", "interest"}:
+            raise BadRequest("pull body must be an object with heads, gaps, tips, limit and (optional) interest")
         heads = value.get("heads", {})
         if not isinstance(heads, dict) or not all(isinstance(k, str) and type(v) is int for k, v in heads.items()):
             raise BadRequest("pull 'heads' must map author keys to integers")
@@ -142,7 +146,15 @@ class SyncServer:
         limit = value.get("limit", self.engine.settings.pull_limit)
         if type(limit) is not int or limit < 1:
             raise BadRequest("pull 'limit' must be a positive integer")
-        return heads, gaps, tips, min(limit, self.engine.settings.max_batch_events)
+        interest = value.get("interest")
+        if interest is not None:
+            if not isinstance(interest, dict) or set(interest) != {"lat_e6", "lon_e6", "radius_m"}:
+                raise BadRequest("pull 'interest' must be {lat_e6, lon_e6, radius_m}: the caller's area of interest")
+            try:
+                interest = Circle(interest["lat_e6"], interest["lon_e6"], interest["radius_m"])
+            except ValueError as exc:
+                raise BadRequest(f"pull 'interest': {exc}") from None
+        return heads, gaps, tips, min(limit, self.engine.settings.max_batch_events), interest
 
     async def handle_push(self, request: web.Request) -> web.Response:
         """POST /sync/v1/push: NDJSON events; stores the valid ones and reports each rejection."""

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import AsyncIterator, Iterable, Sequence
+from typing import AsyncIterator, Callable, Iterable, Sequence
 
 from ._db import Database, Migration
 from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
@@ -159,11 +159,14 @@ class EventStore:
         return {r[0]: {"reason": r[1], "evidence": json.loads(r[2]), "at": r[3]} for r in rows}
 
     async def pull_stream(self, their_heads: dict[str, int], their_gaps: Iterable[Sequence], *, limit: int,
-                          max_bytes: int, now: int, chunk: int = 500) -> AsyncIterator[tuple[list[bytes], bool]]:
+                          max_bytes: int, now: int, chunk: int = 500, keep: Callable[[Event], bool] | None = None
+                          ) -> AsyncIterator[tuple[list[bytes], bool]]:
         """Lines of the events the caller lacks, by (author, seq), in chunks as they are read.
 
         Each item is (lines, more): `more` is True on the last item if the limit or byte cap stopped the stream
-        before everything was sent. Bodies of expired events are left out: their headers still fill gaps.
+        before everything was sent. Bodies of expired events are left out: their headers still fill gaps. With
+        `keep` (the caller's area of interest), only events it keeps are sent, and no expired ones: with areas, a
+        caller's gaps are mostly events meant for elsewhere.
         """
         ours = await self.heads()
         ranges = [(a, int(lo), int(hi)) for a, lo, hi in their_gaps if a in ours]
@@ -180,6 +183,8 @@ class EventStore:
                 lines = []
                 for row in rows:
                     event = _row_event(row)
+                    if keep is not None and (event.expires <= now or event.body is None or not keep(event)):
+                        continue
                     if event.expires <= now:
                         event = event.without_body()
                     line = encode_line(event)
