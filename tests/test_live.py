@@ -3,6 +3,8 @@
 import asyncio
 import socket
 
+import pytest
+
 from node.app import HUB
 from node.live import REPLAY_LIMIT
 from tests.conftest import wait_until
@@ -276,3 +278,16 @@ async def test_a_page_that_stops_reading_is_cut_off_and_resumes(make_node, monke
         got = [(await stream.next())[0] for _ in ids[1:]]
         assert got == ids[1:]
         stream.response.close()
+
+
+async def test_the_write_period_grows_with_the_number_of_streams(make_node):
+    import node.live
+    from node.accounts import Session
+    node_ = await make_node("n")
+    hub = node_.app[HUB]
+    assert hub.period() == node.live.COALESCE == 0.1
+    for count, period in ((100, 0.1), (1000, 0.2), (2000, 0.4), (10_000, 0.5)):
+        while len(hub.subscribers) < count:
+            hub.subscribers.add(node.live.Subscriber(Session(id=len(hub.subscribers), role="resident", subject=1), ""))
+        assert hub.period() == pytest.approx(period)
+    hub.subscribers.clear()
