@@ -27,9 +27,10 @@ log = logging.getLogger("nnode.live")
 HEARTBEAT = 15.0          # seconds between keep-alive comments on an idle stream
 QUEUE_LIMIT = 1000        # batches a slow page may fall behind before it is cut off (it resumes from its last id)
 COALESCE = 0.1            # seconds: when messages come faster than this, each stream gets them in one write per period
-WRITE_RATE = 5000         # ...and the period grows so that all the streams together get at most this many writes a second
+WRITE_RATE = 5000         # ...and it grows so that all the streams together get at most this many writes a second
 MAX_COALESCE = 0.5        # ...up to this
 WRITE_BUFFER_LIMIT = 1 << 20   # bytes a live page may fall behind (unsent) before it is cut off
+EOF_TIMEOUT = 10.0        # seconds an ended stream's last chunk may take to leave
 REPLAY_LIMIT = 5000       # most missed messages replayed on reconnect; more means "reload"
 FEED_DAYS = 7             # how long messages stay replayable
 
@@ -319,7 +320,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         after = await hub.last_id()   # read before subscribing: a message published in between is replayed
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
-    chunked = request.version >= HttpVersion11   # HTTP/1.0: the body ends with the connection, no framing
+    # aiohttp's parser takes HTTP/1.0 and 1.1 only. HTTP/1.0: the body ends with the connection, no framing.
+    chunked = request.version == HttpVersion11
     if chunked:
         response.enable_chunked_encoding()         # so the hub's writes, framed by http_chunk, match
     await response.prepare(request)
@@ -365,6 +367,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return response
     finally:
         hub.subscribers.discard(subscriber)
-    with contextlib.suppress(ConnectionResetError):
-        await response.write_eof()
+    transport = request.transport
+    if subscriber.overflowed or transport is None or transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+        if transport is not None:
+            transport.abort()   # a page that does not read would hold the last chunk (and this handler) forever
+        return response
+    with contextlib.suppress(ConnectionResetError, asyncio.TimeoutError):
+        await asyncio.wait_for(response.write_eof(), EOF_TIMEOUT)
     return response

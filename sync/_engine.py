@@ -207,6 +207,14 @@ class SyncEngine:
         positions = [i for i, e in enumerate(parsed) if not isinstance(e, Event) or e.author == self.node_id
                      or self.applies(e, interest)]   # our own events come back after a restore: keep them
         if len(positions) < len(parsed):
+            # ...except one at an (author, seq) held here under another id: that is an equivocation, which must be
+            # seen wherever the two versions meet, whatever their areas.
+            kept = set(positions)
+            outside = [i for i in range(len(parsed)) if i not in kept]
+            held = await self.store.ids_at([(parsed[i].author, parsed[i].seq) for i in outside])
+            positions = sorted(kept | {i for i in outside
+                                       if held.get((parsed[i].author, parsed[i].seq), parsed[i].id) != parsed[i].id})
+        if len(positions) < len(parsed):
             result.out_of_area = len(parsed) - len(positions)
             parsed = [parsed[i] for i in positions]
         candidates = [e for e in parsed if isinstance(e, Event)]
@@ -409,7 +417,7 @@ class SyncEngine:
         # With an area of interest, seqs held elsewhere and not here are expected: no lag can be told from heads.
         lag = None if self.settings.interest is not None else \
             sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
-        await self.peers.record_sync(peer.key, error=None, lag=lag)
+        await self.peers.record_sync(peer.key, error=None, lag=lag, lag_unknown=lag is None)
         await self._note_synced(peer)
         return total
 

@@ -112,11 +112,15 @@ class PeerStore:
             cursor = await conn.execute("DELETE FROM peers WHERE key = ?", (key,))
             return cursor.rowcount > 0
 
-    async def record_sync(self, key: str, *, error: str | None, lag: int | None = None) -> None:
-        """Note the outcome of a sync round with `key`."""
+    async def record_sync(self, key: str, *, error: str | None, lag: int | None = None,
+                          lag_unknown: bool = False) -> None:
+        """Note the outcome of a sync round with `key` (`lag_unknown`: forget the last lag, none can be told)."""
         now = int(time.time())
         async with self.db.write() as conn:
-            if error is None:
+            if error is None and lag_unknown:
+                await conn.execute("UPDATE peers SET last_sync = ?, last_error = NULL, lag = NULL WHERE key = ?",
+                                   (now, key))
+            elif error is None:
                 await conn.execute("UPDATE peers SET last_sync = ?, last_error = NULL, lag = COALESCE(?, lag) "
                                    "WHERE key = ?", (now, lag, key))
             else:

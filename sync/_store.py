@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -47,6 +48,7 @@ MIGRATIONS: Sequence[Migration] = [
 ]
 
 MAX_GAP_RANGES = 256
+MAX_SCAN = 50_000     # rows one pull with an area of interest may read (most of them may be for elsewhere)
 GAPS_PER_AUTHOR = 8
 _COLUMNS = "id, author, seq, kind, ts, expires, body_hash, sig, body"
 
@@ -136,6 +138,18 @@ class EventStore:
             found.update(r[0] for r in rows)
         return found
 
+    async def ids_at(self, slots: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The ids stored at these (author, seq) slots, for those that hold one."""
+        found: dict[tuple[str, int], str] = {}
+        for start in range(0, len(slots), 400):
+            chunk = slots[start:start + 400]
+            values = ",".join(["(?, ?)"] * len(chunk))
+            rows = await self.db.reader.execute_fetchall(
+                f"SELECT author, seq, id FROM events WHERE (author, seq) IN (VALUES {values})",
+                [value for slot in chunk for value in slot])
+            found.update(((r[0], r[1]), r[2]) for r in rows)
+        return found
+
     async def count(self) -> int:
         """How many events (headers) are held."""
         rows = await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM events")
@@ -166,20 +180,28 @@ class EventStore:
         Each item is (lines, more): `more` is True on the last item if the limit or byte cap stopped the stream
         before everything was sent. Bodies of expired events are left out: their headers still fill gaps. With
         `keep` (the caller's area of interest), only events it keeps are sent, and no expired ones: with areas, a
-        caller's gaps are mostly events meant for elsewhere.
+        caller's gaps are mostly events meant for elsewhere. Then at most MAX_SCAN rows are read, the authors in
+        random order, so that the cost of a pull stays bounded and no author is left out every time.
         """
         ours = await self.heads()
         ranges = [(a, int(lo), int(hi)) for a, lo, hi in their_gaps if a in ours]
         ranges += [(a, their_heads.get(a, 0) + 1, top) for a, top in ours.items() if top > their_heads.get(a, 0)]
-        ranges.sort()
-        sent = size = 0
+        if keep is None:
+            ranges.sort()
+        else:
+            random.shuffle(ranges)
+        sent = size = scanned = 0
         for author, lo, hi in ranges:
             while lo <= hi:
+                if keep is not None and scanned >= MAX_SCAN:
+                    yield [], False
+                    return
                 rows = await self.db.reader.execute_fetchall(
                     f"SELECT {_COLUMNS} FROM events WHERE author = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
-                    (author, lo, hi, min(chunk, limit - sent + 1)))
+                    (author, lo, hi, chunk if keep is not None else min(chunk, limit - sent + 1)))
                 if not rows:
                     break
+                scanned += len(rows)
                 lines = []
                 for row in rows:
                     event = _row_event(row)

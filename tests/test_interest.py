@@ -2,14 +2,16 @@
 peers for only those, and they push it only those; events with no area reach everyone, as do nodes without one."""
 
 import json
+import time
 
 import aiohttp
+import nacl.signing
 import pytest
 
 from node.areas import ROUNDING_M, alert_areas, interest, request_areas, sos_areas
 from node.config import ConfigError, load
 from node.kinds import build_registry
-from sync import Circle, distance_m
+from sync import Circle, create_event, distance_m
 from tests.conftest import signed, wait_until
 from tests.people import browser, call, claim
 
@@ -111,6 +113,52 @@ async def test_a_city_node_keeps_forwards_and_pulls_only_what_touches_its_area(m
         assert status == 200 and answer["results"] == {"accepted": 0, "duplicates": 0, "out_of_area": 1,
                                                          "rejected": []}, answer
         assert not await held(c, second["event"])
+        # A lag from before (heads against heads) means nothing with an area: it is forgotten, not kept stale.
+        await c.peers.record_sync(a.id, error=None, lag=7)
+        assert await c.engine.sync_with(peer_a) == 0
+        assert next(p for p in await c.peers.list() if p.key == a.id).lag is None
+
+
+async def test_an_equivocation_is_caught_even_when_one_version_is_for_elsewhere(make_node):
+    chicago = await make_node("c", **CHICAGO, **AREA)
+    relay = await make_node("r", **CHICAGO)
+    await chicago.approve(relay)
+    await relay.approve(chicago)
+    author = nacl.signing.SigningKey.generate()
+    here = {"lat_e6": 41_880_000, "lon_e6": -87_630_000}
+    there = {"lat_e6": 40_710_000, "lon_e6": -74_010_000}
+    versions = [create_event(author, chicago.engine.registry, kind="sos", seq=1, ttl=3600,
+                             body={"building": "Oak Court", "raised": int(time.time()), "location": where})
+                for where in (here, there)]
+    async with aiohttp.ClientSession() as http:
+        status, answer = await signed(http, relay.key, "POST", chicago.url + "/sync/v1/push",
+                                      versions[0].to_line() + b"\n")
+        assert status == 200 and answer["results"]["accepted"] == 1, answer
+        # The New York version of the same seq is out of Chicago's area, but it is the author signing twice.
+        status, answer = await signed(http, relay.key, "POST", chicago.url + "/sync/v1/push",
+                                      versions[1].to_line() + b"\n")
+    assert status == 409 and answer["reason"] == "equivocation", answer
+    assert author.verify_key.encode().hex() in await chicago.store.quarantined()
+
+
+async def test_a_pull_for_an_area_reads_a_bounded_number_of_rows(make_node, monkeypatch):
+    import sync._store
+    node_ = await make_node("a", **NEW_YORK)
+    for i in range(300):
+        await node_.engine.publish("notice", {"text": f"notice {i}"}, ttl=3600)
+    wanted = {100, 200, 300}
+
+    async def pull(**kw):
+        lines, more = [], False
+        async for chunk, more in node_.store.pull_stream({}, [], max_bytes=1 << 20, now=int(time.time()),
+                                                         keep=lambda e: e.seq in wanted, **kw):
+            lines += chunk
+        return [json.loads(line)["seq"] for line in lines], more
+
+    assert await pull(limit=2, chunk=50) == ([100, 200], True)     # the limit counts what is sent
+    assert await pull(limit=10, chunk=50) == ([100, 200, 300], False)
+    monkeypatch.setattr(sync._store, "MAX_SCAN", 150)
+    assert await pull(limit=10, chunk=50) == ([100], False)         # 150 rows read, then it stops
 
 
 async def test_a_pull_with_a_bad_interest_is_refused_and_changes_nothing(make_node):

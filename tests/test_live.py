@@ -291,3 +291,4 @@ async def test_the_write_period_grows_with_the_number_of_streams(make_node):
             hub.subscribers.add(node.live.Subscriber(Session(id=len(hub.subscribers), role="resident", subject=1), ""))
         assert hub.period() == pytest.approx(period)
     hub.subscribers.clear()
+
