@@ -164,6 +164,30 @@ def ready_poller(conns) -> tuple[select.epoll, int]:
     return poller, stdin
 
 
+def reads(conns: dict, sock_of, until: float, every: float = 0.0, tick=None):
+    """After `ready_poller`: yield (fd, data, receive time in ns) for each read from the connections, data b"" once
+    one closes (it is then left out), until `stop` on stdin or monotonic time `until`; `tick()` every `every` s."""
+    poller, stdin = ready_poller(conns)
+    next_tick = time.monotonic() + every
+    while time.monotonic() < until:
+        for fd, _ in poller.poll(1.0):
+            if fd == stdin:
+                return    # `stop`, or the parent is gone
+            try:
+                data = sock_of(conns[fd]).recv(262144)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            at = time.monotonic_ns()
+            if not data:
+                poller.unregister(fd)
+            yield fd, data, at
+        if tick is not None and time.monotonic() > next_tick:
+            next_tick = time.monotonic() + every
+            tick()
+
+
 def open_mqtt(port: int, client_id: str) -> tuple[socket.socket, bytes]:
     """A connection whose SUBSCRIBE the broker has acknowledged, and any bytes after the SUBACK."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT)
@@ -250,35 +274,20 @@ def run(kind: str, port: int, connections: int, rounds: int) -> int:
         print(f"error {exc!r}", flush=True)
         return 1
     on_data = sse_received if kind == "sse" else mqtt_received
-    poller, stdin = ready_poller(conns)
 
-    stop_at = time.monotonic() + STOP_TIMEOUT
-    next_ping = time.monotonic() + KEEPALIVE / 2
-    stopping = False
-    while not stopping and time.monotonic() < stop_at:
-        for fd, _ in poller.poll(1.0):
-            if fd == stdin:
-                stopping = True   # `stop`, or the parent is gone
-                continue
-            conn = conns[fd]
-            try:
-                data = conn.sock.recv(262144)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            at = time.monotonic_ns()
-            if not data:
-                tally.lost += 1
-                poller.unregister(fd)
-                continue
-            conn.buf += data
-            on_data(conn, tally, at)
-        if kind == "mqtt" and time.monotonic() > next_ping:
-            next_ping = time.monotonic() + KEEPALIVE / 2
-            for conn in conns.values():
-                with contextlib.suppress(OSError):
-                    conn.sock.send(PINGREQ)
+    def ping() -> None:
+        for conn in conns.values():
+            with contextlib.suppress(OSError):
+                conn.sock.send(PINGREQ)
+
+    for fd, data, at in reads(conns, lambda c: c.sock, time.monotonic() + STOP_TIMEOUT, KEEPALIVE / 2,
+                              ping if kind == "mqtt" else None):
+        conn = conns[fd]
+        if not data:
+            tally.lost += 1
+            continue
+        conn.buf += data
+        on_data(conn, tally, at)
     print(json.dumps({"times": [c.times for c in conns.values()], "extra": tally.extra,
                       "duplicates": tally.duplicates, "lost": tally.lost}), flush=True)
     for conn in conns.values():

@@ -52,7 +52,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fanout_clients import open_sse, ready_poller
+from _fanout_clients import open_sse, reads
 from fanout import Processes, _cpu_seconds, _tail, free_port, percentile
 
 PASSWORD = "soak bench password"
@@ -156,62 +156,48 @@ def run_client(spec: dict) -> int:
     counts, peer_counts = array.array("I", bytes(4 * reports)), array.array("I", bytes(4 * peer_reports))
     hist: Counter = Counter()
     tally = Counter()
-    poller, stdin = ready_poller(conns)
-    stopping = False
-    while not stopping and time.monotonic() < deadline:
-        for fd, _ in poller.poll(1.0):
-            if fd == stdin:
-                stopping = True   # `stop`, or the parent is gone
-                continue
-            conn = conns[fd]
-            try:
-                data = conn["sock"].recv(262144)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            at = time.monotonic_ns()
-            if not data:
-                tally["lost"] += 1
-                conn["open"] = False
-                poller.unregister(fd)
-                continue
-            buf = conn["buf"]
-            buf += data
-            tally["bytes"] += len(data)
-            # Only whole messages are scanned, once: up to the last blank line; the rest waits for its end.
-            end = buf.rfind(b"\n\n") + 2
-            if end < 2:
-                continue
-            # bytes.find and rfind run in C: a regex over every byte cost the clients most of a core at 50/s.
-            pos = buf.find(b"soak#", 0, end)
-            while pos >= 0:
-                first = buf.find(b"#", pos + 5, end)
-                second = buf.find(b"#", first + 1, end)
-                source = buf.rfind(b'"source":"', max(0, pos - 400), pos)
-                if source >= 0 and buf[source + 10] == 0x62 and buf.find(b"{", source, pos) < 0:   # "b"uilding
-                    number = int(buf[pos + 5:first])
-                    if number >= reports:
-                        tally["extra"] += 1
-                    elif conn["seen"][number]:
-                        tally["duplicates"] += 1
-                    else:
-                        conn["seen"][number] = 1
-                        counts[number] += 1
-                        if number >= warm:
-                            hist[(at - int(buf[first + 1:second])) // HIST_NS] += 1
-                pos = buf.find(b"soak#", second, end)
-            if buf.find(b"soakpeer#", 0, end) >= 0:
-                for match in PEER_REPORT.finditer(buf, 0, end):
-                    number = int(match[1])
-                    if number >= peer_reports:
-                        tally["extra"] += 1
-                    elif conn["peer_seen"][number]:
-                        tally["peer_duplicates"] += 1
-                    else:
-                        conn["peer_seen"][number] = 1
-                        peer_counts[number] += 1
-            del buf[:end]
+    for fd, data, at in reads(conns, lambda c: c["sock"], deadline):
+        conn = conns[fd]
+        if not data:
+            tally["lost"] += 1
+            conn["open"] = False
+            continue
+        buf = conn["buf"]
+        buf += data
+        tally["bytes"] += len(data)
+        # Only whole messages are scanned, once: up to the last blank line; the rest waits for its end.
+        end = buf.rfind(b"\n\n") + 2
+        if end < 2:
+            continue
+        # bytes.find and rfind run in C: a regex over every byte cost the clients most of a core at 50/s.
+        pos = buf.find(b"soak#", 0, end)
+        while pos >= 0:
+            first = buf.find(b"#", pos + 5, end)
+            second = buf.find(b"#", first + 1, end)
+            source = buf.rfind(b'"source":"', max(0, pos - 400), pos)
+            if source >= 0 and buf[source + 10] == 0x62 and buf.find(b"{", source, pos) < 0:   # "b"uilding
+                number = int(buf[pos + 5:first])
+                if number >= reports:
+                    tally["extra"] += 1
+                elif conn["seen"][number]:
+                    tally["duplicates"] += 1
+                else:
+                    conn["seen"][number] = 1
+                    counts[number] += 1
+                    if number >= warm:
+                        hist[(at - int(buf[first + 1:second])) // HIST_NS] += 1
+            pos = buf.find(b"soak#", second, end)
+        if buf.find(b"soakpeer#", 0, end) >= 0:
+            for match in PEER_REPORT.finditer(buf, 0, end):
+                number = int(match[1])
+                if number >= peer_reports:
+                    tally["extra"] += 1
+                elif conn["peer_seen"][number]:
+                    tally["peer_duplicates"] += 1
+                else:
+                    conn["peer_seen"][number] = 1
+                    peer_counts[number] += 1
+        del buf[:end]
     print(json.dumps({"counts": counts.tolist(), "peer_counts": peer_counts.tolist(), "hist": dict(hist),
                       "open": sum(c["open"] for c in conns.values()), **tally}), flush=True)
     for conn in conns.values():
