@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from sync import AuthError
-from sync._httpsig import ReplayCache, check_content_digest, verify_request
+from sync import ReplayCache, check_content_digest, verify_request
 
 from .api_people import json_body, session_of
 from .app import AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY

@@ -20,7 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sync import (Database, Discovery, EventStore, PeerStore, SyncEngine, SyncServer, SyncSettings,
                   add_discovered, make_descriptor, setup_schema)
-from sync._ratelimit import RateLimiter
+from sync import RateLimiter
 
 from . import __version__, systemd
 from .accounts import MIGRATIONS as ACCOUNT_MIGRATIONS, Accounts
@@ -404,7 +404,7 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
     # Codes and tokens are unguessable; this keeps scrypt (password sign-in) from being used to load the node.
     app[SIGN_IN_LIMITER] = RateLimiter(rate=10 / 60, burst=20)
     from .api_sharing import AGENCY_REPLAY
-    from sync._httpsig import ReplayCache
+    from sync import ReplayCache
     app[AGENCY_REPLAY] = ReplayCache(window=config.sync.max_clock_skew, capacity=20_000)
     app.cleanup_ctx.extend([_lock_ctx, _database_ctx, _engine_ctx, _scheduler_ctx, _sos_ctx, _cameras_ctx,
                             _sharing_ctx, _control_ctx, _discovery_ctx])

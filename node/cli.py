@@ -165,7 +165,7 @@ async def cmd_peer(config: Config, args: argparse.Namespace) -> int:
             _print_peers(await _peer_dicts(db))
             return 0
         if args.action == "add":
-            from sync._client import PeerClient
+            from sync import PeerClient
             async with aiohttp.ClientSession() as session:
                 client = PeerClient(session, load_key(config.key_path))
                 try:

@@ -8,7 +8,7 @@ import ipaddress
 from aiohttp import web
 
 from sync import RateLimited
-from sync._ratelimit import RateLimiter
+from sync import RateLimiter
 
 from .app import CLAIMS, CONFIG
 from .claim import MIN_PASSWORD, SESSION_TTL, ClaimError, qr_svg, setup_url

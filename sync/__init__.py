@@ -15,9 +15,11 @@ from ._errors import (AuthError, AuthorQuarantined, BadSignature, BatchTooLarge,
                       UnknownKind)
 from ._event import (MAX_EVENT_BYTES, MAX_FUTURE_SKEW, SIGNATURE_DOMAIN, Event, create_event, parse_event,
                      sha256_hex, verify_signature)
-from ._httpsig import sign_request, verify_request
+from ._client import PeerClient
+from ._httpsig import ReplayCache, check_content_digest, sign_request, verify_request
 from ._kinds import TOMBSTONE, KindRegistry, require_fields
 from ._peers import APPROVED, PENDING, Peer, PeerStore
+from ._ratelimit import RateLimiter
 from ._schema import setup_schema
 from ._server import ENDPOINTS as SYNC_ENDPOINTS, SyncServer
 from ._store import EventStore
@@ -27,7 +29,7 @@ __all__ = [
     "BodyHashMismatch", "Database", "DatabaseError", "Migration", "Discovery", "Equivocation", "Event", "EventRejected",
     "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp", "IngestResult", "InvalidBody", "KindRegistry",
     "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "MAX_SAFE_INT", "MalformedEvent", "NonCanonical", "OversizedEvent",
-    "PENDING", "Peer", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited", "SERVICE_TYPE",
+    "PENDING", "Peer", "PeerClient", "RateLimiter", "ReplayCache", "check_content_digest", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited", "SERVICE_TYPE",
     "SIGNATURE_DOMAIN", "SYNC_ENDPOINTS", "SyncEngine", "SyncError", "SyncServer", "SyncSettings", "TOMBSTONE", "UnknownKind",
     "add_discovered", "canonical", "check_descriptor", "create_event", "decode", "make_descriptor", "parse_event",
     "require_fields", "setup_schema", "sha256_hex", "sign_request", "verify_request", "verify_signature",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from sync import Database
-from sync._db import Migration
+from sync import Migration
 
 from node.durable import sha256_file, sync_folder
 from node.errors import Conflict, NotFound

@@ -20,7 +20,7 @@ import nacl.exceptions
 import nacl.signing
 
 from sync import Database, EventRejected, Migration
-from sync._canonical import canonical
+from sync import canonical
 
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from .requests import format_time, parse_time

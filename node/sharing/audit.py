@@ -27,8 +27,8 @@ import nacl.signing
 
 from node.errors import NodeError
 from sync import Database, Migration
-from sync._canonical import canonical
-from sync._errors import SyncError
+from sync import canonical
+from sync import SyncError
 
 MIGRATIONS: Sequence[Migration] = [
     (10, [

@@ -27,7 +27,7 @@ from yarl import URL
 
 from node.errors import NodeError
 from sync import SyncError, check_descriptor, sign_request as sign_http
-from sync._canonical import canonical
+from sync import canonical
 
 from .requests import FORMAT_VERSION, format_time, sign_request
 

@@ -28,7 +28,7 @@ import nacl.exceptions
 import nacl.signing
 
 from node.errors import BadRequest
-from sync._canonical import canonical
+from sync import canonical
 
 FORMAT_VERSION = 1
 EARTH_RADIUS_M = 6_371_008.8

@@ -18,7 +18,7 @@ from node.app import CLIPS
 from node.durable import sha256_file
 from node.sharing.requests import format_time, sign_request as sign_document
 from sync import sign_request
-from sync._canonical import canonical
+from sync import canonical
 from tests.firmware.tools import need
 
 HERE = ("40.7128", "-74.0060")            # building B
