@@ -56,9 +56,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from node.alerts import ALERT, manager_alert  # noqa: E402
-from node.kinds import build_registry  # noqa: E402
-from node.sos import SOS  # noqa: E402
+from node.safety.alerts import ALERT, manager_alert  # noqa: E402
+from node.federation.kinds import build_registry  # noqa: E402
+from node.safety.sos import SOS  # noqa: E402
 from sync import Database, EventRejected, EventStore, create_event, parse_event, setup_schema  # noqa: E402
 from sync import EARTH_RADIUS_M, Circle, touches_any  # noqa: E402
 from sync._event import signature_valid  # noqa: E402
@@ -293,7 +293,7 @@ class City:
                             now=self.now)
 
     def _sos(self, node: SimNode, *, seq: int, raised: int):
-        # The building's location as the node publishes it: rounded to 0.01 degree (node.app.coarse_location).
+        # The building's location as the node publishes it: rounded to 0.01 degree (node.federation.areas.coarse_location).
         coarse = {"lat_e6": round(node.where.lat_e6, -4), "lon_e6": round(node.where.lon_e6, -4)}
         return create_event(node.key, self.registry, kind=SOS, seq=seq,
                             body={"building": node.name, "raised": raised, "location": coarse}, ttl=6 * 3600,

@@ -30,11 +30,13 @@ import nacl.signing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from node.app import ENGINE, PEERS, STORE, create_app  # noqa: E402
+from node.keys import ENGINE, PEERS, STORE  # noqa: E402
+
+from node.app import create_app  # noqa: E402
 from node.cli import initialise  # noqa: E402
 from node.identity import create_data_dir, create_key  # noqa: E402
 from node.config import build  # noqa: E402
-from node.kinds import build_registry  # noqa: E402
+from node.federation.kinds import build_registry  # noqa: E402
 from sync import Database, EventStore, create_event, setup_schema  # noqa: E402
 from aiohttp import web  # noqa: E402
 

@@ -18,11 +18,12 @@ import aiohttp
 
 from sync import Database, PeerStore, PeerUnreachable, EventStore, setup_schema
 
-from . import __version__
-from .config import Config, load, render_example
-from .errors import ConfigError, NodeError, NotInitialised
-from .identity import create_data_dir, create_key, load_key, node_id, short_id
-from .logs import setup_logging
+from node import __version__
+from node.config import Config, load, render_example
+from node.errors import ConfigError, NodeError, NotInitialised
+from node.identity import create_data_dir, create_key, load_key, node_id, short_id
+from node.logs import setup_logging
+from node.schema import migrate_all
 
 DEFAULT_CONFIG = Path("/etc/nnode/config.toml")
 
@@ -68,15 +69,12 @@ async def _open_db(config: Config) -> Database:
 
 async def initialise(config: Config) -> tuple[Any, bool]:
     """Create the data folder, the key (unless present) and the database; (key, created)."""
-    from .app import NODE_MIGRATIONS
-
     create_data_dir(config.node.data_dir)
     created = not config.key_path.exists()
     key = create_key(config.key_path) if created else load_key(config.key_path)
     db = await Database.open(config.db_path)
     try:
-        await setup_schema(db)
-        await db.migrate("node", NODE_MIGRATIONS)
+        await migrate_all(db)
     finally:
         await db.close()
     return key, created
@@ -92,7 +90,7 @@ async def cmd_init(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM."""
-    from .app import serve
+    from node.app import serve
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -246,7 +244,7 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
 
 async def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     """Write an encrypted backup of identity and database."""
-    from .backup import write_backup
+    from node.appliance.backup import write_backup
     passphrase = _passphrase(args, confirm=True)
     target = Path(args.file)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -264,7 +262,7 @@ async def cmd_backup(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_restore(config: Config, args: argparse.Namespace) -> int:
     """Restore identity and database from a backup."""
-    from .backup import restore_backup
+    from node.appliance.backup import restore_backup
     passphrase = _passphrase(args, confirm=False)
     try:
         with open(args.file, "rb") as source:
@@ -306,7 +304,7 @@ async def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_invite(config: Config, args: argparse.Namespace) -> int:
     """Print a one-time invite for a resident: code, link and a terminal QR."""
-    from .claim import terminal_qr
+    from node.people.claim import terminal_qr
 
     made = await _control(config, "POST", "/control/invite", {"unit": args.unit, "name": args.name or ""})
     expires = time.strftime("%Y-%m-%d %H:%M", time.localtime(made["expires"]))
@@ -318,7 +316,7 @@ async def cmd_invite(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_admin_link(config: Config, args: argparse.Namespace) -> int:
     """Print a one-time manager sign-in link (valid 15 minutes)."""
-    from .claim import terminal_qr
+    from node.people.claim import terminal_qr
 
     made = await _control(config, "POST", "/control/admin-link")
     print(f"One-time manager sign-in link (valid 15 minutes):\n  {made['link']}\n{terminal_qr(made['link'])}")
@@ -369,8 +367,8 @@ async def cmd_agency(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_audit(config: Config, args: argparse.Namespace) -> int:
     """Check the audit log: chain, signatures, and every head of it published to peers (read-only)."""
-    from .identity import load_key
-    from .sharing.audit import AuditError, verify_database
+    from node.identity import load_key
+    from node.sharing.audit import AuditError, verify_database
 
     if not config.db_path.exists():
         raise NotInitialised(f"{config.db_path}: no database; run `nnode init` first")
@@ -408,7 +406,7 @@ async def cmd_config_example(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     """Initialise ./demo-data if needed, publish a welcome notice and run."""
-    from .app import serve
+    from node.app import serve
 
     if not config.key_path.exists():
         await cmd_init(config, args)
@@ -447,8 +445,8 @@ VERIFY_FAILED = 3
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check an agency bundle offline; print the report, or one line naming the first failure."""
-    from .sharing import VerifyError, load_agency_key, verify_bundle
-    from .sharing.bundle import SUFFIX
+    from node.sharing import VerifyError, load_agency_key, verify_bundle
+    from node.sharing.bundle import SUFFIX
 
     bundle = Path(args.bundle)
     out = Path(args.out) if args.out else bundle.with_name(bundle.name.removesuffix(SUFFIX) + ".verified")
@@ -466,7 +464,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_agency_key(args: argparse.Namespace) -> int:
     """Make an agency key file, or print the public key of one."""
-    from .sharing import load_agency_key, write_agency_key
+    from node.sharing import load_agency_key, write_agency_key
 
     try:
         key = write_agency_key(args.file) if args.action == "new" else load_agency_key(args.file)
@@ -482,8 +480,8 @@ def cmd_agency_key(args: argparse.Namespace) -> int:
 
 def cmd_agency_credential(args: argparse.Namespace) -> int:
     """For a trust anchor: sign an agency's credential with the anchor key and print it as JSON."""
-    from .sharing import load_agency_key
-    from .sharing.agencies import sign_credential
+    from node.sharing import load_agency_key
+    from node.sharing.agencies import sign_credential
 
     try:
         credential = sign_credential(load_agency_key(args.anchor_key), agency=args.agency, name=args.name,
@@ -611,14 +609,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="check the audit log of disclosures")
     audit.add_argument("action", choices=["verify"])
     audit.set_defaults(func=cmd_audit)
-    from .sharing.agency_cli import add_parser as add_agency_client
+    from node.sharing.agency_cli import add_parser as add_agency_client
     add_agency_client(sub)
     return parser
 
 
 def DEMO_CAMERA():
     """The demo's simulated camera: someone crosses a courtyard every 20 s, so a clip appears within a minute."""
-    from .camera.settings import parse_camera
+    from node.camera.settings import parse_camera
     return parse_camera("demo camera", {"id": "courtyard", "name": "Courtyard (simulated)",
                                         "url": "sim:?width=640&height=360&fps=10&period=20&walk=4",
                                         "pre_capture": 3, "post_capture": 3, "retention_days": 1,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nacl.signing
 
-from .errors import NodeError, NotInitialised
+from node.errors import NodeError, NotInitialised
 
 KEY_BYTES = 32
 

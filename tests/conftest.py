@@ -18,7 +18,8 @@ import pytest
 from aiohttp import web
 
 import sync._engine
-from node.app import ENGINE, PEERS, STORE, create_app
+from node.keys import ENGINE, PEERS, STORE
+from node.app import create_app
 from node.cli import initialise
 from node.config import build
 from sync import sign_request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from node.app import CLAIMS
+from node.keys import CLAIMS
 
 PASSWORD = "correct horse battery"
 

@@ -8,8 +8,8 @@ import zlib
 
 import aiohttp
 
-from node.alerts import ALERT, manager_alert
-from node.reports import REPORT
+from node.safety.alerts import ALERT, manager_alert
+from node.safety.reports import REPORT
 from tests.people import browser, call, claim, invite, join, open_stream
 
 

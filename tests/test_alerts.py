@@ -8,8 +8,8 @@ import aiohttp
 import nacl.signing
 import pytest
 
-from node.alerts import current_alerts, import_alerts
-from node.cap import CapError, parse_document
+from node.safety.alerts import current_alerts, import_alerts
+from node.safety.cap import CapError, parse_document
 from sync import canonical
 from tests.conftest import signed, wait_until
 from tests.test_rejections import event_line

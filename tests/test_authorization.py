@@ -15,7 +15,7 @@ import nacl.signing
 import pytest
 from yarl import URL
 
-from node.app import CLIPS, DESK
+from node.keys import CLIPS, DESK
 from node.routes import route_table
 from sync import sign_request
 from tests.people import claim, invite

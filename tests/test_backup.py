@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from node.backup import BackupError, restore_backup, write_backup
+from node.appliance.backup import BackupError, restore_backup, write_backup
 from node.identity import load_key
 from tests.conftest import Node, wait_until
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cap import CapError, area_covers, parse_document
+from node.safety.cap import CapError, area_covers, parse_document
 
 SAMPLE = (Path(__file__).parent / "data/cap/thunderstorm.xml").read_bytes()
 

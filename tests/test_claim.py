@@ -6,8 +6,8 @@ import sqlite3
 import aiohttp
 import pytest
 
-from node.app import CLAIMS
-from node.claim import CODE_TTL, normalise
+from node.keys import CLAIMS
+from node.people.claim import CODE_TTL, normalise
 
 
 async def test_unclaimed_node_has_one_hashed_code(make_node, capsys):
@@ -59,7 +59,7 @@ async def test_claim_makes_the_manager_once(make_node):
 async def test_expired_code_is_refused(make_node):
     node = await make_node("c")
     claims = node.app[CLAIMS]
-    from node.claim import ClaimError
+    from node.people.claim import ClaimError
     import time
     with pytest.raises(ClaimError, match="expired"):
         await claims.claim(claims.current, "correct horse battery", now=int(time.time()) + CODE_TTL + 1)
@@ -77,7 +77,7 @@ async def test_qr_only_for_the_devices_own_screen(make_node):
     # Seen from the building's network, the page has the form but no QR, and the QR route refuses.
     from aiohttp.test_utils import make_mocked_request
     from unittest import mock
-    from node import setup
+    from node.people import setup
     transport = mock.Mock()
     transport.get_extra_info.side_effect = lambda name, default=None: (
         ("192.0.2.10", 50000) if name == "peername" else default)
@@ -99,7 +99,7 @@ def test_normalise_accepts_what_people_type():
 
 async def test_claim_attempts_are_rate_limited(make_node, monkeypatch):
     node = await make_node("c")
-    from node import setup
+    from node.people import setup
     setup._attempts_per_address._buckets.clear()
     # The device's own screen (loopback) is never limited; this test plays a host on the building's network.
     monkeypatch.setattr(setup, "_is_loopback", lambda request: False)

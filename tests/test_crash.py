@@ -7,7 +7,7 @@ import time
 import aiohttp
 import nacl.signing
 
-from node.kinds import build_registry
+from node.federation.kinds import build_registry
 from sync import create_event, sign_request
 from tests.procs import NodeProcess
 

@@ -7,9 +7,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.alerts import FeedError, current_alerts, poll_feed
-from node.app import FEEDS
-from node.cap import CapError
+from node.safety.alerts import FeedError, current_alerts, poll_feed
+from node.keys import FEEDS
+from node.safety.cap import CapError
 from tests.conftest import serving, wait_until
 from tests.test_alerts import SAMPLE, fresh
 
@@ -34,7 +34,7 @@ def atom(*alerts: bytes) -> bytes:
 
 def reference(document: bytes) -> str:
     """The CAP key "sender,identifier,sent" of an alert document, for another alert's <references>."""
-    from node.cap import parse_document
+    from node.safety.cap import parse_document
     [cap] = parse_document(document)
     return f"{cap['sender']},{cap['identifier']},{cap['sent']}"
 

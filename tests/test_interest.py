@@ -8,9 +8,9 @@ import aiohttp
 import nacl.signing
 import pytest
 
-from node.areas import ROUNDING_M, alert_areas, interest, request_areas, sos_areas
+from node.federation.areas import ROUNDING_M, alert_areas, interest, request_areas, sos_areas
 from node.config import ConfigError, load
-from node.kinds import build_registry
+from node.federation.kinds import build_registry
 from sync import Circle, create_event, distance_m
 from tests.conftest import signed, wait_until
 from tests.people import browser, call, claim

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from node.app import HUB
-from node.live import REPLAY_LIMIT
+from node.keys import HUB
+from node.safety.live import REPLAY_LIMIT
 from tests.conftest import wait_until
 from tests.people import browser, call, claim, invite, join, open_stream
 
@@ -109,8 +109,8 @@ async def test_each_message_reaches_only_its_audience(make_node):
 
 
 async def test_a_page_too_far_behind_is_told_to_reload(make_node, monkeypatch):
-    import node.live
-    monkeypatch.setattr(node.live, "REPLAY_LIMIT", 3)
+    import node.safety.live
+    monkeypatch.setattr(node.safety.live, "REPLAY_LIMIT", 3)
     node_ = await make_node("n")
     async with browser() as manager:
         await claim(node_, manager)
@@ -142,8 +142,8 @@ async def test_shutdown_ends_open_streams(make_node):
 async def test_idle_streams_get_keep_alives_and_expired_sessions_end(make_node, monkeypatch):
     import sqlite3
 
-    import node.live
-    monkeypatch.setattr(node.live, "HEARTBEAT", 0.2)
+    import node.safety.live
+    monkeypatch.setattr(node.safety.live, "HEARTBEAT", 0.2)
     node_ = await make_node("n")
     async with browser() as manager:
         await claim(node_, manager)
@@ -178,20 +178,20 @@ async def test_the_map_shows_the_building_its_peers_and_alert_areas(make_node):
 
 
 async def test_a_burst_reaches_each_stream_in_few_writes_and_a_lone_message_at_once(make_node, monkeypatch):
-    import node.live
-    from node.accounts import Session
-    monkeypatch.setattr(node.live, "COALESCE", 2.0)
+    import node.safety.live
+    from node.people.accounts import Session
+    monkeypatch.setattr(node.safety.live, "COALESCE", 2.0)
     node_ = await make_node("n")
     hub = node_.app[HUB]
-    everyone = node.live.Subscriber(Session(id=1, role="resident", subject=7), "t1")
-    other = node.live.Subscriber(Session(id=2, role="resident", subject=8), "t2")
+    everyone = node.safety.live.Subscriber(Session(id=1, role="resident", subject=7), "t1")
+    other = node.safety.live.Subscriber(Session(id=2, role="resident", subject=8), "t2")
     hub.subscribe(everyone)
     hub.subscribe(other)
     first = await hub.publish("report-moderated", {"id": 0})
     batch = await asyncio.wait_for(everyone.queue.get(), 1.0)         # idle streams: no wait for the period
     assert [message_id for message_id, _ in batch.messages] == [first]
     ids = [await hub.publish("report-moderated", {"id": i}) for i in range(1, 20)]
-    ids.append(await hub.publish("sos-ack", {"sos": {"id": 1}}, node.live.resident_audience(7)))
+    ids.append(await hub.publish("sos-ack", {"sos": {"id": 1}}, node.safety.live.resident_audience(7)))
     assert everyone.queue.empty()                                      # the rest waits for the period...
     batch = await asyncio.wait_for(everyone.queue.get(), 5.0)
     assert [message_id for message_id, _ in batch.messages] == ids     # ...then goes in one batch, in order
@@ -254,9 +254,9 @@ async def test_live_streams_are_framed_for_http_1_1_and_raw_for_http_1_0(make_no
 
 
 async def test_a_page_that_stops_reading_is_cut_off_and_resumes(make_node, monkeypatch):
-    import node.live
-    monkeypatch.setattr(node.live, "WRITE_BUFFER_LIMIT", 64 * 1024)
-    monkeypatch.setattr(node.live, "COALESCE", 0.0)
+    import node.safety.live
+    monkeypatch.setattr(node.safety.live, "WRITE_BUFFER_LIMIT", 64 * 1024)
+    monkeypatch.setattr(node.safety.live, "COALESCE", 0.0)
     node_ = await make_node("n")
     async with browser() as manager:
         await claim(node_, manager)
@@ -281,14 +281,14 @@ async def test_a_page_that_stops_reading_is_cut_off_and_resumes(make_node, monke
 
 
 async def test_the_write_period_grows_with_the_number_of_streams(make_node):
-    import node.live
-    from node.accounts import Session
+    import node.safety.live
+    from node.people.accounts import Session
     node_ = await make_node("n")
     hub = node_.app[HUB]
-    assert hub.period() == node.live.COALESCE == 0.1
+    assert hub.period() == node.safety.live.COALESCE == 0.1
     for count, period in ((100, 0.1), (1000, 0.2), (2000, 0.4), (10_000, 0.5)):
         while len(hub.subscribers) < count:
-            hub.subscribers.add(node.live.Subscriber(Session(id=len(hub.subscribers), role="resident", subject=1), ""))
+            hub.subscribers.add(node.safety.live.Subscriber(Session(id=len(hub.subscribers), role="resident", subject=1), ""))
         assert hub.period() == pytest.approx(period)
     hub.subscribers.clear()
 

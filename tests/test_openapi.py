@@ -18,7 +18,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
                                  response_headers_conformance, response_schema_conformance, status_code_conformance)
 
-from node.api_sharing import AGENCY_TAG
+from node.sharing.routes import AGENCY_TAG
 from node.openapi import OPERATIONS
 from node.routes import route_table
 from sync import sign_request

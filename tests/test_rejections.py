@@ -169,7 +169,7 @@ async def test_equivocation_quarantines_the_author(target):
     assert code == 200
     await assert_rejected(node, push, event_line(liar, seq=1, body={"text": "second"}), 409, "equivocation",
                           "signed seq 1 twice")
-    from node.control import gather_status
+    from node.appliance.control import gather_status
     status = await gather_status(node.app)
     assert liar.verify_key.encode().hex() in status["quarantined"]
     # Later events of the quarantined author are refused too.
@@ -295,7 +295,7 @@ async def test_unauthenticated_body_is_not_read(target):
 
 async def test_strangers_cannot_flush_the_replay_cache(target):
     node, peer, _ = target
-    from node.app import SYNC_SERVER
+    from node.keys import SYNC_SERVER
     server = node.app[SYNC_SERVER]
     server.replay.capacity = 20
     url = node.url + "/sync/v1/heads"

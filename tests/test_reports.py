@@ -7,7 +7,7 @@ import aiohttp
 import cv2
 import numpy as np
 
-from node.reports import REPORT
+from node.safety.reports import REPORT
 from tests.conftest import wait_until
 from tests.people import browser, call, claim, invite, join
 

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.app import ACCOUNTS
+from node.keys import ACCOUNTS
 from node.routes import ROUTE_POLICY, Route, route_table
 from tests.people import PASSWORD, browser, call, claim, invite, join
 

@@ -5,15 +5,15 @@ import sqlite3
 import pytest
 from aiohttp import web
 
-import node.sos
-from node.sos import SOS
+import node.safety.sos
+from node.safety.sos import SOS
 from tests.conftest import serving, wait_until
 from tests.people import browser, call, claim, invite, join, open_stream
 
 
 @pytest.fixture(autouse=True)
 def fast_ticks(monkeypatch):
-    monkeypatch.setattr(node.sos, "TICK", 0.1)
+    monkeypatch.setattr(node.safety.sos, "TICK", 0.1)
 
 
 def webhook_catcher(received: list):

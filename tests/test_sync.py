@@ -135,7 +135,7 @@ def _two_keys_in_order():
 
 
 async def test_a_quarantined_author_does_not_stall_the_pull(make_node):
-    from node.kinds import build_registry
+    from node.federation.kinds import build_registry
     from sync import create_event
     reg = build_registry()
     x, y = _two_keys_in_order()        # x's events come first in the peer's stream
@@ -152,7 +152,7 @@ async def test_a_quarantined_author_does_not_stall_the_pull(make_node):
 
 
 async def test_many_unfillable_gaps_of_one_author_do_not_hide_another_authors_gap(make_node):
-    from node.kinds import build_registry
+    from node.federation.kinds import build_registry
     from sync import create_event
     reg = build_registry()
     import nacl.signing
@@ -167,7 +167,7 @@ async def test_many_unfillable_gaps_of_one_author_do_not_hide_another_authors_ga
 
 
 async def test_anti_entropy_finds_an_equivocation_pushes_missed(make_node):
-    from node.kinds import build_registry
+    from node.federation.kinds import build_registry
     from sync import create_event
     import nacl.signing
     reg = build_registry()

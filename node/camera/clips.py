@@ -37,8 +37,9 @@ BUILDING = "building"
 UPLOAD_CAMERA = "upload"
 PART = ".part"
 
+COMPONENT = "clips"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
-    (8, [
+    (1, [
         """CREATE TABLE clips (
             id INTEGER PRIMARY KEY,
             uid TEXT NOT NULL UNIQUE,

@@ -7,7 +7,7 @@ SharingError              root of what this package raises (a NodeError)
 
 from __future__ import annotations
 
-from .bundle import (
+from node.sharing.bundle import (
     BundleInfo, ConsentError, SharingError, VerifyError, VerifyResult, build_bundle, check_consent, load_agency_key,
     sign_consent, verify_bundle, write_agency_key,
 )

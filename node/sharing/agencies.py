@@ -22,16 +22,17 @@ import nacl.signing
 from sync import Database, EventRejected, Migration
 from sync import canonical
 
-from ..errors import BadRequest, Conflict, Forbidden, NotFound
-from .requests import format_time, parse_time
+from node.errors import BadRequest, Conflict, Forbidden, NotFound
+from node.sharing.requests import format_time, parse_time
 
 CREDENTIAL_CONTEXT = b"nnode-agency-credential-v1:"
 CREDENTIAL_FIELDS = {"v", "agency", "name", "jurisdiction", "contact", "issued", "expires", "anchor", "sig"}
 MAX_TEXT = 200
 _HEX = re.compile(r"[0-9a-f]{64}")
 
+COMPONENT = "agencies"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
-    (9, [
+    (1, [
         """CREATE TABLE agencies (
             key TEXT PRIMARY KEY,
             name TEXT NOT NULL,

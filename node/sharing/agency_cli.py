@@ -17,8 +17,8 @@ from typing import Any, Awaitable, Callable
 
 from node.errors import NodeError
 
-from .bundle import SUFFIX, VerifyError, load_agency_key, verify_bundle
-from .client import AgencyClient, AgencyClientError, build_fields
+from node.sharing.bundle import SUFFIX, VerifyError, load_agency_key, verify_bundle
+from node.sharing.client import AgencyClient, AgencyClientError, build_fields
 
 PROG = "nnode agency-client"
 REFUSED, USAGE, FAILED = 1, 2, 3

@@ -30,8 +30,9 @@ from sync import Database, Migration
 from sync import canonical
 from sync import SyncError
 
+COMPONENT = "audit"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
-    (10, [
+    (1, [
         """CREATE TABLE audit (
             seq INTEGER PRIMARY KEY,
             at INTEGER NOT NULL,

@@ -36,8 +36,8 @@ import nacl.signing
 from sync import EventRejected, canonical, decode
 
 from .. import __version__
-from ..durable import sync_folder
-from ..errors import NodeError
+from node.durable import sync_folder
+from node.errors import NodeError
 
 MAGIC = b"NNBUNDLE"
 VERSION = 1

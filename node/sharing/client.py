@@ -29,7 +29,7 @@ from node.errors import NodeError
 from sync import SyncError, check_descriptor, sign_request as sign_http
 from sync import canonical
 
-from .requests import FORMAT_VERSION, format_time, sign_request
+from node.sharing.requests import FORMAT_VERSION, format_time, sign_request
 
 TAG = "nnode-agency"
 CREDENTIAL_HEADER = "NNode-Agency-Credential"

@@ -27,14 +27,14 @@ import nacl.signing
 
 from sync import Database, Migration
 
-from ..camera.clips import ClipIndex, ClipNotFound, ClipRow
-from ..errors import Conflict, NotFound
-from ..live import MANAGERS
-from .agencies import Agency, AgencyRefused, Registry
-from .audit import AuditLog
-from .events import DISCLOSURE_KIND, DISCLOSURE_TTL, REQUEST_KIND
-from .bundle import ORIGINAL, REDACTED, SUFFIX, build_bundle, sign_consent
-from .requests import Area, FootageRequest, Policy, RequestError, format_time, parse_area, parse_request
+from node.camera.clips import ClipIndex, ClipNotFound, ClipRow
+from node.errors import Conflict, NotFound
+from node.safety.live import MANAGERS
+from node.sharing.agencies import Agency, AgencyRefused, Registry
+from node.sharing.audit import AuditLog
+from node.sharing.events import DISCLOSURE_KIND, DISCLOSURE_TTL, REQUEST_KIND
+from node.sharing.bundle import ORIGINAL, REDACTED, SUFFIX, build_bundle, sign_consent
+from node.sharing.requests import Area, FootageRequest, Policy, RequestError, format_time, parse_area, parse_request
 
 log = logging.getLogger("nnode.sharing")
 
@@ -42,8 +42,9 @@ LIVE = ("building", "ready", "failed", "downloaded")   # consent states that hol
 WITHDRAWABLE = ("building", "ready", "failed")
 MAX_LISTED = 200
 
+COMPONENT = "desk"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
-    (11, [
+    (1, [
         """CREATE TABLE agency_requests (
             id TEXT PRIMARY KEY,
             agency TEXT NOT NULL,
@@ -526,7 +527,7 @@ class SharingDesk:
     def _make(self, path: Path, clip: ClipRow, camera: Any, place: tuple[str, str], request: FootageRequest,
               receipt: dict, choice: str) -> tuple[Any, str | None]:
         """Redact if asked, then build the bundle (blocking; in an executor)."""
-        from .redact import redact_clip
+        from node.sharing.redact import redact_clip
 
         source, redaction, redacted = self.clips.path(clip.file), None, None
         try:
@@ -718,7 +719,7 @@ def _parsed(document: str) -> FootageRequest:
     """A stored request document (checked when it came in) as a FootageRequest, without the clock or policy."""
     doc = json.loads(document)
     window = doc["window"]
-    from .requests import parse_time
+    from node.sharing.requests import parse_time
     return FootageRequest(id=doc["id"], agency=doc["agency"], case_number=doc.get("case_number", ""),
                           reason=doc["reason"], start=parse_time("window.start", window["start"]),
                           end=parse_time("window.end", window["end"]), area=parse_area(doc["area"]),

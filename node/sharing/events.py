@@ -12,7 +12,7 @@ from typing import Any
 
 from sync import require_fields
 
-from .requests import Policy, RequestError, parse_request
+from node.sharing.requests import Policy, RequestError, parse_request
 
 REQUEST_KIND = "agency-request"
 DISCLOSURE_KIND = "disclosure"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node.app import CAMERAS
+from node.keys import CAMERAS
 from tests.conftest import wait_until
 from tests.firmware.tools import need
 from tests.people import PASSWORD, browser as http_client, claim, invite

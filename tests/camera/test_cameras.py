@@ -12,7 +12,7 @@ import av
 import cv2
 import numpy as np
 
-from node.app import CAMERAS, CLIPS
+from node.keys import CAMERAS, CLIPS
 from tests.conftest import wait_until
 from tests.firmware.tools import need
 from tests.people import browser, call, claim, invite, join

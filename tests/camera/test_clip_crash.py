@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import pytest
 
-from node.app import NODE_MIGRATIONS
+from node.schema import migrate_all
 from node.camera import record
 from node.camera.clips import ClipIndex, ClipNotFound
 from node.durable import sha256_file
@@ -30,7 +30,7 @@ CHILD = r'''
 import asyncio, os, random, sys, time
 from pathlib import Path
 
-from node.app import NODE_MIGRATIONS
+from node.schema import migrate_all
 from node.camera import record
 from node.camera.clips import ClipIndex
 from sync import Database, setup_schema
@@ -78,8 +78,7 @@ def note(line):
 
 async def main():
     db = await Database.open(db_path)
-    await setup_schema(db)
-    await db.migrate("node", NODE_MIGRATIONS)
+    await migrate_all(db)
     index = SlowIndex(db, Path(root))
     rows = await db.reader.execute_fetchall("SELECT start, end FROM holds WHERE clip_id IS NULL")
     if not rows:  # an SOS-style hold of a time window, placed before any clip exists
@@ -150,8 +149,7 @@ def segments(tmp_path_factory) -> list[str]:
 
 async def _open_index(db_path: Path, root: Path) -> tuple[Database, ClipIndex]:
     db = await Database.open(db_path)
-    await setup_schema(db)
-    await db.migrate("node", NODE_MIGRATIONS)
+    await migrate_all(db)
     return db, ClipIndex(db, root)
 
 

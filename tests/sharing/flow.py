@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import nacl.signing
 
-from node.app import CLIPS
+from node.keys import CLIPS
 from node.durable import sha256_file
 from node.sharing.requests import format_time, sign_request as sign_document
 from sync import sign_request

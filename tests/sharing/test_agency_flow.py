@@ -9,7 +9,7 @@ import time
 
 import nacl.signing
 
-from node.app import AUDIT, DESK, STORE
+from node.keys import AUDIT, DESK, STORE
 from node.sharing.agencies import sign_credential
 from node.sharing.audit import verify_database
 from node.sharing.bundle import verify_bundle

@@ -9,7 +9,7 @@ import json
 import nacl.signing
 import pytest
 
-from node.sharing.audit import (ACTIONS, HEAD_CONTEXT, MIGRATIONS, AuditError, AuditLog, entry_hash,
+from node.sharing.audit import (ACTIONS, COMPONENT, HEAD_CONTEXT, MIGRATIONS, AuditError, AuditLog, entry_hash,
                                 verify_database, verify_entries)
 from sync import Database
 
@@ -21,7 +21,7 @@ AGENCY = "a1" * 32
 @pytest.fixture
 async def db(tmp_path):
     db = await Database.open(tmp_path / "n.db")
-    await db.migrate("node", MIGRATIONS)
+    await db.migrate(COMPONENT, MIGRATIONS)
     yield db
     await db.close()
 

@@ -13,7 +13,7 @@ import time
 import nacl.signing
 import pytest
 
-from node.app import AUDIT, DESK, STORE
+from node.keys import AUDIT, DESK, STORE
 from node.sharing.audit import entry_hash, HEAD_CONTEXT
 from node.sharing.bundle import verify_bundle
 from node.sharing.requests import sign_request as sign_document

@@ -16,11 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .api_people import json_body, session_of
-from .app import ACCOUNTS, CAMERAS, CLIPS, CONFIG
-from .camera.clips import BUILDING, UPLOAD_CAMERA, ClipNotFound, ClipRow
-from .camera.manager import Camera, CameraNotFound
-from .errors import BadRequest, TooLarge, Unavailable
+from node.http import MANAGER, RESIDENT, Route, json_body, session_of
+from node.keys import ACCOUNTS, CAMERAS, CLIPS, CONFIG
+from node.camera.clips import BUILDING, UPLOAD_CAMERA, ClipNotFound, ClipRow
+from node.camera.manager import Camera, CameraNotFound
+from node.camera.upload import UploadError, ingest_upload
+from node.errors import BadRequest, TooLarge, Unavailable
 
 BOUNDARY = "nnode-live"
 RECHECK_SECONDS = 15.0
@@ -287,7 +288,6 @@ async def upload_clip(request: web.Request) -> web.Response:
 
 
 async def _store_upload(request: web.Request, owner: str, limit: int) -> web.Response:
-    from .camera.upload import UploadError, ingest_upload
 
     config = request.app[CONFIG].cameras
     index = request.app[CLIPS]
@@ -352,3 +352,22 @@ async def _store_upload(request: web.Request, owner: str, limit: int) -> web.Res
         with contextlib.suppress(OSError):
             await loop.run_in_executor(None, os.unlink, handle.name)
     return web.json_response({"ok": True, "clip": clip_json(row, {})}, status=201)
+
+
+def routes() -> list[Route]:
+    """The camera and clip routes: each handler also checks the camera's own viewers (Cameras.visible)."""
+    signed_in, manager = frozenset({RESIDENT, MANAGER}), frozenset({MANAGER})
+    return [
+        Route("GET", "/api/cameras", list_cameras, signed_in),
+        Route("PUT", "/api/cameras/{camera}/access", set_access, manager),
+        Route("GET", "/api/cameras/{camera}/snapshot", snapshot, signed_in),
+        Route("GET", "/api/cameras/{camera}/live", live, signed_in),
+        Route("GET", "/api/clips", list_clips, signed_in),
+        Route("GET", "/api/clips/{uid}", clip_detail, signed_in),
+        Route("GET", "/api/clips/{uid}/video", clip_video, signed_in),
+        Route("GET", "/api/clips/{uid}/thumbnail", clip_thumbnail, signed_in),
+        Route("POST", "/api/clips/{uid}/hold", hold_clip, manager),
+        Route("DELETE", "/api/clips/{uid}/hold", release_clip, manager),
+        Route("DELETE", "/api/clips/{uid}", delete_clip, signed_in),
+        Route("POST", "/api/uploads", upload_clip, frozenset({RESIDENT})),
+    ]

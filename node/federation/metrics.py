@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from sync import EventStore, PeerStore, SyncEngine
 
-from .identity import short_id
+from node.identity import short_id
 
 
 class _Snapshot:

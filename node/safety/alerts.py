@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
 
@@ -14,10 +15,12 @@ import aiohttp
 
 from sync import Event, EventStore, SyncEngine, SyncError, require_fields
 
-from .cap import (ATOM, NS, CapError, _parse_xml, alert_from_element, alert_to_element, area_covers,
-                  check_alert_dict, parse_document)
-from .config import AlertsSection
-from .errors import NodeError
+from node.config import AlertsSection
+from node.errors import NodeError
+from node.safety.cap import (ATOM, CATEGORY, CERTAINTY, NS, SEVERITY, URGENCY, CapError, _parse_xml,
+                             alert_from_element, alert_to_element, area_covers, check_alert_dict, parse_document)
+from node.safety.live import ALL
+from node.safety.reports import REPORT, report_message
 
 log = logging.getLogger("nnode.alerts")
 
@@ -131,9 +134,10 @@ async def _fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int, ti
         raise FeedError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
 
 
+COMPONENT = "alerts"   # its own migration counter (node/schema.py)
 MIGRATIONS = [
     # CAP keys of alerts the manager deleted: a feed that still lists one must not bring it back.
-    (7, ["CREATE TABLE withdrawn_alerts (key TEXT PRIMARY KEY, event_id TEXT NOT NULL, deleted INTEGER NOT NULL)"]),
+    (1, ["CREATE TABLE withdrawn_alerts (key TEXT PRIMARY KEY, event_id TEXT NOT NULL, deleted INTEGER NOT NULL)"]),
 ]
 
 
@@ -300,9 +304,6 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
     A new alert is announced only if it is now in force here by the same rules as /api/alerts (so an alert that
     arrives after its own Update, or a second copy of one CAP alert, stays quiet).
     """
-    from .live import ALL
-    from .reports import REPORT, report_message
-
     now = int(time.time()) if now is None else now
     messages: list[tuple[str, dict[str, Any], str]] = []
     in_force: set[str] | None = None
@@ -333,12 +334,6 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
 def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple[str, str] | None,
                   now: int | None = None) -> dict[str, Any]:
     """A CAP alert from the console's form, in the node's canonical form (raises CapError naming the field)."""
-    import uuid
-    from datetime import timezone
-    from xml.etree.ElementTree import tostring
-
-    from .cap import CATEGORY, CERTAINTY, SEVERITY, URGENCY, _parse_xml, alert_from_element
-
     now = int(time.time()) if now is None else now
     if not isinstance(fields, dict):
         raise CapError("the alert must be a JSON object")

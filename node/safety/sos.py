@@ -20,8 +20,9 @@ import aiohttp
 
 from sync import Database, Migration, SyncEngine, require_fields
 
-from .config import Config
-from .errors import BadRequest, NotFound
+from node.config import Config
+from node.errors import BadRequest, NotFound
+from node.safety.live import RESPONDERS
 
 log = logging.getLogger("nnode.sos")
 
@@ -31,8 +32,9 @@ TICK = 1.0                 # seconds between escalation checks
 WEBHOOK_TIMEOUT = 10.0
 MAX_NOTE = 500
 
+COMPONENT = "sos"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
-    (6, [
+    (1, [
         """CREATE TABLE sos (
             id INTEGER PRIMARY KEY,
             resident_id INTEGER,
@@ -170,27 +172,25 @@ async def call_webhook(session: aiohttp.ClientSession, url: str, payload: dict[s
         return f"failed: {type(exc).__name__}: {exc}"[:300]
 
 
-async def escalate_forever(desk: SosDesk, engine: SyncEngine, publish: Any, config: Config,
-                           location: dict[str, int] | None) -> None:
-    """Run due escalation steps every TICK seconds until cancelled."""
-    published: dict[int, str] = {}   # SOS id -> event id published but not yet recorded (a failed write)
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                for step, call in await desk.due(int(time.time())):
-                    await _run_step(desk, engine, publish, config, location, session, step, call, published)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("SOS escalation check failed")
-            await asyncio.sleep(TICK)
+class Escalator:
+    """Runs the escalation steps that are due (the periodic job `escalate`, every TICK seconds)."""
+
+    def __init__(self, desk: SosDesk, engine: SyncEngine, publish: Any, config: Config,
+                 location: dict[str, int] | None, session: aiohttp.ClientSession) -> None:
+        self.desk, self.engine, self.publish, self.config = desk, engine, publish, config
+        self.location, self.session = location, session
+        self.published: dict[int, str] = {}   # SOS id -> event id published but not yet recorded (a failed write)
+
+    async def run_due(self) -> None:
+        """Run every step due now."""
+        for step, call in await self.desk.due(int(time.time())):
+            await _run_step(self.desk, self.engine, self.publish, self.config, self.location, self.session, step,
+                            call, self.published)
 
 
 async def _run_step(desk: SosDesk, engine: SyncEngine, publish: Any, config: Config,
                     location: dict[str, int] | None, session: aiohttp.ClientSession, step: str,
                     call: dict[str, Any], published: dict[int, str]) -> None:
-    from .live import RESPONDERS
-
     if step == "webhook":
         # Recorded before the call: a crash or a failing disk can cost one page, never page people in a loop.
         await desk.record(call["id"], "webhook", "calling")

@@ -17,18 +17,18 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import AuthError
-from sync import ReplayCache, check_content_digest, verify_request
+from sync import AuthError, check_content_digest, verify_request
 
-from .api_people import json_body, session_of
-from .app import AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY
-from .errors import BadRequest, Forbidden, TooLarge
-from .sharing.agencies import Agency, AgencyRefused
+from node.errors import BadRequest, Forbidden, TooLarge
+from node.http import AGENCY as AGENCY_ROLE, MANAGER, RESIDENT, Route, json_body, session_of
+from node.keys import AGENCY_REPLAY, AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY
+from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, manager_alert
+from node.safety.cap import CapError
+from node.sharing.agencies import Agency, AgencyRefused
 
 AGENCY_TAG = "nnode-agency"
 AGENCY = web.RequestKey("agency", Agency)       # the calling agency, set by check_agency
 AGENCY_BODY = web.RequestKey("agency_body", bytes)
-AGENCY_REPLAY = web.AppKey("agency_replay", ReplayCache)
 CREDENTIAL_HEADER = "NNode-Agency-Credential"
 MAX_AGENCY_BODY = 64 * 1024
 
@@ -144,7 +144,6 @@ async def agency_get_bundle(request: web.Request) -> web.StreamResponse:
 async def agency_post_alert(request: web.Request) -> web.Response:
     """POST /api/agency/alerts: an official alert for the area around this building, as a CAP event that names the
     agency as its sender and reaches residents and nearby nodes like the manager's own."""
-    from .alerts import ALERT, MAX_TTL, CapError, alert_expiry, manager_alert
 
     app, agency = request.app, request[AGENCY]
     fields = _json(request, "the alert")
@@ -276,3 +275,25 @@ async def transparency_log(request: web.Request) -> web.Response:
         raise BadRequest("after and limit must be whole numbers") from None
     entries = await request.app[AUDIT].entries(after=after, limit=limit)
     return web.json_response({"ok": True, "entries": entries, "next": entries[-1]["seq"] if entries else after})
+
+
+def routes() -> list[Route]:
+    """The sharing routes: owners decide per clip; agencies see only what was consented to."""
+    signed_in, manager, agency = frozenset({RESIDENT, MANAGER}), frozenset({MANAGER}), frozenset({AGENCY_ROLE})
+    return [
+        Route("GET", "/api/requests", list_requests, signed_in),
+        Route("POST", "/api/requests/{id}/clips/{uid}/consent", give_consent, signed_in),
+        Route("DELETE", "/api/requests/{id}/clips/{uid}/consent", withdraw_consent, signed_in),
+        Route("GET", "/api/agencies", list_agencies, manager),
+        Route("POST", "/api/agencies", add_agency, manager),
+        Route("POST", "/api/agencies/credentials", accept_credential, manager),
+        Route("POST", "/api/agencies/{key}/revoke", revoke_agency, manager),
+        Route("GET", "/api/transparency", transparency, signed_in),
+        Route("GET", "/api/transparency/log", transparency_log, signed_in),
+        Route("POST", "/api/agency/requests", agency_post_request, agency),
+        Route("POST", "/api/agency/alerts", agency_post_alert, agency),
+        Route("GET", "/api/agency/requests", agency_list_requests, agency),
+        Route("GET", "/api/agency/requests/{id}", agency_get_request, agency),
+        Route("GET", "/api/agency/bundles", agency_list_bundles, agency),
+        Route("GET", "/api/agency/bundles/{id}", agency_get_bundle, agency),
+    ]

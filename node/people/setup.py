@@ -7,14 +7,13 @@ import ipaddress
 
 from aiohttp import web
 
-from sync import RateLimited
-from sync import RateLimiter
+from sync import RateLimited, RateLimiter
 
-from .app import CLAIMS, CONFIG
-from .claim import MIN_PASSWORD, SESSION_TTL, ClaimError, qr_svg, setup_url
-from .errors import BadRequest, NodeError
+from node.http import SESSION_COOKIE
+from node.keys import CLAIMS, CONFIG
+from node.people.claim import MIN_PASSWORD, SESSION_TTL, ClaimError, qr_svg, setup_url
+from node.errors import BadRequest, NodeError
 
-SESSION_COOKIE = "nnode_session"
 # Guessing a 60-bit code is hopeless anyway; this keeps scrypt from being used to load the node. Per address only
 # (a shared limit would let one host lock the manager out), and never for the device's own screen.
 _attempts_per_address = RateLimiter(rate=5 / 60, burst=5)

@@ -33,10 +33,11 @@ import nacl.pwhash
 import nacl.signing
 import nacl.utils
 
-from . import __version__
-from .config import Config
-from .errors import NodeError
-from .identity import create_data_dir, load_key, node_id
+from node import __version__
+from node.state import RESTORED
+from node.config import Config
+from node.errors import NodeError
+from node.identity import create_data_dir, load_key, node_id
 
 MAGIC = b"NNODEBK1"
 CHUNK = 1024 * 1024
@@ -44,7 +45,7 @@ OPSLIMIT = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
 MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 _TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 _TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
-RESTORED_FLAG = "restored_from_backup"
+RESTORED_FLAG = RESTORED
 
 
 class BackupError(NodeError):

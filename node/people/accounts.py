@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 from sync import Database, Migration
 
-from .claim import CODE_ALPHABET, SESSION_TTL, normalise
-from .errors import BadRequest, Conflict, Forbidden, NotFound
-from .passwords import check_secret
+from node.people.claim import CODE_ALPHABET, SESSION_TTL, normalise
+from node.errors import BadRequest, Conflict, Forbidden, NotFound
+from node.people.passwords import check_secret
 
 INVITE_LENGTH = 16            # Crockford base32 characters: 80 bits
 INVITE_TTL = 7 * 86_400
@@ -26,8 +26,9 @@ LOGIN_LINK_TTL = 15 * 60
 MAX_UNIT = 32
 MAX_NAME = 80
 
+COMPONENT = "accounts"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
-    (3, [
+    (1, [
         """CREATE TABLE residents (
             id INTEGER PRIMARY KEY,
             unit TEXT NOT NULL,

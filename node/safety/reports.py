@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from sync import Database, Event, Migration, require_fields
 
-from .errors import BadRequest, NotFound, TooLarge
+from node.errors import BadRequest, NotFound, TooLarge
 
 REPORT = "report"
 REPORT_TTL = 30 * 86_400
@@ -34,8 +34,9 @@ MAX_FIELD = 200
 PHOTO_MAX_SIDE = 1600      # photos are scaled down to this and re-encoded, which also drops their metadata (GPS)
 MAX_PHOTO_PIXELS = 50_000_000   # read from the header before decoding: a small file can claim a huge image
 
+COMPONENT = "reports"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
-    (5, [
+    (1, [
         """CREATE TABLE reports (
             id INTEGER PRIMARY KEY,
             resident_id INTEGER,

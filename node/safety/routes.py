@@ -7,15 +7,19 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from .alerts import ALERT, MAX_TTL, alert_expiry, current_alerts, manager_alert
-from .api_people import MAX_JSON_BODY, int_param, json_body, peer_location, session_of
-from .app import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE, node_location
-from .cap import CapError
-from .errors import BadRequest, Conflict, NotFound, TooLarge
-from .identity import node_id
-from .live import ALL, RESPONDERS, resident_audience
-from .reports import REPORT, REPORT_TTL, read_limited, report_message
-from .sos import SOS
+from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, current_alerts, manager_alert
+from node.federation.areas import node_location, peer_location
+from node.http import (LOCAL, MANAGER, MAX_JSON_BODY, PUBLIC, RESIDENT, RESPONDER, Route, int_param, json_body,
+                       session_of)
+from node.keys import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from node.safety.alerts import atom_feed
+from node.safety.stream import stream
+from node.safety.cap import CapError
+from node.errors import BadRequest, Conflict, NotFound, TooLarge
+from node.identity import node_id
+from node.safety.live import ALL, RESPONDERS, resident_audience
+from node.safety.reports import REPORT, REPORT_TTL, read_limited, report_message
+from node.safety.sos import SOS
 
 MAX_FORM_FIELDS = 20
 
@@ -258,3 +262,37 @@ async def map_data(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "node": {"name": node.name, "lat": here[0], "lon": here[1]} if here
                               else None, "peers": peers, "areas": areas})
 
+
+async def alerts_json(request: web.Request) -> web.Response:
+    """GET /api/alerts: the CAP alerts in force here (covering this node's location)."""
+    alerts = await current_alerts(request.app[STORE], location=node_location(request.app[CONFIG]))
+    return web.json_response({"ok": True, "alerts": alerts})
+
+
+async def alerts_atom(request: web.Request) -> web.Response:
+    """GET /alerts.atom: the same alerts as a CAP Atom feed."""
+    alerts = await current_alerts(request.app[STORE], location=node_location(request.app[CONFIG]))
+    body = atom_feed(alerts, title=f"{request.app[CONFIG].node.name}: alerts",
+                     feed_id=f"urn:nnode:{node_id(request.app[KEY])}:alerts")
+    return web.Response(body=body, content_type="application/atom+xml")
+
+
+def routes() -> list[Route]:
+    """The safety routes: alerts, live delivery, reports, SOS, timeline and map."""
+    public, manager = frozenset({PUBLIC}), frozenset({MANAGER})
+    signed_in = frozenset({RESIDENT, MANAGER})
+    return [
+        Route("GET", "/api/alerts", alerts_json, public),
+        Route("POST", "/api/alerts", post_alert, manager),
+        Route("GET", "/alerts.atom", alerts_atom, public),
+        Route("GET", "/api/stream", stream, signed_in),
+        Route("GET", "/api/reports", list_reports, signed_in),
+        Route("POST", "/api/reports", post_report, signed_in),
+        Route("GET", "/api/reports/{id}/photo", report_photo, signed_in),
+        Route("POST", "/api/reports/{id}/{action}", moderate, manager),
+        Route("GET", "/api/sos", list_sos, signed_in),
+        Route("POST", "/api/sos", post_sos, signed_in),
+        Route("POST", "/api/sos/{id}/ack", ack_sos, frozenset({RESPONDER, MANAGER})),
+        Route("GET", "/api/timeline", timeline, signed_in),
+        Route("GET", "/api/map", map_data, signed_in),
+    ]

@@ -1,5 +1,5 @@
-"""HTTP handlers for people: joining with an invite, signing in and out, and the manager's residents, invites,
-sessions and peers. Who may call each is declared in routes.py."""
+"""HTTP handlers for people: joining with an invite, signing in and out, and the manager's residents, invites and
+sessions, with the roles that may call each."""
 
 from __future__ import annotations
 
@@ -9,60 +9,12 @@ from aiohttp import web
 
 from sync import RateLimited
 
-from .accounts import Session
-from .app import ACCOUNTS, CONFIG, ENGINE, HUB, PEERS, SIGN_IN_LIMITER
-from .claim import SESSION_TTL, qr_svg
-from .errors import BadRequest, Forbidden, NotFound, TooLarge
-
-SESSION_COOKIE = "nnode_session"
-
-
-MAX_JSON_BODY = 64 * 1024   # the app's own forms; the sync endpoints have their own, larger limit
-
-
-async def read_capped(request: web.Request, limit: int, what: str) -> bytes:
-    """The whole body, refusing more than `limit` bytes before reading them all."""
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"{what} is {request.content_length} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    while chunk := await request.content.read(65536):
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"{what} is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body (at most MAX_JSON_BODY bytes), or an error saying what is wrong."""
-    import json
-
-    if request.content_type != "application/json":
-        raise BadRequest(f"send JSON (Content-Type: application/json), not {request.content_type or 'nothing'}")
-    raw = await read_capped(request, MAX_JSON_BODY, "the request body")
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise BadRequest("request body is nested too deeply") from None
-    if not isinstance(value, dict):
-        raise BadRequest("request body must be a JSON object")
-    return value
-
-
-def session_of(request: web.Request) -> Session:
-    """The caller's session (the auth middleware has checked the route needs one)."""
-    from .routes import SESSION
-    return request[SESSION]
-
-
-def int_param(request: web.Request, name: str) -> int:
-    """A path parameter that must be a positive integer id."""
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
-        raise NotFound(f"{name} must be a number, got {raw[:40]!r}")
-    return int(raw)
+from node.errors import BadRequest, Forbidden
+from node.http import (LOCAL, LOOPBACK, MANAGER, PUBLIC, RESIDENT, SESSION, SESSION_COOKIE, Route, int_param, json_body,
+                       session_of)
+from node.keys import ACCOUNTS, CONFIG, HUB, SIGN_IN_LIMITER
+from node.people import setup
+from node.people.claim import SESSION_TTL, qr_svg
 
 
 def _limit(request: web.Request) -> None:
@@ -115,7 +67,6 @@ async def logout(request: web.Request) -> web.Response:
 async def session(request: web.Request) -> web.Response:
     """GET /api/session: who the caller is (role null when signed out) and what the pages need to know."""
     config = request.app[CONFIG]
-    from .routes import SESSION
     current = request.get(SESSION)
     payload = current.public() if current else {"role": None, "unit": None, "name": None, "on_call": False,
                                                 "resident_id": None}
@@ -183,26 +134,23 @@ async def revoke_session(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def peer_location(text: str | None) -> tuple[float, float] | None:
-    """A peer's stored coarse location ("lat_e6,lon_e6") in degrees, or None."""
-    if not text:
-        return None
-    lat, lon = text.split(",")
-    return int(lat) / 1e6, int(lon) / 1e6
-
-
-async def peers(request: web.Request) -> web.Response:
-    """GET /api/peers: known nodes, approved or waiting."""
-    listed = [{"key": p.key, "name": p.name, "url": p.url, "state": p.state, "source": p.source,
-               "last_sync": p.last_sync, "last_error": p.last_error, "location": peer_location(p.location)}
-              for p in await request.app[PEERS].list()]
-    return web.json_response({"ok": True, "peers": listed})
-
-
-async def approve_peer(request: web.Request) -> web.Response:
-    """POST /api/peers/{key}/approve: let a discovered node sync with this one."""
-    key = request.match_info["key"]
-    if not await request.app[PEERS].approve(key):
-        raise NotFound(f"no known peer {key[:16]}")
-    request.app[ENGINE].wake()
-    return web.json_response({"ok": True})
+def routes() -> list[Route]:
+    """The people routes: the first-boot claim, joining, signing in, and the manager's people console."""
+    public, local, manager = frozenset({PUBLIC}), frozenset({LOCAL}), frozenset({MANAGER})
+    return [
+        Route("GET", "/setup", setup.setup_page, public),
+        Route("GET", "/setup/qr.svg", setup.setup_qr, frozenset({LOOPBACK})),
+        Route("POST", "/setup/claim", setup.claim, public),
+        Route("GET", "/api/session", session, public),
+        Route("POST", "/api/join", join, local),
+        Route("POST", "/api/login", login, local),
+        Route("POST", "/api/logout", logout, frozenset({RESIDENT, MANAGER})),
+        Route("GET", "/api/residents", residents, manager),
+        Route("POST", "/api/residents/{id}/revoke", revoke_resident, manager),
+        Route("POST", "/api/residents/{id}/on-call", set_on_call, manager),
+        Route("GET", "/api/invites", invites, manager),
+        Route("POST", "/api/invites", create_invite, manager),
+        Route("POST", "/api/invites/{id}/revoke", revoke_invite, manager),
+        Route("GET", "/api/sessions", sessions, manager),
+        Route("POST", "/api/sessions/{id}/revoke", revoke_session, manager),
+    ]

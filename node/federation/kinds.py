@@ -21,11 +21,11 @@ def validate_notice(body: Any) -> None:
 
 def build_registry() -> KindRegistry:
     """The registry of every kind this node accepts."""
-    from .alerts import ALERT, MAX_TTL, validate_alert
-    from .areas import alert_areas, request_areas, sos_areas
-    from .reports import REPORT, REPORT_TTL, validate_report_event
-    from .sos import SOS, SOS_EVENT_TTL, validate_sos_event
-    from .sharing import events as sharing
+    from node.safety.alerts import ALERT, MAX_TTL, validate_alert
+    from node.federation.areas import alert_areas, request_areas, sos_areas
+    from node.safety.reports import REPORT, REPORT_TTL, validate_report_event
+    from node.safety.sos import SOS, SOS_EVENT_TTL, validate_sos_event
+    from node.sharing import events as sharing
 
     registry = KindRegistry()
     registry.register(NOTICE, validate_notice, max_ttl=90 * 86_400)

@@ -14,6 +14,8 @@ from typing import Any
 
 from sync import Circle, distance_m
 
+from node.config import Config
+
 # An SOS names the building's location rounded to 0.01 degree, so the building is within about 790 m of it (half
 # the diagonal of a 0.01-degree cell at the equator); so is a node's announced centre, rounded the same way.
 ROUNDING_M = 790
@@ -89,3 +91,28 @@ def interest(location: dict[str, int] | None, radius_m: int) -> Circle | None:
     if not radius_m or location is None:
         return None
     return Circle(location["lat_e6"], location["lon_e6"], radius_m + ROUNDING_M)
+
+
+def peer_location(text: str | None) -> tuple[float, float] | None:
+    """A peer's stored coarse location ("lat_e6,lon_e6") in degrees, or None."""
+    if not text:
+        return None
+    lat, lon = text.split(",")
+    return int(lat) / 1e6, int(lon) / 1e6
+
+
+def node_location(config: Config) -> tuple[float, float] | None:
+    """The building's configured location in degrees, or None."""
+    node = config.node
+    return (float(node.latitude), float(node.longitude)) if node.latitude else None
+
+
+def coarse_location(config: Config) -> dict[str, int] | None:
+    """The building's location rounded to 0.01 degree (about 1 km), in integer micro-degrees."""
+    if not config.node.latitude:
+        return None
+    return {"lat_e6": _coarse(config.node.latitude), "lon_e6": _coarse(config.node.longitude)}
+
+
+def _coarse(value: str) -> int:
+    return int(round(Decimal(value), 2) * 1_000_000)

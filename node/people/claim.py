@@ -22,7 +22,7 @@ import segno
 
 from sync import Database, Migration
 
-from .passwords import check_secret, hash_secret
+from node.people.passwords import check_secret, hash_secret
 
 log = logging.getLogger("nnode.claim")
 
@@ -32,6 +32,7 @@ CODE_TTL = 24 * 3600
 SESSION_TTL = 30 * 86_400
 MIN_PASSWORD = 12
 
+COMPONENT = "claim"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
     (1, [
         """CREATE TABLE claim_codes (

@@ -1,0 +1,1 @@
+"""People: the manager's claim, residents, invites, sessions and sign-in."""

@@ -1,0 +1,36 @@
+"""The people feature's lifecycle: the claim code and the accounts of residents and the manager."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from sync import RateLimiter
+
+from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, SCHEDULER, SIGN_IN_LIMITER
+from node.people.accounts import Accounts
+from node.people.claim import Claims
+from node.periodic import Jobs
+
+CLAIM_CODE_CHECK = 300.0   # seconds between checks that an unclaimed node shows a fresh claim code
+
+
+async def ctx(app: web.Application) -> AsyncIterator[None]:
+    """Make the claim and account stores; keep a fresh claim code while the node is unclaimed."""
+    db = app[DB]
+    claims = app[CLAIMS] = Claims(db)
+    app[ACCOUNTS] = Accounts(db)
+    # Codes and tokens are unguessable; this keeps scrypt (password sign-in) from being used to load the node.
+    app[SIGN_IN_LIMITER] = RateLimiter(rate=10 / 60, burst=20)
+    port = app[CONFIG].http.port
+
+    async def claim_code() -> None:
+        await claims.ensure_code(port)
+    await claim_code()
+    jobs = Jobs(app[SCHEDULER], "people")
+    jobs.every(CLAIM_CODE_CHECK, claim_code, name="claim-code")
+    try:
+        yield
+    finally:
+        await jobs.close()
