@@ -1,14 +1,24 @@
-"""The web app's pages and static files, served by the node itself (no third-party assets: works offline)."""
+"""The web app's pages and static files, served by the node itself (no third-party assets: works offline).
+
+A page may hold `<!--#include NAME key="value" ...-->` markers: each is replaced by the partial
+web/partials/NAME, a `string.Template` filled with exactly the marker's parameters. Every page is assembled once, when
+this module is imported, so a broken marker stops the node at start-up and no request reads or renders a page.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from string import Template
 
 from aiohttp import web
 
-from .errors import NotFound
+from node.errors import NodeError, NotFound
 
 WEB = Path(__file__).parent / "web"
+PARTIALS = WEB / "partials"
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
          ".png": "image/png", ".ico": "image/x-icon", ".webmanifest": "application/manifest+json"}
 CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
@@ -16,37 +26,100 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
            "X-Frame-Options": "DENY"}
 
+INCLUDE = re.compile(r'<!--#include ([^\s"]+?)((?: [\w-]+="[^"]*")*) ?-->')
+PARAMETER = re.compile(r' ([\w-]+)="([^"]*)"')
 
-def _file(name: str) -> web.FileResponse:
+
+class PageTemplateError(NodeError):
+    """A page's include marker names a missing partial or does not match the partial's parameters."""
+
+
+def assemble(path: Path, partials: Path = PARTIALS) -> str:
+    """The page at `path` with each include marker replaced by its filled partial from the `partials` folder."""
+    def include(marker: re.Match[str]) -> str:
+        name, given = marker.group(1), dict(PARAMETER.findall(marker.group(2)))
+        partial = partials / name
+        if "/" in name or name.startswith(".") or not partial.is_file():
+            raise PageTemplateError(f"{path.name}: {marker.group(0)}: no partial {name!r} in {partials}")
+        # The marker's own line ends the partial's last line.
+        template = Template(partial.read_text(encoding="utf-8").removesuffix("\n"))
+        if not template.is_valid():
+            raise PageTemplateError(f"{partial}: a $ that starts no $name parameter (write $$ for a dollar sign)")
+        wanted = set(template.get_identifiers())
+        if set(given) != wanted:
+            raise PageTemplateError(f"{path.name}: {marker.group(0)}: {name} takes the parameters "
+                                    f"{sorted(wanted)}, got {sorted(given)}")
+        return template.substitute(given)
+
+    source = path.read_text(encoding="utf-8")
+    for start in (m.start() for m in re.finditer("<!--#", source)):
+        # A misspelt marker would otherwise ship as an invisible comment and leave a hole in the page.
+        if not INCLUDE.match(source, start):
+            raise PageTemplateError(f"{path.name}: line {source.count(chr(10), 0, start) + 1}: malformed include "
+                                    f"marker (expected <!--#include NAME key=\"value\" ...-->)")
+    text = INCLUDE.sub(include, source)
+    if "<!--#" in text:
+        raise PageTemplateError(f"{path.name}: a partial holds an include marker (partials do not nest)")
+    return text
+
+
+def _load(folder: Path) -> dict[str, tuple[bytes, str]]:
+    pages = {}
+    for path in sorted(folder.glob("*.html")):
+        body = assemble(path).encode()
+        pages[path.name] = (body, hashlib.sha256(body).hexdigest()[:32])
+    return pages
+
+
+PAGES = _load(WEB)
+
+
+def _page(request: web.Request, name: str) -> web.Response:
+    body, etag = PAGES[name]
+    headers = HEADERS | {"Cache-Control": "no-cache"}
+    # no-cache makes browsers revalidate each visit; answering 304 keeps that as cheap as serving the file was.
+    if any(tag.value in (etag, "*") for tag in request.if_none_match or ()):
+        response = web.Response(status=304, headers=headers)
+    else:
+        response = web.Response(body=body, headers=headers | {"Content-Type": "text/html; charset=utf-8"})
+    response.etag = etag
+    return response
+
+
+def _file(request: web.Request, name: str) -> web.StreamResponse:
+    if name in PAGES:
+        return _page(request, name)
     path = WEB / name
-    if "/" in name or name.startswith(".") or path.suffix not in TYPES or not path.is_file():
+    if "/" in name or name.startswith(".") or path.suffix not in TYPES or path.suffix == ".html" or not path.is_file():
         raise NotFound(f"no file {name!r}")
-    cache = "no-cache" if path.suffix == ".html" else "max-age=300"
     return web.FileResponse(path, headers=HEADERS | {"Content-Type": f"{TYPES[path.suffix]}; charset=utf-8"
-                                                     if path.suffix in (".html", ".js", ".css")
-                                                     else TYPES[path.suffix], "Cache-Control": cache})
+                                                     if path.suffix in (".js", ".css")
+                                                     else TYPES[path.suffix], "Cache-Control": "max-age=300"})
 
 
-def page(name: str):
+def page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A handler serving one HTML page."""
-    async def handler(request: web.Request) -> web.FileResponse:
-        return _file(name)
+    if name not in PAGES:
+        raise PageTemplateError(f"no page {name!r} in {WEB}")
+
+    async def handler(request: web.Request) -> web.Response:
+        return _page(request, name)
     handler.__name__ = handler.__qualname__ = f"page_{name.split('.')[0]}"
     handler.__doc__ = f"GET the {name} page."
     return handler
 
 
-async def static(request: web.Request) -> web.FileResponse:
+async def static(request: web.Request) -> web.StreamResponse:
     """GET /static/{name}: a script, stylesheet or image of the web app."""
-    return _file(request.match_info["name"])
+    return _file(request, request.match_info["name"])
 
 
 AGENCY_FILES = frozenset({"agency.js", "app.css"})
 
 
-async def agency_static(request: web.Request) -> web.FileResponse:
+async def agency_static(request: web.Request) -> web.StreamResponse:
     """GET /agency/{name}: the agency portal's script and stylesheet (nothing else of the web app is public)."""
     name = request.match_info["name"]
     if name not in AGENCY_FILES:
         raise NotFound(f"no file {name!r}")
-    return _file(name)
+    return _file(request, name)
