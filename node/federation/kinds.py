@@ -6,6 +6,12 @@ from typing import Any
 
 from sync import KindRegistry, require_fields
 
+from node.federation.areas import alert_areas, request_areas, sos_areas
+from node.safety.alerts import ALERT, MAX_TTL, validate_alert
+from node.safety.reports import REPORT, REPORT_TTL, validate_report_event
+from node.safety.sos import SOS, SOS_EVENT_TTL, validate_sos_event
+from node.sharing import events as sharing
+
 NOTICE = "notice"
 NOTICE_MAX_CHARS = 2000
 
@@ -21,12 +27,6 @@ def validate_notice(body: Any) -> None:
 
 def build_registry() -> KindRegistry:
     """The registry of every kind this node accepts."""
-    from node.safety.alerts import ALERT, MAX_TTL, validate_alert
-    from node.federation.areas import alert_areas, request_areas, sos_areas
-    from node.safety.reports import REPORT, REPORT_TTL, validate_report_event
-    from node.safety.sos import SOS, SOS_EVENT_TTL, validate_sos_event
-    from node.sharing import events as sharing
-
     registry = KindRegistry()
     registry.register(NOTICE, validate_notice, max_ttl=90 * 86_400)
     registry.register(ALERT, validate_alert, max_ttl=MAX_TTL, areas=alert_areas)
