@@ -5,32 +5,60 @@ sync/ knows nothing of cameras, residents or agencies; node/ registers its event
 
 from ._area import EARTH_RADIUS_M, Circle, distance_m, touches, touches_any
 from ._canonical import MAX_SAFE_INT, canonical, decode
+from ._client import PeerClient
 from ._db import Database, DatabaseError, Migration
 from ._descriptor import BadDescriptor, check_descriptor, make_descriptor
 from ._discovery import SERVICE_TYPE, Discovery
 from ._engine import IngestResult, SyncEngine, SyncSettings, add_discovered
-from ._errors import (AuthError, AuthorQuarantined, BadSignature, BatchTooLarge, BodyHashMismatch, Equivocation,
-                      EventRejected, Expired, FloatNotAllowed, FutureTimestamp, InvalidBody, MalformedEvent,
-                      NonCanonical, OversizedEvent, PeerNotApproved, PeerUnreachable, RateLimited, SyncError,
-                      UnknownKind)
-from ._event import (MAX_EVENT_BYTES, MAX_FUTURE_SKEW, SIGNATURE_DOMAIN, Event, create_event, parse_event,
-                     sha256_hex, verify_signature)
-from ._client import PeerClient
+from ._errors import (
+    AuthError,
+    AuthorQuarantined,
+    BadSignature,
+    BatchTooLarge,
+    BodyHashMismatch,
+    Equivocation,
+    EventRejected,
+    Expired,
+    FloatNotAllowed,
+    FutureTimestamp,
+    InvalidBody,
+    MalformedEvent,
+    NonCanonical,
+    OversizedEvent,
+    PeerNotApproved,
+    PeerUnreachable,
+    RateLimited,
+    SyncError,
+    UnknownKind,
+)
+from ._event import (
+    MAX_EVENT_BYTES,
+    MAX_FUTURE_SKEW,
+    SIGNATURE_DOMAIN,
+    Event,
+    create_event,
+    parse_event,
+    sha256_hex,
+    verify_signature,
+)
 from ._httpsig import ReplayCache, check_content_digest, sign_request, verify_request
 from ._kinds import TOMBSTONE, KindRegistry, require_fields
 from ._peers import APPROVED, PENDING, Peer, PeerStore
 from ._ratelimit import RateLimiter
 from ._schema import setup_schema
-from ._server import ENDPOINTS as SYNC_ENDPOINTS, SyncServer
+from ._server import ENDPOINTS as SYNC_ENDPOINTS
+from ._server import SyncServer
 from ._store import EventStore
 
 __all__ = [
-    "APPROVED", "AuthError", "Circle", "EARTH_RADIUS_M", "distance_m", "touches", "touches_any", "AuthorQuarantined", "BadDescriptor", "BadSignature", "BatchTooLarge",
-    "BodyHashMismatch", "Database", "DatabaseError", "Migration", "Discovery", "Equivocation", "Event", "EventRejected",
-    "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp", "IngestResult", "InvalidBody", "KindRegistry",
-    "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "MAX_SAFE_INT", "MalformedEvent", "NonCanonical", "OversizedEvent",
-    "PENDING", "Peer", "PeerClient", "RateLimiter", "ReplayCache", "check_content_digest", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited", "SERVICE_TYPE",
-    "SIGNATURE_DOMAIN", "SYNC_ENDPOINTS", "SyncEngine", "SyncError", "SyncServer", "SyncSettings", "TOMBSTONE", "UnknownKind",
-    "add_discovered", "canonical", "check_descriptor", "create_event", "decode", "make_descriptor", "parse_event",
-    "require_fields", "setup_schema", "sha256_hex", "sign_request", "verify_request", "verify_signature",
+    "APPROVED", "EARTH_RADIUS_M", "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "MAX_SAFE_INT", "PENDING", "SERVICE_TYPE",
+    "SIGNATURE_DOMAIN", "SYNC_ENDPOINTS", "TOMBSTONE", "AuthError", "AuthorQuarantined", "BadDescriptor",
+    "BadSignature", "BatchTooLarge", "BodyHashMismatch", "Circle", "Database", "DatabaseError", "Discovery",
+    "Equivocation", "Event", "EventRejected", "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp",
+    "IngestResult", "InvalidBody", "KindRegistry", "MalformedEvent", "Migration", "NonCanonical", "OversizedEvent",
+    "Peer", "PeerClient", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited", "RateLimiter",
+    "ReplayCache", "SyncEngine", "SyncError", "SyncServer", "SyncSettings", "UnknownKind", "add_discovered",
+    "canonical", "check_content_digest", "check_descriptor", "create_event", "decode", "distance_m", "make_descriptor",
+    "parse_event", "require_fields", "setup_schema", "sha256_hex", "sign_request", "touches", "touches_any",
+    "verify_request", "verify_signature",
 ]

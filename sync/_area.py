@@ -7,8 +7,8 @@ This module only measures; which part of an event's body is its area is the busi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 EARTH_RADIUS_M = 6_371_008.8   # mean radius (IUGG)
 _RAD_PER_E6 = math.pi / 180e6
@@ -48,4 +48,4 @@ def touches_any(areas: Iterable[Circle], interest: Circle) -> bool:
     return any(touches(area, interest) for area in areas)
 
 
-__all__ = ["Circle", "EARTH_RADIUS_M", "distance_m", "touches", "touches_any"]
+__all__ = ["EARTH_RADIUS_M", "Circle", "distance_m", "touches", "touches_any"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import aiohttp
 import nacl.signing
@@ -15,9 +15,11 @@ from ._descriptor import check_descriptor
 from ._errors import PeerUnreachable
 from ._event import MAX_EVENT_BYTES
 from ._httpsig import sign_request
+from ._store import Gap
 
 NDJSON = "application/x-ndjson"
 END_PREFIX = b'{"end":'
+REQUEST_TIMEOUT = 30.0
 
 
 def _end_more(url: str, line: bytes) -> bool:
@@ -28,7 +30,6 @@ def _end_more(url: str, line: bytes) -> bool:
     if not isinstance(more, bool):
         raise PeerUnreachable(f"{url}: malformed end record")
     return more
-REQUEST_TIMEOUT = 30.0
 
 
 class PeerClient:
@@ -46,7 +47,7 @@ class PeerClient:
             headers["Content-Type"] = content_type
         return headers
 
-    async def descriptor(self, base_url: str, *, expect_key: str | None = None) -> dict:
+    async def descriptor(self, base_url: str, *, expect_key: str | None = None) -> dict[str, Any]:
         """Fetch and verify a node's descriptor, signed over a fresh nonce of ours."""
         nonce = secrets.token_urlsafe(24)
         url = base_url.rstrip("/") + "/.well-known/nnode?nonce=" + nonce
@@ -55,7 +56,7 @@ class PeerClient:
                 if resp.status != 200:
                     raise PeerUnreachable(f"{url}: HTTP {resp.status}")
                 value = json.loads(await resp.content.read(64 * 1024))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
         return check_descriptor(value, expect_key=expect_key, nonce=nonce)
 
@@ -67,13 +68,13 @@ class PeerClient:
             raise PeerUnreachable(f"{url}: heads must be an object of integers")
         return value
 
-    async def push(self, base_url: str, lines: Sequence[bytes]) -> dict:
+    async def push(self, base_url: str, lines: Sequence[bytes]) -> object:
         """Send events; returns the peer's per-batch result."""
         url = base_url.rstrip("/") + "/sync/v1/push"
         return await self._json("POST", url, b"\n".join(lines) + b"\n", NDJSON, per_event=True)
 
-    async def pull(self, base_url: str, heads: dict[str, int], gaps: list, tips: dict[str, str], limit: int,
-                   interest: Circle | None = None) -> AsyncIterator[tuple[list[bytes], bool | None]]:
+    async def pull(self, base_url: str, heads: dict[str, int], gaps: Sequence[Gap], tips: dict[str, str],
+                   limit: int, interest: Circle | None = None) -> AsyncIterator[tuple[list[bytes], bool | None]]:
         """Yield chunks of event lines as they arrive; the last item is ([], more) from the end record.
 
         A stream that stops without its end record raises PeerUnreachable after yielding what did arrive, so the
@@ -101,19 +102,19 @@ class PeerClient:
                         return
                     if lines:
                         yield lines, None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
         raise PeerUnreachable(f"{url}: the stream ended without its end record (cut off)")
 
     async def _json(self, method: str, url: str, body: bytes | None, content_type: str | None = None,
-                    *, per_event: bool = False):
+                    *, per_event: bool = False) -> object:
         """Call and decode JSON; with `per_event`, a refusal of some events (a body with results) is an answer."""
         try:
             async with self.session.request(method, url, data=body, timeout=self.timeout,
                                             headers=self._signed(method, url, body, content_type)) as resp:
                 text = await resp.text()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
         try:
             value = json.loads(text)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import AsyncIterator, Sequence
 
 import aiosqlite
 
@@ -25,7 +25,8 @@ async def _connect(path: Path, *, writer: bool) -> aiosqlite.Connection:
     conn.row_factory = sqlite3.Row
     await conn.execute("PRAGMA busy_timeout = 10000")
     if writer:
-        mode = (await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone())[0]
+        row = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
+        mode = str(row[0]) if row is not None else "no answer"
         if mode.lower() != "wal":
             raise DatabaseError(f"{path}: could not switch to WAL journal mode (got {mode})")
         # An acknowledged write must survive a power cut: fsync the WAL on every commit.
@@ -47,7 +48,7 @@ class Database:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path | str) -> "Database":
+    async def open(cls, path: Path | str) -> Database:
         """Open (creating if needed) the database file in WAL mode with synchronous=FULL."""
         path = Path(path)
         try:
@@ -64,7 +65,7 @@ class Database:
         async with self._lock:
             row = await (await self.writer.execute(
                 "SELECT version FROM schema_version WHERE component = ?", (component,))).fetchone()
-            current = row[0] if row else 0
+            current: int = row[0] if row else 0
             known = max((v for v, _ in migrations), default=0)
             if current > known:
                 raise DatabaseError(f"{self.path}: schema of {component!r} is version {current}, newer than this "
@@ -102,14 +103,14 @@ class Database:
     async def integrity_ok(self) -> bool:
         """True if SQLite's quick integrity check passes."""
         row = await (await self.reader.execute("PRAGMA quick_check")).fetchone()
-        return row[0] == "ok"
+        return row is not None and str(row[0]) == "ok"
 
     async def integrity_probe(self) -> bool:
         """A cheap liveness check through the writer connection (queued behind any write, so a wedged write, say a
         stalled fsync, makes it late) and the reader."""
         for conn in (self.writer, self.reader):
             row = await (await conn.execute("SELECT 1")).fetchone()
-            if row[0] != 1:
+            if row is None or row[0] != 1:
                 return False
         return True
 

@@ -7,28 +7,30 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import aiohttp
 import nacl.signing
 
 from ._area import Circle, touches_any
-from ._client import PeerClient
 from ._canonical import MAX_SAFE_INT
+from ._client import PeerClient
 from ._errors import BadSignature, EventRejected, MalformedEvent, PeerUnreachable, SyncError
 from ._event import Event, create_event, parse_event
 from ._kinds import TOMBSTONE, KindRegistry
 from ._peers import APPROVED, Peer, PeerStore
-from ._store import EventStore, Status, equivocation_error
+from ._store import EventStore, Gap, Status, equivocation_error
 from ._verifier import Verifier
 
 log = logging.getLogger("nnode.sync")
 
-# Timing constants are module attributes so tests can shrink them.
+# Defaults of SyncSettings.push_retry_delay and .failed_peer_retry; the settings read them when they are made, so
+# code that still shrinks these module attributes (before creating its settings) keeps working.
 PUSH_RETRY_DELAY = 2.0
 PULL_MAX_ROUNDS = 1000
-FAILED_PEER_RETRY = 5.0  # a peer whose last round failed is tried again this soon (not waiting the full interval)
+FAILED_PEER_RETRY = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class SyncSettings:
     # area touches it, and asks its peers for only those; it tells them so in every pull, and each peer then also
     # pushes it only those.
     interest: Circle | None = None
+    # Seconds a push worker waits after a failed push before it sends its next batch.
+    push_retry_delay: float = field(default_factory=lambda: PUSH_RETRY_DELAY)
+    # A peer whose last round failed is tried again this soon (not waiting the full anti-entropy interval).
+    failed_peer_retry: float = field(default_factory=lambda: FAILED_PEER_RETRY)
 
 
 @dataclass
@@ -73,8 +79,8 @@ class IngestResult:
 class Stats:
     """Counters the node exports as metrics."""
 
-    rejected: Counter = field(default_factory=Counter)
-    refused: Counter = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
     stored: int = 0
     duplicates: int = 0
     push_dropped: int = 0
@@ -88,19 +94,21 @@ class _Outbox:
     def __init__(self, peer: Peer, size: int) -> None:
         self.peer = peer
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class SyncEngine:
     """Owns the event flow of one node. Start with `start()`, stop with `close()` (idempotent)."""
 
     def __init__(self, key: nacl.signing.SigningKey, store: EventStore, peers: PeerStore, registry: KindRegistry,
-                 settings: SyncSettings = SyncSettings()) -> None:
+                 settings: SyncSettings | None = None) -> None:
         self.key = key
         self.node_id = key.verify_key.encode().hex()
         self.store = store
         self.peers = peers
         self.registry = registry
+        # Made here, not as the default argument, so its timing defaults are read now, not at import.
+        settings = SyncSettings() if settings is None else settings
         self.settings = settings
         self.stats = Stats()
         self.listeners: list[Callable[[list[Event]], Any]] = []
@@ -109,7 +117,7 @@ class SyncEngine:
         self._outboxes: dict[str, _Outbox] = {}
         self._session: aiohttp.ClientSession | None = None
         self.client: PeerClient | None = None
-        self._loop_task: asyncio.Task | None = None
+        self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._syncing: dict[str, asyncio.Lock] = {}
         self._closed = False
@@ -210,10 +218,9 @@ class SyncEngine:
             # ...except one at an (author, seq) held here under another id: that is an equivocation, which must be
             # seen wherever the two versions meet, whatever their areas.
             kept = set(positions)
-            outside = [i for i in range(len(parsed)) if i not in kept]
-            held = await self.store.ids_at([(parsed[i].author, parsed[i].seq) for i in outside])
-            positions = sorted(kept | {i for i in outside
-                                       if held.get((parsed[i].author, parsed[i].seq), parsed[i].id) != parsed[i].id})
+            outside = {i: e for i, e in enumerate(parsed) if i not in kept and isinstance(e, Event)}
+            held = await self.store.ids_at([(e.author, e.seq) for e in outside.values()])
+            positions = sorted(kept | {i for i, e in outside.items() if held.get((e.author, e.seq), e.id) != e.id})
         if len(positions) < len(parsed):
             result.out_of_area = len(parsed) - len(positions)
             parsed = [parsed[i] for i in positions]
@@ -223,17 +230,18 @@ class SyncEngine:
         valid = dict(zip((e.id for e in unknown), await self._verify(unknown)))
         async with self._ingest_lock:
             plan = await self.store.prepare(parsed)
-            late = [plan.events[i] for i, s in enumerate(plan.statuses)
-                    if s in (Status.NEW, Status.EQUIVOCATION) and plan.events[i].id not in valid]
+            late = [e for s, e in zip(plan.statuses, plan.events)
+                    if e is not None and s in (Status.NEW, Status.EQUIVOCATION) and e.id not in valid]
             if late:  # rare: not seen by the pre-check (an equivocation within this batch, say)
                 valid.update(zip((e.id for e in late), await self._verify(late)))
             new: list[Event] = []
             fills: list[Event] = []
-            for index, status in enumerate(plan.statuses):
-                event = plan.events[index]
+            for index, (status, event) in enumerate(zip(plan.statuses, plan.events)):
                 if isinstance(status, EventRejected):
                     result.rejected.append((positions[index], status))
-                elif status in (Status.NEW, Status.EQUIVOCATION) and not valid[event.id]:
+                    continue
+                assert event is not None   # only a rejection comes without its event
+                if status in (Status.NEW, Status.EQUIVOCATION) and not valid[event.id]:
                     result.rejected.append((positions[index], BadSignature(
                         f"signature of event {event.id[:16]} does not verify against author {event.author[:16]}")))
                 elif status is Status.EQUIVOCATION:
@@ -357,7 +365,7 @@ class SyncEngine:
                 # Dropped here, repaired by the peer's next pull from us.
                 self.stats.push_dropped += len(batch)
                 log.info("push failed", extra={"peer": outbox.peer.key, "error": str(exc)})
-                await asyncio.sleep(PUSH_RETRY_DELAY)
+                await asyncio.sleep(self.settings.push_retry_delay)
 
     # -- pull / anti-entropy ------------------------------------------------------------------------------------
 
@@ -369,7 +377,7 @@ class SyncEngine:
                 peers = await self.refresh_peers()
                 outcomes = await asyncio.gather(*(self.sync_with(p) for p in peers))
                 if any(stored is None for stored in outcomes):
-                    delay = min(delay, FAILED_PEER_RETRY)
+                    delay = min(delay, self.settings.failed_peer_retry)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -421,7 +429,7 @@ class SyncEngine:
         await self._note_synced(peer)
         return total
 
-    async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: list, tips: dict[str, str]
+    async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: Sequence[Gap], tips: dict[str, str]
                           ) -> tuple[int, bool, dict[str, int]]:
         """One pull request; chunks are ingested as they arrive, two at a time so that parsing the next chunk
         overlaps with verifying and storing the previous one. Returns (stored, more, highest seq seen)."""
@@ -451,6 +459,7 @@ class SyncEngine:
             for task in in_flight:
                 stored += tally(await task)
         return stored, more, seen
+
 
 async def add_discovered(engine: SyncEngine, key: str, url: str, *, source: str, trusted: bool) -> Peer:
     """Record a node seen at `url` after checking its signed descriptor names `key`; pending unless trusted."""

@@ -13,8 +13,15 @@ import nacl.exceptions
 import nacl.signing
 
 from ._canonical import canonical, canonical_checked, decode
-from ._errors import (BadSignature, BodyHashMismatch, Expired, FutureTimestamp, InvalidBody, MalformedEvent,
-                      OversizedEvent)
+from ._errors import (
+    BadSignature,
+    BodyHashMismatch,
+    Expired,
+    FutureTimestamp,
+    InvalidBody,
+    MalformedEvent,
+    OversizedEvent,
+)
 from ._kinds import KIND_PATTERN, TOMBSTONE, KindRegistry
 
 VERSION = 1
@@ -58,7 +65,7 @@ class Event:
         """The decoded body, or None once it was dropped."""
         return None if self.body is None else decode(self.body)
 
-    def without_body(self) -> "Event":
+    def without_body(self) -> Event:
         """The same event with its body dropped (still verifiable by its header)."""
         return self if self.body is None else replace(self, body=None)
 
@@ -95,7 +102,7 @@ def header_id(header: dict[str, Any]) -> str:
     return sha256_hex(canonical_checked(header))
 
 
-def _event_id(event: "Event") -> str:
+def _event_id(event: Event) -> str:
     """header_id of a type-checked event, assembled directly (member order: author, body_hash, expires, kind,
     seq, ts, v); tests check it equals header_id."""
     return sha256_hex(b'{"author":"%s","body_hash":"%s","expires":%d,"kind":"%s","seq":%d,"ts":%d,"v":%d}' % (
@@ -109,11 +116,12 @@ def create_event(key: nacl.signing.SigningKey, registry: KindRegistry, *, kind: 
     ts = int(time.time()) if now is None else now
     registry.check_body(kind, body)
     body_bytes = canonical(body, path="body")
-    header = {"v": VERSION, "kind": kind, "author": key.verify_key.encode().hex(), "seq": seq, "ts": ts,
-              "expires": ts + ttl, "body_hash": sha256_hex(body_bytes)}
-    event_id = header_id(header)
+    author, body_hash = key.verify_key.encode().hex(), sha256_hex(body_bytes)
+    event_id = header_id({"v": VERSION, "kind": kind, "author": author, "seq": seq, "ts": ts, "expires": ts + ttl,
+                          "body_hash": body_hash})
     sig = key.sign(SIGNATURE_DOMAIN + event_id.encode("ascii")).signature.hex()
-    event = Event(id=event_id, sig=sig, body=body_bytes, **header)
+    event = Event(kind=kind, author=author, seq=seq, ts=ts, expires=ts + ttl, body_hash=body_hash, id=event_id,
+                  sig=sig, body=body_bytes, v=VERSION)
     check_header(event, registry, now=ts)
     if len(event.to_line()) > MAX_EVENT_BYTES:
         raise OversizedEvent(f"event is {len(event.to_line())} bytes, the limit is {MAX_EVENT_BYTES}")
@@ -212,8 +220,9 @@ def tombstone_target(event: Event) -> str | None:
     """The id a tombstone deletes, or None for any other event (or a tombstone whose body was dropped)."""
     if event.kind != TOMBSTONE or event.body is None:
         return None
-    return decode(event.body)["target"]
+    target = decode(event.body)["target"]
+    return target if isinstance(target, str) else None   # always a str: the tombstone validator checked it
 
 
-__all__ = ["Event", "InvalidBody", "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "SIGNATURE_DOMAIN", "create_event",
-           "parse_event", "verify_signature", "signature_valid", "sha256_hex", "tombstone_target", "encode_line"]
+__all__ = ["MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "SIGNATURE_DOMAIN", "Event", "InvalidBody", "create_event",
+           "encode_line", "parse_event", "sha256_hex", "signature_valid", "tombstone_target", "verify_signature"]

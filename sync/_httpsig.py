@@ -14,13 +14,13 @@ import hashlib
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
-import http_sfv
 import nacl.exceptions
 import nacl.signing
+from http_sfv.dictionary import Dictionary
 
 from ._errors import AuthError, RateLimited
 
@@ -75,12 +75,13 @@ def sign_request(key: nacl.signing.SigningKey, method: str, url: str, body: byte
                  *, now: int | None = None, tag: str = TAG) -> dict[str, str]:
     """Headers (Signature-Input, Signature and, with a body, Content-Digest) that sign this request."""
     headers: dict[str, str] = {}
-    components = REQUIRED_COMPONENTS
+    components: tuple[str, ...] = REQUIRED_COMPONENTS
     if body:
         headers["Content-Digest"] = content_digest(body)
         components += ("content-digest",)
-    params = {"created": int(time.time()) if now is None else now, "keyid": key.verify_key.encode().hex(),
-              "alg": "ed25519", "nonce": secrets.token_urlsafe(12), "tag": tag}
+    params: dict[str, int | str] = {
+        "created": int(time.time()) if now is None else now, "keyid": key.verify_key.encode().hex(),
+        "alg": "ed25519", "nonce": secrets.token_urlsafe(12), "tag": tag}
     params_value = signature_params(components, params)
     base = signature_base(components, component_values(method, url, headers), params_value)
     signature = base64.b64encode(key.sign(base).signature).decode()
@@ -144,9 +145,9 @@ def verify_request(method: str, url: str, headers: Mapping[str, str], body: byte
     if "signature-input" not in lower or "signature" not in lower:
         raise AuthError("request is not signed: Signature-Input and Signature headers are required")
     try:
-        inputs = http_sfv.Dictionary()
+        inputs = Dictionary()
         inputs.parse(lower["signature-input"].encode())
-        sigs = http_sfv.Dictionary()
+        sigs = Dictionary()
         sigs.parse(lower["signature"].encode())
     except ValueError as exc:
         raise AuthError(f"Signature-Input or Signature is not a valid structured field: {exc}") from exc

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ._area import Circle
 from ._errors import InvalidBody, UnknownKind
@@ -78,7 +79,8 @@ class KindRegistry:
         return sorted(self._kinds)
 
 
-def require_fields(body: Any, required: dict[str, type], optional: dict[str, type] | None = None) -> dict:
+def require_fields(body: Any, required: dict[str, type], optional: dict[str, type] | None = None
+                   ) -> dict[str, Any]:
     """Check that `body` is an object with exactly these typed fields; return it."""
     optional = optional or {}
     if type(body) is not dict:
@@ -86,7 +88,7 @@ def require_fields(body: Any, required: dict[str, type], optional: dict[str, typ
     unknown = set(body) - set(required) - set(optional)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
-    for name, kind in required.items():
+    for name in required:
         if name not in body:
             raise ValueError(f"missing field {name!r}")
     for name, value in body.items():

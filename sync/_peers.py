@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ._db import Database, Migration
 
@@ -70,10 +70,10 @@ class PeerStore:
 
     async def get(self, key: str) -> Peer | None:
         """One peer by key."""
-        rows = await self.db.reader.execute_fetchall(
+        rows = list(await self.db.reader.execute_fetchall(
             "SELECT key, name, url, state, source, first_seen, last_seen, last_sync, last_error, lag, location "
             "FROM peers "
-            "WHERE key = ?", (key,))
+            "WHERE key = ?", (key,)))
         return Peer(*rows[0]) if rows else None
 
     async def is_approved(self, key: str) -> bool:

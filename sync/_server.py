@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -16,7 +17,7 @@ from ._errors import BatchTooLarge, MalformedEvent, PeerNotApproved, SyncError
 from ._event import MAX_EVENT_BYTES
 from ._httpsig import ReplayCache, check_content_digest, verify_request
 from ._ratelimit import RateLimiter
-from ._store import MAX_GAP_RANGES
+from ._store import MAX_GAP_RANGES, Gap
 
 
 class BadRequest(SyncError):
@@ -114,9 +115,10 @@ class SyncServer:
             await response.write(b"\n".join(divergent) + b"\n")
         sent = len(divergent)
         more = False
-        async for lines, more in self.engine.store.pull_stream(
+        async for lines, cut in self.engine.store.pull_stream(
                 heads, gaps, limit=limit, max_bytes=self.engine.settings.max_batch_bytes, now=int(time.time()),
                 keep=keep):
+            more = cut
             if lines:
                 await response.write(b"\n".join(lines) + b"\n")
                 sent += len(lines)
@@ -125,7 +127,7 @@ class SyncServer:
         await response.write_eof()
         return response
 
-    def _parse_pull(self, body: bytes) -> tuple[dict[str, int], list, dict[str, str], int, Circle | None]:
+    def _parse_pull(self, body: bytes) -> tuple[dict[str, int], list[Gap], dict[str, str], int, Circle | None]:
         try:
             value = json.loads(body)
         except ValueError as exc:
@@ -178,4 +180,4 @@ class SyncServer:
                                   "reason": first.reason, "results": report}, status=first.status)
 
 
-__all__ = ["ENDPOINTS", "SyncServer", "BadRequest", "MAX_EVENT_BYTES"]
+__all__ = ["ENDPOINTS", "MAX_EVENT_BYTES", "BadRequest", "SyncServer"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, TypedDict
 
 from ._db import Database, Migration
 from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
@@ -52,8 +54,19 @@ MAX_SCAN = 50_000     # rows one pull with an area of interest may read (most of
 GAPS_PER_AUTHOR = 8
 _COLUMNS = "id, author, seq, kind, ts, expires, body_hash, sig, body"
 
+# A missing seq range as a pull request carries it: [author, first, last].
+Gap = Sequence[str | int]
 
-def _row_event(row) -> Event:
+
+class Quarantine(TypedDict):
+    """Why and since when an author is quarantined, with both signed headers as evidence."""
+
+    reason: str
+    evidence: dict[str, Any]
+    at: int
+
+
+def _row_event(row: sqlite3.Row) -> Event:
     return Event(id=row[0], author=row[1], seq=row[2], kind=row[3], ts=row[4], expires=row[5], body_hash=row[6],
                  sig=row[7], body=row[8])
 
@@ -96,7 +109,7 @@ class EventStore:
             "GROUP BY author) h ON e.author = h.author AND e.seq = h.top")
         return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
 
-    async def gaps(self, limit: int = MAX_GAP_RANGES, per_author: int = GAPS_PER_AUTHOR) -> list[list]:
+    async def gaps(self, limit: int = MAX_GAP_RANGES, per_author: int = GAPS_PER_AUTHOR) -> list[list[str | int]]:
         """Missing seq ranges [author, first, last] below each author's head.
 
         At most `per_author` (the most recent) for each author and `limit` in all, in random order, so that one
@@ -112,7 +125,7 @@ class EventStore:
     async def divergent(self, heads: dict[str, int], tips: dict[str, str]) -> list[bytes]:
         """Lines of our events at the caller's (author, head seq) whose id differs from the caller's tip."""
         wanted = [(a, heads[a], tips[a]) for a in tips if a in heads]
-        lines = []
+        lines: list[bytes] = []
         for start in range(0, len(wanted), 400):
             chunk = wanted[start:start + 400]
             rows = await self.db.reader.execute_fetchall(
@@ -125,7 +138,8 @@ class EventStore:
 
     async def get(self, event_id: str) -> Event | None:
         """One event by id."""
-        rows = await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        rows = list(await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM events WHERE id = ?",
+                                                          (event_id,)))
         return _row_event(rows[0]) if rows else None
 
     async def known_ids(self, ids: Sequence[str]) -> set[str]:
@@ -152,8 +166,8 @@ class EventStore:
 
     async def count(self) -> int:
         """How many events (headers) are held."""
-        rows = await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM events")
-        return rows[0][0]
+        rows = list(await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM events"))
+        return int(rows[0][0])
 
     async def counts_by_kind(self) -> dict[str, int]:
         """{kind: events held}."""
@@ -167,12 +181,12 @@ class EventStore:
             f"SELECT {_COLUMNS} FROM events {where} ORDER BY rowid DESC LIMIT ?", args)
         return [_row_event(r) for r in rows]
 
-    async def quarantined(self) -> dict[str, dict]:
+    async def quarantined(self) -> dict[str, Quarantine]:
         """{author: {reason, evidence, at}} for quarantined authors."""
         rows = await self.db.reader.execute_fetchall("SELECT author, reason, evidence, at FROM quarantine")
-        return {r[0]: {"reason": r[1], "evidence": json.loads(r[2]), "at": r[3]} for r in rows}
+        return {r[0]: Quarantine(reason=r[1], evidence=json.loads(r[2]), at=r[3]) for r in rows}
 
-    async def pull_stream(self, their_heads: dict[str, int], their_gaps: Iterable[Sequence], *, limit: int,
+    async def pull_stream(self, their_heads: dict[str, int], their_gaps: Iterable[Gap], *, limit: int,
                           max_bytes: int, now: int, chunk: int = 500, keep: Callable[[Event], bool] | None = None
                           ) -> AsyncIterator[tuple[list[bytes], bool]]:
         """Lines of the events the caller lacks, by (author, seq), in chunks as they are read.
@@ -184,7 +198,7 @@ class EventStore:
         random order, so that the cost of a pull stays bounded and no author is left out every time.
         """
         ours = await self.heads()
-        ranges = [(a, int(lo), int(hi)) for a, lo, hi in their_gaps if a in ours]
+        ranges = [(a, int(lo), int(hi)) for a, lo, hi in their_gaps if isinstance(a, str) and a in ours]
         ranges += [(a, their_heads.get(a, 0) + 1, top) for a, top in ours.items() if top > their_heads.get(a, 0)]
         if keep is None:
             ranges.sort()
@@ -196,13 +210,13 @@ class EventStore:
                 if keep is not None and scanned >= MAX_SCAN:
                     yield [], False
                     return
-                rows = await self.db.reader.execute_fetchall(
+                rows = list(await self.db.reader.execute_fetchall(
                     f"SELECT {_COLUMNS} FROM events WHERE author = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
-                    (author, lo, hi, chunk if keep is not None else min(chunk, limit - sent + 1)))
+                    (author, lo, hi, chunk if keep is not None else min(chunk, limit - sent + 1))))
                 if not rows:
                     break
                 scanned += len(rows)
-                lines = []
+                lines: list[bytes] = []
                 for row in rows:
                     event = _row_event(row)
                     if keep is not None and (event.expires <= now or event.body is None or not keep(event)):
@@ -220,21 +234,22 @@ class EventStore:
                 lo = rows[-1][2] + 1
         yield [], False
 
-    async def pull_batch(self, their_heads: dict[str, int], their_gaps: Iterable[Sequence], *, limit: int,
+    async def pull_batch(self, their_heads: dict[str, int], their_gaps: Iterable[Gap], *, limit: int,
                          max_bytes: int, now: int) -> tuple[list[bytes], bool]:
         """pull_stream gathered into one list: (lines, more)."""
         lines: list[bytes] = []
         more = False
-        async for chunk, more in self.pull_stream(their_heads, their_gaps, limit=limit, max_bytes=max_bytes,
-                                                  now=now):
+        async for chunk, cut in self.pull_stream(their_heads, their_gaps, limit=limit, max_bytes=max_bytes,
+                                                 now=now):
             lines += chunk
+            more = cut
         return lines, more
 
     async def next_seq(self, author: str) -> int:
         """The seq the author's next event takes (read on the writer, inside its lock, by the caller)."""
         row = await (await self.db.writer.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM events WHERE author = ?", (author,))).fetchone()
-        return row[0] + 1
+        return (int(row[0]) if row is not None else 0) + 1
 
     # -- ingest -------------------------------------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import struct
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 from ._verify_worker import check
 
@@ -69,7 +69,7 @@ class Verifier:
             proc.stdin.close()
         try:
             await asyncio.wait_for(proc.wait(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
 
@@ -83,4 +83,4 @@ class Verifier:
         await asyncio.to_thread(self._thread.shutdown, True)
 
 
-__all__ = ["Verifier", "verify_batch", "PROCESS_THRESHOLD"]
+__all__ = ["PROCESS_THRESHOLD", "Verifier", "verify_batch"]

@@ -7,6 +7,7 @@ response = count bytes, 1 where the signature verifies, 0 where it does not.
 
 import struct
 import sys
+from typing import BinaryIO
 
 import nacl.bindings
 import nacl.exceptions
@@ -21,7 +22,7 @@ def check(public: bytes, signed: bytes) -> bool:
         return False
 
 
-def serve(stdin, stdout) -> None:
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """Answer frames until stdin closes."""
     while True:
         head = stdin.read(4)

@@ -6,12 +6,11 @@ import time
 import nacl.signing
 import pytest
 
-from node.kinds import build_registry
 from sync import Database, DatabaseError, EventStore, create_event, setup_schema
-from tests.conftest import wait_until
+from tests.sync.kinds import build_test_registry
 
 KEY = nacl.signing.SigningKey.generate()
-REG = build_registry()
+REG = build_test_registry()
 
 
 def event(seq, ttl=3600, text="x", now=None):
@@ -77,14 +76,3 @@ async def test_purge_drops_expired_bodies_and_keeps_headers_and_tombstones(store
     # Expired events are served header-only, so they still fill a puller's gaps.
     lines, more = await store.pull_batch({}, [], limit=10, max_bytes=1 << 20, now=now)
     assert len(lines) == 3 and not more and b'"body"' not in lines[0]
-
-
-async def test_scheduled_purge_runs_in_the_node(make_node):
-    node = await make_node("p", events__purge_interval=1)
-    short = await node.engine.publish("notice", {"text": "short-lived"}, ttl=2)
-    await wait_until(lambda: _body_dropped(node, short.id), timeout=15)
-    assert await node.store.count() == 1
-
-
-async def _body_dropped(node, event_id):
-    return (await node.store.get(event_id)).body is None

@@ -6,8 +6,7 @@ import nacl.signing
 import pytest
 
 from sync import AuthError
-from sync._httpsig import (ReplayCache, component_values, sign_request, signature_base, signature_params,
-                           verify_request)
+from sync._httpsig import ReplayCache, component_values, sign_request, signature_base, signature_params, verify_request
 
 # RFC 9421 appendix B.1.4 test-key-ed25519 (JWK d and x) and appendix B.2.6.
 RFC_SEED = base64.urlsafe_b64decode("n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU=")
