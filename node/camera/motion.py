@@ -7,118 +7,30 @@ morphology; contours of at least `min_area` inside the counted area (the zones, 
 since the previous frame are motion. A frame where a large part of the picture changes at once, or whose median
 brightness jumps, is a light change: the background is re-seeded from it instead of reporting motion. Motion starts
 after `start_frames` active frames in a row and ends after `end_frames` quiet ones. Pure and synchronous (run it in an
-executor); how to tune it: docs/motion.md.
+executor); how to tune it: docs/motion.md. The settings (`MotionSettings`, polygons) live in node/camera/settings.py,
+which loads without OpenCV.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from node.errors import ConfigError, NodeError
-
-Point = tuple[float, float]
-Polygon = tuple[Point, ...]
+from node.camera.settings import MotionConfigError as MotionConfigError
+from node.camera.settings import MotionSettings as MotionSettings
+from node.camera.settings import Polygon as Polygon
+from node.errors import NodeError
 
 DUE_TOLERANCE = 0.9
 """A frame counts as due once this share of the `1 / fps` period has passed (absorbs timestamp jitter)."""
 
 
-class MotionConfigError(ConfigError, ValueError):
-    """A motion mask, zone or setting is invalid."""
-
-
 class MotionFrameError(NodeError, ValueError):
     """A frame given to the motion detector is not an image it can use."""
-
-
-_RANGES = {"fps": (0, 120, False), "width": (16, 4096, True), "blur": (0, 31, True), "alpha": (0.001, 1, False),
-           "threshold": (1, 254, True), "open_size": (0, 15, True), "dilate": (0, 10, True),
-           "min_area": (0, 0.5, False), "min_score": (0, 1, False), "fresh_share": (0, 1, False),
-           "light_fraction": (0.01, 1, False), "brightness_jump": (1, 255, False), "settle_frames": (0, 100, True),
-           "relearn_frames": (0, 1000, True), "relearn_alpha": (0.001, 1, False), "start_frames": (1, 100, True),
-           "end_frames": (1, 1000, True), "gap": (0.1, 86400, False)}
-"""Accepted (lowest, highest, must be an integer) of each numeric setting."""
-
-
-@dataclass(frozen=True)
-class MotionSettings:
-    """Every tunable of motion detection, with defaults for a 360p to 1080p camera fed at 5 fps."""
-
-    fps: float = 5.0
-    """Frames per second to process; `feed` skips frames that come sooner (0: process every frame)."""
-    width: int = 320
-    """Working width in pixels; frames are shrunk to it (aspect kept), never enlarged."""
-    blur: int = 5
-    """Gaussian blur kernel size at working size (odd; 0 or 1 disables): hides sensor noise and compression blocks."""
-    alpha: float = 0.05
-    """Background learning rate per processed frame: 0.05 at 5 fps forgets the past with a ~4 s time constant."""
-    threshold: int = 20
-    """Grey levels (0..255) by which a pixel must differ from the background to count as changed."""
-    open_size: int = 3
-    """Morphological opening kernel (pixels) that removes isolated changed pixels (0 disables)."""
-    dilate: int = 2
-    """Dilation passes (3x3) that join the fragments of one object into one contour (0 disables)."""
-    min_area: float = 0.002
-    """Smallest contour that counts as motion, as a fraction of the working frame (0.002 = 115 px at 320x180)."""
-    min_score: float = 0.0
-    """Smallest score (fraction of counted pixels in motion) for a frame to be active, on top of `min_area`."""
-    fresh_share: float = 0.25
-    """A contour counts only if this share of `min_area` in it changed since the previous frame, so the ghost an
-    object leaves in the background, or an object that stopped, is not motion (0 disables)."""
-    light_fraction: float = 0.4
-    """A frame where more than this fraction of unmasked pixels changed at once is a light change, not motion."""
-    brightness_jump: float = 10.0
-    """A jump of median brightness (grey levels) between processed frames larger than this is a light change."""
-    normalise: bool = True
-    """Scale each frame's brightness to the background's before comparing, so slow light ramps are not motion."""
-    settle_frames: int = 2
-    """Frames after a light change that also re-seed the background while auto-exposure settles."""
-    relearn_frames: int = 10
-    """Frames after any re-seed during which the background learns at `relearn_alpha`: whatever was in view when it
-    was seeded (a person at a light switch) fades from it in seconds, not tens of seconds."""
-    relearn_alpha: float = 0.25
-    """Background learning rate during `relearn_frames`."""
-    start_frames: int = 3
-    """Active frames in a row before motion starts."""
-    end_frames: int = 10
-    """Quiet frames in a row before motion ends (keeps one event from splitting in two)."""
-    gap: float = 10.0
-    """Seconds without a frame after which the background is re-seeded and any motion ends (stream outage)."""
-    masks: tuple[Polygon, ...] = ()
-    """Polygons never counted (trees, a TV, a timestamp overlay); see `parse_polygon` for the units."""
-    zones: tuple[tuple[str, Polygon], ...] = ()
-    """Named polygons; when there are any, motion only counts inside at least one of them."""
-
-    def __post_init__(self) -> None:
-        """Validate every value, and store masks and zones (a mapping is accepted) as tuples."""
-        for name, (low, high, integer) in _RANGES.items():
-            value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real)
-                    or not low <= value <= high):
-                kind = "an integer" if integer else "a number"
-                raise MotionConfigError(f"motion.{name} must be {kind} within {low}..{high}, got {value!r}")
-        if not isinstance(self.normalise, bool):
-            raise MotionConfigError(f"motion.normalise must be true or false, got {self.normalise!r}")
-        if self.blur > 1 and self.blur % 2 == 0:
-            raise MotionConfigError(f"motion.blur must be odd, got {self.blur}")
-        masks = tuple(parse_polygon(f"motion mask {i + 1}", p) for i, p in enumerate(self.masks))
-        pairs = self.zones.items() if isinstance(self.zones, Mapping) else self.zones
-        zones = []
-        for entry in pairs:
-            if not (isinstance(entry, Sequence) and len(entry) == 2 and isinstance(entry[0], str) and entry[0]):
-                raise MotionConfigError(f"a motion zone must be a (name, polygon) pair, got {entry!r}")
-            if any(entry[0] == name for name, _ in zones):
-                raise MotionConfigError(f"motion zone {entry[0]!r} is defined twice")
-            zones.append((entry[0], parse_polygon(f"motion zone {entry[0]!r}", entry[1])))
-        object.__setattr__(self, "masks", masks)
-        object.__setattr__(self, "zones", tuple(zones))
 
 
 @dataclass(frozen=True)
@@ -142,29 +54,6 @@ class MotionResult:
     """Names of the zones this frame's motion touched."""
     reseeded: bool = False
     """The background was re-seeded from this frame (first frame, light change or after a gap): nothing measured."""
-
-
-def parse_polygon(what: str, points: Any) -> Polygon:
-    """Check a polygon: at least 3 [x, y] points, all within 0..1 (fractions of the frame) or else source pixels."""
-    try:
-        pts = tuple((x, y) for x, y in points)
-    except (TypeError, ValueError) as e:
-        raise MotionConfigError(f"{what}: expected a list of [x, y] points, got {points!r}") from e
-    if len(pts) < 3:
-        raise MotionConfigError(f"{what}: a polygon needs at least 3 points, got {len(pts)}")
-    values = [v for p in pts for v in p]
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        raise MotionConfigError(f"{what}: coordinates must be finite numbers, got {points!r}")
-    if min(values) < 0:
-        raise MotionConfigError(f"{what}: coordinates must not be negative (outside the frame), got {points!r}")
-    pts = tuple((float(x), float(y)) for x, y in pts)
-    area = abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]))) / 2
-    if area == 0:
-        raise MotionConfigError(f"{what}: the polygon encloses no area (its points lie on one line)")
-    if max(values) > 1 and area < 4:
-        raise MotionConfigError(f"{what}: the polygon encloses under 4 square pixels; for fractions of the frame "
-                                "keep every coordinate within 0..1")
-    return pts
 
 
 class MotionDetector:

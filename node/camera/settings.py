@@ -1,4 +1,4 @@
-"""The `[[cameras.devices]]` tables of the config: one per camera, validated strictly with the key path in errors.
+"""Camera settings: the `[[cameras.devices]]` tables and their motion settings, as strict Structs (no OpenCV here).
 
 A camera table (every key but `id` and `url` is optional):
 
@@ -16,45 +16,173 @@ A camera table (every key but `id` and `url` is optional):
     viewers = ["manager"]             # who may see it at first: any of "manager", "responder", "resident"
     privacy_masks = [[[0.7, 0], [1, 0], [1, 0.4], [0.7, 0.4]]]   # blacked out in live view and re-encodes
     detect_motion = true              # false: record the ring only (no motion clips)
-    [cameras.devices.motion]          # node/camera/motion.py MotionSettings: masks, zones, threshold, ...
+    [cameras.devices.motion]          # MotionSettings below: masks, zones, threshold, ...
     threshold = 25
+
+node.config decodes these tables with the rest of the file; `parse_camera` decodes one on its own.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from node.camera.motion import MotionSettings, Polygon, parse_polygon
+import msgspec
+from msgspec import Meta
+
 from node.errors import ConfigError
+from node.structs import FieldError, Latitude, Longitude, Strict, check_numbers, convert, degrees_ok, setting
 
-ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+Point = tuple[float, float]
+Polygon = tuple[Point, ...]
+Zones = tuple[tuple[str, Polygon], ...]
+
+ID_RE = r"[a-z0-9][a-z0-9-]{0,31}"
 RESERVED_IDS = ("upload",)
 VIEWER_ROLES = ("manager", "responder", "resident")
-URL_RE = re.compile(r"(rtsps?|https?)://\S+|/dev/video\d+|v4l2:/dev/video\d+|sim:\S*|file:/\S+|/\S+")
+URL_RE = r"(rtsps?|https?)://\S+|/dev/video\d+|v4l2:/dev/video\d+|sim:\S*|file:/\S+|/\S+"
+POLYGONS = "a list of polygons, each a list of at least 3 [x, y] points"
 
 
-@dataclass(frozen=True)
-class CameraConfig:
+class MotionConfigError(ConfigError, ValueError):
+    """A motion mask, zone or setting is invalid."""
+
+
+class MotionSettings(Strict, frozen=True):
+    """Every tunable of motion detection, with defaults for a 360p to 1080p camera fed at 5 fps."""
+
+    fps: Annotated[float, Meta(ge=0, le=120)] = 5.0
+    """Frames per second to process; `feed` skips frames that come sooner (0: process every frame)."""
+    width: Annotated[int, Meta(ge=16, le=4096)] = 320
+    """Working width in pixels; frames are shrunk to it (aspect kept), never enlarged."""
+    blur: Annotated[int, Meta(ge=0, le=31)] = 5
+    """Gaussian blur kernel size at working size (odd; 0 or 1 disables): hides sensor noise and compression blocks."""
+    alpha: Annotated[float, Meta(ge=0.001, le=1)] = 0.05
+    """Background learning rate per processed frame: 0.05 at 5 fps forgets the past with a ~4 s time constant."""
+    threshold: Annotated[int, Meta(ge=1, le=254)] = 20
+    """Grey levels (0..255) by which a pixel must differ from the background to count as changed."""
+    open_size: Annotated[int, Meta(ge=0, le=15)] = 3
+    """Morphological opening kernel (pixels) that removes isolated changed pixels (0 disables)."""
+    dilate: Annotated[int, Meta(ge=0, le=10)] = 2
+    """Dilation passes (3x3) that join the fragments of one object into one contour (0 disables)."""
+    min_area: Annotated[float, Meta(ge=0, le=0.5)] = 0.002
+    """Smallest contour that counts as motion, as a fraction of the working frame (0.002 = 115 px at 320x180)."""
+    min_score: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    """Smallest score (fraction of counted pixels in motion) for a frame to be active, on top of `min_area`."""
+    fresh_share: Annotated[float, Meta(ge=0, le=1)] = 0.25
+    """A contour counts only if this share of `min_area` in it changed since the previous frame, so the ghost an
+    object leaves in the background, or an object that stopped, is not motion (0 disables)."""
+    light_fraction: Annotated[float, Meta(ge=0.01, le=1)] = 0.4
+    """A frame where more than this fraction of unmasked pixels changed at once is a light change, not motion."""
+    brightness_jump: Annotated[float, Meta(ge=1, le=255)] = 10.0
+    """A jump of median brightness (grey levels) between processed frames larger than this is a light change."""
+    normalise: bool = True
+    """Scale each frame's brightness to the background's before comparing, so slow light ramps are not motion."""
+    settle_frames: Annotated[int, Meta(ge=0, le=100)] = 2
+    """Frames after a light change that also re-seed the background while auto-exposure settles."""
+    relearn_frames: Annotated[int, Meta(ge=0, le=1000)] = 10
+    """Frames after any re-seed during which the background learns at `relearn_alpha`: whatever was in view when it
+    was seeded (a person at a light switch) fades from it in seconds, not tens of seconds."""
+    relearn_alpha: Annotated[float, Meta(ge=0.001, le=1)] = 0.25
+    """Background learning rate during `relearn_frames`."""
+    start_frames: Annotated[int, Meta(ge=1, le=100)] = 3
+    """Active frames in a row before motion starts."""
+    end_frames: Annotated[int, Meta(ge=1, le=1000)] = 10
+    """Quiet frames in a row before motion ends (keeps one event from splitting in two)."""
+    gap: Annotated[float, Meta(ge=0.1, le=86400)] = 10.0
+    """Seconds without a frame after which the background is re-seeded and any motion ends (stream outage)."""
+    masks: Annotated[tuple[Polygon, ...], setting(expected=POLYGONS)] = ()
+    """Polygons never counted (trees, a TV, a timestamp overlay); see `parse_polygon` for the units."""
+    if TYPE_CHECKING:
+        zones: Zones = ()
+    else:  # a TOML table {name = polygon} or (name, polygon) pairs; stored as pairs
+        zones: Annotated[dict[str, Polygon] | Zones, setting(expected="a table of named polygons, like "
+                                                             "{door = [[0, 0], [0.5, 0], [0.5, 1]]}")] = ()
+    """Named polygons; when there are any, motion only counts inside at least one of them."""
+
+    def __post_init__(self) -> None:
+        """Validate every value (a constructor call is not checked by msgspec), store masks and zones as tuples."""
+        check_numbers(self, "motion", MotionConfigError)
+        if self.blur > 1 and self.blur % 2 == 0:
+            raise MotionConfigError(f"motion.blur must be odd, got {self.blur}")
+        masks = tuple(parse_polygon(f"motion mask {i + 1}", p) for i, p in enumerate(self.masks))
+        pairs = self.zones.items() if isinstance(self.zones, Mapping) else self.zones
+        zones: list[tuple[str, Polygon]] = []
+        for entry in pairs:
+            if not (isinstance(entry, Sequence) and len(entry) == 2 and isinstance(entry[0], str) and entry[0]):
+                raise MotionConfigError(f"a motion zone must be a (name, polygon) pair, got {entry!r}")
+            if any(entry[0] == name for name, _ in zones):
+                raise MotionConfigError(f"motion zone {entry[0]!r} is defined twice")
+            zones.append((entry[0], parse_polygon(f"motion zone {entry[0]!r}", entry[1])))
+        msgspec.structs.force_setattr(self, "masks", masks)
+        msgspec.structs.force_setattr(self, "zones", tuple(zones))
+
+
+def parse_polygon(what: str, points: Any) -> Polygon:
+    """Check a polygon: at least 3 [x, y] points, all within 0..1 (fractions of the frame) or else source pixels."""
+    try:
+        pts = tuple((x, y) for x, y in points)
+    except (TypeError, ValueError) as e:
+        raise MotionConfigError(f"{what}: expected a list of [x, y] points, got {points!r}") from e
+    if len(pts) < 3:
+        raise MotionConfigError(f"{what}: a polygon needs at least 3 points, got {len(pts)}")
+    values = [v for p in pts for v in p]
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise MotionConfigError(f"{what}: coordinates must be finite numbers, got {points!r}")
+    if min(values) < 0:
+        raise MotionConfigError(f"{what}: coordinates must not be negative (outside the frame), got {points!r}")
+    pts = tuple((float(x), float(y)) for x, y in pts)
+    area = abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]))) / 2
+    if area == 0:
+        raise MotionConfigError(f"{what}: the polygon encloses no area (its points lie on one line)")
+    if max(values) > 1 and area < 4:
+        raise MotionConfigError(f"{what}: the polygon encloses under 4 square pixels; for fractions of the frame "
+                                "keep every coordinate within 0..1")
+    return pts
+
+
+Role = Literal["manager", "responder", "resident"]
+
+
+class CameraConfig(Strict, frozen=True):
     """One configured camera."""
 
-    id: str
-    url: str
-    name: str = ""
-    transport: str = "tcp"
-    latitude: str = ""
-    longitude: str = ""
-    retention_days: int = 7
-    pre_capture: float = 5.0
-    post_capture: float = 5.0
-    max_clip: float = 300.0
-    viewers: tuple[str, ...] = ("manager",)
-    privacy_masks: tuple[Polygon, ...] = ()
+    LABEL: ClassVar[str | None] = "id"
+
+    id: Annotated[str, setting(pattern=ID_RE, expected="1-32 characters a-z, 0-9 or '-' (not starting with '-')")]
+    url: Annotated[str, setting(pattern=URL_RE, expected="rtsp://, rtsps://, http(s):// (MJPEG), /dev/videoN, a "
+                                "file path or sim:")]
+    name: Annotated[str, Meta(max_length=80)] = ""
+    transport: Literal["tcp", "udp"] = "tcp"
+    latitude: Latitude = ""
+    longitude: Longitude = ""
+    retention_days: Annotated[int, Meta(ge=1, le=3650)] = 7
+    pre_capture: Annotated[float, Meta(ge=0, le=120)] = 5.0
+    post_capture: Annotated[float, Meta(ge=0, le=300)] = 5.0
+    max_clip: Annotated[float, Meta(ge=10, le=3600)] = 300.0
+    viewers: Annotated[tuple[Role, ...], setting(expected="a list of " + ", ".join(map(repr, VIEWER_ROLES)))] = (
+        "manager",)
+    privacy_masks: Annotated[tuple[Polygon, ...], setting(expected=POLYGONS)] = ()
     detect_motion: bool = True
-    motion: MotionSettings = dataclasses.field(default_factory=MotionSettings)
+    motion: MotionSettings = msgspec.field(default_factory=MotionSettings)
+
+    def __post_init__(self) -> None:
+        """Checks beyond the types: reserved ids, degrees, both coordinates or none, polygons; managers always view."""
+        if self.id in RESERVED_IDS:
+            raise FieldError("id", f"{self.id!r} is reserved (residents' uploads are filed under it); choose another")
+        for key, limit in (("latitude", 90), ("longitude", 180)):
+            if not degrees_ok(getattr(self, key), limit):
+                raise FieldError(key)
+        if bool(self.latitude) != bool(self.longitude):
+            raise FieldError("latitude", "expected latitude and longitude both set or both empty")
+        try:
+            masks = tuple(parse_polygon(f"privacy mask {i + 1}", p) for i, p in enumerate(self.privacy_masks))
+        except MotionConfigError as exc:
+            raise FieldError("privacy_masks", str(exc)) from None
+        msgspec.structs.force_setattr(self, "privacy_masks", masks)
+        msgspec.structs.force_setattr(self, "viewers", tuple(sorted(set(self.viewers) | {"manager"})))
 
     def public(self) -> dict[str, Any]:
         """What the API shows about the camera's setup (never its URL: it may hold a password)."""
@@ -64,111 +192,13 @@ class CameraConfig:
                 "detect_motion": self.detect_motion, "privacy_masks": len(self.privacy_masks)}
 
 
-_NUMBERS = {"retention_days": (1, 3650, True), "pre_capture": (0, 120, False), "post_capture": (0, 300, False),
-            "max_clip": (10, 3600, False)}
-
-
-def _degrees(where: str, key: str, value: Any, limit: int) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}.{key}: expected a decimal string in degrees, got {value!r}")
-    if value == "":
-        return value
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite() or abs(number) > limit or not re.fullmatch(r"-?\d+(\.\d+)?", value):
-        raise ConfigError(f'{where}.{key}: expected a decimal string between -{limit} and {limit}, like "40.7128", '
-                          f"got {value!r}")
-    return value
+def with_location(tables: Any, latitude: Any, longitude: Any) -> Any:
+    """Camera tables (copies) where a table without latitude and longitude takes the building's."""
+    if not isinstance(tables, list | tuple) or not isinstance(latitude, str) or not isinstance(longitude, str):
+        return tables
+    return [{"latitude": latitude, "longitude": longitude} | t if isinstance(t, dict) else t for t in tables]
 
 
 def parse_camera(where: str, table: Any, *, latitude: str = "", longitude: str = "") -> CameraConfig:
-    """One camera table; `where` names it in errors ("config.toml: cameras.devices[2]")."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table (use [[cameras.devices]]), got {type(table).__name__}")
-    values: dict[str, Any] = {}
-    if "id" not in table:
-        raise ConfigError(f"{where}: missing required key 'id'")
-    ident = table["id"]
-    if not isinstance(ident, str) or not ID_RE.fullmatch(ident):
-        raise ConfigError(f"{where}.id: expected 1-32 characters a-z, 0-9 or '-' (not starting with '-'), "
-                          f"got {ident!r}")
-    if ident in RESERVED_IDS:
-        raise ConfigError(f"{where}.id: {ident!r} is reserved (residents' uploads are filed under it); choose another")
-    values["id"] = ident
-    where = f"{where} ({ident})"
-    fields = {f.name for f in dataclasses.fields(CameraConfig)}
-    for key in table:
-        if key not in fields:
-            raise ConfigError(f"{where}.{key}: unknown key (expected one of: {', '.join(sorted(fields))})")
-    if "url" not in table:
-        raise ConfigError(f"{where}: missing required key 'url'")
-    url = table["url"]
-    if not isinstance(url, str) or not URL_RE.fullmatch(url):
-        raise ConfigError(f"{where}.url: expected rtsp://, rtsps://, http(s):// (MJPEG), /dev/videoN, a file path "
-                          f"or sim:, got {url!r}")
-    values["url"] = url
-    for key in ("name", "transport"):
-        if key in table:
-            if not isinstance(table[key], str) or len(table[key]) > 80:
-                raise ConfigError(f"{where}.{key}: expected a string of at most 80 characters, got {table[key]!r}")
-            values[key] = table[key]
-    if values.get("transport", "tcp") not in ("tcp", "udp"):
-        raise ConfigError(f"{where}.transport: expected 'tcp' or 'udp', got {values['transport']!r}")
-    values["latitude"] = _degrees(where, "latitude", table.get("latitude", latitude), 90)
-    values["longitude"] = _degrees(where, "longitude", table.get("longitude", longitude), 180)
-    if bool(values["latitude"]) != bool(values["longitude"]):
-        raise ConfigError(f"{where}.latitude: expected latitude and longitude both set or both empty")
-    for key, (low, high, integer) in _NUMBERS.items():
-        if key in table:
-            value = table[key]
-            ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-            if not ok or isinstance(value, bool) or not low <= value <= high:
-                kind = "an integer" if integer else "a number"
-                raise ConfigError(f"{where}.{key}: expected {kind} within {low}..{high}, got {value!r}")
-            values[key] = value
-    if "viewers" in table:
-        viewers = table["viewers"]
-        if not isinstance(viewers, list) or not all(v in VIEWER_ROLES for v in viewers):
-            raise ConfigError(f"{where}.viewers: expected a list of {', '.join(map(repr, VIEWER_ROLES))}, "
-                              f"got {viewers!r}")
-        values["viewers"] = tuple(sorted(set(viewers) | {"manager"}))
-    if "privacy_masks" in table:
-        masks = table["privacy_masks"]
-        if not isinstance(masks, list):
-            raise ConfigError(f"{where}.privacy_masks: expected a list of polygons, got {masks!r}")
-        try:
-            values["privacy_masks"] = tuple(parse_polygon(f"privacy mask {i + 1}", p) for i, p in enumerate(masks))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}.privacy_masks: {exc}") from None
-    if "detect_motion" in table:
-        if not isinstance(table["detect_motion"], bool):
-            raise ConfigError(f"{where}.detect_motion: expected true or false, got {table['detect_motion']!r}")
-        values["detect_motion"] = table["detect_motion"]
-    if "motion" in table:
-        motion = table["motion"]
-        known = {f.name for f in dataclasses.fields(MotionSettings)}
-        if not isinstance(motion, dict):
-            raise ConfigError(f"{where}.motion: expected a table of motion settings, got {motion!r}")
-        for key in motion:
-            if key not in known:
-                raise ConfigError(f"{where}.motion.{key}: unknown key (expected one of: {', '.join(sorted(known))})")
-        try:
-            values["motion"] = MotionSettings(**motion)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    return CameraConfig(**values)
-
-
-def parse_devices(source: str, devices: Any, *, latitude: str = "", longitude: str = "") -> tuple[CameraConfig, ...]:
-    """Every `[[cameras.devices]]` table; ids must be unique."""
-    if not isinstance(devices, list):
-        raise ConfigError(f"{source}: cameras.devices: expected a list of tables, got {devices!r}")
-    cameras: list[CameraConfig] = []
-    for index, table in enumerate(devices):
-        camera = parse_camera(f"{source}: cameras.devices[{index}]", table, latitude=latitude, longitude=longitude)
-        if any(c.id == camera.id for c in cameras):
-            raise ConfigError(f"{source}: cameras.devices[{index}].id: camera {camera.id!r} is defined twice")
-        cameras.append(camera)
-    return tuple(cameras)
+    """One camera table; `where` names it in errors ("demo camera")."""
+    return convert(with_location([table], latitude, longitude)[0], CameraConfig, where=where, error=ConfigError)

@@ -44,13 +44,15 @@ longitude = "-74.0050"
     ('url = "rtsp://x/y"', "cameras.devices[0]: missing required key 'id'"),
     ('id = "upload"\nurl = "rtsp://x/y"', "cameras.devices[0].id: 'upload' is reserved"),
     ('id = "a"\nurl = "ftp://x/y"', "cameras.devices[0] (a).url: expected rtsp://"),
-    ('id = "a"\nurl = "rtsp://x/y"\npre_capture = 500', "(a).pre_capture: expected a number within 0..120"),
+    ('id = "a"\nurl = "rtsp://x/y"\npre_capture = 500', "(a).pre_capture: expected a number >= 0 and <= 120"),
     ('id = "a"\nurl = "rtsp://x/y"\nretention = 3', "(a).retention: unknown key"),
     ('id = "a"\nurl = "rtsp://x/y"\nviewers = ["police"]', "(a).viewers: expected a list of 'manager'"),
-    ('id = "a"\nurl = "rtsp://x/y"\ntransport = "http"', "(a).transport: expected 'tcp' or 'udp'"),
+    ('id = "a"\nurl = "rtsp://x/y"\ntransport = "http"', "(a).transport: expected one of 'tcp', 'udp'"),
     ('id = "a"\nurl = "rtsp://x/y"\nprivacy_masks = [[[0, 0], [1, 1]]]', "(a).privacy_masks: privacy mask 1: a "
      "polygon needs at least 3 points"),
-    ('id = "a"\nurl = "rtsp://x/y"\n[cameras.devices.motion]\nthreshold = 999', "(a): motion.threshold must be"),
+    ('id = "a"\nurl = "rtsp://x/y"\n[cameras.devices.motion]\nthreshold = 999', "(a).motion.threshold: expected a number "
+     ">= 1 and <= 254, got 999"),
+    ('id = "a"\nurl = "rtsp://x/y"\n[cameras.devices.motion]\nblur = 4', "(a).motion: motion.blur must be odd"),
     ('id = "a"\nurl = "rtsp://x/y"\n[cameras.devices.motion]\nsensitivity = 3', "(a).motion.sensitivity: unknown"),
     ('id = "a"\nurl = "rtsp://x/y"\nlatitude = "91"\nlongitude = "0"', "(a).latitude: expected a decimal string"),
 ])
