@@ -386,10 +386,11 @@ class SyncEngine:
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     async def sync_with(self, peer: Peer) -> int | None:
-        """Pull whatever `peer` has that we lack; the number of events stored, None if it failed. Never raises."""
+        """Pull whatever `peer` has that we lack; the number of events stored, None if it failed. Never raises.
+
+        A sync with the same peer already under way (the start-up round, say) is waited for and then followed by
+        this one, so that what the peer held when this was called is here when it returns."""
         lock = self._syncing.setdefault(peer.key, asyncio.Lock())
-        if lock.locked():
-            return 0
         async with lock:
             try:
                 return await self._pull(peer)
