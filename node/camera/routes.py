@@ -14,14 +14,14 @@ import time
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
-from node.http import MANAGER, RESIDENT, Route, json_body, session_of
-from node.keys import ACCOUNTS, CAMERAS, CLIPS, CONFIG
 from node.camera.clips import BUILDING, UPLOAD_CAMERA, ClipNotFound, ClipRow
 from node.camera.manager import Camera, CameraNotFound
 from node.camera.upload import UploadError, ingest_upload
 from node.errors import BadRequest, TooLarge, Unavailable
+from node.http import MANAGER, RESIDENT, Route, json_body, session_of
+from node.keys import ACCOUNTS, CAMERAS, CLIPS, CONFIG
 
 BOUNDARY = "nnode-live"
 RECHECK_SECONDS = 15.0
@@ -125,13 +125,12 @@ async def live(request: web.Request) -> web.StreamResponse:
     limit = app[CONFIG].cameras.live_viewers
     if camera.viewers >= limit:
         raise Unavailable(f"camera {camera.id} already has {limit} live viewers; try again later")
+    response = web.StreamResponse(headers={
+        "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff"})
     camera.viewers += 1  # counted before the first await, so viewers arriving together are counted too
-    response = None
     try:
         seq, _, _ = await cameras.picture(camera)  # fails with a clear 503 before the stream starts
-        response = web.StreamResponse(headers={
-            "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff"})
         await response.prepare(request)
         cookie = request.cookies.get("nnode_session")
         recheck = time.monotonic() + RECHECK_SECONDS
@@ -306,6 +305,8 @@ async def _store_upload(request: web.Request, owner: str, limit: int) -> web.Res
                 part = await reader.next()
                 if part is None:
                     break
+                if not isinstance(part, BodyPartReader):
+                    raise BadRequest("unexpected nested multipart part (expected the fields clip, recorded_at, note)")
                 if part.name == "clip":
                     if received:
                         raise BadRequest("send one clip per upload")
@@ -333,8 +334,7 @@ async def _store_upload(request: web.Request, owner: str, limit: int) -> web.Res
                                     end=time.time(), note=note)
             try:
                 clip = await loop.run_in_executor(None, lambda: ingest_upload(
-                    handle.name, index.path(row.file), index.path(row.thumbnail),
-                    max_seconds=config.upload_max_seconds))
+                    handle.name, *index.reserved_paths(row), max_seconds=config.upload_max_seconds))
             except BaseException as exc:
                 await index.abandon(row.id)
                 if isinstance(exc, UploadError):
