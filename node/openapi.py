@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterable
 
-from . import __version__
+from node import __version__
+from node.http import Route
 
 JSON = "application/json"
 # Every refusal has the one JSON error shape (routes.error_response); "4XX" covers whichever a route can give.
@@ -20,7 +21,7 @@ def _ok(required: tuple[str, ...] = (), status: int = 200, **properties: Any) ->
     return {"status": status, "type": JSON, "schema": schema}
 
 
-def _raw(content_type: str, status: int = 200, schema: dict | None = None) -> dict[str, Any]:
+def _raw(content_type: str, status: int = 200, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """A non-JSON success answer (a page, a file, a stream)."""
     return {"status": status, "type": content_type, "schema": schema or {"type": "string"}}
 
@@ -29,15 +30,24 @@ def _obj(*required: str, **properties: Any) -> dict[str, Any]:
     return {"type": "object", "required": list(required), "properties": properties}
 
 
-OBJ, ARR, STR, INT, BOOL = {"type": "object"}, {"type": "array"}, {"type": "string"}, {"type": "integer"}, \
-    {"type": "boolean"}
-LIST_OF = lambda item=OBJ: {"type": "array", "items": item}  # noqa: E731
+OBJ: dict[str, Any] = {"type": "object"}
+ARR: dict[str, Any] = {"type": "array"}
+STR: dict[str, Any] = {"type": "string"}
+INT: dict[str, Any] = {"type": "integer"}
+BOOL: dict[str, Any] = {"type": "boolean"}
+
+
+def LIST_OF(item: dict[str, Any] = OBJ) -> dict[str, Any]:
+    """A JSON array schema of `item`s."""
+    return {"type": "array", "items": item}
+
+
 HTML, JS_CSS = _raw("text/html"), _raw("*/*")
 AGENCY_SIGNED = "Signed with the agency's key (RFC 9421, tag nnode-agency); the body is the signed document."
 PEER_SIGNED = "Signed with an approved peer's node key (RFC 9421, tag nnode-sync)."
 
 
-def _query(name: str, schema: dict | None = None, description: str = "") -> dict[str, Any]:
+def _query(name: str, schema: dict[str, Any] | None = None, description: str = "") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema or STR, "description": description}
 
 
@@ -155,7 +165,7 @@ _ROLE_TEXT = {
 }
 
 
-def _operation(route, spec: dict[str, Any]) -> dict[str, Any]:
+def _operation(route: Route, spec: dict[str, Any]) -> dict[str, Any]:
     doc = (route.handler.__doc__ or "").strip().splitlines()
     summary = doc[0] if doc else f"{route.method} {route.path}"
     roles = sorted(route.roles)
@@ -199,7 +209,7 @@ def _operation(route, spec: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
-def describe(routes, server_url: str | None = None) -> dict[str, Any]:
+def describe(routes: Iterable[Route], server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document for `routes` (node.routes.route_table()); KeyError names a route left out."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:

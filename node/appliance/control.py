@@ -12,16 +12,16 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import Event, SyncError
-
 from node.errors import BadRequest, NotFound
 from node.identity import node_id
 from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, ENGINE, HUB, KEY, PEERS, REGISTRY, STARTED, STORE
 from node.people.routes import invite_payload
 from node.routes import error_middleware
-from node.safety.alerts import ALERT, import_alerts as publish_alerts, manager_alert, remember_withdrawn
+from node.safety.alerts import ALERT, manager_alert, remember_withdrawn
+from node.safety.alerts import import_alerts as publish_alerts
 from node.sharing.agencies import check_key
 from node.sharing.routes import register, revoke
+from sync import Event, SyncError
 
 NODE = web.AppKey("node", web.Application)   # the running node this control app speaks for
 
@@ -163,9 +163,10 @@ async def demo_setup(request: web.Request) -> web.Response:
     password = None
     if not await node[CLAIMS].claimed():
         password = secrets.token_urlsafe(12)
-        if node[CLAIMS].current is None:
-            await node[CLAIMS].issue()
-        await node[CLAIMS].claim(node[CLAIMS].current, password)
+        code = node[CLAIMS].current
+        if code is None:
+            code = await node[CLAIMS].issue()
+        await node[CLAIMS].claim(code, password)
     link = await node[ACCOUNTS].login_link()
     made = await node[ACCOUNTS].invite("Demo 1A", "Demo resident")
     cap = manager_alert({"event": "Water shut-off", "headline": "Demo: water off on floors 3 to 6 until 3 pm",

@@ -7,14 +7,24 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import RateLimited
-
-from node.errors import BadRequest, Forbidden
-from node.http import (LOCAL, LOOPBACK, MANAGER, PUBLIC, RESIDENT, SESSION, SESSION_COOKIE, Route, int_param, json_body,
-                       session_of)
+from node.errors import Forbidden
+from node.http import (
+    LOCAL,
+    LOOPBACK,
+    MANAGER,
+    PUBLIC,
+    RESIDENT,
+    SESSION,
+    SESSION_COOKIE,
+    Route,
+    int_param,
+    json_body,
+    session_of,
+)
 from node.keys import ACCOUNTS, CONFIG, HUB, SIGN_IN_LIMITER
 from node.people import setup
 from node.people.claim import SESSION_TTL, qr_svg
+from sync import RateLimited
 
 
 def _limit(request: web.Request) -> None:

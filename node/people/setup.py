@@ -7,12 +7,11 @@ import ipaddress
 
 from aiohttp import web
 
-from sync import RateLimited, RateLimiter
-
+from node.errors import BadRequest, NodeError
 from node.http import SESSION_COOKIE
 from node.keys import CLAIMS, CONFIG
 from node.people.claim import MIN_PASSWORD, SESSION_TTL, ClaimError, qr_svg, setup_url
-from node.errors import BadRequest, NodeError
+from sync import RateLimited, RateLimiter
 
 # Guessing a 60-bit code is hopeless anyway; this keeps scrypt from being used to load the node. Per address only
 # (a shared limit would let one host lock the manager out), and never for the device's own screen.

@@ -7,19 +7,27 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, current_alerts, manager_alert
-from node.federation.areas import node_location, peer_location
-from node.http import (LOCAL, MANAGER, MAX_JSON_BODY, PUBLIC, RESIDENT, RESPONDER, Route, int_param, json_body,
-                       session_of)
-from node.keys import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
-from node.safety.alerts import atom_feed
-from node.safety.stream import stream
-from node.safety.cap import CapError
 from node.errors import BadRequest, Conflict, NotFound, TooLarge
+from node.federation.areas import node_location, peer_location
+from node.http import (
+    MANAGER,
+    MAX_JSON_BODY,
+    PUBLIC,
+    RESIDENT,
+    RESPONDER,
+    Route,
+    int_param,
+    json_body,
+    session_of,
+)
 from node.identity import node_id
+from node.keys import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
+from node.safety.cap import CapError
 from node.safety.live import ALL, RESPONDERS, resident_audience
 from node.safety.reports import REPORT, REPORT_TTL, read_limited, report_message
 from node.safety.sos import SOS
+from node.safety.stream import stream
 
 MAX_FORM_FIELDS = 20
 
@@ -243,8 +251,8 @@ async def map_data(request: web.Request) -> web.Response:
     here = node_location(app[CONFIG])
     peers = []
     for peer in await app[PEERS].list():
-        if peer.location:
-            lat, lon = peer_location(peer.location)
+        if (where := peer_location(peer.location)) is not None:
+            lat, lon = where
             peers.append({"name": peer.name, "key": peer.key, "lat": lat, "lon": lon, "state": peer.state})
     areas = []
     for alert in await current_alerts(app[STORE], location=here):
