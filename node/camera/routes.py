@@ -18,9 +18,10 @@ from aiohttp import BodyPartReader, web
 
 from node.camera.clips import BUILDING, UPLOAD_CAMERA, ClipNotFound, ClipRow
 from node.camera.manager import Camera, CameraNotFound
+from node.camera.models import AccessBody, HoldBody
 from node.camera.upload import UploadError, ingest_upload
 from node.errors import BadRequest, TooLarge, Unavailable
-from node.http import MANAGER, RESIDENT, Route, json_body, session_of
+from node.http import MANAGER, RESIDENT, Route, read_body, session_of
 from node.keys import ACCOUNTS, CAMERAS, CLIPS, CONFIG
 
 BOUNDARY = "nnode-live"
@@ -98,13 +99,10 @@ async def list_cameras(request: web.Request) -> web.Response:
 
 async def set_access(request: web.Request) -> web.Response:
     """PUT /api/cameras/{camera}/access {residents, responders}: who besides the manager may see the camera."""
-    body = await json_body(request)
-    for key in ("residents", "responders"):
-        if not isinstance(body.get(key), bool):
-            raise BadRequest(f"{key}: expected true or false, got {body.get(key)!r}")
+    body = await read_body(request, AccessBody)
     cameras = request.app[CAMERAS]
-    access = await cameras.set_access(request.match_info["camera"], residents=body["residents"],
-                                      responders=body["responders"])
+    access = await cameras.set_access(request.match_info["camera"], residents=body.residents,
+                                      responders=body.responders)
     return web.json_response({"ok": True, "access": access})
 
 
@@ -223,11 +221,8 @@ async def hold_clip(request: web.Request) -> web.Response:
     clip = await _clip(request)
     if clip.owner != BUILDING:
         raise ClipNotFound(f"clip {clip.uid!r} not found")
-    body = await json_body(request) if request.can_read_body else {}
-    note = body.get("note", "")
-    if not isinstance(note, str) or len(note) > 200:
-        raise BadRequest("note: expected a string of at most 200 characters")
-    await request.app[CLIPS].hold(clip, "manager", "manager", note)
+    body = await read_body(request, HoldBody)
+    await request.app[CLIPS].hold(clip, "manager", "manager", body.note)
     return web.json_response({"ok": True, "holds": await request.app[CLIPS].holds(clip)})
 
 
@@ -359,14 +354,14 @@ def routes() -> list[Route]:
     signed_in, manager = frozenset({RESIDENT, MANAGER}), frozenset({MANAGER})
     return [
         Route("GET", "/api/cameras", list_cameras, signed_in),
-        Route("PUT", "/api/cameras/{camera}/access", set_access, manager),
+        Route("PUT", "/api/cameras/{camera}/access", set_access, manager, AccessBody),
         Route("GET", "/api/cameras/{camera}/snapshot", snapshot, signed_in),
         Route("GET", "/api/cameras/{camera}/live", live, signed_in),
         Route("GET", "/api/clips", list_clips, signed_in),
         Route("GET", "/api/clips/{uid}", clip_detail, signed_in),
         Route("GET", "/api/clips/{uid}/video", clip_video, signed_in),
         Route("GET", "/api/clips/{uid}/thumbnail", clip_thumbnail, signed_in),
-        Route("POST", "/api/clips/{uid}/hold", hold_clip, manager),
+        Route("POST", "/api/clips/{uid}/hold", hold_clip, manager, HoldBody),
         Route("DELETE", "/api/clips/{uid}/hold", release_clip, manager),
         Route("DELETE", "/api/clips/{uid}", delete_clip, signed_in),
         Route("POST", "/api/uploads", upload_clip, frozenset({RESIDENT})),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 from aiohttp import BodyPartReader, web
 
 from node.errors import BadRequest, Conflict, NotFound, TooLarge
@@ -18,6 +19,7 @@ from node.http import (
     Route,
     int_param,
     json_body,
+    read_body,
     session_of,
 )
 from node.identity import node_id
@@ -25,6 +27,7 @@ from node.keys import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DES
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
 from node.safety.cap import CapError
 from node.safety.live import ALL, RESPONDERS, resident_audience
+from node.safety.models import AlertBody, SosBody
 from node.safety.reports import REPORT, REPORT_TTL, read_limited, report_message
 from node.safety.sos import SOS
 from node.safety.stream import stream
@@ -38,8 +41,9 @@ async def post_alert(request: web.Request) -> web.Response:
     """POST /api/alerts: the manager posts an alert for the area around the building (a signed CAP event)."""
     app = request.app
     node = app[CONFIG].node
+    fields = msgspec.structs.asdict(await read_body(request, AlertBody))
     try:
-        cap = manager_alert(await json_body(request), node_key=node_id(app[KEY]), node_name=node.name,
+        cap = manager_alert(fields, node_key=node_id(app[KEY]), node_name=node.name,
                             location=(node.latitude, node.longitude) if node.latitude else None)
     except CapError as exc:
         raise BadRequest(str(exc)) from exc
@@ -152,10 +156,10 @@ async def _moderate(app: web.Application, report_id: int, action: str) -> web.Re
 async def post_sos(request: web.Request) -> web.Response:
     """POST /api/sos {note?}: call the on-call responders now."""
     session = session_of(request)
-    body = await json_body(request) if request.can_read_body else {}
+    body = await read_body(request, SosBody)
     name = session.name if session.role == "resident" else "manager"
     call = await request.app[SOS_DESK].raise_sos(resident_id=session.subject if session.role == "resident" else None,
-                                                 unit=session.unit, name=name, note=body.get("note"))
+                                                 unit=session.unit, name=name, note=body.note)
     await request.app[HUB].publish("sos", {"sos": call}, RESPONDERS)
     sos = request.app[CONFIG].sos
     now = time.time()  # every camera's footage around the call becomes a held clip
@@ -291,7 +295,7 @@ def routes() -> list[Route]:
     signed_in = frozenset({RESIDENT, MANAGER})
     return [
         Route("GET", "/api/alerts", alerts_json, public),
-        Route("POST", "/api/alerts", post_alert, manager),
+        Route("POST", "/api/alerts", post_alert, manager, AlertBody),
         Route("GET", "/alerts.atom", alerts_atom, public),
         Route("GET", "/api/stream", stream, signed_in),
         Route("GET", "/api/reports", list_reports, signed_in),
@@ -299,7 +303,7 @@ def routes() -> list[Route]:
         Route("GET", "/api/reports/{id}/photo", report_photo, signed_in),
         Route("POST", "/api/reports/{id}/{action}", moderate, manager),
         Route("GET", "/api/sos", list_sos, signed_in),
-        Route("POST", "/api/sos", post_sos, signed_in),
+        Route("POST", "/api/sos", post_sos, signed_in, SosBody),
         Route("POST", "/api/sos/{id}/ack", ack_sos, frozenset({RESPONDER, MANAGER})),
         Route("GET", "/api/timeline", timeline, signed_in),
         Route("GET", "/api/map", map_data, signed_in),
