@@ -18,16 +18,16 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from sync import AuthError, check_content_digest, verify_request
-
 from node.errors import BadRequest, Forbidden, TooLarge
-from node.http import AGENCY as AGENCY_ROLE, MANAGER, RESIDENT, Route, body_of, read_body, session_of
+from node.http import AGENCY as AGENCY_ROLE
+from node.http import MANAGER, RESIDENT, Route, body_of, read_body, session_of
 from node.keys import AGENCY_REPLAY, AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, manager_alert
 from node.safety.cap import CapError
 from node.safety.models import AlertBody
 from node.sharing.agencies import Agency, AgencyRefused
 from node.sharing.models import AgencyBody, ConsentBody, CredentialBody, RevokeBody
+from sync import AuthError, check_content_digest, verify_request
 
 AGENCY_TAG = "nnode-agency"
 AGENCY = web.RequestKey("agency", Agency)       # the calling agency, set by check_agency
@@ -36,7 +36,7 @@ CREDENTIAL_HEADER = "NNode-Agency-Credential"
 MAX_AGENCY_BODY = 64 * 1024
 
 
-def _decode_credential(value: str) -> dict:
+def _decode_credential(value: str) -> dict[str, Any]:
     try:
         credential = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
     except (binascii.Error, ValueError, RecursionError) as exc:
