@@ -13,9 +13,8 @@ from typing import AsyncIterator
 import nacl.signing
 from aiohttp import web
 
-from sync import Database, EventStore, PeerStore
-
-from node.appliance import lifecycle as appliance, systemd
+from node.appliance import lifecycle as appliance
+from node.appliance import systemd
 from node.camera import lifecycle as camera
 from node.config import Config
 from node.errors import NodeError
@@ -28,6 +27,7 @@ from node.routes import add_routes, auth_middleware, error_middleware
 from node.safety import lifecycle as safety
 from node.schema import migrate_all
 from node.sharing import lifecycle as sharing
+from sync import Database, EventStore, PeerStore
 
 log = logging.getLogger("nnode")
 
@@ -94,7 +94,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, stop: asy
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    pinger: asyncio.Task | None = None
+    pinger: asyncio.Task[None] | None = None
     try:
         site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
         await site.start()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from aiohttp import web
 from node.errors import BadRequest, NotFound, TooLarge
 from node.keys import ACCOUNTS, CONFIG
 from node.people.accounts import Session
+from node.structs import Body, convert
 
 PUBLIC = "public"        # anyone who can reach the node
 PEER = "peer"            # approved peer nodes, by RFC 9421 signature (checked by the sync server)
@@ -28,16 +29,18 @@ SESSION_COOKIE = "nnode_session"
 SESSION = web.RequestKey("session", Session)  # the caller's session, set by the auth middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+B = TypeVar("B", bound=Body)
 
 
 @dataclass(frozen=True)
 class Route:
-    """One HTTP route and the roles allowed to call it."""
+    """One HTTP route, the roles allowed to call it, and the JSON body it takes (node/openapi.py describes it)."""
 
     method: str
     path: str
     handler: Handler
     roles: frozenset[str]
+    body: type[Body] | None = None   # the handler reads it with read_body(request, body)
 
     def __post_init__(self) -> None:
         if not self.roles or not self.roles <= ROLES:
@@ -121,6 +124,20 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object")
     return value
+
+
+async def read_body(request: web.Request, type_: type[B]) -> B:
+    """The JSON body (json_body's limits; {} if left out and `type_.OPTIONAL`) as `type_`; BadRequest names the key."""
+    if type_.OPTIONAL and not request.can_read_body:
+        return body_of({}, type_)
+    return body_of(await json_body(request), type_)
+
+
+def body_of(value: Any, type_: type[B]) -> B:
+    """Decoded JSON (a body read another way, like an agency's signed one) as `type_`, with read_body's errors."""
+    if not isinstance(value, dict):
+        raise BadRequest("request body must be a JSON object")
+    return convert(value, type_, where="request body", error=BadRequest)
 
 
 def session_of(request: web.Request) -> Session:

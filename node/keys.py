@@ -10,8 +10,6 @@ import nacl.signing
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sync import Database, EventStore, PeerStore, RateLimiter, ReplayCache, SyncEngine, SyncServer
-
 from node.camera.clips import ClipIndex
 from node.camera.manager import Cameras
 from node.config import Config
@@ -24,6 +22,7 @@ from node.safety.sos import SosDesk
 from node.sharing.agencies import Registry
 from node.sharing.audit import AuditLog
 from node.sharing.desk import SharingDesk
+from sync import Database, EventStore, PeerStore, RateLimiter, ReplayCache, SyncEngine, SyncServer
 
 CONFIG = web.AppKey("config", Config)
 KEY = web.AppKey("key", nacl.signing.SigningKey)

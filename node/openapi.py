@@ -1,15 +1,24 @@
-"""The node's OpenAPI 3.1 description, built from the route table plus what each route takes and answers."""
+"""The node's OpenAPI 3.1 description, built from the route table plus what each route takes and answers.
+
+A route's JSON body is described by the Struct it declares (`Route.body`, decoded by node.http.read_body), so the
+description and the checks are one; OPERATIONS adds what the table does not say (answers, query parameters, the
+bodies read another way: multipart forms, the signed agency request, the sync protocol's)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterable
 
-from . import __version__
+import msgspec
+
+from node import __version__
+from node.http import Route
+from node.structs import Body
 
 JSON = "application/json"
 # Every refusal has the one JSON error shape (routes.error_response); "4XX" covers whichever a route can give.
 ERROR = {"$ref": "#/components/schemas/Error"}
+SCHEMA_REF = "#/components/schemas/{name}"
 _PARAM = re.compile(r"{(\w+)}")
 
 
@@ -20,7 +29,7 @@ def _ok(required: tuple[str, ...] = (), status: int = 200, **properties: Any) ->
     return {"status": status, "type": JSON, "schema": schema}
 
 
-def _raw(content_type: str, status: int = 200, schema: dict | None = None) -> dict[str, Any]:
+def _raw(content_type: str, status: int = 200, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """A non-JSON success answer (a page, a file, a stream)."""
     return {"status": status, "type": content_type, "schema": schema or {"type": "string"}}
 
@@ -29,15 +38,24 @@ def _obj(*required: str, **properties: Any) -> dict[str, Any]:
     return {"type": "object", "required": list(required), "properties": properties}
 
 
-OBJ, ARR, STR, INT, BOOL = {"type": "object"}, {"type": "array"}, {"type": "string"}, {"type": "integer"}, \
-    {"type": "boolean"}
-LIST_OF = lambda item=OBJ: {"type": "array", "items": item}  # noqa: E731
+OBJ: dict[str, Any] = {"type": "object"}
+ARR: dict[str, Any] = {"type": "array"}
+STR: dict[str, Any] = {"type": "string"}
+INT: dict[str, Any] = {"type": "integer"}
+BOOL: dict[str, Any] = {"type": "boolean"}
+
+
+def LIST_OF(item: dict[str, Any] = OBJ) -> dict[str, Any]:
+    """A JSON array schema of `item`s."""
+    return {"type": "array", "items": item}
+
+
 HTML, JS_CSS = _raw("text/html"), _raw("*/*")
 AGENCY_SIGNED = "Signed with the agency's key (RFC 9421, tag nnode-agency); the body is the signed document."
 PEER_SIGNED = "Signed with an approved peer's node key (RFC 9421, tag nnode-sync)."
 
 
-def _query(name: str, schema: dict | None = None, description: str = "") -> dict[str, Any]:
+def _query(name: str, schema: dict[str, Any] | None = None, description: str = "") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema or STR, "description": description}
 
 
@@ -48,8 +66,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/metrics"): {"ok": [_raw("text/plain")]},
     ("GET", "/setup"): {"ok": [HTML]},
     ("GET", "/setup/qr.svg"): {"ok": [_raw("image/svg+xml")]},
-    ("POST", "/setup/claim"): {"body": _obj("code", "password", code=STR, password=STR),
-                               "ok": [_ok(role={"const": "manager"})]},
+    ("POST", "/setup/claim"): {"ok": [_ok(role={"const": "manager"})]},
     ("GET", "/"): {"ok": [HTML]},
     ("GET", "/join"): {"ok": [HTML]},
     ("GET", "/login"): {"ok": [HTML]},
@@ -61,15 +78,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/openapi.json"): {"ok": [{"status": 200, "type": JSON, "schema": _obj("openapi", "paths")}]},
     # people
     ("GET", "/api/session"): {"ok": [_ok(("claimed",), claimed=BOOL)]},
-    ("POST", "/api/join"): {"body": _obj("code", code=STR, name=STR), "ok": [_ok()]},
-    ("POST", "/api/login"): {"body": {"type": "object", "properties": {"password": STR, "token": STR}},
-                             "ok": [_ok()]},
+    ("POST", "/api/join"): {"ok": [_ok()]},
+    ("POST", "/api/login"): {"ok": [_ok()]},
     ("POST", "/api/logout"): {"ok": [_ok()]},
     ("GET", "/api/residents"): {"ok": [_ok(("residents",), residents=LIST_OF())]},
     ("POST", "/api/residents/{id}/revoke"): {"ok": [_ok()]},
-    ("POST", "/api/residents/{id}/on-call"): {"body": _obj("on_call", on_call=BOOL), "ok": [_ok()]},
+    ("POST", "/api/residents/{id}/on-call"): {"ok": [_ok()]},
     ("GET", "/api/invites"): {"ok": [_ok(("invites",), invites=LIST_OF())]},
-    ("POST", "/api/invites"): {"body": _obj("unit", unit=STR, name=STR), "ok": [_ok(("invite",), invite=OBJ)]},
+    ("POST", "/api/invites"): {"ok": [_ok(("invite",), invite=OBJ)]},
     ("POST", "/api/invites/{id}/revoke"): {"ok": [_ok()]},
     ("GET", "/api/sessions"): {"ok": [_ok(("sessions",), sessions=LIST_OF())]},
     ("POST", "/api/sessions/{id}/revoke"): {"ok": [_ok()]},
@@ -77,10 +93,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/peers/{key}/approve"): {"ok": [_ok()]},
     # alerts, live delivery, reports, SOS, timeline and map
     ("GET", "/api/alerts"): {"ok": [_ok(("alerts",), alerts=LIST_OF())]},
-    ("POST", "/api/alerts"): {"body": _obj("event", event=STR, headline=STR, description=STR, instruction=STR,
-                                           urgency=STR, severity=STR, certainty=STR, category=STR,
-                                           expires_hours=INT, radius_km={"type": "number"}),
-                              "ok": [_ok(("event", "cap"), event=STR, cap=OBJ)]},
+    ("POST", "/api/alerts"): {"ok": [_ok(("event", "cap"), event=STR, cap=OBJ)]},
     ("GET", "/alerts.atom"): {"ok": [_raw("application/atom+xml")]},
     ("GET", "/api/stream"): {"query": [_query("after", description="resume after this message id")],
                              "ok": [_raw("text/event-stream")], "stream": True},
@@ -90,17 +103,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/reports/{id}/photo"): {"ok": [_raw("image/jpeg")]},
     ("POST", "/api/reports/{id}/{action}"): {"ok": [_ok(("report",), report=OBJ)]},
     ("GET", "/api/sos"): {"ok": [_ok(("calls",), calls=LIST_OF())]},
-    ("POST", "/api/sos"): {"body": {"type": "object", "properties": {"note": {"type": ["string", "null"]}}},
-                           "ok": [_ok(("sos",), 201, sos=OBJ)]},
+    ("POST", "/api/sos"): {"ok": [_ok(("sos",), 201, sos=OBJ)]},
     ("POST", "/api/sos/{id}/ack"): {"ok": [_ok(("sos",), sos=OBJ, first=BOOL)]},
     ("GET", "/api/timeline"): {"query": [_query("types", description="comma-separated kinds"),
                                          _query("limit", INT)], "ok": [_ok(("items",), items=LIST_OF())]},
     ("GET", "/api/map"): {"ok": [_ok(("node",), node={"type": ["object", "null"]})]},
     # cameras and clips
     ("GET", "/api/cameras"): {"ok": [_ok(("cameras",), cameras=LIST_OF())]},
-    ("PUT", "/api/cameras/{camera}/access"): {"body": _obj("residents", "responders", residents=BOOL,
-                                                            responders=BOOL),
-                                               "ok": [_ok(("access",), access=OBJ)]},
+    ("PUT", "/api/cameras/{camera}/access"): {"ok": [_ok(("access",), access=OBJ)]},
     ("GET", "/api/cameras/{camera}/snapshot"): {"ok": [_raw("image/jpeg")]},
     ("GET", "/api/cameras/{camera}/live"): {"ok": [_raw("multipart/x-mixed-replace")], "stream": True},
     ("GET", "/api/clips"): {"query": [_query("camera"), _query("limit", INT), _query("since"), _query("until")],
@@ -108,31 +118,24 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/clips/{uid}"): {"ok": [_ok(("clip",), clip=OBJ)]},
     ("GET", "/api/clips/{uid}/video"): {"ok": [_raw("video/mp4"), _raw("video/mp4", 206)]},
     ("GET", "/api/clips/{uid}/thumbnail"): {"ok": [_raw("image/jpeg")]},
-    ("POST", "/api/clips/{uid}/hold"): {"body": {"type": "object", "properties": {"note": STR}},
-                                        "ok": [_ok(("holds",), holds=ARR)]},
+    ("POST", "/api/clips/{uid}/hold"): {"ok": [_ok(("holds",), holds=ARR)]},
     ("DELETE", "/api/clips/{uid}/hold"): {"ok": [_ok(("holds",), holds=ARR, released=BOOL)]},
     ("DELETE", "/api/clips/{uid}"): {"ok": [_ok()]},
     ("POST", "/api/uploads"): {"upload": True, "ok": [_ok(("clip",), 201, clip=OBJ)]},
     # sharing with agencies
     ("GET", "/api/requests"): {"ok": [_ok(("requests",), requests=LIST_OF())]},
-    ("POST", "/api/requests/{id}/clips/{uid}/consent"): {
-        "body": {"type": "object", "properties": {"choice": {"enum": ["redacted", "original"]}}},
-        "ok": [_ok(("consent",), 201, consent=OBJ)]},
+    ("POST", "/api/requests/{id}/clips/{uid}/consent"): {"ok": [_ok(("consent",), 201, consent=OBJ)]},
     ("DELETE", "/api/requests/{id}/clips/{uid}/consent"): {"ok": [_ok(("consent",), consent=OBJ)]},
     ("GET", "/api/agencies"): {"ok": [_ok(("agencies",), agencies=LIST_OF())]},
-    ("POST", "/api/agencies"): {"body": _obj("key", "name", key=STR, name=STR, jurisdiction=STR, contact=STR),
-                                "ok": [_ok(("agency",), 201, agency=OBJ)]},
-    ("POST", "/api/agencies/credentials"): {"body": _obj("credential", credential=OBJ),
-                                            "ok": [_ok(("agency",), agency=OBJ), _ok(("agency",), 201, agency=OBJ)]},
-    ("POST", "/api/agencies/{key}/revoke"): {"body": {"type": "object", "properties": {"reason": STR}},
-                                             "ok": [_ok(("agency",), agency=OBJ)]},
+    ("POST", "/api/agencies"): {"ok": [_ok(("agency",), 201, agency=OBJ)]},
+    ("POST", "/api/agencies/credentials"): {"ok": [_ok(("agency",), agency=OBJ), _ok(("agency",), 201, agency=OBJ)]},
+    ("POST", "/api/agencies/{key}/revoke"): {"ok": [_ok(("agency",), agency=OBJ)]},
     ("GET", "/api/transparency"): {"ok": [_ok()]},
     ("GET", "/api/transparency/log"): {"query": [_query("after", INT), _query("limit", INT)],
                                        "ok": [_ok(("entries", "next"), entries=LIST_OF(), next=INT)]},
     ("POST", "/api/agency/requests"): {"body": OBJ, "signed": AGENCY_SIGNED,
                                        "ok": [_ok(("request",), request=OBJ), _ok(("request",), 201, request=OBJ)]},
-    ("POST", "/api/agency/alerts"): {"body": _obj("event", event=STR, headline=STR, description=STR),
-                                     "signed": AGENCY_SIGNED, "ok": [_ok(("event", "cap"), 201, event=STR, cap=OBJ)]},
+    ("POST", "/api/agency/alerts"): {"signed": AGENCY_SIGNED, "ok": [_ok(("event", "cap"), 201, event=STR, cap=OBJ)]},
     ("GET", "/api/agency/requests"): {"signed": AGENCY_SIGNED, "ok": [_ok(("requests",), requests=LIST_OF())]},
     ("GET", "/api/agency/requests/{id}"): {"signed": AGENCY_SIGNED, "ok": [_ok(("request",), request=OBJ)]},
     ("GET", "/api/agency/bundles"): {"signed": AGENCY_SIGNED, "ok": [_ok(("bundles",), bundles=LIST_OF())]},
@@ -155,7 +158,7 @@ _ROLE_TEXT = {
 }
 
 
-def _operation(route, spec: dict[str, Any]) -> dict[str, Any]:
+def _operation(route: Route, spec: dict[str, Any]) -> dict[str, Any]:
     doc = (route.handler.__doc__ or "").strip().splitlines()
     summary = doc[0] if doc else f"{route.method} {route.path}"
     roles = sorted(route.roles)
@@ -175,7 +178,9 @@ def _operation(route, spec: dict[str, Any]) -> dict[str, Any]:
     elif route.roles & {"agency", "peer"}:
         op["security"] = [{"httpSignature": []}]
     content: dict[str, Any] = {}
-    if "body" in spec:
+    if route.body is not None:
+        content[JSON] = {"schema": {"$ref": SCHEMA_REF.format(name=route.body.__name__)}}
+    elif "body" in spec:
         content[JSON] = {"schema": spec["body"]}
     if spec.get("multipart"):
         content["multipart/form-data"] = {"schema": spec["body"]}
@@ -185,7 +190,7 @@ def _operation(route, spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("ndjson"):
         content["application/x-ndjson"] = {"schema": STR}
     if content:
-        op["requestBody"] = {"required": True, "content": content}
+        op["requestBody"] = {"required": route.body is None or not route.body.OPTIONAL, "content": content}
     responses: dict[str, Any] = {}
     for answer in [*spec["ok"], *spec.get("also", [])]:
         entry = responses.setdefault(str(answer["status"]), {"description": "success" if answer["status"] < 300
@@ -199,14 +204,23 @@ def _operation(route, spec: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
-def describe(routes, server_url: str | None = None) -> dict[str, Any]:
+def describe(routes: Iterable[Route], server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document for `routes` (node.routes.route_table()); KeyError names a route left out."""
     paths: dict[str, dict[str, Any]] = {}
+    bodies: set[type[Body]] = set()
     for route in routes:
         key = (route.method, route.path)
         if key not in OPERATIONS:
             raise KeyError(f"{route.method} {route.path} has no OpenAPI description in node/openapi.py")
+        if route.body is not None:
+            if "body" in OPERATIONS[key]:
+                raise ValueError(f"{route.method} {route.path}: its body is its Struct's, not OPERATIONS'")
+            bodies.add(route.body)
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, OPERATIONS[key])
+    _, schemas = msgspec.json.schema_components(sorted(bodies, key=lambda body: body.__name__),
+                                                ref_template=SCHEMA_REF)
+    if unnamed := {body.__name__ for body in bodies} - set(schemas):  # two Structs of one name: rename one
+        raise ValueError(f"request bodies without a schema of their own name: {sorted(unnamed)}")
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Neighborhood Node", "version": __version__,
@@ -216,7 +230,7 @@ def describe(routes, server_url: str | None = None) -> dict[str, Any]:
         "components": {
             "schemas": {"Error": {"type": "object", "required": ["ok", "error", "status"],
                                   "properties": {"ok": {"const": False}, "error": STR, "status": INT,
-                                                 "reason": STR}}},
+                                                 "reason": STR}}} | schemas,
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": "nnode_session"},
                 "httpSignature": {"type": "http", "scheme": "signature",

@@ -8,15 +8,26 @@ import logging
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from sync import RateLimited, SyncError
-
 from node import pages
 from node.camera import routes as camera_routes
 from node.errors import Forbidden, NodeError, SignInRequired
 from node.federation import routes as federation_routes
 from node.federation.metrics import render_metrics
-from node.http import (AGENCY, LOCAL, MANAGER, PEER, PUBLIC, RESIDENT, RESPONDER, SESSION, Handler, Route,
-                       caller_roles, error_response, same_origin)
+from node.http import (
+    AGENCY,
+    LOCAL,
+    MANAGER,
+    PEER,
+    PUBLIC,
+    RESIDENT,
+    RESPONDER,
+    SESSION,
+    Handler,
+    Route,
+    caller_roles,
+    error_response,
+    same_origin,
+)
 from node.identity import node_id
 from node.keys import CAMERAS, DB, ENGINE, KEY, PEERS, STARTED, STORE
 from node.openapi import describe
@@ -24,6 +35,7 @@ from node.people import routes as people_routes
 from node.safety import routes as safety_routes
 from node.sharing import routes as sharing_routes
 from node.sharing.routes import check_agency
+from sync import RateLimited, SyncError
 
 log = logging.getLogger("nnode.http")
 

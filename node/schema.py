@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from sync import Database, DatabaseError, Migration, setup_schema
-
 from node import state
 from node.camera import clips
 from node.people import accounts, claim
 from node.safety import alerts, live, reports, sos
 from node.sharing import agencies, audit, desk
+from sync import Database, DatabaseError, Migration, setup_schema
 
 Component = tuple[str, Sequence[Migration]]
 

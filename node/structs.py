@@ -29,6 +29,13 @@ class Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A field whose value errors show after the item's index, like `cameras.devices[0] (lobby).url`."""
 
 
+class Body(Strict, frozen=True):
+    """A JSON request body: unknown keys refused unless a body says otherwise (`forbid_unknown_fields=False`)."""
+
+    OPTIONAL: ClassVar[bool] = False
+    """Whether a request may leave the body out; it then reads as {}."""
+
+
 class FieldError(ValueError):
     """A `__post_init__` check failed for `key` (a dotted path below the Struct, or "" for the value itself)."""
 
@@ -53,6 +60,7 @@ def setting(help: str = "", *, ge: float | None = None, le: float | None = None,
     return msgspec.Meta(**{k: v for k, v in given.items() if v is not None})
 
 
+Flag = Annotated[bool, setting(expected="true or false")]
 DECIMAL = r"-?\d+(\.\d+)?"
 HTTP_URL = r"https?://[^\s/]+(/\S*)?"
 NodeKey = Annotated[str, setting(pattern="[0-9a-f]{64}", expected="a node key (64 lowercase hex digits)")]

@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -34,10 +34,10 @@ import nacl.signing
 import nacl.utils
 
 from node import __version__
-from node.state import RESTORED
 from node.config import Config
 from node.errors import NodeError
 from node.identity import create_data_dir, load_key, node_id
+from node.state import RESTORED
 
 MAGIC = b"NNODEBK1"
 CHUNK = 1024 * 1024
@@ -70,10 +70,10 @@ def _snapshot(db_path: Path, into: Path) -> None:
 
 def _own_max_seq(db_path: Path, author: str) -> int:
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE author = ?", (author,)).fetchone()[0]
+        return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE author = ?", (author,)).fetchone()[0])
 
 
-def write_backup(config: Config, out: BinaryIO, passphrase: bytes) -> dict:
+def write_backup(config: Config, out: BinaryIO, passphrase: bytes) -> dict[str, Any]:
     """Encrypt key + database snapshot + manifest into `out`; returns the manifest. Blocking: run in a thread."""
     key = load_key(config.key_path)
     if not config.db_path.exists():
@@ -144,7 +144,7 @@ def _decrypt(source: BinaryIO, passphrase: bytes) -> Iterator[bytes]:
             return
 
 
-def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force: bool = False) -> dict:
+def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force: bool = False) -> dict[str, Any]:
     """Restore identity and database into config's data folder; returns the manifest. Blocking: run in a thread."""
     data_dir = config.node.data_dir
     if config.key_path.exists() and not force:
@@ -160,9 +160,14 @@ def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force
             names = set(tar.getnames())
             if names != {"manifest.json", "node.key", "node.db"}:
                 raise BackupError(f"backup holds unexpected members: {sorted(names)}")
-            manifest = json.load(tar.extractfile("manifest.json"))
-            key = tar.extractfile("node.key").read()
+            manifest_file, key_file = tar.extractfile("manifest.json"), tar.extractfile("node.key")
+            if manifest_file is None or key_file is None:   # a member that is not a regular file
+                raise BackupError("backup holds a manifest or key that is not a file")
+            manifest = json.load(manifest_file)
+            key = key_file.read()
             tar.extract("node.db", tmp, filter="data")
+        if not isinstance(manifest, dict):
+            raise BackupError("the backup's manifest is not a JSON object")
         key_hex = nacl.signing.SigningKey(key).verify_key.encode().hex() if len(key) == 32 else None
         if key_hex is None or key_hex != manifest.get("node"):
             raise BackupError("the key in the backup does not match its manifest")

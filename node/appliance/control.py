@@ -12,16 +12,19 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import Event, SyncError
-
 from node.errors import BadRequest, NotFound
+from node.http import body_of
 from node.identity import node_id
 from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, ENGINE, HUB, KEY, PEERS, REGISTRY, STARTED, STORE
+from node.people.models import InviteBody
 from node.people.routes import invite_payload
 from node.routes import error_middleware
-from node.safety.alerts import ALERT, import_alerts as publish_alerts, manager_alert, remember_withdrawn
+from node.safety.alerts import ALERT, manager_alert, remember_withdrawn
+from node.safety.alerts import import_alerts as publish_alerts
 from node.sharing.agencies import check_key
+from node.sharing.models import AgencyBody
 from node.sharing.routes import register, revoke
+from sync import Event, SyncError
 
 NODE = web.AppKey("node", web.Application)   # the running node this control app speaks for
 
@@ -125,8 +128,8 @@ async def resume_publishing(request: web.Request) -> web.Response:
 async def invite(request: web.Request) -> web.Response:
     """POST /control/invite."""
     node = request.app[NODE]
-    body = await _body(request)
-    made = await node[ACCOUNTS].invite(body.get("unit"), body.get("name"))
+    body = body_of(await _body(request), InviteBody)   # the same body as POST /api/invites
+    made = await node[ACCOUNTS].invite(body.unit, body.name)
     return web.json_response(invite_payload(made, _lan_base(node)))
 
 
@@ -163,9 +166,10 @@ async def demo_setup(request: web.Request) -> web.Response:
     password = None
     if not await node[CLAIMS].claimed():
         password = secrets.token_urlsafe(12)
-        if node[CLAIMS].current is None:
-            await node[CLAIMS].issue()
-        await node[CLAIMS].claim(node[CLAIMS].current, password)
+        code = node[CLAIMS].current
+        if code is None:
+            code = await node[CLAIMS].issue()
+        await node[CLAIMS].claim(code, password)
     link = await node[ACCOUNTS].login_link()
     made = await node[ACCOUNTS].invite("Demo 1A", "Demo resident")
     cap = manager_alert({"event": "Water shut-off", "headline": "Demo: water off on floors 3 to 6 until 3 pm",
@@ -189,9 +193,8 @@ async def agencies(request: web.Request) -> web.Response:
 async def add_agency(request: web.Request) -> web.Response:
     """POST /control/agencies."""
     node = request.app[NODE]
-    body = await _body(request)
-    agency = await register(node, body.get("key"), body.get("name"), body.get("jurisdiction", ""),
-                            body.get("contact", ""))
+    body = body_of(await _body(request), AgencyBody)   # the same body as POST /api/agencies
+    agency = await register(node, body.key, body.name, body.jurisdiction, body.contact)
     return web.json_response(agency.as_json())
 
 

@@ -18,6 +18,7 @@ Holds (the `holds` table from node/sos.py, extended here) keep footage from ever
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import secrets
 import time
@@ -25,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from sync import Database
-from sync import Migration
+import aiosqlite
 
 from node.durable import sha256_file, sync_folder
 from node.errors import Conflict, NotFound
+from node.sql import inserted_id
+from sync import Database, Migration
 
 log = logging.getLogger("nnode.camera")
 
@@ -79,6 +81,7 @@ _HELD = """EXISTS (SELECT 1 FROM holds h WHERE h.released IS NULL AND (h.clip_id
 _HELD_ROW = _HELD.replace("c.", "clips.")  # the same test in an UPDATE of clips (no alias there)
 _COLUMNS = ("id, uid, camera, owner, kind, state, start, end, duration, motion_score, size, sha256, width, height, "
             "file, thumbnail, note, created")
+_FIELDS = tuple(c.strip() for c in _COLUMNS.split(","))  # ClipRow's fields, in the order they are selected
 
 
 class ClipNotFound(NotFound):
@@ -128,6 +131,12 @@ class ClipIndex:
         """The absolute path of a file named in a row."""
         return self.root / relative
 
+    def reserved_paths(self, row: ClipRow) -> tuple[Path, Path]:
+        """The absolute paths a clip reserved by `begin` and its thumbnail are written to (begin names both)."""
+        if row.thumbnail is None:
+            raise ValueError(f"clip {row.uid} names no thumbnail")
+        return self.path(row.file), self.path(row.thumbnail)
+
     def folder(self, camera: str) -> Path:
         folder = self.root / camera
         folder.mkdir(parents=True, exist_ok=True)
@@ -146,7 +155,7 @@ class ClipIndex:
                 "INSERT INTO clips (uid, camera, owner, kind, state, start, end, motion_score, file, thumbnail, "
                 "note, created) VALUES (?, ?, ?, ?, 'writing', ?, ?, ?, ?, ?, ?, ?)",
                 (uid, camera, owner, kind, start, end, motion_score, file, thumbnail, note, int(time.time())))
-            clip_id = cursor.lastrowid
+            clip_id = inserted_id(cursor)
         return await self._by_id(clip_id)
 
     async def finish(self, clip_id: int, *, start: float, end: float, duration: float, size: int, sha256: str,
@@ -176,12 +185,12 @@ class ClipIndex:
 
     async def _select(self, where: str, params: Iterable[Any] = (), order: str = "c.start DESC",
                       limit: int | None = None) -> list[ClipRow]:
-        columns = ", ".join("c." + c.strip() for c in _COLUMNS.split(","))
+        columns = ", ".join("c." + c for c in _FIELDS)
         sql = f"SELECT {columns}, {_HELD} AS held FROM clips c WHERE {where} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = await self.db.reader.execute_fetchall(sql, tuple(params))
-        return [ClipRow(*row[:-1], held=bool(row[-1])) for row in rows]
+        return [ClipRow(**dict(zip(_FIELDS, row)), held=bool(row[-1])) for row in rows]  # held is the last column
 
     async def get(self, uid: str) -> ClipRow:
         """A ready clip by its uid (ClipNotFound otherwise)."""
@@ -191,9 +200,10 @@ class ClipIndex:
         return rows[0]
 
     async def list(self, *, cameras: Sequence[str] = (), owner: str | None = None, before: float | None = None,
-                   after: float | None = None, limit: int = 50) -> list[ClipRow]:
+                   after: float | None = None, limit: int = 50) -> builtins.list[ClipRow]:
         """Ready clips, newest first: of the building's `cameras`, plus `owner`'s uploads if given."""
-        parts, params = [], []
+        parts: builtins.list[str] = []
+        params: builtins.list[str | float] = []
         if cameras:
             parts.append(f"(c.owner = 'building' AND c.camera IN ({', '.join('?' * len(cameras))}))")
             params += list(cameras)
@@ -211,7 +221,7 @@ class ClipIndex:
             params.append(after)
         return await self._select(where, params, limit=limit)
 
-    async def holds(self, clip: ClipRow) -> list[dict[str, Any]]:
+    async def holds(self, clip: ClipRow) -> builtins.list[dict[str, Any]]:
         """The holds that keep `clip` (reason, note, since)."""
         rows = await self.db.reader.execute_fetchall(
             "SELECT id, reason, ref, note, created FROM holds h WHERE h.released IS NULL AND (h.clip_id = ? OR "
@@ -238,7 +248,7 @@ class ClipIndex:
                 (reason, ref, int(clip.start), int(clip.end) + 1, int(time.time()), note, clip.id))
             if cursor.rowcount == 0:
                 raise ClipNotFound(f"clip {clip.uid!r} not found")
-            return cursor.lastrowid
+            return inserted_id(cursor)
 
     async def release(self, clip: ClipRow, reason: str) -> int:
         """Release `clip`'s own holds of `reason`; returns how many."""
@@ -262,7 +272,7 @@ class ClipIndex:
                                " and cannot be deleted until its holds are released")
         await self._finish_purge([clip], why)
 
-    async def mark_purging(self, clip: ClipRow, conn: Any) -> bool:
+    async def mark_purging(self, clip: ClipRow, conn: aiosqlite.Connection) -> bool:
         """Mark `clip` for purging inside the caller's write transaction (False if held or gone); the caller then
         calls finish_purge, and a crash in between is finished by reconcile()."""
         cursor = await conn.execute(
@@ -299,7 +309,7 @@ class ClipIndex:
             return 0
         return await self._purge(chosen, "disk space")
 
-    async def _purge(self, clips: list[ClipRow], why: str) -> int:
+    async def _purge(self, clips: builtins.list[ClipRow], why: str) -> int:
         if not clips:
             return 0
         marked = []
@@ -312,7 +322,7 @@ class ClipIndex:
         await self._finish_purge(marked, why)
         return sum(c.size for c in marked)
 
-    async def _finish_purge(self, clips: list[ClipRow], why: str) -> None:
+    async def _finish_purge(self, clips: builtins.list[ClipRow], why: str) -> None:
         for clip in clips:
             await self._unlink(clip)
         if clips:

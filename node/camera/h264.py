@@ -4,11 +4,12 @@ exports share (the recorder's live encoder, tuned for latency, is in record.py).
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Final
 
 import av
 import av.error
 
-ENCODER = "libx264"
+ENCODER: Final = "libx264"
 ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23"}
 KEYFRAME_SECONDS = 2.0
 """Keyframe interval of an encoded clip, so that a browser can seek in it."""

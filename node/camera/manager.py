@@ -20,13 +20,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.camera.clips import BUILDING, ClipIndex, ClipRow, free_bytes_needed
 from node.camera.motion import MotionDetector, MotionResult
 from node.camera.record import SEGMENT_SECONDS, Recorder, promote
 from node.camera.settings import CameraConfig
-from node.camera.sources import CameraError, source_for
+from node.camera.sources import CameraError, Feed, Source, source_for
 from node.errors import NotFound, Unavailable
 
 log = logging.getLogger("nnode.camera")
@@ -53,7 +56,7 @@ class _Event:
     end: float | None = None
     """None while motion is still under way."""
     score: float = 0.0
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
     note: str = ""
 
 
@@ -66,7 +69,7 @@ class Camera:
     detector: MotionDetector | None
     motion: _Event | None = None
     windows: list[_Event] = field(default_factory=list)
-    pending: set = field(default_factory=set)
+    pending: set[_Event] = field(default_factory=set)
     """Events whose clip is being saved: their segments must stay in the ring until it is."""
     last_end: float = 0.0
     """End of the newest motion clip, so the next one starts after it (clips never overlap)."""
@@ -75,7 +78,7 @@ class Camera:
     last_clip: float | None = None
     note: str | None = None
     """Why the last clip was not saved (disk full, no footage), for the API."""
-    next_picture: asyncio.Future | None = None
+    next_picture: asyncio.Future[None] | None = None
     """Resolved when the next live-view picture is made (then replaced): every viewer waits on the same one."""
     viewers: int = 0
 
@@ -107,32 +110,43 @@ class Cameras:
         self.reserved = 0
         """Bytes promised to promotions and uploads under way (the guard counts them as used)."""
         self.closing = asyncio.Event()
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle
 
     def start(self) -> None:
         """Start every camera's recorder thread (returns at once; cameras connect in the background)."""
-        self.loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         for config in self.configs.values():
             ring = self.data_dir / "cameras" / config.id / "ring"
             if ring.exists():  # segments of a previous run: their time is gone, and nothing indexes them
                 shutil.rmtree(ring, ignore_errors=True)
             try:
-                source = source_for(config.url, config.transport)
+                source: Source = source_for(config.url, config.transport)
             except CameraError as exc:
                 log.error("camera not started: %s", exc, extra={"camera": config.id})
                 source = _Broken(config.url, str(exc))
             detector = MotionDetector(config.motion) if config.detect_motion else None
             ring_seconds = max(config.pre_capture, self.hold_before) + RING_MARGIN
-            camera = Camera(config, None, detector)  # type: ignore[arg-type]
-            camera.recorder = Recorder(
-                config.id, source, ring, ring_seconds=ring_seconds, frame_fps=config.motion.fps or 5.0,
-                on_frame=(lambda gray, utc, cam=camera: self._frame(cam, gray, utc)) if detector else None,
-                privacy_masks=config.privacy_masks,
-                on_preview=lambda seq, cam=camera: self.loop.call_soon_threadsafe(self._picture_made, cam))
+            camera = self._camera(loop, config, source, detector, ring, ring_seconds)
             self.cameras[config.id] = camera
             camera.recorder.start()
+
+    def _camera(self, loop: asyncio.AbstractEventLoop, config: CameraConfig, source: Source,
+                detector: MotionDetector | None, ring: Path, ring_seconds: float) -> Camera:
+        """A camera whose recorder (not started yet) calls back into this manager."""
+        # The callbacks run in the recorder's thread, only once it starts: `camera` is bound by then.
+        def on_frame(gray: np.ndarray, utc: float) -> None:
+            self._frame(camera, gray, utc)
+
+        def on_preview(seq: int) -> None:
+            loop.call_soon_threadsafe(self._picture_made, camera)
+
+        recorder = Recorder(config.id, source, ring, ring_seconds=ring_seconds, frame_fps=config.motion.fps or 5.0,
+                            on_frame=on_frame if detector else None, privacy_masks=config.privacy_masks,
+                            on_preview=on_preview)
+        camera = Camera(config, recorder, detector)
+        return camera
 
     def shutdown(self) -> None:
         """End live views (the app is shutting down)."""
@@ -140,7 +154,7 @@ class Cameras:
         for camera in self.cameras.values():
             self._picture_made(camera)
 
-    def _task(self, coro, name: str) -> asyncio.Task:
+    def _task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -155,7 +169,7 @@ class Cameras:
             for event in list(camera.windows):
                 if event.task is not None:
                     event.task.cancel()
-                event.end = min(event.end, time.time())
+                event.end = time.time() if event.end is None else min(event.end, time.time())
                 windows.append((camera, event))
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(None, c.recorder.stop) for c in self.cameras.values()))
@@ -178,7 +192,7 @@ class Cameras:
         for config in self.configs.values():
             ring = self.data_dir / "cameras" / config.id / "ring"
             files = sorted(p for p in ring.glob("*.mp4") if not p.name.startswith(".")) if ring.exists() else []
-            starts = []
+            starts: list[float | None] = []
             for path in files:
                 try:
                     stamp = path.stem.split("-")[0]
@@ -196,8 +210,7 @@ class Cameras:
                                              note=f"SOS {ref} (saved after a restart)")
                 try:
                     clip = await asyncio.get_running_loop().run_in_executor(
-                        None, promote, covered, self.index.path(row.file), self.index.path(row.thumbnail),
-                        config.privacy_masks)
+                        None, promote, covered, *self.index.reserved_paths(row), config.privacy_masks)
                 except Exception as exc:
                     await self.index.abandon(row.id)
                     log.error("SOS footage could not be saved after a restart: %s", exc, extra={"camera": config.id})
@@ -240,9 +253,12 @@ class Cameras:
 
     # -- motion (recorder thread, then the loop)
 
-    def _frame(self, camera: Camera, gray, utc: float) -> None:
+    def _frame(self, camera: Camera, gray: np.ndarray, utc: float) -> None:
         """Called in the recorder's thread for each small grayscale frame."""
-        result = camera.detector.feed(gray, utc)
+        detector, loop = camera.detector, self.loop
+        if detector is None or loop is None:  # the recorder is given this callback only with a detector, once started
+            return
+        result = detector.feed(gray, utc)
         if result is None:
             return
         if result.motion:
@@ -251,7 +267,7 @@ class Cameras:
             peak = camera.peak
             if result.ended:
                 camera.peak = 0.0
-            self.loop.call_soon_threadsafe(self._motion, camera, result, peak)
+            loop.call_soon_threadsafe(self._motion, camera, result, peak)
 
     def _motion(self, camera: Camera, result: MotionResult, peak: float) -> None:
         config = camera.config
@@ -264,15 +280,15 @@ class Cameras:
                     event.task = None
             elif event is None or event.end is not None:
                 start = max(result.timestamp - config.pre_capture, camera.last_end)  # never overlap the last clip
-                if event is not None:  # the previous clip is still being finished: do not overlap it
-                    start = max(start, event.end)
+                if event is not None and event.end is not None:  # the previous clip is still being finished:
+                    start = max(start, event.end)                    # do not overlap it
                 event = camera.motion = _Event("motion", start)
             self._keep(camera)
             self._schedule_cut(camera, event)
         elif result.ended and event is not None:
             event.end = result.timestamp + config.post_capture
             event.score = max(event.score, peak)
-            self._finish_later(camera, event)
+            self._finish_later(camera, event, event.end)
 
     def _schedule_cut(self, camera: Camera, event: _Event) -> None:
         """Cut motion that goes on past max_clip into several clips."""
@@ -289,16 +305,17 @@ class Cameras:
         if event.task is None or event.task.done():
             event.task = self._task(cut(), f"nnode-camera-cut-{camera.id}")
 
-    def _finish_later(self, camera: Camera, event: _Event) -> None:
+    def _finish_later(self, camera: Camera, event: _Event, end: float) -> None:
+        """Promote `event`, which ends at `end`, once that has passed (motion again before then cancels it)."""
         if event.task is not None:
             event.task.cancel()
 
         async def finish() -> None:
-            await asyncio.sleep(max(0.0, event.end - time.time()))
+            await asyncio.sleep(max(0.0, end - time.time()))
             camera.pending.add(event)
             if camera.motion is event:
                 camera.motion = None
-            camera.last_end = max(camera.last_end, event.end)
+            camera.last_end = max(camera.last_end, end)
             await self._promote_when_ready(camera, event)
         event.task = self._task(finish(), f"nnode-camera-clip-{camera.id}")
 
@@ -310,7 +327,7 @@ class Cameras:
             self._keep(camera)
 
             async def finish(camera: Camera = camera, event: _Event = event) -> None:
-                await asyncio.sleep(max(0.0, event.end - time.time()))
+                await asyncio.sleep(max(0.0, end - time.time()))
                 await self._promote_when_ready(camera, event)
             event.task = self._task(finish(), f"nnode-camera-window-{camera.id}")
 
@@ -321,10 +338,13 @@ class Cameras:
     async def _promote_when_ready(self, camera: Camera, event: _Event) -> ClipRow | None:
         """Wait for the segment that covers the event's end, then promote; never raises."""
         try:
+            end = event.end
+            if end is None:
+                raise ValueError(f"a {event.kind} event still under way cannot be promoted")
             deadline = time.monotonic() + SEGMENT_WAIT
             while time.monotonic() < deadline:
-                segments = camera.recorder.segments(event.start, event.end)
-                if segments and segments[-1].end_utc >= event.end - 0.5:
+                segments = camera.recorder.segments(event.start, end)
+                if segments and segments[-1].end_utc >= end - 0.5:
                     break
                 if camera.recorder.state.status != "streaming" and segments:
                     break  # the camera dropped: promote what there is
@@ -361,8 +381,7 @@ class Cameras:
             loop = asyncio.get_running_loop()
             try:
                 clip = await loop.run_in_executor(None, promote, [s.path for s in segments],
-                                                  self.index.path(row.file), self.index.path(row.thumbnail),
-                                                  camera.config.privacy_masks)
+                                                  *self.index.reserved_paths(row), camera.config.privacy_masks)
             except Exception as exc:  # not only CameraError: a row left `writing` would wait for the next start
                 await self.index.abandon(row.id)
                 camera.note = f"clip not saved: {exc}"
@@ -392,8 +411,8 @@ class Cameras:
     async def access(self, camera_id: str) -> dict[str, bool]:
         """Who besides the manager may see the camera: the manager's choice, else the config's `viewers`."""
         config = self.configs[camera_id]
-        rows = await self.index.db.reader.execute_fetchall(
-            "SELECT residents, responders FROM camera_access WHERE camera = ?", (camera_id,))
+        rows = list(await self.index.db.reader.execute_fetchall(
+            "SELECT residents, responders FROM camera_access WHERE camera = ?", (camera_id,)))
         if rows:
             return {"residents": bool(rows[0][0]), "responders": bool(rows[0][1])}
         return {"residents": "resident" in config.viewers, "responders": "responder" in config.viewers}
@@ -421,6 +440,8 @@ class Cameras:
 
     async def announce(self, row: ClipRow) -> None:
         """Tell the open pages allowed to see the camera that a clip was saved."""
+        if self.publish is None:
+            return
         allowed = await self.access(row.camera)
         data = {"uid": row.uid, "camera": row.camera, "kind": row.kind, "start": row.start, "end": row.end}
         audiences = ["all"] if allowed["residents"] else ["managers"] + (["responders"] if allowed["responders"]
@@ -458,7 +479,7 @@ class Cameras:
         return ok
 
     @contextlib.asynccontextmanager
-    async def reserve(self, need: int, *, for_upload: bool = False):
+    async def reserve(self, need: int, *, for_upload: bool = False) -> AsyncIterator[None]:
         """Hold `need` bytes of free space for a write under way (Unavailable if they cannot be found)."""
         if not await self.ensure_space(need, for_upload=for_upload):
             raise Unavailable("the node's disk is too full (everything left is held)" if not for_upload else
@@ -477,9 +498,8 @@ class Cameras:
 
     # -- state
 
-    def metric_families(self) -> list:
+    def metric_families(self) -> list[Metric]:
         """Prometheus families: each camera's state, segments, bytes, reconnects and clips; the disk guard."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         up = GaugeMetricFamily("nnode_camera_up", "1 while the camera streams, by camera and status (streaming, "
                                "reconnecting, error, starting, stopped).", labels=["camera", "status"])
         segments = CounterMetricFamily("nnode_camera_segments", "Segments recorded since start.", labels=["camera"])
@@ -513,7 +533,7 @@ class Cameras:
         return out
 
 
-class _Broken:
+class _Broken(Source):
     """A camera whose URL cannot be used: reported as an error, never opened."""
 
     kind = "broken"
@@ -521,7 +541,7 @@ class _Broken:
     def __init__(self, url: str, reason: str) -> None:
         self.url, self.reason = url, reason
 
-    def open(self):
+    def open(self) -> Feed:
         raise CameraError(self.reason)
 
     def describe(self) -> str:

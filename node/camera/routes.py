@@ -14,14 +14,15 @@ import time
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
-from node.http import MANAGER, RESIDENT, Route, json_body, session_of
-from node.keys import ACCOUNTS, CAMERAS, CLIPS, CONFIG
 from node.camera.clips import BUILDING, UPLOAD_CAMERA, ClipNotFound, ClipRow
 from node.camera.manager import Camera, CameraNotFound
+from node.camera.models import AccessBody, HoldBody
 from node.camera.upload import UploadError, ingest_upload
 from node.errors import BadRequest, TooLarge, Unavailable
+from node.http import MANAGER, RESIDENT, Route, read_body, session_of
+from node.keys import ACCOUNTS, CAMERAS, CLIPS, CONFIG
 
 BOUNDARY = "nnode-live"
 RECHECK_SECONDS = 15.0
@@ -98,13 +99,10 @@ async def list_cameras(request: web.Request) -> web.Response:
 
 async def set_access(request: web.Request) -> web.Response:
     """PUT /api/cameras/{camera}/access {residents, responders}: who besides the manager may see the camera."""
-    body = await json_body(request)
-    for key in ("residents", "responders"):
-        if not isinstance(body.get(key), bool):
-            raise BadRequest(f"{key}: expected true or false, got {body.get(key)!r}")
+    body = await read_body(request, AccessBody)
     cameras = request.app[CAMERAS]
-    access = await cameras.set_access(request.match_info["camera"], residents=body["residents"],
-                                      responders=body["responders"])
+    access = await cameras.set_access(request.match_info["camera"], residents=body.residents,
+                                      responders=body.responders)
     return web.json_response({"ok": True, "access": access})
 
 
@@ -125,13 +123,12 @@ async def live(request: web.Request) -> web.StreamResponse:
     limit = app[CONFIG].cameras.live_viewers
     if camera.viewers >= limit:
         raise Unavailable(f"camera {camera.id} already has {limit} live viewers; try again later")
+    response = web.StreamResponse(headers={
+        "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff"})
     camera.viewers += 1  # counted before the first await, so viewers arriving together are counted too
-    response = None
     try:
         seq, _, _ = await cameras.picture(camera)  # fails with a clear 503 before the stream starts
-        response = web.StreamResponse(headers={
-            "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff"})
         await response.prepare(request)
         cookie = request.cookies.get("nnode_session")
         recheck = time.monotonic() + RECHECK_SECONDS
@@ -224,11 +221,8 @@ async def hold_clip(request: web.Request) -> web.Response:
     clip = await _clip(request)
     if clip.owner != BUILDING:
         raise ClipNotFound(f"clip {clip.uid!r} not found")
-    body = await json_body(request) if request.can_read_body else {}
-    note = body.get("note", "")
-    if not isinstance(note, str) or len(note) > 200:
-        raise BadRequest("note: expected a string of at most 200 characters")
-    await request.app[CLIPS].hold(clip, "manager", "manager", note)
+    body = await read_body(request, HoldBody)
+    await request.app[CLIPS].hold(clip, "manager", "manager", body.note)
     return web.json_response({"ok": True, "holds": await request.app[CLIPS].holds(clip)})
 
 
@@ -306,6 +300,8 @@ async def _store_upload(request: web.Request, owner: str, limit: int) -> web.Res
                 part = await reader.next()
                 if part is None:
                     break
+                if not isinstance(part, BodyPartReader):
+                    raise BadRequest("unexpected nested multipart part (expected the fields clip, recorded_at, note)")
                 if part.name == "clip":
                     if received:
                         raise BadRequest("send one clip per upload")
@@ -333,8 +329,7 @@ async def _store_upload(request: web.Request, owner: str, limit: int) -> web.Res
                                     end=time.time(), note=note)
             try:
                 clip = await loop.run_in_executor(None, lambda: ingest_upload(
-                    handle.name, index.path(row.file), index.path(row.thumbnail),
-                    max_seconds=config.upload_max_seconds))
+                    handle.name, *index.reserved_paths(row), max_seconds=config.upload_max_seconds))
             except BaseException as exc:
                 await index.abandon(row.id)
                 if isinstance(exc, UploadError):
@@ -359,14 +354,14 @@ def routes() -> list[Route]:
     signed_in, manager = frozenset({RESIDENT, MANAGER}), frozenset({MANAGER})
     return [
         Route("GET", "/api/cameras", list_cameras, signed_in),
-        Route("PUT", "/api/cameras/{camera}/access", set_access, manager),
+        Route("PUT", "/api/cameras/{camera}/access", set_access, manager, AccessBody),
         Route("GET", "/api/cameras/{camera}/snapshot", snapshot, signed_in),
         Route("GET", "/api/cameras/{camera}/live", live, signed_in),
         Route("GET", "/api/clips", list_clips, signed_in),
         Route("GET", "/api/clips/{uid}", clip_detail, signed_in),
         Route("GET", "/api/clips/{uid}/video", clip_video, signed_in),
         Route("GET", "/api/clips/{uid}/thumbnail", clip_thumbnail, signed_in),
-        Route("POST", "/api/clips/{uid}/hold", hold_clip, manager),
+        Route("POST", "/api/clips/{uid}/hold", hold_clip, manager, HoldBody),
         Route("DELETE", "/api/clips/{uid}/hold", release_clip, manager),
         Route("DELETE", "/api/clips/{uid}", delete_clip, signed_in),
         Route("POST", "/api/uploads", upload_clip, frozenset({RESIDENT})),

@@ -20,10 +20,12 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import av
 import av.error
+import av.video.codeccontext
 
 from node.errors import NodeError
 
@@ -75,22 +77,23 @@ class Feed(abc.ABC):
     """The input stream to copy codec parameters from (stream copy), or None when packets must be re-encoded."""
     bursty = False
     """True when packets queue up safely while nobody reads (a network socket), so they may be read in bursts."""
+    _decoder: av.video.codeccontext.VideoCodecContext
 
     @abc.abstractmethod
-    def packets(self) -> Iterator[av.Packet]:
+    def packets(self) -> Iterator[av.Packet[Any]]:
         """Packets in decoding order, with pts/dts in `time_base`; ends when the stream ends."""
 
-    def decode(self, packet: av.Packet) -> list[av.VideoFrame]:
+    def decode(self, packet: av.Packet[Any]) -> list[av.VideoFrame]:
         """Decoded pictures of `packet` (none for a corrupt one: a lost packet must not stop the recording)."""
         try:
             return self._decoder.decode(packet)
         except av.error.FFmpegError:
             return []
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> None:  # noqa: B027 - an optional hook: a feed with no blocking read has nothing to do
         """Make a blocked read return soon (called from another thread by Recorder.stop)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: a feed that holds nothing has nothing to release
         """Release the connection (idempotent)."""
 
 
@@ -108,6 +111,9 @@ class _ContainerFeed(Feed):
         if stream.codec_context is None:
             container.close()
             raise CameraError(f"{what}: no decoder for its video")
+        if stream.time_base is None:
+            container.close()
+            raise CameraError(f"{what}: no time base for its video")
         self.stream = stream
         self.codec = stream.codec_context.name
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
@@ -121,7 +127,7 @@ class _ContainerFeed(Feed):
             container.close()
             raise
 
-    def packets(self) -> Iterator[av.Packet]:
+    def packets(self) -> Iterator[av.Packet[Any]]:
         try:
             for packet in self.container.demux(self.stream):
                 size = packet.size
@@ -141,9 +147,11 @@ class _ContainerFeed(Feed):
         self.container.close()
 
 
-def _open_container(what: str, url: str, **kwargs) -> av.container.InputContainer:
+def _open_container(what: str, url: str, **kwargs: Any) -> av.container.InputContainer:
     try:
-        return av.open(url, mode="r", timeout=(OPEN_TIMEOUT, READ_TIMEOUT), **kwargs)
+        container: av.container.InputContainer = av.open(url, mode="r", timeout=(OPEN_TIMEOUT, READ_TIMEOUT),
+                                                         **kwargs)
+        return container
     except (av.error.FFmpegError, OSError) as exc:
         raise _translate(f"{what}: open", exc) from exc
 
@@ -229,7 +237,7 @@ class _LoopedFileFeed(_ContainerFeed):
         super().__init__(what, container)
         self.loop = loop
 
-    def packets(self) -> Iterator[av.Packet]:
+    def packets(self) -> Iterator[av.Packet[Any]]:
         offset = 0
         started = time.monotonic()
         first: int | None = None
@@ -299,13 +307,13 @@ class _MjpegFeed(Feed):
         self.width, self.height = frames[0].width, frames[0].height
         _check_size(what, self.width, self.height)
 
-    def _packet(self, data: bytes) -> av.Packet:
+    def _packet(self, data: bytes) -> av.Packet[Any]:
         packet = av.Packet(data)
         packet.pts = packet.dts = int((time.monotonic() - self._started) * 1000)
         packet.time_base = self.time_base
         return packet
 
-    def packets(self) -> Iterator[av.Packet]:
+    def packets(self) -> Iterator[av.Packet[Any]]:
         data, self._first = self._first, None
         while data is not None:
             yield self._packet(data)
@@ -403,6 +411,7 @@ class MjpegSource(Source):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CameraError(f"not an http(s) URL: {_redact(url)}")
         self.url = url
+        self.host = parts.hostname
 
     def describe(self) -> str:
         return _redact(self.url)
@@ -411,7 +420,7 @@ class MjpegSource(Source):
         parts = urlsplit(self.url)
         what = f"mjpeg {self.describe()}"
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(parts.hostname, parts.port, timeout=OPEN_TIMEOUT)
+        conn = cls(self.host, parts.port, timeout=OPEN_TIMEOUT)
         headers = {"User-Agent": "nnode", "Accept": "multipart/x-mixed-replace, */*"}
         if parts.username is not None:
             user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
@@ -477,9 +486,10 @@ class _SimulatedFeed(Feed):
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
             raise CameraError(f"{self.what}: JPEG encoding failed")
-        return jpeg.tobytes()
+        data: bytes = jpeg.tobytes()
+        return data
 
-    def packets(self) -> Iterator[av.Packet]:
+    def packets(self) -> Iterator[av.Packet[Any]]:
         started = time.monotonic()
         frame = 0
         while not self._closed.is_set():
@@ -510,12 +520,12 @@ class SimulatedSource(Source):
         self.url = url
         self.params = {"width": 640.0, "height": 360.0, "fps": 10.0, "period": 20.0, "walk": 4.0}
         for key, value in parse_qsl(urlsplit(url).query):
-            low, high = self.LIMITS.get(key, (None, None))
+            limits = self.LIMITS.get(key)
             try:
                 number = float(value)
             except ValueError:
                 number = None
-            if low is None or number is None or not low <= number <= high:
+            if limits is None or number is None or not limits[0] <= number <= limits[1]:
                 raise CameraError(f"{url}: {key}={value!r} is not one of width, height, fps, period, walk within "
                                   f"their limits {self.LIMITS}")
             self.params[key] = number

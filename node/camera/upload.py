@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
 import cv2
 
+from node.camera.h264 import ENCODER, add_h264_stream, frame_rate
+from node.camera.h264 import av_reason as _why
 from node.camera.record import PART, THUMBNAIL_WIDTH
-from node.camera.h264 import ENCODER, add_h264_stream, av_reason as _why, frame_rate
 from node.durable import fsync_file, publish, sha256_file, write_synced
 from node.errors import NodeError
 
@@ -197,7 +199,7 @@ def _convert(src: Path, tmp: Path, max_seconds: float, max_pixels: int,
 
     Returns the upload's video codec, its creation time, and whether it was copied."""
     container = _open(src)
-    out = None
+    out: av.container.OutputContainer | None = None
     try:
         video = _video_stream(container, max_seconds, max_pixels)
         codec = _codec(video)
@@ -212,7 +214,8 @@ def _convert(src: Path, tmp: Path, max_seconds: float, max_pixels: int,
         step = max(1, round(1 / (frame_rate(video, MAX_RATE) * tb)))  # ticks per picture, for pictures without a usable time
         max_frames = int(max_seconds * MAX_RATE)
         frames = packets = 0
-        first = last = None
+        first: int | None = None
+        last: int | None = None
         try:
             for packet in container.demux(video):
                 packets += packet.size > 0
@@ -225,7 +228,7 @@ def _convert(src: Path, tmp: Path, max_seconds: float, max_pixels: int,
                     # Its time from the first picture, always increasing: what an encoded clip will show.
                     if first is None and frame.pts is not None:
                         first = frame.pts
-                    ts = None if frame.pts is None else frame.pts - first
+                    ts = None if frame.pts is None or first is None else frame.pts - first
                     if last is not None and (ts is None or ts <= last):
                         ts = last + step
                     last = ts = ts or 0
@@ -242,7 +245,7 @@ def _convert(src: Path, tmp: Path, max_seconds: float, max_pixels: int,
         if frames == 0:
             raise UploadError("upload: no picture could be decoded")
         writer.finish()
-        out, closing = None, out
+        closing, out = out, None  # the finally below must not close it again
         try:
             closing.close()
         except (av.error.FFmpegError, OSError) as exc:
@@ -278,7 +281,7 @@ class _Copier:
         if (frame.width, frame.height) != self.size or frame.format.name not in COPY_PIX_FMTS:
             raise _NotCopyable("picture size or format changes")
 
-    def packet(self, packet: av.Packet) -> None:
+    def packet(self, packet: av.Packet[Any]) -> None:
         """Write a packet (its pictures have decoded)."""
         if packet.dts is None or packet.pts is None:
             raise _NotCopyable("a packet without timestamps")
@@ -308,9 +311,9 @@ class _Encoder:
         self.out = out
         self.video = video
         self.time_base = video.time_base or Fraction(1, 90000)
-        self.stream = None
+        self.stream: av.video.stream.VideoStream | None = None
 
-    def _open(self, frame: av.VideoFrame) -> None:
+    def _open(self, frame: av.VideoFrame) -> av.video.stream.VideoStream:
         try:
             stream = add_h264_stream(self.out, frame.width, frame.height, self.time_base,
                                      frame_rate(self.video, MAX_RATE))
@@ -320,12 +323,12 @@ class _Encoder:
         except (av.error.FFmpegError, ValueError) as exc:
             raise UploadStoreError(f"upload: {ENCODER} encoder unavailable ({exc})") from exc
         self.stream = stream
+        return stream
 
     def frame(self, frame: av.VideoFrame, ts: int) -> None:
         """Encode one decoded picture, shown at `ts` (in the upload's time base, increasing)."""
-        if self.stream is None:
-            self._open(frame)
-        ctx = self.stream.codec_context
+        stream = self._open(frame) if self.stream is None else self.stream
+        ctx = stream.codec_context
         try:
             picture = frame.reformat(width=ctx.width, height=ctx.height, format="yuv420p",
                                      src_color_range=frame.color_range or None, dst_color_range="MPEG")
@@ -334,24 +337,24 @@ class _Encoder:
         picture.pts = ts
         picture.time_base = self.time_base
         picture.pict_type = av.video.frame.PictureType.NONE  # not the upload's: the encoder picks its keyframes
-        self._mux(picture)
+        self._mux(stream, picture)
 
-    def packet(self, packet: av.Packet) -> None:
+    def packet(self, packet: av.Packet[Any]) -> None:
         """Pictures, not packets, are what is encoded."""
 
     def finish(self) -> None:
         """Write the pictures the encoder still holds."""
         if self.stream is not None:
-            self._mux(None)
+            self._mux(self.stream, None)
 
-    def _mux(self, picture: av.VideoFrame | None) -> None:
+    def _mux(self, stream: av.video.stream.VideoStream, picture: av.VideoFrame | None) -> None:
         try:
-            self.out.mux(self.stream.encode(picture))
+            self.out.mux(stream.encode(picture))
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise UploadStoreError(f"upload: storing the clip failed ({_why(exc)})") from exc
 
 
-def _recorded_utc(*tags: dict) -> float | None:
+def _recorded_utc(*tags: dict[str, str]) -> float | None:
     """The first plausible ISO 8601 creation_time among metadata dicts, as UTC POSIX seconds."""
     for meta in tags:
         value = meta.get("creation_time")
@@ -375,6 +378,8 @@ def _inspect(clip: Path) -> tuple[float, int, int, bytes]:
     with av.open(str(clip)) as container:
         video = container.streams.video[0]
         size = video.codec_context.width, video.codec_context.height
+        if video.time_base is None:
+            raise OSError("the clip's video has no time base")
         if container.duration:
             duration = container.duration / av.time_base
         else:

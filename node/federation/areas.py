@@ -12,9 +12,8 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from sync import Circle, distance_m
-
 from node.config import Config
+from sync import Circle, distance_m
 
 # An SOS names the building's location rounded to 0.01 degree, so the building is within about 790 m of it (half
 # the diagonal of a 0.01-degree cell at the equator); so is a node's announced centre, rounded the same way.

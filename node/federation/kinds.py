@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync import KindRegistry, require_fields
-
 from node.federation.areas import alert_areas, request_areas, sos_areas
 from node.safety.alerts import ALERT, MAX_TTL, validate_alert
 from node.safety.reports import REPORT, REPORT_TTL, validate_report_event
 from node.safety.sos import SOS, SOS_EVENT_TTL, validate_sos_event
 from node.sharing import events as sharing
+from sync import KindRegistry, require_fields
 
 NOTICE = "notice"
 NOTICE_MAX_CHARS = 2000

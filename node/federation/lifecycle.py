@@ -7,8 +7,6 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from sync import Discovery, SyncEngine, SyncServer, SyncSettings, add_discovered, make_descriptor
-
 from node.config import Config
 from node.federation.areas import coarse_location, interest
 from node.federation.kinds import build_registry
@@ -16,6 +14,7 @@ from node.identity import node_id
 from node.keys import CONFIG, DB, ENGINE, KEY, PEERS, SCHEDULER, STORE, SYNC_SERVER
 from node.periodic import Jobs
 from node.state import RESTORED, NodeState
+from sync import Discovery, SyncEngine, SyncServer, SyncSettings, add_discovered, make_descriptor
 
 log = logging.getLogger("nnode")
 

@@ -8,9 +8,8 @@ from typing import Iterable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from sync import EventStore, PeerStore, SyncEngine
-
 from node.identity import short_id
+from sync import EventStore, PeerStore, SyncEngine
 
 
 class _Snapshot:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sync import SYNC_ENDPOINTS
-
 from node.errors import NotFound
 from node.federation.areas import peer_location
 from node.http import MANAGER, PEER, PUBLIC, Handler, Route
 from node.keys import ENGINE, PEERS, SYNC_SERVER
+from sync import SYNC_ENDPOINTS
 
 
 async def peers(request: web.Request) -> web.Response:

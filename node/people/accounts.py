@@ -14,11 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sync import Database, Migration
+import aiosqlite
 
-from node.people.claim import CODE_ALPHABET, SESSION_TTL, normalise
 from node.errors import BadRequest, Conflict, Forbidden, NotFound
+from node.people.claim import CODE_ALPHABET, SESSION_TTL, normalise
 from node.people.passwords import check_secret
+from node.sql import inserted_id
+from sync import Database, Migration
 
 INVITE_LENGTH = 16            # Crockford base32 characters: 80 bits
 INVITE_TTL = 7 * 86_400
@@ -99,12 +101,12 @@ def _clean(value: Any, field: str, limit: int, *, required: bool) -> str:
         value = ""
     if not isinstance(value, str):
         raise BadRequest(f"field '{field}' must be a string")
-    value = " ".join(value.split())
-    if required and not value:
+    text = " ".join(value.split())
+    if required and not text:
         raise BadRequest(f"field '{field}' is required")
-    if len(value) > limit:
+    if len(text) > limit:
         raise BadRequest(f"field '{field}' must hold at most {limit} characters")
-    return value
+    return text
 
 
 class Accounts:
@@ -125,7 +127,7 @@ class Accounts:
             cursor = await conn.execute(
                 "INSERT INTO invites (code_hash, role, unit, name, created, expires) VALUES (?, 'resident', ?, ?, ?, ?)",
                 (digest(normalise(code)), unit, name, now, now + INVITE_TTL))
-        return Invite(cursor.lastrowid, "resident", unit, name, code, now + INVITE_TTL)
+        return Invite(inserted_id(cursor), "resident", unit, name, code, now + INVITE_TTL)
 
     async def login_link(self, *, now: int | None = None) -> Invite:
         """A one-time manager sign-in token (for `nnode admin-link`)."""
@@ -137,7 +139,7 @@ class Accounts:
             cursor = await conn.execute(
                 "INSERT INTO invites (code_hash, role, created, expires) VALUES (?, 'manager', ?, ?)",
                 (digest(token), now, now + LOGIN_LINK_TTL))
-        return Invite(cursor.lastrowid, "manager", "", "", token, now + LOGIN_LINK_TTL)
+        return Invite(inserted_id(cursor), "manager", "", "", token, now + LOGIN_LINK_TTL)
 
     async def invites(self, *, now: int | None = None) -> list[dict[str, Any]]:
         """Every resident invite with its state: open, used, revoked or expired."""
@@ -166,16 +168,16 @@ class Accounts:
             raise BadRequest("field 'code' is required: the invite code from your building's manager")
         name = _clean(name, "name", MAX_NAME, required=False)
         async with self.db.write() as conn:
-            rows = await conn.execute_fetchall(
+            rows = list(await conn.execute_fetchall(
                 "SELECT id, unit, name FROM invites WHERE code_hash = ? AND role = 'resident' AND used IS NULL "
-                "AND revoked IS NULL AND expires > ?", (digest(normalise(code)), now))
+                "AND revoked IS NULL AND expires > ?", (digest(normalise(code)), now)))
             if not rows:
                 raise Forbidden("this invite code is wrong, used, revoked or expired; ask your building's manager "
                                 "for a new one")
             invite_id, unit, invited_name = rows[0]
             cursor = await conn.execute("INSERT INTO residents (unit, name, created) VALUES (?, ?, ?)",
                                         (unit, name or invited_name, now))
-            resident = cursor.lastrowid
+            resident = inserted_id(cursor)
             await conn.execute("UPDATE invites SET used = ?, resident_id = ? WHERE id = ?", (now, resident, invite_id))
             token, session_id = await _insert_session(conn, "resident", resident, now)
         return token, Session(session_id, "resident", resident, unit, name or invited_name)
@@ -206,7 +208,7 @@ class Accounts:
                 "AND revoked IS NULL AND expires > ?", (now, digest(token), now))
             if cursor.rowcount != 1:
                 raise Forbidden("this sign-in link is wrong, used or expired; run `nnode admin-link` again")
-            manager = (await conn.execute_fetchall("SELECT id FROM managers ORDER BY id LIMIT 1"))[0][0]
+            manager = list(await conn.execute_fetchall("SELECT id FROM managers ORDER BY id LIMIT 1"))[0][0]
             session_token, session_id = await _insert_session(conn, "manager", manager, now)
         return session_token, Session(session_id, "manager", manager)
 
@@ -217,10 +219,10 @@ class Accounts:
         if not token or len(token) > 100:
             return None
         now = int(time.time()) if now is None else now
-        rows = await self.db.reader.execute_fetchall(
+        rows = list(await self.db.reader.execute_fetchall(
             "SELECT s.rowid, s.role, s.subject, r.unit, r.name, r.on_call, r.revoked FROM sessions s "
             "LEFT JOIN residents r ON s.role = 'resident' AND r.id = s.subject "
-            "WHERE s.token_hash = ? AND s.revoked IS NULL AND s.expires > ?", (digest(token), now))
+            "WHERE s.token_hash = ? AND s.revoked IS NULL AND s.expires > ?", (digest(token), now)))
         if not rows:
             return None
         row_id, role, subject, unit, name, on_call, revoked = rows[0]
@@ -287,9 +289,9 @@ class Accounts:
                 raise NotFound(f"no current resident {resident_id}")
 
 
-async def _insert_session(conn: Any, role: str, subject: int, now: int) -> tuple[str, int]:
+async def _insert_session(conn: aiosqlite.Connection, role: str, subject: int, now: int) -> tuple[str, int]:
     token = secrets.token_urlsafe(32)
     cursor = await conn.execute(
         "INSERT INTO sessions (token_hash, role, subject, created, expires) VALUES (?, ?, ?, ?, ?)",
         (digest(token), role, subject, now, now + SESSION_TTL))
-    return token, cursor.lastrowid
+    return token, inserted_id(cursor)

@@ -20,9 +20,8 @@ from typing import Sequence
 
 import segno
 
-from sync import Database, Migration
-
 from node.people.passwords import check_secret, hash_secret
+from sync import Database, Migration
 
 log = logging.getLogger("nnode.claim")
 

@@ -6,12 +6,11 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from sync import RateLimiter
-
 from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, SCHEDULER, SIGN_IN_LIMITER
 from node.people.accounts import Accounts
 from node.people.claim import Claims
 from node.periodic import Jobs
+from sync import RateLimiter
 
 CLAIM_CODE_CHECK = 300.0   # seconds between checks that an unclaimed node shows a fresh claim code
 

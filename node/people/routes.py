@@ -7,14 +7,25 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import RateLimited
-
-from node.errors import BadRequest, Forbidden
-from node.http import (LOCAL, LOOPBACK, MANAGER, PUBLIC, RESIDENT, SESSION, SESSION_COOKIE, Route, int_param, json_body,
-                       session_of)
+from node.errors import Forbidden
+from node.http import (
+    LOCAL,
+    LOOPBACK,
+    MANAGER,
+    PUBLIC,
+    RESIDENT,
+    SESSION,
+    SESSION_COOKIE,
+    Route,
+    int_param,
+    read_body,
+    session_of,
+)
 from node.keys import ACCOUNTS, CONFIG, HUB, SIGN_IN_LIMITER
 from node.people import setup
 from node.people.claim import SESSION_TTL, qr_svg
+from node.people.models import ClaimBody, InviteBody, JoinBody, LoginBody, OnCallBody
+from sync import RateLimited
 
 
 def _limit(request: web.Request) -> None:
@@ -38,20 +49,20 @@ def base_url(request: web.Request) -> str:
 async def join(request: web.Request) -> web.Response:
     """POST /api/join {code, name?}: redeem an invite; sets the session cookie."""
     _limit(request)
-    body = await json_body(request)
-    token, session = await request.app[ACCOUNTS].redeem(body.get("code"), body.get("name"))
+    body = await read_body(request, JoinBody)
+    token, session = await request.app[ACCOUNTS].redeem(body.code, body.name)
     return _signed_in(session.public(), token)
 
 
 async def login(request: web.Request) -> web.Response:
     """POST /api/login {password} or {token}: sign the manager in."""
     _limit(request)
-    body = await json_body(request)
+    body = await read_body(request, LoginBody)
     accounts = request.app[ACCOUNTS]
-    if "token" in body:
-        token, session = await accounts.login_token(body["token"])
+    if isinstance(body.token, str):
+        token, session = await accounts.login_token(body.token)
     else:
-        token, session = await accounts.login_password(body.get("password"))
+        token, session = await accounts.login_password(body.password or None)
     return _signed_in(session.public(), token)
 
 
@@ -89,8 +100,8 @@ async def revoke_resident(request: web.Request) -> web.Response:
 
 async def set_on_call(request: web.Request) -> web.Response:
     """POST /api/residents/{id}/on-call {on_call}."""
-    body = await json_body(request)
-    await request.app[ACCOUNTS].set_on_call(int_param(request, "id"), body.get("on_call"))
+    body = await read_body(request, OnCallBody)
+    await request.app[ACCOUNTS].set_on_call(int_param(request, "id"), body.on_call)
     await request.app[HUB].recheck()
     return web.json_response({"ok": True})
 
@@ -109,8 +120,8 @@ async def invites(request: web.Request) -> web.Response:
 
 async def create_invite(request: web.Request) -> web.Response:
     """POST /api/invites {unit, name?}: a one-time invite (its code is shown this once)."""
-    body = await json_body(request)
-    invite = await request.app[ACCOUNTS].invite(body.get("unit"), body.get("name"))
+    body = await read_body(request, InviteBody)
+    invite = await request.app[ACCOUNTS].invite(body.unit, body.name)
     return web.json_response({"ok": True, "invite": invite_payload(invite, base_url(request))})
 
 
@@ -140,16 +151,16 @@ def routes() -> list[Route]:
     return [
         Route("GET", "/setup", setup.setup_page, public),
         Route("GET", "/setup/qr.svg", setup.setup_qr, frozenset({LOOPBACK})),
-        Route("POST", "/setup/claim", setup.claim, public),
+        Route("POST", "/setup/claim", setup.claim, public, ClaimBody),
         Route("GET", "/api/session", session, public),
-        Route("POST", "/api/join", join, local),
-        Route("POST", "/api/login", login, local),
+        Route("POST", "/api/join", join, local, JoinBody),
+        Route("POST", "/api/login", login, local, LoginBody),
         Route("POST", "/api/logout", logout, frozenset({RESIDENT, MANAGER})),
         Route("GET", "/api/residents", residents, manager),
         Route("POST", "/api/residents/{id}/revoke", revoke_resident, manager),
-        Route("POST", "/api/residents/{id}/on-call", set_on_call, manager),
+        Route("POST", "/api/residents/{id}/on-call", set_on_call, manager, OnCallBody),
         Route("GET", "/api/invites", invites, manager),
-        Route("POST", "/api/invites", create_invite, manager),
+        Route("POST", "/api/invites", create_invite, manager, InviteBody),
         Route("POST", "/api/invites/{id}/revoke", revoke_invite, manager),
         Route("GET", "/api/sessions", sessions, manager),
         Route("POST", "/api/sessions/{id}/revoke", revoke_session, manager),

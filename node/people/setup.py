@@ -7,12 +7,12 @@ import ipaddress
 
 from aiohttp import web
 
-from sync import RateLimited, RateLimiter
-
-from node.http import SESSION_COOKIE
+from node.errors import NodeError
+from node.http import SESSION_COOKIE, read_body
 from node.keys import CLAIMS, CONFIG
 from node.people.claim import MIN_PASSWORD, SESSION_TTL, ClaimError, qr_svg, setup_url
-from node.errors import BadRequest, NodeError
+from node.people.models import ClaimBody
+from sync import RateLimited, RateLimiter
 
 # Guessing a 60-bit code is hopeless anyway; this keeps scrypt from being used to load the node. Per address only
 # (a shared limit would let one host lock the manager out), and never for the device's own screen.
@@ -122,15 +122,9 @@ async def claim(request: web.Request) -> web.Response:
             _attempts_per_address.check(request.remote or "?")
     except RateLimited as exc:
         raise ClaimRefused(f"too many claim attempts; retry in {exc.retry_after:.0f} s", 429) from exc
+    body = await read_body(request, ClaimBody)
     try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest("body must be JSON: {\"code\": ..., \"password\": ...}") from exc
-    if not isinstance(body, dict) or not isinstance(body.get("code"), str) \
-            or not isinstance(body.get("password"), str):
-        raise BadRequest("body must be a JSON object with string fields 'code' and 'password'")
-    try:
-        token = await request.app[CLAIMS].claim(body["code"], body["password"])
+        token = await request.app[CLAIMS].claim(body.code, body.password)
     except ClaimError as exc:
         raise ClaimRefused(str(exc), exc.status) from exc
     response = web.json_response({"ok": True, "role": "manager"})

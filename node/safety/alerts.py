@@ -13,14 +13,26 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import aiohttp
 
-from sync import Event, EventStore, SyncEngine, SyncError, require_fields
-
 from node.config import AlertsSection
 from node.errors import NodeError
-from node.safety.cap import (ATOM, CATEGORY, CERTAINTY, NS, SEVERITY, URGENCY, CapError, _parse_xml,
-                             alert_from_element, alert_to_element, area_covers, check_alert_dict, parse_document)
+from node.safety.cap import (
+    ATOM,
+    CATEGORY,
+    CERTAINTY,
+    NS,
+    SEVERITY,
+    URGENCY,
+    CapError,
+    _parse_xml,
+    alert_from_element,
+    alert_to_element,
+    area_covers,
+    check_alert_dict,
+    parse_document,
+)
 from node.safety.live import ALL
 from node.safety.reports import REPORT, report_message
+from sync import Event, EventStore, SyncEngine, SyncError, require_fields
 
 log = logging.getLogger("nnode.alerts")
 
@@ -288,7 +300,8 @@ def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str) -> byte
             "%Y-%m-%dT%H:%M:%S%z")
         content = SubElement(entry, f"{{{ATOM}}}content", {"type": "application/cap+xml"})
         content.append(alert_to_element(cap))
-    return tostring(feed, encoding="utf-8", xml_declaration=True)
+    document: bytes = tostring(feed, encoding="utf-8", xml_declaration=True)  # typeshed: Any for an encoding
+    return document
 
 
 def _withdrawn_by(alert: dict[str, Any], alerts: list[tuple[Event, dict[str, Any]]]) -> list[str]:
@@ -350,7 +363,7 @@ def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple
 
     def choice(name: str, choices: tuple[str, ...], default: str) -> str:
         value = fields.get(name, default)
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             raise CapError(f"field '{name}' must be one of {', '.join(choices)}")
         return value
 
@@ -360,7 +373,9 @@ def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple
     radius = fields.get("radius_km", 1)
     if type(radius) not in (int, float) or not 0.1 <= radius <= 50:
         raise CapError("field 'radius_km' must be a number of kilometres from 0.1 to 50")
-    stamp = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")  # noqa: E731
+    def stamp(t: float) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
     info: dict[str, Any] = {"language": "en-US", "category": [choice("category", CATEGORY, "Safety")],
                             "event": text("event", 100, required=True), "responseType": [],
                             "urgency": choice("urgency", URGENCY, "Expected"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
@@ -45,6 +45,12 @@ class CapError(BadRequest):
 
 def _tag(name: str) -> str:
     return f"{{{NS}}}{name}"
+
+
+@overload
+def _text(parent: Element, name: str, path: str, *, required: Literal[True]) -> str: ...
+@overload
+def _text(parent: Element, name: str, path: str, *, required: bool = False) -> str | None: ...
 
 
 def _text(parent: Element, name: str, path: str, *, required: bool = False) -> str | None:
@@ -189,8 +195,8 @@ def alert_from_element(root: Element, path: str = "alert") -> dict[str, Any]:
         "scope": _enum(_text(root, "scope", path, required=True), SCOPE, f"{path}/scope"),
     }
     for name in ("source", "restriction", "addresses", "note", "incidents"):
-        if (value := _text(root, name, path)) is not None:
-            alert[name] = value
+        if (text := _text(root, name, path)) is not None:
+            alert[name] = text
     if alert["scope"] == "Restricted" and "restriction" not in alert:
         raise CapError(f"{path}/restriction: required when scope is Restricted")
     if alert["scope"] == "Private" and "addresses" not in alert:
@@ -215,7 +221,8 @@ def _parse_xml(data: bytes) -> Element:
     if len(data) > MAX_XML_BYTES:
         raise CapError(f"document is {len(data)} bytes, the limit is {MAX_XML_BYTES}")
     try:
-        return SafeET.fromstring(data, forbid_dtd=True)
+        root: Element = SafeET.fromstring(data, forbid_dtd=True)
+        return root
     except DefusedXmlException as exc:
         raise CapError(f"document refused: {exc.__class__.__name__} (DTDs and entities are not accepted)") from exc
     except SafeET.ParseError as exc:

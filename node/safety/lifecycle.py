@@ -11,8 +11,6 @@ from typing import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from sync import Event
-
 from node import __version__
 from node.federation.areas import coarse_location, node_location
 from node.keys import ACCOUNTS, CONFIG, DB, ENGINE, FEEDS, HUB, REPORTS, SCHEDULER, SOS_DESK, STORE
@@ -21,6 +19,7 @@ from node.safety import sos
 from node.safety.alerts import FeedPoller, live_messages
 from node.safety.live import Hub
 from node.safety.reports import Reports
+from sync import Event
 
 log = logging.getLogger("nnode")
 

@@ -17,9 +17,9 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from sync import Database, Migration
-
 from node.people.accounts import Session
+from node.sql import inserted_id
+from sync import Database, Migration
 
 log = logging.getLogger("nnode.live")
 
@@ -103,7 +103,7 @@ class Batch:
         return Batch.of(newer) if newer else None
 
 
-def _audience_key(session: Session) -> tuple:
+def _audience_key(session: Session) -> tuple[str, bool, int]:
     """What may_receive looks at: sessions with the same key get the same messages."""
     return session.role, session.on_call, session.subject
 
@@ -120,12 +120,12 @@ class Subscriber:
 
     session: Session
     token: str
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    queue: asyncio.Queue[Batch | bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     overflowed: bool = False
     transport: asyncio.Transport | None = None
     chunked: bool = True
     last: int = 0
-    ended: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    ended: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Hub:
@@ -137,7 +137,7 @@ class Hub:
         self.subscribers: set[Subscriber] = set()
         self._lock = asyncio.Lock()   # feed ids reach subscribers in order
         self.closed = False
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         # Stored messages not yet handed to the streams: (feed id, audience, encoded), in id order. One flush hands
         # them over: at once when the streams have been idle for a period, else a period after the previous flush.
         # A write to a socket costs more than the rest of a message's fan-out together, so at 50 messages a second
@@ -168,7 +168,8 @@ class Hub:
                 log.exception("live session check failed")
             for subscriber in list(self.subscribers):
                 if subscriber.transport is not None:
-                    self._write(subscriber, KEEP_ALIVE_CHUNK if subscriber.chunked else KEEP_ALIVE)
+                    self._write(subscriber, subscriber.transport,
+                                KEEP_ALIVE_CHUNK if subscriber.chunked else KEEP_ALIVE)
                 else:
                     self._offer(subscriber, KEEP_ALIVE)
 
@@ -179,7 +180,7 @@ class Hub:
             async with self.db.write() as conn:
                 cursor = await conn.execute("INSERT INTO feed (created, type, audience, data) VALUES (?, ?, ?, ?)",
                                             (int(time.time()), kind, audience, text))
-            message_id = cursor.lastrowid
+            message_id = inserted_id(cursor)
             self._pending.append((message_id, audience, encode(message_id, kind, text)))
             if self._flush_handle is None and not self.closed:
                 loop = asyncio.get_running_loop()
@@ -197,7 +198,7 @@ class Hub:
             return
         everyone = Batch.of([(message_id, encoded) for message_id, _, encoded in pending]) \
             if all(audience == ALL for _, audience, _ in pending) else None
-        batches: dict[tuple, Batch | None] = {}
+        batches: dict[tuple[str, bool, int], Batch | None] = {}
         for subscriber in list(self.subscribers):
             batch = everyone
             if batch is None:
@@ -212,12 +213,12 @@ class Hub:
             if subscriber.transport is None:
                 self._offer(subscriber, batch)
             elif (newer := batch.after(subscriber.last)) is not None:
-                if self._write(subscriber, newer.chunk if subscriber.chunked else newer.payload):
+                if self._write(subscriber, subscriber.transport, newer.chunk if subscriber.chunked else newer.payload):
                     subscriber.last = newer.messages[-1][0]
 
-    def _write(self, subscriber: Subscriber, data: bytes) -> bool:
-        """Write to a live stream; end it if its page is gone or too far behind (it resumes from its last id)."""
-        transport = subscriber.transport
+    def _write(self, subscriber: Subscriber, transport: asyncio.Transport, data: bytes) -> bool:
+        """Write to a live stream (its `transport`); end it if its page is gone or too far behind (it resumes from
+        its last id)."""
         if transport.is_closing():
             self.end(subscriber)
             return False
@@ -262,13 +263,13 @@ class Hub:
 
     async def last_id(self) -> int:
         """The newest feed id (0 when empty)."""
-        rows = await self.db.reader.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM feed")
-        return rows[0][0]
+        rows = list(await self.db.reader.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM feed"))
+        return int(rows[0][0])
 
     async def missed(self, session: Session, after: int) -> list[tuple[int, bytes]] | None:
         """Messages after `after` for `session`, oldest first; None if more than REPLAY_LIMIT were missed."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT id, type, audience, data FROM feed WHERE id > ? ORDER BY id LIMIT ?", (after, REPLAY_LIMIT + 1))
+        rows = list(await self.db.reader.execute_fetchall(
+            "SELECT id, type, audience, data FROM feed WHERE id > ? ORDER BY id LIMIT ?", (after, REPLAY_LIMIT + 1)))
         if len(rows) > REPLAY_LIMIT:
             return None
         return [(row[0], encode(row[0], row[1], row[3])) for row in rows if may_receive(session, row[2])]

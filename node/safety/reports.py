@@ -19,9 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-from sync import Database, Event, Migration, require_fields
-
 from node.errors import BadRequest, NotFound, TooLarge
+from node.sql import inserted_id
+from sync import Database, Event, Migration, require_fields
 
 REPORT = "report"
 REPORT_TTL = 30 * 86_400
@@ -215,10 +215,11 @@ class Reports:
                 with contextlib.suppress(FileNotFoundError):
                     (self.media / name).unlink()
             raise
-        return await self.get(cursor.lastrowid, resident_id=resident_id, manager=manager is not None)
+        return await self.get(inserted_id(cursor), resident_id=resident_id, manager=manager is not None)
 
     async def list(self, *, resident_id: int | None, manager: bool, limit: int = 200) -> list[dict[str, Any]]:
         """Reports the caller may see: the manager all (unreviewed first), residents those not hidden and their own."""
+        args: tuple[int | None, ...]
         if manager:
             where, args = "", ()
             order = "(r.reviewed IS NULL) DESC, r.id DESC"
@@ -233,16 +234,16 @@ class Reports:
 
     async def get(self, report_id: int, *, resident_id: int | None, manager: bool) -> dict[str, Any]:
         """One report the caller may see, or NotFound."""
-        rows = await self.db.reader.execute_fetchall(
+        rows = list(await self.db.reader.execute_fetchall(
             "SELECT r.id, r.resident_id, r.created, r.category, r.what, r.place, r.happened, r.person, r.photo, "
             "r.status, r.reviewed, r.event_id, p.unit, p.name, r.manager FROM reports r "
-            "LEFT JOIN residents p ON p.id = r.resident_id WHERE r.id = ?", (report_id,))
+            "LEFT JOIN residents p ON p.id = r.resident_id WHERE r.id = ?", (report_id,)))
         if not rows or (not manager and rows[0][9] == "hidden" and rows[0][1] != resident_id):
             raise NotFound(f"no report {report_id}")
         return self._view(rows[0], resident_id=resident_id, manager=manager)
 
     @staticmethod
-    def _view(row: tuple, *, resident_id: int | None, manager: bool) -> dict[str, Any]:
+    def _view(row: Sequence[Any], *, resident_id: int | None, manager: bool) -> dict[str, Any]:
         report = {"id": row[0], "source": "building", "created": row[2], "category": row[3], "what": row[4],
                   "where": row[5], "when": row[6], "person": json.loads(row[7]) if row[7] else None,
                   "has_photo": bool(row[8]), "status": row[9],
@@ -256,10 +257,10 @@ class Reports:
     async def photo_path(self, report_id: int, *, resident_id: int | None, manager: bool) -> Path:
         """The file of a report's photo, if the caller may see the report."""
         await self.get(report_id, resident_id=resident_id, manager=manager)
-        rows = await self.db.reader.execute_fetchall("SELECT photo FROM reports WHERE id = ?", (report_id,))
+        rows = list(await self.db.reader.execute_fetchall("SELECT photo FROM reports WHERE id = ?", (report_id,)))
         if not rows or not rows[0][0]:
             raise NotFound(f"report {report_id} has no photo")
-        return self.media / rows[0][0]
+        return self.media / str(rows[0][0])
 
     def event_body(self, report: dict[str, Any]) -> dict[str, Any]:
         """What a shared report says to the neighborhood: the report without who made it or its photo."""

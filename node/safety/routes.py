@@ -5,21 +5,32 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 from aiohttp import BodyPartReader, web
 
-from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, current_alerts, manager_alert
-from node.federation.areas import node_location, peer_location
-from node.http import (LOCAL, MANAGER, MAX_JSON_BODY, PUBLIC, RESIDENT, RESPONDER, Route, int_param, json_body,
-                       session_of)
-from node.keys import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
-from node.safety.alerts import atom_feed
-from node.safety.stream import stream
-from node.safety.cap import CapError
 from node.errors import BadRequest, Conflict, NotFound, TooLarge
+from node.federation.areas import node_location, peer_location
+from node.http import (
+    MANAGER,
+    MAX_JSON_BODY,
+    PUBLIC,
+    RESIDENT,
+    RESPONDER,
+    Route,
+    int_param,
+    json_body,
+    read_body,
+    session_of,
+)
 from node.identity import node_id
+from node.keys import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
+from node.safety.cap import CapError
 from node.safety.live import ALL, RESPONDERS, resident_audience
+from node.safety.models import AlertBody, SosBody
 from node.safety.reports import REPORT, REPORT_TTL, read_limited, report_message
 from node.safety.sos import SOS
+from node.safety.stream import stream
 
 MAX_FORM_FIELDS = 20
 
@@ -30,8 +41,9 @@ async def post_alert(request: web.Request) -> web.Response:
     """POST /api/alerts: the manager posts an alert for the area around the building (a signed CAP event)."""
     app = request.app
     node = app[CONFIG].node
+    fields = msgspec.structs.asdict(await read_body(request, AlertBody))
     try:
-        cap = manager_alert(await json_body(request), node_key=node_id(app[KEY]), node_name=node.name,
+        cap = manager_alert(fields, node_key=node_id(app[KEY]), node_name=node.name,
                             location=(node.latitude, node.longitude) if node.latitude else None)
     except CapError as exc:
         raise BadRequest(str(exc)) from exc
@@ -144,10 +156,10 @@ async def _moderate(app: web.Application, report_id: int, action: str) -> web.Re
 async def post_sos(request: web.Request) -> web.Response:
     """POST /api/sos {note?}: call the on-call responders now."""
     session = session_of(request)
-    body = await json_body(request) if request.can_read_body else {}
+    body = await read_body(request, SosBody)
     name = session.name if session.role == "resident" else "manager"
     call = await request.app[SOS_DESK].raise_sos(resident_id=session.subject if session.role == "resident" else None,
-                                                 unit=session.unit, name=name, note=body.get("note"))
+                                                 unit=session.unit, name=name, note=body.note)
     await request.app[HUB].publish("sos", {"sos": call}, RESPONDERS)
     sos = request.app[CONFIG].sos
     now = time.time()  # every camera's footage around the call becomes a held clip
@@ -243,8 +255,8 @@ async def map_data(request: web.Request) -> web.Response:
     here = node_location(app[CONFIG])
     peers = []
     for peer in await app[PEERS].list():
-        if peer.location:
-            lat, lon = peer_location(peer.location)
+        if (where := peer_location(peer.location)) is not None:
+            lat, lon = where
             peers.append({"name": peer.name, "key": peer.key, "lat": lat, "lon": lon, "state": peer.state})
     areas = []
     for alert in await current_alerts(app[STORE], location=here):
@@ -283,7 +295,7 @@ def routes() -> list[Route]:
     signed_in = frozenset({RESIDENT, MANAGER})
     return [
         Route("GET", "/api/alerts", alerts_json, public),
-        Route("POST", "/api/alerts", post_alert, manager),
+        Route("POST", "/api/alerts", post_alert, manager, AlertBody),
         Route("GET", "/alerts.atom", alerts_atom, public),
         Route("GET", "/api/stream", stream, signed_in),
         Route("GET", "/api/reports", list_reports, signed_in),
@@ -291,7 +303,7 @@ def routes() -> list[Route]:
         Route("GET", "/api/reports/{id}/photo", report_photo, signed_in),
         Route("POST", "/api/reports/{id}/{action}", moderate, manager),
         Route("GET", "/api/sos", list_sos, signed_in),
-        Route("POST", "/api/sos", post_sos, signed_in),
+        Route("POST", "/api/sos", post_sos, signed_in, SosBody),
         Route("POST", "/api/sos/{id}/ack", ack_sos, frozenset({RESPONDER, MANAGER})),
         Route("GET", "/api/timeline", timeline, signed_in),
         Route("GET", "/api/map", map_data, signed_in),

@@ -18,11 +18,11 @@ from typing import Any, Sequence
 
 import aiohttp
 
-from sync import Database, Migration, SyncEngine, require_fields
-
 from node.config import Config
 from node.errors import BadRequest, NotFound
 from node.safety.live import RESPONDERS
+from node.sql import inserted_id
+from sync import Database, Migration, SyncEngine, require_fields
 
 log = logging.getLogger("nnode.sos")
 
@@ -78,7 +78,7 @@ def validate_sos_event(body: Any) -> None:
         raise ValueError("field 'location' must be {lat_e6, lon_e6} in integer micro-degrees")
 
 
-def _view(row: tuple) -> dict[str, Any]:
+def _view(row: Sequence[Any]) -> dict[str, Any]:
     return {"id": row[0], "resident_id": row[1], "unit": row[2], "name": row[3], "note": row[4], "created": row[5],
             "acked_by": row[6], "acked_at": row[7], "webhook_at": row[8], "webhook_result": row[9],
             "escalated_at": row[10], "event": row[11]}
@@ -103,14 +103,14 @@ class SosDesk:
         async with self.db.write() as conn:
             cursor = await conn.execute("INSERT INTO sos (resident_id, unit, name, note, created) VALUES (?, ?, ?, ?, ?)",
                                         (resident_id, unit, name, note.strip(), now))
-            sos_id = cursor.lastrowid
+            sos_id = inserted_id(cursor)
             await conn.execute("INSERT INTO holds (reason, ref, start, end, created) VALUES ('sos', ?, ?, ?, ?)",
                                (str(sos_id), now - settings.hold_before, now + settings.hold_after, now))
         return await self.get(sos_id)
 
     async def get(self, sos_id: int) -> dict[str, Any]:
         """One SOS, or NotFound."""
-        rows = await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM sos WHERE id = ?", (sos_id,))
+        rows = list(await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM sos WHERE id = ?", (sos_id,)))
         if not rows:
             raise NotFound(f"no SOS {sos_id}")
         return _view(rows[0])

@@ -10,7 +10,7 @@ from aiohttp import HttpVersion11, web
 from node.errors import BadRequest
 from node.http import SESSION_COOKIE, session_of
 from node.keys import HUB
-from node.safety.live import EOF_TIMEOUT, KEEP_ALIVE, WRITE_BUFFER_LIMIT, Subscriber
+from node.safety.live import EOF_TIMEOUT, WRITE_BUFFER_LIMIT, Subscriber
 
 
 def _after(request: web.Request) -> int | None:
@@ -66,7 +66,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 if item is None:
                     ended = True
                     break
-                if item is KEEP_ALIVE:
+                if isinstance(item, bytes):   # KEEP_ALIVE, the only bytes offered to a queue
                     chunk.append(item)
                 elif (newer := item.after(last)) is not None:
                     chunk.append(newer.payload)

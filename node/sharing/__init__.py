@@ -1,18 +1,18 @@
-"""Sharing with agencies: consent receipts and the signed, encrypted clip bundle (DESIGN.md section 6).
+"""Sharing with agencies: requests, per-clip consent, and the signed, encrypted clip bundle (DESIGN.md section 6).
 
-SharingError              root of what this package raises (a NodeError)
-├── ConsentError          no consent record, or one that does not match or verify: no bundle is built (403)
-└── VerifyError           a bundle failed `verify_bundle`; the message names the first failure (422)
+The exception tree is drawn in node/sharing/errors.py. The names below are the package's interface for the CLI,
+the benchmarks and the agency's tools; the desk (desk.py) is the node's side of the flow.
 """
 
 from __future__ import annotations
 
-from node.sharing.bundle import (
-    BundleInfo, ConsentError, SharingError, VerifyError, VerifyResult, build_bundle, check_consent, load_agency_key,
-    sign_consent, verify_bundle, write_agency_key,
-)
+from node.sharing.agency_keys import load_agency_key, write_agency_key
+from node.sharing.bundle import BundleInfo, build_bundle
+from node.sharing.errors import ConsentError, RequestError, SharingError, VerifyError
+from node.sharing.manifest import check_consent, sign_consent
+from node.sharing.verify import VerifyResult, verify_bundle
 
 __all__ = [
-    "BundleInfo", "ConsentError", "SharingError", "VerifyError", "VerifyResult", "build_bundle", "check_consent",
-    "load_agency_key", "sign_consent", "verify_bundle", "write_agency_key",
+    "BundleInfo", "ConsentError", "RequestError", "SharingError", "VerifyError", "VerifyResult", "build_bundle",
+    "check_consent", "load_agency_key", "sign_consent", "verify_bundle", "write_agency_key",
 ]

@@ -19,11 +19,9 @@ import aiosqlite
 import nacl.exceptions
 import nacl.signing
 
-from sync import Database, EventRejected, Migration
-from sync import canonical
-
 from node.errors import BadRequest, Conflict, Forbidden, NotFound
 from node.sharing.requests import format_time, parse_time
+from sync import Database, EventRejected, Migration, canonical
 
 CREDENTIAL_CONTEXT = b"nnode-agency-credential-v1:"
 CREDENTIAL_FIELDS = {"v", "agency", "name", "jurisdiction", "contact", "issued", "expires", "anchor", "sig"}

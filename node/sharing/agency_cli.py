@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from node.errors import NodeError
-
-from node.sharing.bundle import SUFFIX, VerifyError, load_agency_key, verify_bundle
+from node.sharing.agency_keys import load_agency_key
+from node.sharing.bundle import SUFFIX
 from node.sharing.client import AgencyClient, AgencyClientError, build_fields
+from node.sharing.errors import VerifyError
+from node.sharing.verify import verify_bundle
 
 PROG = "nnode agency-client"
 REFUSED, USAGE, FAILED = 1, 2, 3
@@ -95,7 +97,7 @@ def _run(command: str, args: argparse.Namespace, body: Callable[[AgencyClient], 
         return USAGE
 
 
-def _credential(path: str) -> dict:
+def _credential(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             value = json.loads(handle.read(64 * 1024))
@@ -127,7 +129,7 @@ def parse_polygon(text: str) -> list[tuple[str, str]]:
     return points
 
 
-def _fields(args: argparse.Namespace) -> dict:
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
     now = time.time()
     try:
         return build_fields(case_number=args.case, reason=args.reason, start=args.start, end=args.end,
@@ -154,14 +156,14 @@ def cmd_request(args: argparse.Namespace) -> int:
     return _run("request", args, body)
 
 
-def _state(request: dict, default: str = "") -> str:
+def _state(request: dict[str, Any], default: str = "") -> str:
     for name in ("status", "state"):
         if isinstance(request.get(name), str):
             return request[name]
     return default
 
 
-def describe(request: dict) -> list[str]:
+def describe(request: dict[str, Any]) -> list[str]:
     """Lines describing one request and its disclosures."""
     window = request.get("window") or {}
     head = [f"request {request.get('id')}", f"case {request.get('case_number', '')}", request.get("urgency", ""),

@@ -18,6 +18,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -26,9 +27,7 @@ import nacl.exceptions
 import nacl.signing
 
 from node.errors import NodeError
-from sync import Database, Migration
-from sync import canonical
-from sync import SyncError
+from sync import Database, Migration, SyncError, canonical
 
 COMPONENT = "audit"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
@@ -71,15 +70,20 @@ class AuditError(NodeError):
     reason = "audit"
 
 
-def entry_hash(entry: dict) -> str:
+def entry_hash(entry: dict[str, Any]) -> str:
     """sha256 hex of canonical(entry without "hash" and "sig")."""
     return hashlib.sha256(canonical({k: v for k, v in entry.items() if k not in ("hash", "sig")})).hexdigest()
 
 
-def _entry(row: Sequence[Any]) -> dict:
+def _entry(row: Sequence[Any]) -> dict[str, Any]:
     entry = dict(zip(FIELDS, row))
     entry["detail"] = json.loads(entry["detail"])
     return entry
+
+
+def nfc(text: str) -> str:
+    """Text from elsewhere (an OS error, a refusal) in the NFC form the signed log requires."""
+    return unicodedata.normalize("NFC", text)
 
 
 class AuditLog:
@@ -91,7 +95,7 @@ class AuditLog:
         self.clock = time.time  # tests replace it to write entries in other months
 
     async def append(self, action: str, *, agency: str = "", request_id: str = "", clip: str = "", actor: str = "",
-                     detail: dict | None = None, conn: aiosqlite.Connection | None = None) -> dict:
+                     detail: dict[str, Any] | None = None, conn: aiosqlite.Connection | None = None) -> dict[str, Any]:
         """Append one entry (inside the caller's write transaction `conn` if given) and return it."""
         if action not in ACTIONS:
             raise ValueError(f"unknown audit action {action!r}")
@@ -111,8 +115,8 @@ class AuditLog:
                 return await self._append(own, action, fields, detail, detail_text)
         return await self._append(conn, action, fields, detail, detail_text)
 
-    async def _append(self, conn: aiosqlite.Connection, action: str, fields: dict, detail: dict,
-                      detail_text: str) -> dict:
+    async def _append(self, conn: aiosqlite.Connection, action: str, fields: dict[str, Any], detail: dict[str, Any],
+                      detail_text: str) -> dict[str, Any]:
         # Read the previous entry in the same transaction as the insert, so no other writer slips in between.
         row = await (await conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")).fetchone()
         seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
@@ -123,13 +127,13 @@ class AuditLog:
                            [detail_text if k == "detail" else entry[k] for k in FIELDS])
         return entry
 
-    async def head(self) -> dict | None:
+    async def head(self) -> dict[str, Any] | None:
         """The last entry's {"seq", "hash", "at", "sig"}, or None while the log is empty."""
         row = await (await self.db.reader.execute(
             "SELECT seq, hash, at, sig FROM audit ORDER BY seq DESC LIMIT 1")).fetchone()
         return None if row is None else {"seq": row[0], "hash": row[1], "at": row[2], "sig": row[3]}
 
-    async def entries(self, *, after: int = 0, limit: int = 1000) -> list[dict]:
+    async def entries(self, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Full entries with seq > after, oldest first, at most `limit`."""
         rows = await (await self.db.reader.execute(
             f"SELECT {_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))).fetchall()
@@ -138,9 +142,9 @@ class AuditLog:
     async def count(self) -> int:
         """How many entries the log holds."""
         row = await (await self.db.reader.execute("SELECT COUNT(*) FROM audit")).fetchone()
-        return row[0]
+        return int(row[0]) if row else 0
 
-    async def monthly(self, names: dict[str, str] | None = None) -> list[dict]:
+    async def monthly(self, names: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Counts per UTC month and agency (requests, consents, bundles, downloads, withdrawals), newest month first."""
         names = names or {}
         sums = ", ".join(f"SUM(action = '{action}')" for action in _MONTHLY.values())
@@ -154,7 +158,7 @@ class AuditLog:
 class _Checker:
     """Checks entries one at a time from seq 1, keeping only the previous entry and the heads to compare."""
 
-    def __init__(self, node_key: str, heads: Iterable[dict]) -> None:
+    def __init__(self, node_key: str, heads: Iterable[dict[str, Any]]) -> None:
         try:
             self.key = nacl.signing.VerifyKey(bytes.fromhex(node_key))
         except (ValueError, TypeError, nacl.exceptions.CryptoError) as exc:
@@ -169,9 +173,9 @@ class _Checker:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"heads: expected objects with an integer seq and a hash ({exc!r})") from exc
         self.count = 0
-        self.last: dict | None = None
+        self.last: dict[str, Any] | None = None
 
-    def check(self, entry: dict) -> None:
+    def check(self, entry: dict[str, Any]) -> None:
         expected = self.count + 1
         seq = entry.get("seq") if isinstance(entry, dict) else None
         if type(seq) is not int:
@@ -203,7 +207,7 @@ class _Checker:
         self.count = seq
         self.last = entry
 
-    def result(self) -> dict:
+    def result(self) -> dict[str, Any]:
         beyond = [seq for seq in self.heads if seq > self.count]
         if beyond:
             raise AuditError(f"published head {max(beyond)} is beyond the log's last entry {self.count} "
@@ -212,7 +216,8 @@ class _Checker:
         return {"entries": self.count, "head": head, "heads_checked": len(self.heads)}
 
 
-def verify_entries(entries: Iterable[dict], node_key: str, *, heads: Iterable[dict] = ()) -> dict:
+def verify_entries(entries: Iterable[dict[str, Any]], node_key: str, *,
+                   heads: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
     """Check a whole log from seq 1 (links, hashes, signatures, published heads); AuditError at the first fault."""
     checker = _Checker(node_key, heads)
     for entry in entries:
@@ -220,7 +225,7 @@ def verify_entries(entries: Iterable[dict], node_key: str, *, heads: Iterable[di
     return checker.result()
 
 
-def _verify_file(db_path: Path, node_key: str, heads: Iterable[dict]) -> dict:
+def _verify_file(db_path: Path, node_key: str, heads: Iterable[dict[str, Any]]) -> dict[str, Any]:
     checker = _Checker(node_key, heads)
     try:
         conn = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True)
@@ -241,6 +246,6 @@ def _verify_file(db_path: Path, node_key: str, heads: Iterable[dict]) -> dict:
     return checker.result()
 
 
-async def verify_database(db_path: Path, node_key: str, heads: Iterable[dict] = ()) -> dict:
+async def verify_database(db_path: Path, node_key: str, heads: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
     """Verify the audit table of a database file, opened read-only and read in a thread, as verify_entries does."""
     return await asyncio.to_thread(_verify_file, db_path, node_key, list(heads))

@@ -26,10 +26,9 @@ import nacl.signing
 from yarl import URL
 
 from node.errors import NodeError
-from sync import SyncError, check_descriptor, sign_request as sign_http
-from sync import canonical
-
 from node.sharing.requests import FORMAT_VERSION, format_time, sign_request
+from sync import SyncError, canonical, check_descriptor
+from sync import sign_request as sign_http
 
 TAG = "nnode-agency"
 CREDENTIAL_HEADER = "NNode-Agency-Credential"
@@ -74,7 +73,7 @@ def _degrees(value: str | float | int) -> str:
 
 
 def build_fields(*, case_number: str, reason: str, start: Any, end: Any, contact: str, expires: Any,
-                 circle: Sequence | None = None, polygon: Sequence[Sequence] | None = None,
+                 circle: Sequence[Any] | None = None, polygon: Sequence[Sequence[Any]] | None = None,
                  urgency: str = "normal") -> dict[str, Any]:
     """The fields of a request (all but v, id, created, agency and sig); times are datetimes, ISO or POSIX seconds."""
     if (circle is None) == (polygon is None):
@@ -101,7 +100,7 @@ class AgencyClient:
     """Signed calls to one node's agency API (RFC 9421, tag "nnode-agency"), as the agency holding `key`."""
 
     def __init__(self, base_url: str, key: nacl.signing.SigningKey, *, session: aiohttp.ClientSession | None = None,
-                 credential: dict | None = None, timeout: float = 30) -> None:
+                 credential: dict[str, Any] | None = None, timeout: float = 30) -> None:
         url = URL(base_url.strip().rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
             raise AgencyClientError(f"{base_url!r}: expected the node's address, like https://node.example")
@@ -148,7 +147,7 @@ class AgencyClient:
         headers["Accept"] = "application/json"
         return headers
 
-    async def _json(self, method: str, path: str, body: Any = None) -> dict:
+    async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         url = self.url(path)
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         where = f"{method} {url}"
@@ -167,7 +166,7 @@ class AgencyClient:
             raise AgencyClientError("the answer is not a JSON object", resp.status, where)
         return value
 
-    async def post_request(self, fields: dict[str, Any]) -> dict:
+    async def post_request(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Sign and post a request (v, id and created filled in when missing); returns the request as stored."""
         fields = dict(fields)
         fields.setdefault("v", FORMAT_VERSION)
@@ -176,15 +175,15 @@ class AgencyClient:
         document = sign_request(fields, self.key)
         return _field(await self._json("POST", "/api/agency/requests", document), "request", dict)
 
-    async def requests(self) -> list:
+    async def requests(self) -> list[Any]:
         """This agency's requests known to the node, each with its disclosures."""
         return _field(await self._json("GET", "/api/agency/requests"), "requests", list)
 
-    async def request(self, request_id: str) -> dict:
+    async def request(self, request_id: str) -> dict[str, Any]:
         """One of this agency's requests."""
         return _field(await self._json("GET", f"/api/agency/requests/{_segment(request_id)}"), "request", dict)
 
-    async def bundles(self) -> list:
+    async def bundles(self) -> list[Any]:
         """The bundles this node made for this agency."""
         return _field(await self._json("GET", "/api/agency/bundles"), "bundles", list)
 
@@ -200,12 +199,16 @@ class AgencyClient:
                                         allow_redirects=False) as resp:
                 if resp.status >= 300:
                     await _check(resp, await resp.content.read(64 * 1024), where)
-                with open(part, "wb") as out:
+                # File work in the executor: the client may share its loop with other work (a test's node).
+                loop = asyncio.get_running_loop()
+                out = await loop.run_in_executor(None, part.open, "wb")
+                try:
                     async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
-                        out.write(chunk)
+                        await loop.run_in_executor(None, out.write, chunk)
                         digest.update(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+                    await loop.run_in_executor(None, _flush, out)
+                finally:
+                    out.close()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             part.unlink(missing_ok=True)
             raise AgencyClientError(f"download failed: {_describe(exc)}", 0, where) from exc
@@ -238,7 +241,12 @@ class AgencyClient:
             raise AgencyClientError(f"not a node descriptor: {exc}", resp.status, f"GET {url}") from None
 
 
-def _encode_credential(credential: dict) -> str:
+def _flush(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _encode_credential(credential: dict[str, Any]) -> str:
     """The credential header's value: base64url of the credential's canonical JSON, without padding."""
     try:
         return base64.urlsafe_b64encode(canonical(credential)).rstrip(b"=").decode()
@@ -276,7 +284,7 @@ async def _check(resp: aiohttp.ClientResponse, raw: bytes, where: str) -> None:
     raise AgencyClientError(message, resp.status, where)
 
 
-def _field(body: dict, name: str, kind: type) -> Any:
+def _field(body: dict[str, Any], name: str, kind: type) -> Any:
     value = body.get(name)
     if not isinstance(value, kind):
         raise AgencyClientError(f"the node's answer has no {name!r} {kind.__name__}")

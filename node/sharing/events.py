@@ -10,9 +10,8 @@ import re
 import time
 from typing import Any
 
-from sync import require_fields
-
 from node.sharing.requests import Policy, RequestError, parse_request
+from sync import require_fields
 
 REQUEST_KIND = "agency-request"
 DISCLOSURE_KIND = "disclosure"

@@ -10,8 +10,6 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from sync import Event, ReplayCache
-
 from node.keys import AGENCY_REPLAY, AUDIT, CLIPS, CONFIG, DB, DESK, ENGINE, HUB, KEY, REGISTRY, SCHEDULER, STORE
 from node.periodic import Jobs
 from node.sharing.agencies import Registry
@@ -19,6 +17,7 @@ from node.sharing.audit import AuditLog
 from node.sharing.desk import SharingDesk
 from node.sharing.events import AUDIT_HEAD_KIND, AUDIT_HEAD_TTL, DISCLOSURE_KIND, REQUEST_KIND
 from node.state import AUDIT_HEAD, NodeState
+from sync import Event, ReplayCache
 
 log = logging.getLogger("nnode")
 

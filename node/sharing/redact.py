@@ -31,10 +31,11 @@ import av.error
 import cv2
 import numpy as np
 
+from node.camera.h264 import ENCODER, add_h264_stream, frame_rate
+from node.camera.h264 import av_reason as _why
 from node.camera.motion import Polygon
 from node.camera.privacy import black_out
 from node.camera.record import PART
-from node.camera.h264 import ENCODER, add_h264_stream, av_reason as _why, frame_rate
 from node.durable import fsync_file, publish, sha256_file
 from node.errors import NodeError
 
@@ -214,7 +215,7 @@ def _plate_text(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
                    and stats[i, 4] >= 0.15 * stats[i, 2] * stats[i, 3])
     found = []
     used: set[int] = set()
-    for i, (x, y, w, h) in enumerate(blobs):
+    for i, (x, _y, w, h) in enumerate(blobs):
         if i in used:
             continue
         row = [i]

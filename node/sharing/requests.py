@@ -1,6 +1,6 @@
-"""Agency footage requests: their signed form, their validation, the policy limits, and the geometry of their areas.
+"""Agency footage requests: their signed form (declared as msgspec Structs), their validation and the policy limits.
 
-A request is a JSON object signed by the agency's ed25519 key over its canonical form (RFC 8785, sync/_canonical):
+A request is a JSON object signed by the agency's ed25519 key over its canonical form (RFC 8785, sync.canonical):
 
     {"v": 1, "id": "<32 hex>", "agency": "<agency key, 64 hex>", "case_number": "2026-004512",
      "reason": "burglary at 12 Elm St", "window": {"start": "2026-11-20T21:00:00Z", "end": "2026-11-20T21:40:00Z"},
@@ -10,7 +10,8 @@ A request is a JSON object signed by the agency's ed25519 key over its canonical
      "created": "2026-11-21T09:00:00Z"}
 
 plus "sig": the ed25519 signature (hex) of the canonical bytes of everything else. Degrees are decimal strings and
-the radius an integer in metres, because signed JSON carries no floats (docs/events.md).
+the radius an integer in metres, because signed JSON carries no floats (docs/events.md). The Structs below declare
+that form; the document itself is kept as received, so what is stored and forwarded is what the agency signed.
 
 The policy limits default to Ring's former rules for police requests (window 15 minutes to 12 hours, area at most
 half a square mile, a case number), and are configurable; an out-of-policy request is refused with the reason.
@@ -18,36 +19,122 @@ half a square mile, a case number), and are configurable; an out-of-policy reque
 
 from __future__ import annotations
 
-import math
+import json
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal
 
+import msgspec
 import nacl.exceptions
 import nacl.signing
 
-from node.errors import BadRequest
+from node.sharing._decode import MISSING, FieldError, Mismatch, Problem, decode, full, short, words
+from node.sharing.errors import RequestError
+from node.sharing.geometry import SQUARE_MILE_M2, Area
 from sync import canonical
 
+__all__ = ["Area", "FootageRequest", "Policy", "RequestDocument", "RequestError", "format_time", "parse_area",
+           "parse_request", "parse_time", "sign_request", "signing_bytes", "stored_request"]
+
 FORMAT_VERSION = 1
-EARTH_RADIUS_M = 6_371_008.8
-SQUARE_MILE_M2 = 2_589_988.110336
 MAX_POLYGON_POINTS = 64
 MAX_TEXT = {"case_number": 64, "reason": 500, "contact": 200}
-FIELDS = {"v", "id", "agency", "case_number", "reason", "window", "area", "urgency", "contact", "expires", "created"}
-_DEGREES = re.compile(r"-?\d{1,3}(\.\d{1,7})?")
-_HEX = re.compile(r"[0-9a-f]+")
+_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z"
+_DEGREES = r"-?\d{1,3}(\.\d{1,7})?"
+_TIME_RE = re.compile(full(_TIME))
+_AREA = 'expected {"circle": {lat, lon, radius_m}} or {"polygon": [[lat, lon], ...]}'
 
 
-class RequestError(BadRequest):
-    """A request is malformed, badly signed or outside the policy; the message says which field and why."""
-
-    reason = "request"
+def _hex(n: int) -> msgspec.Meta:
+    return words(f"expected {n} lowercase hex digits", pattern=full(f"[0-9a-f]{{{n}}}"))
 
 
-@dataclass(frozen=True)
-class Policy:
+def _text(limit: int) -> msgspec.Meta:
+    return words(f"expected text of at most {limit} characters without control characters", max_length=limit,
+                 pattern=full("[^\x00-\x1f]*"))
+
+
+def _degrees(limit: int) -> msgspec.Meta:
+    return words(f"expected degrees as a decimal string within ±{limit} (at most 7 decimals)", pattern=full(_DEGREES))
+
+
+Hex32 = Annotated[str, _hex(32)]
+Hex64 = Annotated[str, _hex(64)]
+Hex128 = Annotated[str, _hex(128)]
+CaseNumber = Annotated[str, _text(MAX_TEXT["case_number"])]
+Reason = Annotated[str, _text(MAX_TEXT["reason"])]
+Contact = Annotated[str, _text(MAX_TEXT["contact"])]
+Time = Annotated[str, words("expected a UTC time like 2026-11-20T21:00:00Z", pattern=full(_TIME))]
+Lat = Annotated[str, _degrees(90)]
+Lon = Annotated[str, _degrees(180)]
+Point = Annotated[tuple[Lat, Lon], words("expected [lat, lon]")]
+
+
+class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The time the footage is asked for."""
+
+    start: Time
+    end: Time
+
+
+class Circle(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A circle: its centre in degrees and its radius in whole metres."""
+
+    lat: Lat
+    lon: Lon
+    radius_m: Annotated[int, words("expected whole metres from 1 to 100000", ge=1, le=100_000)]
+
+    def __post_init__(self) -> None:
+        """Degrees within range (the pattern says only how they are written)."""
+        for name, value, limit in (("lat", self.lat, 90), ("lon", self.lon, 180)):
+            if abs(float(value)) > limit:
+                raise FieldError(name)
+
+
+class AreaDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The area a request covers, as signed: exactly one of a circle or a polygon."""
+
+    circle: Annotated[Circle, words("expected exactly lat, lon and radius_m")] | None = None
+    polygon: Annotated[list[Point], words(f"expected 3 to {MAX_POLYGON_POINTS} [lat, lon] points", min_length=3,
+                                          max_length=MAX_POLYGON_POINTS)] | None = None
+
+    def __post_init__(self) -> None:
+        """One shape, and a polygon's corners within range."""
+        if (self.circle is None) == (self.polygon is None):
+            raise FieldError("")
+        for i, (lat, lon) in enumerate(self.polygon or ()):
+            for j, (value, limit) in enumerate(((lat, 90), (lon, 180))):
+                if abs(float(value)) > limit:
+                    raise FieldError(f"polygon[{i}][{j}]")
+
+    def area(self) -> Area:
+        """The area in float degrees."""
+        if self.circle is not None:
+            c = self.circle
+            return Area(circle=(float(c.lat), float(c.lon), float(c.radius_m)))
+        return Area(polygon=tuple((float(lat), float(lon)) for lat, lon in self.polygon or ()))
+
+
+class RequestDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A signed footage request's fields (format 1), as the agency signed them."""
+
+    v: Annotated[int, words(f"this node reads request format {FORMAT_VERSION}", ge=FORMAT_VERSION,
+                            le=FORMAT_VERSION)]
+    id: Hex32
+    agency: Hex64
+    reason: Reason
+    window: Annotated[Window, words('expected {"start": ..., "end": ...}')]
+    area: Annotated[AreaDocument, words(_AREA)]
+    urgency: Annotated[Literal["normal", "emergency"], words("expected 'normal' or 'emergency'")]
+    contact: Contact
+    expires: Time
+    created: Time
+    sig: Hex128
+    case_number: CaseNumber = ""
+    """Optional only where the policy asks for none."""
+
+
+class Policy(msgspec.Struct, frozen=True):
     """Limits every request must keep (config [agencies])."""
 
     min_window_s: int = 15 * 60
@@ -59,145 +146,10 @@ class Policy:
     """How far in the past a requested window may start."""
 
 
-@dataclass(frozen=True)
-class Area:
-    """A circle (centre, radius in metres) or a polygon of (lat, lon) points, in degrees."""
-
-    circle: tuple[float, float, float] | None = None
-    polygon: tuple[tuple[float, float], ...] | None = None
-
-    def square_metres(self) -> float:
-        """The area's size on the ground (a local flat projection: exact enough below a few kilometres)."""
-        if self.circle is not None:
-            return math.pi * self.circle[2] ** 2
-        points = _project(self.polygon, self._origin())
-        return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]))) / 2
-
-    def _origin(self) -> tuple[float, float]:
-        if self.circle is not None:
-            return self.circle[0], self.circle[1]
-        lats = [p[0] for p in self.polygon]
-        lons = [p[1] for p in self.polygon]
-        return (min(lats) + max(lats)) / 2, (min(lons) + max(lons)) / 2
-
-    def distance_m(self, lat: float, lon: float) -> float:
-        """Metres from the point to the area (0 inside it)."""
-        if self.circle is not None:
-            return max(0.0, haversine_m(self.circle[0], self.circle[1], lat, lon) - self.circle[2])
-        origin = self._origin()
-        polygon = _project(self.polygon, origin)
-        (x, y), = _project(((lat, lon),), origin)
-        if _inside(polygon, x, y):
-            return 0.0
-        return min(_segment_distance(x, y, a, b) for a, b in zip(polygon, polygon[1:] + polygon[:1]))
-
-    def contains(self, lat: float, lon: float, margin_m: float = 0.0) -> bool:
-        """Whether the point lies inside the area, or within `margin_m` of it."""
-        return self.distance_m(lat, lon) <= margin_m
+DEFAULT_POLICY = Policy()
 
 
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
-
-
-def _project(points: Sequence[tuple[float, float]], origin: tuple[float, float]) -> list[tuple[float, float]]:
-    """(x east, y north) metres from `origin` (equirectangular)."""
-    lat0, lon0 = origin
-    scale = math.cos(math.radians(lat0))
-    return [(math.radians(lon - lon0) * scale * EARTH_RADIUS_M, math.radians(lat - lat0) * EARTH_RADIUS_M)
-            for lat, lon in points]
-
-
-def _inside(polygon: list[tuple[float, float]], x: float, y: float) -> bool:
-    inside = False
-    for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1]):
-        if (y0 > y) != (y1 > y) and x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
-            inside = not inside
-    return inside
-
-
-def _segment_distance(x: float, y: float, a: tuple[float, float], b: tuple[float, float]) -> float:
-    (ax, ay), (bx, by) = a, b
-    dx, dy = bx - ax, by - ay
-    length = dx * dx + dy * dy
-    t = 0.0 if length == 0 else max(0.0, min(1.0, ((x - ax) * dx + (y - ay) * dy) / length))
-    return math.hypot(x - ax - t * dx, y - ay - t * dy)
-
-
-def _segments_cross(p1, p2, p3, p4) -> bool:
-    def orient(a, b, c) -> float:
-        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-    d1, d2 = orient(p3, p4, p1), orient(p3, p4, p2)
-    d3, d4 = orient(p1, p2, p3), orient(p1, p2, p4)
-    return (d1 > 0) != (d2 > 0) and (d3 > 0) != (d4 > 0)
-
-
-def parse_time(field: str, value: Any) -> float:
-    """A UTC ISO 8601 time ending in Z, as POSIX seconds."""
-    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", value):
-        raise RequestError(f"{field}: expected a UTC time like 2026-11-20T21:00:00Z, got {value!r}")
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError as exc:
-        raise RequestError(f"{field}: {exc}") from None
-
-
-def format_time(seconds: float) -> str:
-    """POSIX seconds as a UTC ISO 8601 time ending in Z (whole seconds)."""
-    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _degrees(field: str, value: Any, limit: int) -> float:
-    if not isinstance(value, str) or not _DEGREES.fullmatch(value) or abs(float(value)) > limit:
-        raise RequestError(f"{field}: expected degrees as a decimal string within ±{limit} (at most 7 decimals), "
-                           f"got {value!r}")
-    return float(value)
-
-
-def parse_area(value: Any) -> Area:
-    """Validate an area object into an Area."""
-    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("circle", "polygon"):
-        raise RequestError(f"area: expected {{\"circle\": {{lat, lon, radius_m}}}} or {{\"polygon\": [[lat, lon], "
-                           f"...]}}, got {str(value)[:80]!r}")
-    if "circle" in value:
-        circle = value["circle"]
-        if not isinstance(circle, dict) or set(circle) != {"lat", "lon", "radius_m"}:
-            raise RequestError("area.circle: expected exactly lat, lon and radius_m")
-        radius = circle["radius_m"]
-        if not isinstance(radius, int) or isinstance(radius, bool) or not 1 <= radius <= 100_000:
-            raise RequestError(f"area.circle.radius_m: expected whole metres from 1 to 100000, got {radius!r}")
-        return Area(circle=(_degrees("area.circle.lat", circle["lat"], 90),
-                            _degrees("area.circle.lon", circle["lon"], 180), float(radius)))
-    points = value["polygon"]
-    if not isinstance(points, list) or not 3 <= len(points) <= MAX_POLYGON_POINTS:
-        raise RequestError(f"area.polygon: expected 3 to {MAX_POLYGON_POINTS} [lat, lon] points")
-    parsed = []
-    for i, point in enumerate(points):
-        if not isinstance(point, list) or len(point) != 2:
-            raise RequestError(f"area.polygon[{i}]: expected [lat, lon], got {str(point)[:60]!r}")
-        parsed.append((_degrees(f"area.polygon[{i}][0]", point[0], 90),
-                       _degrees(f"area.polygon[{i}][1]", point[1], 180)))
-    area = Area(polygon=tuple(parsed))
-    flat = _project(parsed, area._origin())
-    edges = list(zip(flat, flat[1:] + flat[:1]))
-    for i, (a, b) in enumerate(edges):
-        for j in range(i + 2, len(edges)):
-            if i == 0 and j == len(edges) - 1:
-                continue  # neighbours through the closing point
-            if _segments_cross(a, b, *edges[j]):
-                raise RequestError(f"area.polygon: edges {i + 1} and {j + 1} cross (the outline must not "
-                                   "cross itself)")
-    if area.square_metres() < 1:
-        raise RequestError("area.polygon: the polygon encloses no area")
-    return area
-
-
-@dataclass(frozen=True)
-class FootageRequest:
+class FootageRequest(msgspec.Struct, frozen=True):
     """A validated, signed request."""
 
     id: str
@@ -222,6 +174,60 @@ class FootageRequest:
                 "created": doc["created"]}
 
 
+def parse_time(field: str, value: Any) -> float:
+    """A UTC ISO 8601 time ending in Z, as POSIX seconds."""
+    if not isinstance(value, str) or not _TIME_RE.search(value):
+        raise RequestError(f"{field}: expected a UTC time like 2026-11-20T21:00:00Z, got {value!r}")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise RequestError(f"{field}: {exc}") from None
+
+
+def format_time(seconds: float) -> str:
+    """POSIX seconds as a UTC ISO 8601 time ending in Z (whole seconds)."""
+    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _refusal(problem: Problem, base: str = "") -> RequestError:
+    """The RequestError for a decoding problem, worded as `field: expected ..., got ...`."""
+    path = problem.at(base)
+    prefix = f"{path}: " if path else ""
+    got = "" if problem.value is MISSING else f", got {short(problem.value)}"
+    if problem.expected:
+        return RequestError(f"{prefix}{problem.expected}{got}")
+    if problem.kind == "unknown":
+        return RequestError(f"{prefix}unknown field {problem.name!r} (expected: {', '.join(sorted(problem.keys))})")
+    if problem.kind == "missing":
+        return RequestError(f"{prefix}missing field {problem.name!r}")
+    return RequestError(f"{prefix}expected {'a JSON object' if problem.is_object else 'a valid value'}{got}")
+
+
+def _area(document: AreaDocument) -> Area:
+    """The area of a decoded area document, refused if its outline crosses itself or encloses nothing."""
+    area = document.area()
+    if area.polygon is None:
+        return area
+    crossing = area.crossing_edges()
+    if crossing:
+        raise RequestError(f"area.polygon: edges {crossing[0]} and {crossing[1]} cross (the outline must not cross "
+                           "itself)")
+    if area.square_metres() < 1:
+        raise RequestError("area.polygon: the polygon encloses no area")
+    return area
+
+
+def parse_area(value: Any) -> Area:
+    """Validate an area object into an Area."""
+    try:
+        return _area(decode(value, AreaDocument))
+    except Mismatch as exc:
+        problem = exc.problem
+        if problem.path == "" and problem.expected == "":  # the area itself: not one circle or one polygon
+            raise RequestError(f"area: {_AREA}, got {short(value)}") from None
+        raise _refusal(problem, "area") from None
+
+
 def signing_bytes(document: dict[str, Any]) -> bytes:
     """The canonical bytes a request's signature covers (everything but "sig")."""
     return canonical({k: v for k, v in document.items() if k != "sig"})
@@ -236,38 +242,19 @@ def sign_request(fields: dict[str, Any], key: nacl.signing.SigningKey) -> dict[s
     return document
 
 
-def parse_request(document: Any, *, now: float, policy: Policy = Policy()) -> FootageRequest:
-    """Check a signed request's form, signature and policy; RequestError names the first problem.
-
-    Checks run in this order: shape and types, signature (by the key in "agency"; whether that agency may ask is
-    the registry's business), times, then the policy limits.
-    """
+def _decode_request(document: Any) -> tuple[RequestDocument, Area]:
+    """The request's fields and area, checked for form and type (not signature, clock or policy)."""
     if not isinstance(document, dict):
         raise RequestError("a request must be a JSON object")
-    unknown = set(document) - FIELDS - {"sig"}
-    if unknown:
-        raise RequestError(f"unknown field {sorted(unknown)[0]!r} (expected: {', '.join(sorted(FIELDS))}, sig)")
-    missing = FIELDS - set(document) - ({"case_number"} if not policy.require_case_number else set())
-    if "sig" not in document:
-        missing.add("sig")
-    if missing:
-        raise RequestError(f"missing field {sorted(missing)[0]!r}")
-    if document["v"] != FORMAT_VERSION:
-        raise RequestError(f"v: this node reads request format {FORMAT_VERSION}, got {document['v']!r}")
-    for field, length in (("id", 32), ("agency", 64), ("sig", 128)):
-        value = document[field]
-        if not isinstance(value, str) or len(value) != length or not _HEX.fullmatch(value):
-            raise RequestError(f"{field}: expected {length} lowercase hex digits")
-    for field, limit in MAX_TEXT.items():
-        value = document.get(field, "")
-        if not isinstance(value, str) or len(value) > limit or any(ord(c) < 32 for c in value):
-            raise RequestError(f"{field}: expected text of at most {limit} characters without control characters")
-    if document["urgency"] not in ("normal", "emergency"):
-        raise RequestError(f"urgency: expected 'normal' or 'emergency', got {document['urgency']!r}")
-    window = document["window"]
-    if not isinstance(window, dict) or set(window) != {"start", "end"}:
-        raise RequestError("window: expected {\"start\": ..., \"end\": ...}")
-    area = parse_area(document["area"])
+    try:
+        fields = decode(document, RequestDocument)
+    except Mismatch as exc:
+        raise _refusal(exc.problem) from None
+    return fields, _area(fields.area)
+
+
+def _check_signature(document: dict[str, Any]) -> None:
+    """The signature by the key in "agency" (whether that agency may ask is the registry's business)."""
     try:
         signed = signing_bytes(document)
         nacl.signing.VerifyKey(bytes.fromhex(document["agency"])).verify(signed, bytes.fromhex(document["sig"]))
@@ -278,36 +265,68 @@ def parse_request(document: Any, *, now: float, policy: Policy = Policy()) -> Fo
         raise RequestError(f"agency: not a usable ed25519 key: {exc}") from None
     except Exception as exc:  # canonical encoding refuses floats, deep nesting...
         raise RequestError(f"the request cannot be encoded canonically: {exc}") from None
-    start, end = parse_time("window.start", window["start"]), parse_time("window.end", window["end"])
-    expires, created = parse_time("expires", document["expires"]), parse_time("created", document["created"])
-    if end <= start:
+
+
+def _request(fields: RequestDocument, area: Area, document: dict[str, Any]) -> FootageRequest:
+    """The FootageRequest of decoded fields (the times read, nothing else checked)."""
+    return FootageRequest(
+        id=fields.id, agency=fields.agency, case_number=fields.case_number, reason=fields.reason,
+        start=parse_time("window.start", fields.window.start), end=parse_time("window.end", fields.window.end),
+        area=area, urgency=fields.urgency, contact=fields.contact, expires=parse_time("expires", fields.expires),
+        created=parse_time("created", fields.created), document=dict(document))
+
+
+def _check_times(request: FootageRequest, now: float) -> None:
+    if request.end <= request.start:
         raise RequestError("window: the end must come after the start")
-    if expires <= now:
-        raise RequestError(f"expires: the request expired at {document['expires']}")
-    if created > now + 300:
+    if request.expires <= now:
+        raise RequestError(f"expires: the request expired at {request.document['expires']}")
+    if request.created > now + 300:
         raise RequestError("created: the request is dated in the future (check the agency's clock)")
-    if start > now + 300:
+    if request.start > now + 300:
         raise RequestError("window.start: footage cannot be requested for the future")
-    # policy
-    length = end - start
+
+
+def _check_policy(request: FootageRequest, now: float, policy: Policy) -> None:
+    length = request.end - request.start
     if length < policy.min_window_s or length > policy.max_window_s:
         raise RequestError(f"out of policy: the window is {_duration(length)}; it must be from "
                            f"{_duration(policy.min_window_s)} to {_duration(policy.max_window_s)}")
-    size = area.square_metres() / SQUARE_MILE_M2
+    size = request.area.square_metres() / SQUARE_MILE_M2
     if size > policy.max_area_sq_mi:
         raise RequestError(f"out of policy: the area is {size:.2f} square miles; at most {policy.max_area_sq_mi:g} "
                            "square miles may be asked for")
-    if policy.require_case_number and not document["case_number"].strip():
+    if policy.require_case_number and not request.case_number.strip():
         raise RequestError("out of policy: a case number is required")
-    if not document["reason"].strip():
+    if not request.reason.strip():
         raise RequestError("out of policy: a reason is required")
-    if expires > now + policy.max_expiry_days * 86400:
+    if request.expires > now + policy.max_expiry_days * 86400:
         raise RequestError(f"out of policy: the request may stay open at most {policy.max_expiry_days} days")
-    if start < now - policy.max_age_days * 86400:
+    if request.start < now - policy.max_age_days * 86400:
         raise RequestError(f"out of policy: footage older than {policy.max_age_days} days cannot be requested")
-    return FootageRequest(id=document["id"], agency=document["agency"], case_number=document.get("case_number", ""),
-                          reason=document["reason"], start=start, end=end, area=area, urgency=document["urgency"],
-                          contact=document["contact"], expires=expires, created=created, document=dict(document))
+
+
+def parse_request(document: Any, *, now: float, policy: Policy = DEFAULT_POLICY) -> FootageRequest:
+    """Check a signed request's form, signature and policy; RequestError names the first problem.
+
+    Checks run in this order: form and types, signature (by the key in "agency"; whether that agency may ask is
+    the registry's business), times, then the policy limits.
+    """
+    fields, area = _decode_request(document)
+    if policy.require_case_number and "case_number" not in document:
+        raise RequestError("missing field 'case_number'")
+    _check_signature(document)
+    request = _request(fields, area, document)
+    _check_times(request, now)
+    _check_policy(request, now, policy)
+    return request
+
+
+def stored_request(document: str) -> FootageRequest:
+    """A stored request document (checked when it came in) as a FootageRequest, without the clock or policy."""
+    raw = json.loads(document)
+    fields, area = _decode_request(raw)
+    return _request(fields, area, raw)
 
 
 def _duration(seconds: float) -> str:

@@ -15,16 +15,19 @@ import json
 import time
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
-from sync import AuthError, check_content_digest, verify_request
-
 from node.errors import BadRequest, Forbidden, TooLarge
-from node.http import AGENCY as AGENCY_ROLE, MANAGER, RESIDENT, Route, json_body, session_of
+from node.http import AGENCY as AGENCY_ROLE
+from node.http import MANAGER, RESIDENT, Route, body_of, read_body, session_of
 from node.keys import AGENCY_REPLAY, AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, manager_alert
 from node.safety.cap import CapError
+from node.safety.models import AlertBody
 from node.sharing.agencies import Agency, AgencyRefused
+from node.sharing.models import AgencyBody, ConsentBody, CredentialBody, RevokeBody
+from sync import AuthError, check_content_digest, verify_request
 
 AGENCY_TAG = "nnode-agency"
 AGENCY = web.RequestKey("agency", Agency)       # the calling agency, set by check_agency
@@ -33,7 +36,7 @@ CREDENTIAL_HEADER = "NNode-Agency-Credential"
 MAX_AGENCY_BODY = 64 * 1024
 
 
-def _decode_credential(value: str) -> dict:
+def _decode_credential(value: str) -> dict[str, Any]:
     try:
         credential = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
     except (binascii.Error, ValueError, RecursionError) as exc:
@@ -146,7 +149,7 @@ async def agency_post_alert(request: web.Request) -> web.Response:
     agency as its sender and reaches residents and nearby nodes like the manager's own."""
 
     app, agency = request.app, request[AGENCY]
-    fields = _json(request, "the alert")
+    fields = msgspec.structs.asdict(body_of(_json(request, "the alert"), AlertBody))
     node = app[CONFIG].node
     try:
         cap = manager_alert(fields, node_key=app[DESK].node_key, node_name=agency.name,
@@ -180,11 +183,10 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def give_consent(request: web.Request) -> web.Response:
     """POST /api/requests/{id}/clips/{uid}/consent {"choice"}: share this one clip."""
-    body = await json_body(request) if request.can_read_body else {}
+    body = await read_body(request, ConsentBody)
     owner, role, subject = _owner(request, request.match_info["id"][:64])
     consent = await request.app[DESK].consent(request.match_info["id"][:64], request.match_info["uid"][:40],
-                                              owner=owner, role=role, subject=subject,
-                                              choice=body.get("choice", "redacted"))
+                                              owner=owner, role=role, subject=subject, choice=body.choice)
     return web.json_response({"ok": True, "consent": consent}, status=201)
 
 
@@ -205,9 +207,8 @@ async def list_agencies(request: web.Request) -> web.Response:
 
 async def add_agency(request: web.Request) -> web.Response:
     """POST /api/agencies {"key", "name", "jurisdiction", "contact"}."""
-    body = await json_body(request)
-    agency = await register(request.app, body.get("key"), body.get("name"), body.get("jurisdiction", ""),
-                            body.get("contact", ""))
+    body = await read_body(request, AgencyBody)
+    agency = await register(request.app, body.key, body.name, body.jurisdiction, body.contact)
     return web.json_response({"ok": True, "agency": agency.as_json()}, status=201)
 
 
@@ -238,18 +239,18 @@ async def revoke(app: web.Application, key: str, reason: Any) -> Agency:
 
 async def revoke_agency(request: web.Request) -> web.Response:
     """POST /api/agencies/{key}/revoke {"reason"}."""
-    body = await json_body(request) if request.can_read_body else {}
-    agency = await revoke(request.app, request.match_info["key"][:64], body.get("reason", ""))
+    body = await read_body(request, RevokeBody)
+    agency = await revoke(request.app, request.match_info["key"][:64], body.reason)
     return web.json_response({"ok": True, "agency": agency.as_json()})
 
 
 async def accept_credential(request: web.Request) -> web.Response:
     """POST /api/agencies/credentials {"credential"}: register an agency a trust anchor accredited."""
-    body = await json_body(request)
+    body = await read_body(request, CredentialBody)
     app = request.app
     async with app[DESK].db.write() as conn:
         try:
-            agency, new = await app[REGISTRY].accept(body.get("credential"), conn=conn)
+            agency, new = await app[REGISTRY].accept(body.credential, conn=conn)
         except AgencyRefused as exc:  # the manager sent a credential that is not valid: bad input, not a refusal
             raise BadRequest(str(exc)) from None
         if new:
@@ -282,16 +283,16 @@ def routes() -> list[Route]:
     signed_in, manager, agency = frozenset({RESIDENT, MANAGER}), frozenset({MANAGER}), frozenset({AGENCY_ROLE})
     return [
         Route("GET", "/api/requests", list_requests, signed_in),
-        Route("POST", "/api/requests/{id}/clips/{uid}/consent", give_consent, signed_in),
+        Route("POST", "/api/requests/{id}/clips/{uid}/consent", give_consent, signed_in, ConsentBody),
         Route("DELETE", "/api/requests/{id}/clips/{uid}/consent", withdraw_consent, signed_in),
         Route("GET", "/api/agencies", list_agencies, manager),
-        Route("POST", "/api/agencies", add_agency, manager),
-        Route("POST", "/api/agencies/credentials", accept_credential, manager),
-        Route("POST", "/api/agencies/{key}/revoke", revoke_agency, manager),
+        Route("POST", "/api/agencies", add_agency, manager, AgencyBody),
+        Route("POST", "/api/agencies/credentials", accept_credential, manager, CredentialBody),
+        Route("POST", "/api/agencies/{key}/revoke", revoke_agency, manager, RevokeBody),
         Route("GET", "/api/transparency", transparency, signed_in),
         Route("GET", "/api/transparency/log", transparency_log, signed_in),
         Route("POST", "/api/agency/requests", agency_post_request, agency),
-        Route("POST", "/api/agency/alerts", agency_post_alert, agency),
+        Route("POST", "/api/agency/alerts", agency_post_alert, agency, AlertBody),
         Route("GET", "/api/agency/requests", agency_list_requests, agency),
         Route("GET", "/api/agency/requests/{id}", agency_get_request, agency),
         Route("GET", "/api/agency/bundles", agency_list_bundles, agency),

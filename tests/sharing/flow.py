@@ -14,11 +14,11 @@ from typing import Any
 import aiohttp
 import nacl.signing
 
-from node.keys import CLIPS
 from node.durable import sha256_file
-from node.sharing.requests import format_time, sign_request as sign_document
-from sync import sign_request
-from sync import canonical
+from node.keys import CLIPS
+from node.sharing.requests import format_time
+from node.sharing.requests import sign_request as sign_document
+from sync import canonical, sign_request
 from tests.firmware.tools import need
 
 HERE = ("40.7128", "-74.0060")            # building B

@@ -12,7 +12,7 @@ import nacl.signing
 from node.keys import AUDIT, DESK, STORE
 from node.sharing.agencies import sign_credential
 from node.sharing.audit import verify_database
-from node.sharing.bundle import verify_bundle
+from node.sharing.verify import verify_bundle
 from tests.conftest import wait_until
 from tests.people import browser, call, claim
 from tests.sharing.flow import FAR, HERE, NEAR, Agency, add_clip, make_video, request_fields

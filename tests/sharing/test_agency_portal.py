@@ -11,8 +11,10 @@ from zoneinfo import ZoneInfo
 from node.sharing import load_agency_key, verify_bundle, write_agency_key
 from node.sharing.client import AgencyClient
 from tests.conftest import wait_until
-from tests.people import browser as http_client, call, claim
-from tests.test_browser import ARTIFACTS as BROWSER_ARTIFACTS, chromium  # noqa: F401 (a fixture)
+from tests.people import browser as http_client
+from tests.people import call, claim
+from tests.test_browser import ARTIFACTS as BROWSER_ARTIFACTS
+from tests.test_browser import chromium  # noqa: F401 (a fixture)
 
 ARTIFACTS = BROWSER_ARTIFACTS.parent / "agency-portal"
 SIM = {"id": "yard", "name": "Back yard", "url": "sim:?width=320&height=240&fps=10&period=5&walk=1.5",

@@ -9,8 +9,17 @@ import json
 import nacl.signing
 import pytest
 
-from node.sharing.audit import (ACTIONS, COMPONENT, HEAD_CONTEXT, MIGRATIONS, AuditError, AuditLog, entry_hash,
-                                verify_database, verify_entries)
+from node.sharing.audit import (
+    ACTIONS,
+    COMPONENT,
+    HEAD_CONTEXT,
+    MIGRATIONS,
+    AuditError,
+    AuditLog,
+    entry_hash,
+    verify_database,
+    verify_entries,
+)
 from sync import Database
 
 KEY = nacl.signing.SigningKey(bytes(range(32)))

@@ -26,7 +26,13 @@ import pytest
 import node
 from node.errors import NodeError
 from node.sharing import (
-    ConsentError, SharingError, VerifyError, build_bundle, load_agency_key, sign_consent, verify_bundle,
+    ConsentError,
+    SharingError,
+    VerifyError,
+    build_bundle,
+    load_agency_key,
+    sign_consent,
+    verify_bundle,
 )
 from tests.firmware.tools import need
 

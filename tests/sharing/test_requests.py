@@ -6,8 +6,8 @@ import secrets
 import nacl.signing
 import pytest
 
-from node.sharing.requests import (SQUARE_MILE_M2, Area, Policy, RequestError, format_time, haversine_m, parse_area,
-                                   parse_request, sign_request)
+from node.sharing.geometry import SQUARE_MILE_M2, haversine_m
+from node.sharing.requests import Area, Policy, RequestError, format_time, parse_area, parse_request, sign_request
 
 NOW = 1_795_300_000.0  # 2026-11-21
 AGENCY = nacl.signing.SigningKey(bytes(range(32)))

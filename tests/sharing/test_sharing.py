@@ -14,9 +14,9 @@ import nacl.signing
 import pytest
 
 from node.keys import AUDIT, DESK, STORE
-from node.sharing.audit import entry_hash, HEAD_CONTEXT
-from node.sharing.bundle import verify_bundle
+from node.sharing.audit import HEAD_CONTEXT, entry_hash
 from node.sharing.requests import sign_request as sign_document
+from node.sharing.verify import verify_bundle
 from sync import sign_request
 from tests.conftest import wait_until
 from tests.people import browser, call, claim, invite, join, open_stream
@@ -48,7 +48,7 @@ async def consent(manager, node, request_id: str, uid: str, choice: str = "redac
                               json={"choice": choice})
     assert status == 201, body
     await node.app[DESK].idle()
-    return await node.app[DESK]._consent_by_id(body["consent"]["id"])
+    return await node.app[DESK].store.consent(body["consent"]["id"])
 
 
 async def test_refusals_name_what_is_wrong(building):
@@ -306,7 +306,7 @@ async def test_a_registered_agency_posts_an_official_alert_that_residents_see(bu
     status, alerts = await call(manager, "GET", node.url + "/api/alerts")
     assert "Avoid Elm St between 3rd and 5th" in json.dumps(alerts["alerts"]), alerts
     status, body = await agency.call("POST", node.url + "/api/agency/alerts", {"headline": "no event"})
-    assert status == 400 and "'event' is required" in body["error"]
+    assert status == 400 and "missing required key 'event'" in body["error"]
     stranger = Agency()
     status, body = await stranger.call("POST", node.url + "/api/agency/alerts", {"event": "Fake"})
     await stranger.close()

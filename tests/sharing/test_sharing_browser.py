@@ -18,8 +18,13 @@ from node.sharing.requests import format_time, sign_request
 from sync import sign_request as sign_http
 from tests.camera.test_camera_browser import SIM, UNNAMED_CONTROLS, doorbell  # noqa: F401 (a fixture)
 from tests.conftest import wait_until
-from tests.people import PASSWORD, browser as http_client, call, claim, invite
-from tests.test_browser import ARTIFACTS as BROWSER_ARTIFACTS, PHONE, chromium  # noqa: F401 (a fixture)
+from tests.people import PASSWORD, call, claim, invite
+from tests.people import browser as http_client
+from tests.test_browser import ARTIFACTS as BROWSER_ARTIFACTS
+from tests.test_browser import (
+    PHONE,
+    chromium,  # noqa: F401 (a fixture)
+)
 
 ARTIFACTS = BROWSER_ARTIFACTS.parent / "sharing-browser"
 HERE = {"node.latitude": "40.7128", "node.longitude": "-74.0060", "cameras.devices": [SIM]}

@@ -1,0 +1,48 @@
+"""The JSON bodies the sharing routes take (an owner's consent, the manager's agency registry), declared once: the
+handlers decode them with node.http.read_body and node/openapi.py describes them from here.
+
+The registry (agencies.py) and the desk keep their own checks (a usable key, control characters, NFC text); the
+agencies' signed request documents are declared in requests.py, not here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from node.sharing.agencies import MAX_TEXT
+from node.structs import Body, setting
+
+TEXT = f"text of at most {MAX_TEXT} characters without control characters"
+AgencyKey = Annotated[str, setting("the agency's ed25519 public key, 64 hex digits",
+                                   expected="an ed25519 public key as 64 hex digits")]
+
+
+class ConsentBody(Body, frozen=True):
+    """POST /api/requests/{id}/clips/{uid}/consent: share this one clip, blurred or not (the body may be left out)."""
+
+    OPTIONAL = True
+
+    choice: Annotated[Literal["redacted", "original"],
+                      setting(expected="'redacted' (faces and plates blurred) or 'original'")] = "redacted"
+
+
+class AgencyBody(Body, frozen=True):
+    """POST /api/agencies (and the control socket's): register an agency by the manager's decision."""
+
+    key: AgencyKey
+    name: Annotated[str, setting(max_length=MAX_TEXT, expected=TEXT)]
+    jurisdiction: Annotated[str, setting(max_length=MAX_TEXT, expected=TEXT)] = ""
+    contact: Annotated[str, setting(max_length=MAX_TEXT, expected=TEXT)] = ""
+
+
+class CredentialBody(Body, frozen=True):
+    """POST /api/agencies/credentials: a credential a trust anchor signed for an agency."""
+
+    credential: Annotated[dict[str, Any], setting(expected="an agency credential (a JSON object)")]
+
+
+class RevokeBody(Body, frozen=True):
+    """POST /api/agencies/{key}/revoke: why the agency is revoked, for the log (the body may be left out)."""
+
+    OPTIONAL = True
+
+    reason: Annotated[str, setting(max_length=MAX_TEXT, expected=TEXT)] = ""
