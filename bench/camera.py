@@ -128,7 +128,10 @@ def one_run(url: str, work: Path, seconds: float, profile: str | None) -> tuple[
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    describe = lambda d: "{} segments, {} pictures".format(*pictures(d))
+
+    def describe(folder: Path) -> str:
+        return "{} segments, {} pictures".format(*pictures(folder))
+
     return results, {"node": describe(node_dir), "ffmpeg": describe(ffmpeg_dir), "motion": describe(motion_dir)}
 
 

@@ -46,7 +46,7 @@ import yarl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _fanout_clients import TOPIC, mqtt_connect, mqtt_publish
+from _fanout_clients import TOPIC, mqtt_connect, mqtt_publish  # noqa: E402 - found through the sys.path line above
 
 CLIENTS = Path(__file__).resolve().parent / "_fanout_clients.py"
 PASSWORD = "fanout bench password"
@@ -443,9 +443,10 @@ class Mosquitto(System):
             try:
                 self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
                 break
-            except OSError:
+            except OSError as exc:
                 if self.server.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto did not start; its log:\n{_tail(self.root / 'mosquitto.log')}")
+                    raise RuntimeError(
+                        f"mosquitto did not start; its log:\n{_tail(self.root / 'mosquitto.log')}") from exc
                 await asyncio.sleep(0.05)
         # The publisher lives for seconds: keep-alive 0 (off) spares it PINGREQs.
         self.writer.write(mqtt_connect(f"fanout-publisher-{os.getpid()}", keepalive=0))
@@ -509,7 +510,10 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print(f"{'system':<10} {'payload B':>9} {'pairs':>6} {'missed':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
           f"{'max ms':>8} {'med round p99':>13} {'med first':>9} {'publish ms':>10} {'server CPU s':>12} "
           f"{'client CPU s':>12}")
-    median = lambda values: statistics.median(values) if values else math.nan
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values) if values else math.nan
+
     for r in results:
         print(f"{r.name:<10} {r.payload_bytes:>9} {len(r.latencies):>6} {r.missed:>6} {r.p(50):>8.2f} "
               f"{r.p(90):>8.2f} {r.p(99):>8.2f} {r.latencies[-1] if r.latencies else math.nan:>8.2f} "

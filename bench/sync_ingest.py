@@ -30,15 +30,15 @@ import nacl.signing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from node.keys import ENGINE, PEERS, STORE  # noqa: E402
+from aiohttp import web  # noqa: E402
 
 from node.app import create_app  # noqa: E402
 from node.cli import initialise  # noqa: E402
-from node.identity import create_data_dir, create_key  # noqa: E402
 from node.config import build  # noqa: E402
 from node.federation.kinds import build_registry  # noqa: E402
+from node.identity import create_data_dir, create_key  # noqa: E402
+from node.keys import ENGINE, PEERS, STORE  # noqa: E402
 from sync import Database, EventStore, create_event, setup_schema  # noqa: E402
-from aiohttp import web  # noqa: E402
 
 
 def free_port() -> int:
@@ -92,8 +92,8 @@ async def ingest_once(root: Path, server_url: str, server_id: str, server_config
     create_data_dir(data)
     key = create_key(config.key_path)
     # The server's manager approves this puller, as `nnode peer approve` would, through the server's database.
-    subprocess.run([sys.executable, "-c", _APPROVE, str(server_config), key.verify_key.encode().hex()],
-                   check=True, cwd=ROOT)
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", _APPROVE, str(server_config),
+                                             key.verify_key.encode().hex()], check=True, cwd=ROOT)
     await initialise(config)
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)

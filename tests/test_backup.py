@@ -1,13 +1,32 @@
 """Backup and restore: encrypted, consistent while running, and a restored node never forks its own event log."""
 
+import asyncio
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from node.appliance.backup import BackupError, restore_backup, write_backup
+from node.config import Config
 from node.identity import load_key
+from sync import SyncError
 from tests.conftest import Node, wait_until
+
+
+def _write(config: Config, backup: Path, passphrase: bytes) -> dict[str, Any]:
+    """write_backup into the file `backup` (blocking: the tests run it in a thread)."""
+    with open(backup, "wb") as out:
+        return write_backup(config, out, passphrase)
+
+
+def _restore(config: Config, backup: Path, passphrase: bytes, **options: Any) -> dict[str, Any]:
+    """restore_backup from the file `backup` (blocking: the tests run it in a thread)."""
+    with open(backup, "rb") as source:
+        return restore_backup(config, source, passphrase, **options)
 
 
 async def test_restored_node_takes_back_its_newer_events_before_publishing(make_node, short_tmp):
@@ -21,7 +40,6 @@ async def test_restored_node_takes_back_its_newer_events_before_publishing(make_
     passphrase.write_text("correct horse battery staple\n")
     backup = short_tmp / "a.nnbk"
     # A backup of the running node, through the CLI as a manager would make it.
-    import asyncio, subprocess, sys
     result = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "node", "--data-dir",
                                                       str(a.config.node.data_dir), "backup", str(backup),
                                                       "--passphrase-file", str(passphrase)],
@@ -35,14 +53,12 @@ async def test_restored_node_takes_back_its_newer_events_before_publishing(make_
     await b.stop()                                   # and the neighbor is offline when a comes back
 
     restored = Node(short_tmp / "a2", a.port, "a", {"sync.anti_entropy_interval": 3600})
-    with open(backup, "rb") as source:
-        manifest = await asyncio.to_thread(restore_backup, restored.config, source, b"correct horse battery staple")
+    manifest = await asyncio.to_thread(_restore, restored.config, backup, b"correct horse battery staple")
     assert manifest["node"] == a.id and manifest["own_max_seq"] == 3
     assert stat.S_IMODE(os.stat(restored.config.key_path).st_mode) == 0o600
     await restored.start()
     try:
         assert restored.id == a.id
-        from sync import SyncError
         with pytest.raises(SyncError, match="restored from a backup"):
             await restored.engine.publish("notice", {"text": "too early"}, ttl=3600)
         await b.start()
@@ -63,9 +79,7 @@ async def _has(node, ids):
 async def test_wrong_passphrase_tampering_and_overwrite_are_refused(make_node, short_tmp):
     a = await make_node("a")
     backup = short_tmp / "a.nnbk"
-    import asyncio
-    with open(backup, "wb") as out:
-        await asyncio.to_thread(write_backup, a.config, out, b"a long passphrase")
+    await asyncio.to_thread(_write, a.config, backup, b"a long passphrase")
     target = Node(short_tmp / "other", 1, "x", {})
     for data, passphrase, message in [
         (backup.read_bytes(), b"not the passphrase", "wrong passphrase"),
@@ -76,36 +90,32 @@ async def test_wrong_passphrase_tampering_and_overwrite_are_refused(make_node, s
     ]:
         altered = short_tmp / "altered"
         altered.write_bytes(data)
-        with open(altered, "rb") as source, pytest.raises(BackupError, match=message):
-            await asyncio.to_thread(restore_backup, target.config, source, passphrase)
+        with pytest.raises(BackupError, match=message):
+            await asyncio.to_thread(_restore, target.config, altered, passphrase)
         assert not target.config.key_path.exists()       # nothing half-restored
-    with open(backup, "rb") as source, pytest.raises(BackupError, match="already holds a node identity"):
-        await asyncio.to_thread(restore_backup, a.config, source, b"a long passphrase")
+    with pytest.raises(BackupError, match="already holds a node identity"):
+        await asyncio.to_thread(_restore, a.config, backup, b"a long passphrase")
 
 
 async def test_a_restored_node_without_peers_waits_for_its_manager(make_node, short_tmp):
-    import asyncio
     a = await make_node("a")
     await a.engine.publish("notice", {"text": "x"}, ttl=3600)
     backup = short_tmp / "a.nnbk"
-    with open(backup, "wb") as out:
-        await asyncio.to_thread(write_backup, a.config, out, b"a long passphrase")
+    await asyncio.to_thread(_write, a.config, backup, b"a long passphrase")
     await a.stop()
     restored = Node(short_tmp / "a2", a.port, "a", {})
     # A stale WAL from an earlier database in the folder must not be applied to the restored one.
     restored.config.node.data_dir.mkdir(parents=True)
     (restored.config.node.data_dir / "node.db-wal").write_bytes(b"stale")
-    with open(backup, "rb") as source:
-        await asyncio.to_thread(restore_backup, restored.config, source, b"a long passphrase")
+    await asyncio.to_thread(_restore, restored.config, backup, b"a long passphrase")
     assert not (restored.config.node.data_dir / "node.db-wal").exists()
     await restored.start()
     try:
-        from sync import SyncError
         with pytest.raises(SyncError, match="resume-publishing"):
             await restored.engine.publish("notice", {"text": "no peer to ask"}, ttl=3600)
         # The running node holds its lock, so a second restore refuses.
-        with open(backup, "rb") as source, pytest.raises(BackupError, match="running"):
-            await asyncio.to_thread(restore_backup, restored.config, source, b"a long passphrase", force=True)
+        with pytest.raises(BackupError, match="running"):
+            await asyncio.to_thread(_restore, restored.config, backup, b"a long passphrase", force=True)
         await restored.engine.resume_publishing()           # the manager's decision
         assert (await restored.engine.publish("notice", {"text": "ok"}, ttl=3600)).seq == 2
     finally:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.firmware.tools import require
-from tests.people import PASSWORD, browser as http_client, call, claim
+from tests.people import PASSWORD, call, claim
+from tests.people import browser as http_client
 
 ARTIFACTS = Path(os.environ.get("NNODE_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")) / "browser"
 CHROMIUM = "/usr/bin/chromium"

@@ -59,8 +59,9 @@ async def test_claim_makes_the_manager_once(make_node):
 async def test_expired_code_is_refused(make_node):
     node = await make_node("c")
     claims = node.app[CLAIMS]
-    from node.people.claim import ClaimError
     import time
+
+    from node.people.claim import ClaimError
     with pytest.raises(ClaimError, match="expired"):
         await claims.claim(claims.current, "correct horse battery", now=int(time.time()) + CODE_TTL + 1)
 
@@ -75,8 +76,10 @@ async def test_qr_only_for_the_devices_own_screen(make_node):
             assert resp.status == 200 and resp.content_type == "image/svg+xml"
             assert b"<svg" in await resp.read()
     # Seen from the building's network, the page has the form but no QR, and the QR route refuses.
-    from aiohttp.test_utils import make_mocked_request
     from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
     from node.people import setup
     transport = mock.Mock()
     transport.get_extra_info.side_effect = lambda name, default=None: (

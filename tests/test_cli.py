@@ -4,6 +4,7 @@ import json
 import os
 import stat
 import time
+import urllib.request
 
 import pytest
 
@@ -17,6 +18,15 @@ def _wait(check, timeout=60.0):  # mDNS on a loaded 2-core machine can take a wh
             return
         time.sleep(0.2)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def _metric(node, sample: str) -> float:
+    """One sample of a running node's /metrics, e.g. 'nnode_push_dropped_total' (0 when absent)."""
+    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 @pytest.fixture
@@ -50,7 +60,8 @@ def test_key_readable_by_others_is_refused(procs):
     os.chmod(node.root / "data" / "node.key", 0o644)
     out = node.cli("status", check=False)
     assert out == ""
-    import subprocess, sys
+    import subprocess
+    import sys
     result = subprocess.run([sys.executable, "-m", "node", "--config", str(node.config), "status"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "accessible to other users" in result.stderr
@@ -63,10 +74,11 @@ def test_discover_approve_and_federate(procs):
     _wait(lambda: b.id[:16] in a.cli("peer", "list") and a.id[:16] in b.cli("peer", "list"))
     assert a.cli("peer", "list").startswith("pending")
     a.cli("publish", "water main break on Elm St", "--title", "Water")
-    time.sleep(0.5)
+    # b's manager approves a, so b asks a for its events; a has not approved b: it refuses, and nothing flows.
+    b.cli("peer", "approve", a.id[:12])
+    _wait(lambda: _metric(a, 'nnode_sync_requests_refused_total{reason="not_approved"}') > 0)
     assert "water main" not in b.cli("events")       # nothing flows before approval
     a.cli("peer", "approve", b.id[:12])
-    b.cli("peer", "approve", a.id[:12])
     _wait(lambda: "water main break" in b.cli("events"))
     b.cli("publish", "thanks, crew is here")
     _wait(lambda: "crew is here" in a.cli("events"))
@@ -77,8 +89,9 @@ def test_discover_approve_and_federate(procs):
     assert "running" in text and "approved" in text and b.id[:16] in text
     # Removing a peer stops it syncing with us.
     a.cli("peer", "remove", b.id[:12])
+    dropped = _metric(b, "nnode_push_dropped_total")
     b.cli("publish", "after removal")
-    time.sleep(3)
+    _wait(lambda: _metric(b, "nnode_push_dropped_total") > dropped)    # b pushed it to a, and a refused it
     assert "after removal" not in a.cli("events")
     # The private key never reaches the logs.
     for node in (a, b):

@@ -7,8 +7,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.safety.alerts import FeedError, current_alerts, poll_feed
 from node.keys import FEEDS
+from node.safety.alerts import FeedError, current_alerts, poll_feed
 from node.safety.cap import CapError
 from tests.conftest import serving, wait_until
 from tests.test_alerts import SAMPLE, fresh

@@ -8,8 +8,8 @@ import aiohttp
 import nacl.signing
 import pytest
 
-from node.federation.areas import ROUNDING_M, alert_areas, interest, request_areas, sos_areas
 from node.config import ConfigError, load
+from node.federation.areas import ROUNDING_M, alert_areas, interest, request_areas, sos_areas
 from node.federation.kinds import build_registry
 from sync import Circle, create_event, distance_m
 from tests.conftest import signed, wait_until
@@ -85,7 +85,7 @@ async def test_a_city_node_keeps_forwards_and_pulls_only_what_touches_its_area(m
         for node, wanted in ((b, (near_a["event"], notice.id)), (c, (near_c["event"], notice.id)),
                              (everything, (near_a["event"], near_c["event"], notice.id))):
             for event_id in wanted:
-                await wait_until(lambda: held(node, event_id))
+                await wait_until(lambda node=node, event_id=event_id: held(node, event_id))
         # Every node has pulled from every other at least once: each knows the others' areas.
         await wait_until(lambda: all(x.engine.interests.get(y.id, 0) != 0 for x in nodes for y in nodes
                                      if x is not y))
@@ -150,9 +150,10 @@ async def test_a_pull_for_an_area_reads_a_bounded_number_of_rows(make_node, monk
 
     async def pull(**kw):
         lines, more = [], False
-        async for chunk, more in node_.store.pull_stream({}, [], max_bytes=1 << 20, now=int(time.time()),
-                                                         keep=lambda e: e.seq in wanted, **kw):
+        async for chunk, has_more in node_.store.pull_stream({}, [], max_bytes=1 << 20, now=int(time.time()),
+                                                             keep=lambda e: e.seq in wanted, **kw):
             lines += chunk
+            more = has_more   # what the last chunk said
         return [json.loads(line)["seq"] for line in lines], more
 
     assert await pull(limit=2, chunk=50) == ([100, 200], True)     # the limit counts what is sent

@@ -9,18 +9,23 @@ import aiohttp
 import nacl.signing
 import pytest
 import requests
-from yarl import URL
 import schemathesis
-from hypothesis import HealthCheck, settings
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
-                                 response_headers_conformance, response_schema_conformance, status_code_conformance)
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from yarl import URL
 
-from node.sharing.routes import AGENCY_TAG
 from node.openapi import OPERATIONS
 from node.routes import route_table
+from node.sharing.routes import AGENCY_TAG
 from sync import sign_request
 from tests.people import browser, claim, invite, join
 

@@ -288,7 +288,7 @@ def test_partitions_heal_to_the_same_events_everywhere(lab):
             side = set().union(*(fresh[i] for i in group))
             # Within each side, what was just published reaches every node of that side...
             _wait(f"round {number} ({cut.name}): side {group} sharing its new events",
-                  lambda: all(side <= m.ids() for m in members), nodes)
+                  lambda side=side, members=members: all(side <= m.ids() for m in members), nodes)
             # ...and none of what the other sides published crossed the cut: the partition is real.
             others = set().union(*(ids for i, ids in fresh.items() if i not in group))
             for m in members:
@@ -301,7 +301,7 @@ def test_partitions_heal_to_the_same_events_everywhere(lab):
             new = set().union(*healed.values())
             published |= new
             _wait(f"after round {number}: new events reaching every node",
-                  lambda: all(new <= n.ids() for n in nodes), nodes)
+                  lambda new=new: all(new <= n.ids() for n in nodes), nodes)
     lab.heal()
 
     def converged() -> bool:

@@ -167,9 +167,10 @@ async def test_many_unfillable_gaps_of_one_author_do_not_hide_another_authors_ga
 
 
 async def test_anti_entropy_finds_an_equivocation_pushes_missed(make_node):
+    import nacl.signing
+
     from node.federation.kinds import build_registry
     from sync import create_event
-    import nacl.signing
     reg = build_registry()
     liar = nacl.signing.SigningKey.generate()
     a = await make_node("a")
@@ -190,10 +191,11 @@ async def _quarantined(node, author):
 
 
 async def test_a_copied_descriptor_cannot_move_an_approved_peer(make_node):
+    import aiohttp
     from aiohttp import web
+
     from sync import BadDescriptor, add_discovered
     from tests.conftest import serving
-    import aiohttp
     a = await make_node("a")
     b = await make_node("b")
     await b.approve(a)
@@ -213,6 +215,7 @@ async def test_a_copied_descriptor_cannot_move_an_approved_peer(make_node):
 
 async def test_a_pull_cut_mid_stream_keeps_what_arrived_and_resumes(make_node):
     from aiohttp import web
+
     from tests.conftest import serving
     a = await make_node("a")
     for i in range(120):

@@ -15,8 +15,13 @@ import pytest
 from node.keys import CAMERAS
 from tests.conftest import wait_until
 from tests.firmware.tools import need
-from tests.people import PASSWORD, browser as http_client, claim, invite
-from tests.test_browser import ARTIFACTS as BROWSER_ARTIFACTS, PHONE, chromium  # noqa: F401 (a fixture)
+from tests.people import PASSWORD, claim, invite
+from tests.people import browser as http_client
+from tests.test_browser import ARTIFACTS as BROWSER_ARTIFACTS
+from tests.test_browser import (
+    PHONE,
+    chromium,  # noqa: F401 (a fixture, used by name)
+)
 
 ARTIFACTS = BROWSER_ARTIFACTS.parent / "camera-browser"
 # Someone crosses the picture for 1.5 s every 5 s; pre and post capture of 1 s.

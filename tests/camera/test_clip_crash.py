@@ -14,11 +14,11 @@ from pathlib import Path
 import av
 import pytest
 
-from node.schema import migrate_all
 from node.camera import record
 from node.camera.clips import ClipIndex, ClipNotFound
 from node.durable import sha256_file
-from sync import Database, setup_schema
+from node.schema import migrate_all
+from sync import Database
 from tests.firmware.tools import need
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-
 from node.camera import manager, record
 from node.camera.record import Recorder
 from node.camera.sources import source_for

@@ -5,8 +5,8 @@ import os
 import subprocess
 from pathlib import Path
 
-
 import pytest
+
 from tests.firmware.tools import need
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"

@@ -9,12 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
-
 import pytest
 
 from tests.conftest import free_port
-from tests.procs import NodeProcess
 from tests.firmware.tools import need
+from tests.procs import NodeProcess
 
 ROOTFS = Path(__file__).resolve().parents[2] / "firmware/rootfs"
 BACKEND = ROOTFS / "usr/lib/nnode/rauc-tryboot-backend"
