@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
+from cv2.typing import MatLike
+from numpy.typing import NDArray
 
 from node.camera.settings import MotionConfigError as MotionConfigError
 from node.camera.settings import MotionSettings as MotionSettings
@@ -59,6 +61,10 @@ class MotionResult:
 class MotionDetector:
     """Motion in the frames of one camera; keep one per stream and feed it from one worker thread."""
 
+    # Set by _seed, which runs on the first frame after every reset, before anything reads them.
+    _previous: NDArray[np.uint8]
+    _relearn: int
+
     def __init__(self, settings: MotionSettings | None = None, frame_size: tuple[int, int] | None = None) -> None:
         """Create a detector; give `frame_size` (width, height) to check pixel masks and zones right away."""
         self.settings = settings or MotionSettings()
@@ -69,7 +75,7 @@ class MotionDetector:
 
     def reset(self) -> None:
         """Forget the background and any motion under way (the next frame seeds a new background)."""
-        self._background: np.ndarray | None = None
+        self._background: NDArray[np.float32] | None = None
         self._median = 0.0
         self._last: float | None = None
         self._settle = 0
@@ -106,7 +112,7 @@ class MotionDetector:
         self._size = (w, h)
         self._scale = (src_w / w, src_h / h)
 
-        def fill(what: str, polygon: Polygon) -> np.ndarray:
+        def fill(what: str, polygon: Polygon) -> NDArray[np.uint8]:
             """A 0/255 map of one polygon at working size."""
             if max(v for p in polygon for v in p) <= 1:  # fractions of the frame
                 pts = [(x * w, y * h) for x, y in polygon]
@@ -121,7 +127,7 @@ class MotionDetector:
         masked = np.zeros((h, w), np.uint8)
         for i, polygon in enumerate(s.masks):
             masked |= fill(f"motion mask {i + 1}", polygon)
-        self._unmasked = cv2.bitwise_not(masked)
+        self._unmasked = _u8(cv2.bitwise_not(masked))
         self._zones = [(name, fill(f"motion zone {name!r}", p) & self._unmasked) for name, p in s.zones]
         if self._zones:
             self._counted = np.bitwise_or.reduce([z for _, z in self._zones]) & self._unmasked
@@ -134,7 +140,7 @@ class MotionDetector:
         self._min_px = max(1.0, s.min_area * w * h)
         self._source = size
 
-    def _small(self, frame: np.ndarray) -> np.ndarray:
+    def _small(self, frame: np.ndarray) -> NDArray[np.uint8]:
         """The frame as a blurred grayscale image at working size."""
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
             raise MotionFrameError(f"a frame must be a uint8 numpy array, got {_describe(frame)}")
@@ -154,7 +160,7 @@ class MotionDetector:
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
         if self.settings.blur > 1:
             frame = cv2.GaussianBlur(frame, (self.settings.blur, self.settings.blur), 0)
-        return frame
+        return _u8(frame)  # checked uint8 above, and OpenCV keeps the depth through each step
 
     def _process(self, frame: np.ndarray, timestamp: float) -> MotionResult:
         """Compare one frame with the background, update it, and apply hysteresis."""
@@ -178,7 +184,7 @@ class MotionDetector:
             gain = min(2.0, max(0.5, _median(background, self._unmasked, self._unmasked_px) / max(median, 1.0)))
         current = cv2.convertScaleAbs(gray, alpha=gain) if abs(gain - 1) > 0.005 else gray
         diff = cv2.absdiff(current, background)
-        changed = cv2.threshold(diff, s.threshold, 255, cv2.THRESH_BINARY)[1]
+        changed = _u8(cv2.threshold(diff, s.threshold, 255, cv2.THRESH_BINARY)[1])
         flooded = cv2.countNonZero(changed & self._unmasked) > s.light_fraction * self._unmasked_px
         if jump or flooded or self._settle:
             self._settle = s.settle_frames if jump or flooded else self._settle - 1
@@ -191,9 +197,11 @@ class MotionDetector:
         changed &= self._counted
         if s.open_size > 1:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (s.open_size, s.open_size))
-            changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, kernel)
+            changed = _u8(cv2.morphologyEx(changed, cv2.MORPH_OPEN, kernel))
         if s.dilate:
-            changed = cv2.dilate(changed, None, iterations=s.dilate) & self._counted
+            # The stubs want a kernel; None is OpenCV's documented default (an empty Mat: a 3x3 square).
+            dilated = cv2.dilate(changed, None, iterations=s.dilate)  # type: ignore[call-overload]
+            changed = _u8(dilated) & self._counted
         contours = cv2.findContours(changed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
         big = [c for c in contours if cv2.contourArea(c) >= self._min_px]
         if big and s.fresh_share:
@@ -211,7 +219,7 @@ class MotionDetector:
             zones = zones or (self._zones[int(np.argmax(counts))][0],)
         return self._hysteresis(timestamp, active, score, tuple(self._box(c) for c in big), zones)
 
-    def _seed(self, gray: np.ndarray, median: float) -> None:
+    def _seed(self, gray: NDArray[np.uint8], median: float) -> None:
         """Start the background afresh from this frame."""
         self._background = gray.astype(np.float32)
         self._previous = gray
@@ -221,6 +229,7 @@ class MotionDetector:
     def _box(self, contour: np.ndarray) -> tuple[int, int, int, int]:
         """A contour's bounding box in source-frame pixels."""
         x, y, w, h = cv2.boundingRect(contour)
+        assert self._source is not None  # set by _prepare, which ran for the frame these contours come from
         (sx, sy), (src_w, src_h) = self._scale, self._source
         x0, y0 = int(x * sx), int(y * sy)
         return (x0, y0, min(math.ceil(w * sx), src_w - x0), min(math.ceil(h * sy), src_h - y0))
@@ -245,6 +254,11 @@ def _median(image: np.ndarray, mask: np.ndarray, count: int) -> float:
     """Median grey level of the pixels of an 8-bit image under a mask holding `count` pixels."""
     cumulative = np.cumsum(cv2.calcHist([image], [0], mask, [256], [0, 256]).ravel())
     return float(np.searchsorted(cumulative, count / 2))
+
+
+def _u8(image: MatLike) -> NDArray[np.uint8]:
+    """An OpenCV result that is 8-bit because its input was (the stubs type every image as integer or floating)."""
+    return cast("NDArray[np.uint8]", image)
 
 
 def _describe(frame: Any) -> str:

@@ -88,22 +88,22 @@ _COLUMNS = "key, name, jurisdiction, contact, source, anchor, expires, added, re
 def _text(field: str, value: Any, *, required: bool = False) -> str:
     if not isinstance(value, str) or len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
         raise BadRequest(f"{field}: expected text of at most {MAX_TEXT} characters without control characters")
-    value = unicodedata.normalize("NFC", value)  # the signed audit log holds NFC text only
-    if required and not value.strip():
+    text = unicodedata.normalize("NFC", value)  # the signed audit log holds NFC text only
+    if required and not text.strip():
         raise BadRequest(f"{field}: required")
-    return value.strip()
+    return text.strip()
 
 
 def check_key(field: str, value: Any) -> str:
     """A 64-hex ed25519 public key, lower-cased; BadRequest otherwise."""
     if not isinstance(value, str) or not _HEX.fullmatch(value.strip().lower()):
         raise BadRequest(f"{field}: expected an ed25519 public key as 64 hex digits")
-    value = value.strip().lower()
+    key = value.strip().lower()
     try:
-        nacl.signing.VerifyKey(bytes.fromhex(value))
+        nacl.signing.VerifyKey(bytes.fromhex(key))
     except (nacl.exceptions.CryptoError, ValueError):
         raise BadRequest(f"{field}: not a usable ed25519 public key") from None
-    return value
+    return key
 
 
 def sign_credential(anchor_key: nacl.signing.SigningKey, *, agency: str, name: str, jurisdiction: str,
@@ -157,7 +157,7 @@ class Registry:
         self.anchors = tuple(anchors)
 
     async def get(self, key: str) -> Agency | None:
-        rows = await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM agencies WHERE key = ?", (key,))
+        rows = list(await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM agencies WHERE key = ?", (key,)))
         return Agency(*rows[0]) if rows else None
 
     def problem(self, agency: Agency) -> str | None:

@@ -32,10 +32,10 @@ class Usage(Exception):
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the `agency-client` subcommand group on an argparse subparsers object."""
-    group = sub.add_parser("agency-client", help="ask a node for footage, follow requests, fetch bundles (agencies)",
-                           description="The agency side of sharing: every call is signed with the agency key. "
-                           "Exit status 0 done, 1 the node refused, 2 usage or network error, 3 a bundle failed "
-                           "verification.")
+    group: argparse.ArgumentParser = sub.add_parser(
+        "agency-client", help="ask a node for footage, follow requests, fetch bundles (agencies)",
+        description="The agency side of sharing: every call is signed with the agency key. Exit status 0 done, "
+        "1 the node refused, 2 usage or network error, 3 a bundle failed verification.")
     actions = group.add_subparsers(dest="agency_command", required=True, metavar="{request,status,fetch}")
 
     request = actions.add_parser("request", help="post a signed footage request")
@@ -158,8 +158,9 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 def _state(request: dict[str, Any], default: str = "") -> str:
     for name in ("status", "state"):
-        if isinstance(request.get(name), str):
-            return request[name]
+        value = request.get(name)
+        if isinstance(value, str):
+            return value
     return default
 
 

@@ -19,7 +19,7 @@ import secrets
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import aiohttp
 import nacl.signing
@@ -34,6 +34,8 @@ TAG = "nnode-agency"
 CREDENTIAL_HEADER = "NNode-Agency-Credential"
 DOWNLOAD_CHUNK = 64 * 1024
 MAX_JSON = 16 * 1024 * 1024
+
+_T = TypeVar("_T")
 
 
 class AgencyClientError(NodeError):
@@ -78,11 +80,13 @@ def build_fields(*, case_number: str, reason: str, start: Any, end: Any, contact
     """The fields of a request (all but v, id, created, agency and sig); times are datetimes, ISO or POSIX seconds."""
     if (circle is None) == (polygon is None):
         raise ValueError("area: give either a circle (lat, lon, radius_m) or a polygon of (lat, lon) points")
+    area: dict[str, Any]
     if circle is not None:
         lat, lon, radius = circle
         area = {"circle": {"lat": _degrees(lat), "lon": _degrees(lon),
                            "radius_m": int(radius) if float(radius).is_integer() else radius}}
     else:
+        assert polygon is not None  # exactly one of the two, checked above
         area = {"polygon": [[_degrees(lat), _degrees(lon)] for lat, lon in polygon]}
     return {"case_number": case_number, "reason": reason,
             "window": {"start": format_time(_seconds("start", start)), "end": format_time(_seconds("end", end))},
@@ -236,9 +240,10 @@ class AgencyClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise AgencyClientError(f"cannot reach the node: {_describe(exc)}", 0, f"GET {url}") from exc
         try:
-            return check_descriptor(json.loads(raw), nonce=nonce)["node"]
+            node: str = check_descriptor(json.loads(raw), nonce=nonce)["node"]  # checked to be a string
         except (ValueError, SyncError) as exc:
             raise AgencyClientError(f"not a node descriptor: {exc}", resp.status, f"GET {url}") from None
+        return node
 
 
 def _flush(handle: Any) -> None:
@@ -284,7 +289,7 @@ async def _check(resp: aiohttp.ClientResponse, raw: bytes, where: str) -> None:
     raise AgencyClientError(message, resp.status, where)
 
 
-def _field(body: dict[str, Any], name: str, kind: type) -> Any:
+def _field(body: dict[str, Any], name: str, kind: type[_T]) -> _T:
     value = body.get(name)
     if not isinstance(value, kind):
         raise AgencyClientError(f"the node's answer has no {name!r} {kind.__name__}")

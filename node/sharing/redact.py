@@ -21,14 +21,16 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import SupportsInt
 
 import av
 import av.error
 import cv2
+import cv2.data
 import numpy as np
 
 from node.camera.h264 import ENCODER, add_h264_stream, frame_rate
@@ -163,7 +165,7 @@ _cascades = threading.local()  # CascadeClassifier objects are not shared betwee
 
 
 def _cascade(name: str) -> cv2.CascadeClassifier:
-    cache = _cascades.__dict__.setdefault("by_name", {})
+    cache: dict[str, cv2.CascadeClassifier] = _cascades.__dict__.setdefault("by_name", {})
     if name not in cache:
         path = os.path.join(cv2.data.haarcascades, f"haarcascade_{name}.xml")
         classifier = cv2.CascadeClassifier(path)
@@ -173,8 +175,14 @@ def _cascade(name: str) -> cv2.CascadeClassifier:
     return cache[name]
 
 
-def _rects(found) -> list[tuple[int, int, int, int]]:
-    return [tuple(int(v) for v in r) for r in found] if len(found) else []
+def _rect(values: Iterable[SupportsInt]) -> tuple[int, int, int, int]:
+    """(x, y, width, height) as ints, from OpenCV's four numbers."""
+    x, y, w, h = values
+    return int(x), int(y), int(w), int(h)
+
+
+def _rects(found: Sequence[Iterable[SupportsInt]]) -> list[tuple[int, int, int, int]]:
+    return [_rect(r) for r in found] if len(found) else []
 
 
 def _faces(gray: np.ndarray, min_face: int) -> list[tuple[int, int, int, int]]:
@@ -210,7 +218,7 @@ def _plate_text(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
     _, dark = cv2.threshold(strokes, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     dark[strokes < 40] = 0  # a low-contrast picture: Otsu alone would split noise
     count, _, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    blobs = sorted(tuple(int(v) for v in stats[i, :4]) for i in range(1, count)
+    blobs = sorted(_rect(stats[i, :4]) for i in range(1, count)
                    if 6 <= stats[i, 3] <= 60 and stats[i, 2] <= PLATE_ASPECT[1] * stats[i, 3]
                    and stats[i, 4] >= 0.15 * stats[i, 2] * stats[i, 3])
     found = []
@@ -398,14 +406,14 @@ def redact_clip(src: str | Path, dst: str | Path, *, privacy_masks: Sequence[Pol
     return RedactionResult(dst, digest, size, frames, faces, plates, settings.method(len(masks)))
 
 
-def _redact(src: Path, tmp: Path, masks: tuple, mask_size: tuple[int, int] | None,
+def _redact(src: Path, tmp: Path, masks: tuple[Polygon, ...], mask_size: tuple[int, int] | None,
             settings: Settings) -> tuple[int, int, int]:
     """Decode `src`, redact every picture and encode it into `tmp`; returns pictures, face and plate detections."""
     try:
         container = av.open(os.path.abspath(src), container_options={"protocol_whitelist": "file"})
     except (av.error.FFmpegError, OSError) as exc:
         raise RedactionError(f"redacting {src.name}: cannot open it ({_why(exc)})") from exc
-    out = None
+    out: av.container.OutputContainer | None = None
     try:
         if not container.streams.video:
             raise RedactionError(f"redacting {src.name}: no video stream")
@@ -421,7 +429,7 @@ def _redact(src: Path, tmp: Path, masks: tuple, mask_size: tuple[int, int] | Non
         frames = faces = plates = 0
         try:
             for frame in _decode(container, video, src.name):
-                image = frame.to_ndarray(format="bgr24")
+                image: np.ndarray = frame.to_ndarray(format="bgr24")
                 turns = round(getattr(frame, "rotation", 0) / 90) % 4
                 if turns:  # a phone held upright: find faces the right way up, and store them that way
                     image = np.ascontiguousarray(np.rot90(image, turns))
@@ -442,7 +450,7 @@ def _redact(src: Path, tmp: Path, masks: tuple, mask_size: tuple[int, int] | Non
         for ready, carried, ts in window.drain():
             encoder.frame(_finish(ready, carried, masks, mask_size), ts)
         encoder.finish()
-        out, closing = None, out
+        closing, out = out, None
         try:
             closing.close()
         except (av.error.FFmpegError, OSError) as exc:
@@ -457,7 +465,8 @@ def _redact(src: Path, tmp: Path, masks: tuple, mask_size: tuple[int, int] | Non
         container.close()
 
 
-def _decode(container: av.container.InputContainer, video: av.video.stream.VideoStream, name: str):
+def _decode(container: av.container.InputContainer, video: av.video.stream.VideoStream,
+            name: str) -> Iterator[av.VideoFrame]:
     """The pictures of `video`; a corrupt packet is an error, not a picture quietly left out."""
     for packet in container.demux(video):
         if packet.size and packet.is_corrupt:
@@ -465,9 +474,14 @@ def _decode(container: av.container.InputContainer, video: av.video.stream.Video
         yield from video.decode(packet)
 
 
-def _finish(image: np.ndarray, boxes: list[Box], masks: tuple, mask_size: tuple[int, int] | None) -> np.ndarray:
+def _finish(image: np.ndarray, boxes: list[Box], masks: tuple[Polygon, ...],
+            mask_size: tuple[int, int] | None) -> np.ndarray:
     blur(image, boxes)
     return black_out(image, masks, mask_size)  # again: a blurred box must not smear anything back into a mask
+
+
+_Ready = tuple[np.ndarray, list[Box], int | None]
+"""A picture let out of the window, the boxes to blur in it, and its pts."""
 
 
 class _Window:
@@ -480,7 +494,7 @@ class _Window:
         self.found: deque[tuple[int, list[Box]]] = deque()
         self.index = 0
 
-    def push(self, image: np.ndarray, boxes: list[Box], pts: int | None):
+    def push(self, image: np.ndarray, boxes: list[Box], pts: int | None) -> Iterator[_Ready]:
         """Add a picture and its detections; yields (picture, boxes to blur, pts) for those now complete."""
         self.pending.append((self.index, image, pts))
         self.found.append((self.index, boxes))
@@ -488,12 +502,12 @@ class _Window:
         while self.pending and self.pending[0][0] + self.carry < self.index:
             yield self._pop()
 
-    def drain(self):
+    def drain(self) -> Iterator[_Ready]:
         """Yield the pictures still held, at the end of the clip."""
         while self.pending:
             yield self._pop()
 
-    def _pop(self):
+    def _pop(self) -> _Ready:
         index, image, pts = self.pending.popleft()
         while self.found and self.found[0][0] < index - self.carry:
             self.found.popleft()
@@ -510,21 +524,20 @@ class _Encoder:
         self.time_base = video.time_base or Fraction(1, 90000)
         rate = self.rate = frame_rate(video)
         self.step = max(1, round(1 / (rate * self.time_base)))
-        self.stream = None
+        self.stream: av.video.stream.VideoStream | None = None
         self.first: int | None = None
         self.last: int | None = None
 
-    def _open(self, width: int, height: int) -> None:
+    def _open(self, width: int, height: int) -> av.video.stream.VideoStream:
         try:
-            stream = add_h264_stream(self.out, width, height, self.time_base, self.rate)
+            return add_h264_stream(self.out, width, height, self.time_base, self.rate)
         except (av.error.FFmpegError, ValueError) as exc:
             raise RedactionError(f"redaction: {ENCODER} encoder unavailable ({exc})") from exc
-        self.stream = stream
 
     def frame(self, image: np.ndarray, ts: int | None) -> None:
         """Encode a redacted picture at the time its decoded original had (`ts` in the input's time base)."""
         if self.stream is None:
-            self._open(image.shape[1], image.shape[0])
+            self.stream = self._open(image.shape[1], image.shape[0])
         ctx = self.stream.codec_context
         if ts is not None:
             if self.first is None:
@@ -540,15 +553,15 @@ class _Encoder:
         picture = picture.reformat(format="yuv420p", dst_color_range="MPEG")
         picture.pts = ts
         picture.time_base = self.time_base
-        self._mux(picture)
+        self._mux(self.stream, picture)
 
     def finish(self) -> None:
         """Write the pictures the encoder still holds."""
         if self.stream is not None:
-            self._mux(None)
+            self._mux(self.stream, None)
 
-    def _mux(self, picture: av.VideoFrame | None) -> None:
+    def _mux(self, stream: av.video.stream.VideoStream, picture: av.VideoFrame | None) -> None:
         try:
-            self.out.mux(self.stream.encode(picture))
+            self.out.mux(stream.encode(picture))
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise RedactionError(f"redacting {self.name}: cannot write ({_why(exc)})") from exc
