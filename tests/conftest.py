@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 
 import sync._engine
-from node.keys import ENGINE, PEERS, STORE
 from node.app import create_app
 from node.cli import initialise
 from node.config import build
+from node.keys import ENGINE, PEERS, STORE
 from sync import sign_request
 
 sync._engine.PUSH_RETRY_DELAY = 0.2
