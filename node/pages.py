@@ -72,6 +72,10 @@ def _load(folder: Path) -> dict[str, tuple[bytes, str]]:
 
 
 PAGES = _load(WEB)
+# The static files served beside the pages, listed once (a request names one of these or gets a 404, with no file
+# system call on the event loop).
+STATIC = frozenset(p.name for p in WEB.iterdir() if p.is_file() and p.suffix in TYPES and p.suffix != ".html"
+                   and not p.name.startswith("."))
 
 
 def _page(request: web.Request, name: str) -> web.Response:
@@ -89,9 +93,9 @@ def _page(request: web.Request, name: str) -> web.Response:
 def _file(request: web.Request, name: str) -> web.StreamResponse:
     if name in PAGES:
         return _page(request, name)
-    path = WEB / name
-    if "/" in name or name.startswith(".") or path.suffix not in TYPES or path.suffix == ".html" or not path.is_file():
+    if name not in STATIC:
         raise NotFound(f"no file {name!r}")
+    path = WEB / name
     return web.FileResponse(path, headers=HEADERS | {"Content-Type": f"{TYPES[path.suffix]}; charset=utf-8"
                                                      if path.suffix in (".js", ".css")
                                                      else TYPES[path.suffix], "Cache-Control": "max-age=300"})

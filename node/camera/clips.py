@@ -147,7 +147,7 @@ class ClipIndex:
     async def begin(self, *, camera: str, owner: str, kind: str, start: float, end: float,
                     motion_score: float = 0.0, note: str = "") -> ClipRow:
         """Reserve a row (state `writing`) and the file names of a clip about to be written."""
-        self.folder(camera)
+        await asyncio.to_thread(self.folder, camera)
         uid = secrets.token_hex(8)
         file, thumbnail = f"{camera}/{uid}.mp4", f"{camera}/{uid}.jpg"
         async with self.db.write() as conn:

@@ -114,7 +114,7 @@ class Consents:
                 raise Conflict("the agency has already downloaded this clip's bundle; it can no longer be withdrawn")
             await self.audit.append("withdrawal", agency=row["agency"], request_id=request_id, clip=uid, actor=role,
                                     conn=conn)
-        self.delivery.unlink(consent["bundle_uid"])
+        await self.delivery.unlink(consent["bundle_uid"])
         await self.delivery.disclose(request_id)
         return await self.store.consent(consent["id"])
 
@@ -129,7 +129,7 @@ class Consents:
             if state == "downloaded":
                 async with self.store.db.write() as conn:
                     await self.store.close(conn, consent_id)
-                self.delivery.unlink(bundle_uid)
+                await self.delivery.unlink(bundle_uid)
                 changed.add(request_id)
             await self._release(consent_id, bundle_uid, request_id, uid, agency, now)
         for request_id in changed:
@@ -146,7 +146,7 @@ class Consents:
                                             detail={"reason": "the request expired before the agency downloaded"},
                                             conn=conn)
             if ended:  # not if a download won the race: the agency has it, and the hold period runs
-                self.delivery.unlink(bundle_uid)
+                await self.delivery.unlink(bundle_uid)
                 changed.add(request_id)
         return changed
 

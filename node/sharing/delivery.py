@@ -83,9 +83,9 @@ class Delivery:
         """Where a bundle's file is (or will be)."""
         return self.folder / f"{bundle_uid}{SUFFIX}"
 
-    def unlink(self, bundle_uid: str) -> None:
-        """Delete a bundle's file, if there is one."""
-        self.path(bundle_uid).unlink(missing_ok=True)
+    async def unlink(self, bundle_uid: str) -> None:
+        """Delete a bundle's file, if there is one (in a thread: a file system call)."""
+        await asyncio.to_thread(self.path(bundle_uid).unlink, missing_ok=True)
 
     async def _build_forever(self) -> None:
         while True:
@@ -106,7 +106,7 @@ class Delivery:
         bundle_uid, uid, choice, receipt, document = job
         request = stored_request(document)
         path = self.path(bundle_uid)
-        path.unlink(missing_ok=True)  # a bundle a crash left before its row said so is built again
+        await asyncio.to_thread(path.unlink, missing_ok=True)  # one a crash left before its row said so is rebuilt
         try:
             clip = await self.clips.get(uid)
             info, redaction = await asyncio.get_running_loop().run_in_executor(
@@ -171,7 +171,8 @@ class Delivery:
     async def open_bundle(self, agency_key: str, bundle_uid: str) -> Path:
         """The bundle file for a download by its agency; the download is recorded first (NotFound otherwise)."""
         found = await self.store.agency_bundle(agency_key, bundle_uid)
-        if found is None or found[3] not in ("ready", "downloaded") or not self.path(bundle_uid).is_file():
+        if found is None or found[3] not in ("ready", "downloaded") or \
+                not await asyncio.to_thread(self.path(bundle_uid).is_file):
             raise NotFound(f"no bundle {bundle_uid!r} for this agency here")
         consent_id, request_id, uid, _ = found
         now = int(time.time())

@@ -7,6 +7,7 @@ consented to, a declined or withdrawn clip, and another agency's bundle all look
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -231,7 +232,7 @@ async def revoke(app: web.Application, key: str, reason: Any) -> Agency:
                                 detail={"reason": agency.revoke_reason}, conn=conn)
         ended = await desk.refuse_agency(key, f"the agency was revoked: {agency.revoke_reason}".rstrip(": "), conn)
     for bundle_uid, _ in ended:
-        desk.bundle_path(bundle_uid).unlink(missing_ok=True)
+        await asyncio.to_thread(desk.bundle_path(bundle_uid).unlink, missing_ok=True)
     for request_id in {request_id for _, request_id in ended}:
         await desk.disclose(request_id)
     return agency
