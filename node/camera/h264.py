@@ -1,5 +1,5 @@
 """Encoding pictures once with libx264 into browser-playable H.264: the settings resident uploads and redacted
-exports share (the recorder's live encoder, tuned for latency, is in record.py)."""
+exports share (the recorder's live encoder, tuned for latency, is in segments.py)."""
 
 from __future__ import annotations
 
