@@ -1,9 +1,12 @@
-"""Shared fixtures: real nodes on loopback ports with their own database files, and a leak check."""
+"""Shared fixtures: real nodes on loopback ports with their own database files, and the checks every test gets:
+no thread or asyncio task left running, no blocking call inside the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import inspect
 import shutil
 import socket
 import tempfile
@@ -16,20 +19,44 @@ import aiohttp
 import nacl.signing
 import pytest
 from aiohttp import web
+from blockbuster import blockbuster_ctx
 
-import sync._engine
 from node.app import create_app
 from node.cli import initialise
 from node.config import build
-from node.keys import ENGINE, PEERS, STORE
+from node.federation.lifecycle import engine_ctx
+from node.identity import load_key
+from node.keys import ENGINE, KEY, PEERS, STORE
 from sync import sign_request
 
-sync._engine.PUSH_RETRY_DELAY = 0.2
-sync._engine.FAILED_PEER_RETRY = 0.5
+# A failed push or pull is retried this soon in tests (the defaults, seconds, suit a real network).
+PUSH_RETRY_DELAY = 0.2
+FAILED_PEER_RETRY = 0.5
+
+
+def bound_socket(port: int = 0) -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 (port 0: one the kernel picks), for `web.SockSite`.
+
+    Bound, so the port is this test's from now on, but not listening: until the server starts, a connection to it
+    is refused, as by a node that is down (asyncio's create_server calls listen). SO_REUSEADDR, as aiohttp's own
+    test servers have it, so the node can bind its port again after a stop (its closed connections linger in
+    TIME_WAIT); the kernel never hands a port someone holds to another bind to port 0."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for a subprocess that binds it itself.
+
+    Racy by nature (the port is free when chosen, and may be taken before the process binds it), so a caller retries
+    with a new port when its process reports 'address already in use' (tests/procs.py does). A server in this process
+    uses `bound_socket()` instead."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -37,15 +64,21 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serving(app: web.Application):
-    """Serve a stand-in HTTP app (a rogue or flaky peer) on a free loopback port; yields its base URL."""
+    """Serve a stand-in HTTP app (a rogue or flaky peer) on a loopback port of its own; yields its base URL."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
     runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        sock.close()
+        raise
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        await runner.cleanup()
+        await runner.cleanup()   # closes the socket with the server
 
 
 @pytest.fixture
@@ -56,10 +89,25 @@ def short_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
+async def _quick_retries(app: web.Application):
+    """Shrink the engine's retry delays before it starts syncing (a cleanup context placed after its own)."""
+    engine = app[ENGINE]
+    engine.settings = dataclasses.replace(engine.settings, push_retry_delay=PUSH_RETRY_DELAY,
+                                          failed_peer_retry=FAILED_PEER_RETRY)
+    yield
+
+
 class Node:
-    """One node: a real aiohttp server on its own loopback port with its own data folder."""
+    """One node: a real aiohttp server on its own loopback port with its own data folder.
+
+    Port 0 binds a socket now and the config carries its port (claim-code links and mDNS use `http.port`); the
+    socket stays bound until the first start, so the port cannot be taken meanwhile. A later start (after `stop()`),
+    or a node made with a fixed port, binds that port again."""
 
     def __init__(self, data_dir: Path, port: int, name: str, overrides: dict[str, Any]) -> None:
+        self._sock = bound_socket() if port == 0 else None
+        if self._sock is not None:
+            port = self._sock.getsockname()[1]
         values = {"node.data_dir": str(data_dir), "node.name": name, "http.host": "127.0.0.1",
                   "http.port": port, "discovery.enabled": False, "log.format": "text"}
         values.update(overrides)
@@ -69,26 +117,47 @@ class Node:
         self.url = f"http://127.0.0.1:{port}"
         self.app: web.Application | None = None
         self.runner: web.AppRunner | None = None
+        self._key: nacl.signing.SigningKey | None = None
 
     @property
     def key(self) -> nacl.signing.SigningKey:
-        from node.identity import load_key
-        return load_key(self.config.key_path)
+        """The node's signing key (the running app's; else the one `initialise` returned; else read from disk)."""
+        if self.app is not None:
+            return self.app[KEY]
+        if self._key is None:
+            self._key = load_key(self.config.key_path)
+        return self._key
 
     @property
     def id(self) -> str:
+        """The node's id: its public key in hex."""
         return self.key.verify_key.encode().hex()
 
     async def start(self) -> "Node":
-        self.app = create_app(self.config)
+        """Serve the node on its port (again, after `stop()`)."""
+        if self._key is None:
+            self._key = await asyncio.to_thread(load_key, self.config.key_path)
+        sock, self._sock = self._sock or bound_socket(self.port), None
+        self.app = create_app(self.config, self._key)
+        self.app.cleanup_ctx.insert(self.app.cleanup_ctx.index(engine_ctx) + 1, _quick_retries)
         self.runner = web.AppRunner(self.app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+        try:
+            await self.runner.setup()
+            await web.SockSite(self.runner, sock).start()
+        except BaseException:
+            await self.stop()
+            sock.close()
+            raise
+        self._key = self.app[KEY]
         return self
 
     async def stop(self) -> None:
+        """Stop serving and release the port (safe to call twice, or on a node never started)."""
         if self.runner is not None:
-            await self.runner.cleanup()
+            await self.runner.cleanup()   # closes the listening socket with the server
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         self.app = self.runner = None
 
     @property
@@ -120,9 +189,9 @@ async def make_node(short_tmp):
 
     async def factory(name: str, start: bool = True, **overrides: Any) -> Node:
         flat = {k.replace("__", "."): v for k, v in overrides.items()}
-        node = Node(short_tmp / name, free_port(), name, flat)
-        await initialise(node.config)
+        node = Node(short_tmp / name, 0, name, flat)
         nodes.append(node)
+        node._key, _ = await initialise(node.config)
         if start:
             await node.start()
         return node
@@ -177,3 +246,75 @@ def no_leaked_threads():
         time.sleep(0.05)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
 
+
+@pytest.fixture(autouse=True)
+def no_lingering_tasks(request: pytest.FixtureRequest) -> None:
+    """Fail an async test that leaves asyncio tasks running (checked on the test's own loop, after its nodes stopped).
+
+    Requested here, first among the test's fixtures, the check is set up before any node fixture and so torn down
+    after them all; a plain test gets no event loop for it."""
+    if inspect.iscoroutinefunction(getattr(request, "function", None)):
+        request.getfixturevalue("_tasks_left_check")
+
+
+@pytest.fixture
+async def _tasks_left_check():
+    """After the test: give its tasks a bounded chance to end, then fail naming those still running."""
+    yield
+    me = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def running() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks(loop) if t is not me and not t.done()]
+
+    deadline = loop.time() + 5
+    while (left := running()) and (remaining := deadline - loop.time()) > 0:
+        await asyncio.wait(left, timeout=remaining)     # returns as soon as they have all ended
+    if not left:
+        return
+    names = sorted(f"{t.get_name()} ({getattr(t.get_coro(), '__qualname__', t.get_coro())})" for t in left)
+    for task in left:
+        task.cancel()
+    await asyncio.wait(left, timeout=5)                 # cancelled, so the loop closes without complaint
+    pytest.fail(f"asyncio tasks left running: {names}")
+
+
+# Blocking calls that node/ code makes on the event loop and that are tolerated, each with why:
+# (file, functions on the stack, blocking calls allowed below them). Anything else fails the test.
+_FILES = ["os.stat", "os.mkdir", "os.unlink", "os.rmdir", "os.scandir", "os.path.samestat"]
+TOLERATED_BLOCKING: list[tuple[str, set[str], list[str]]] = [
+    # Start-up and shutdown (cleanup contexts): the node does not serve yet, or no longer, so nothing waits on the
+    # loop; each is a few metadata calls on the node's own folders.
+    ("node/app.py", {"_database_ctx"}, ["os.stat"]),
+    ("node/appliance/lifecycle.py", {"control_ctx"}, ["os.stat", "os.unlink"]),
+    ("node/camera/clips.py", {"reconcile"}, ["os.stat"]),
+    ("node/camera/manager.py", {"start"}, _FILES),
+    ("node/sharing/delivery.py", {"start"}, _FILES),
+    # apscheduler's AsyncIOScheduler asks tzlocal for the local zone when it is made (start-up; cached after).
+    ("node/periodic.py", {"scheduler"}, ["os.stat", "os.path.islink", "os.readlink", "os.path.abspath",
+                                          "io.BufferedReader.read", "io.TextIOWrapper.read"]),
+    # While serving: one metadata call each on a small folder of the node's own (mkdir -p of a camera's clip folder,
+    # a bundle file's existence or removal), microseconds on a local disk. Known; they belong in a thread.
+    ("node/camera/clips.py", {"folder"}, ["os.stat", "os.mkdir"]),
+    ("node/sharing/delivery.py", {"unlink", "_build", "open_bundle"}, ["os.stat", "os.unlink"]),
+    ("node/sharing/routes.py", {"revoke"}, ["os.unlink"]),     # the revoked agency's undownloaded bundles
+    ("node/pages.py", {"_file"}, ["os.stat"]),      # is_file() of a packaged static file (in the page cache)
+    # The agency's command-line tool is a program of its own (tests run it in a thread): one task on its own loop.
+    ("node/sharing/agency_cli.py", {"main"}, ["os.stat", "os.replace"]),
+    # Log lines go to stderr (the journal) through the standard library's synchronous handlers, as aiohttp's access
+    # log does; a line is small and the stream is a pipe.
+    ("logging/__init__.py", {"emit", "flush"}, ["io.TextIOWrapper.write", "io.BufferedWriter.write"]),
+]
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls():
+    """Fail a test in which node/ or sync/ code makes a blocking call inside the event loop (blockbuster).
+
+    Only calls with node/ or sync/ on the stack count (as aiohttp's suite scans aiohttp): a test's own file work
+    between requests is not the product's, but a test calling a blocking product function on the loop is caught."""
+    with blockbuster_ctx(["node", "sync"]) as bb:
+        for where, functions, calls in TOLERATED_BLOCKING:
+            for call in calls:
+                bb.functions[call].can_block_in(where, functions)
+        yield bb

@@ -12,7 +12,6 @@ import pytest
 
 from node.appliance.backup import BackupError, restore_backup, write_backup
 from node.config import Config
-from node.identity import load_key
 from sync import SyncError
 from tests.conftest import Node, wait_until
 
@@ -46,7 +45,7 @@ async def test_restored_node_takes_back_its_newer_events_before_publishing(make_
                                      capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600
-    assert load_key(a.config.key_path).encode() not in backup.read_bytes()      # never in the clear
+    assert a.key.encode() not in backup.read_bytes()                            # never in the clear
     later = [await a.engine.publish("notice", {"text": f"after backup {i}"}, ttl=3600) for i in range(2)]
     await wait_until(lambda: _has(b, {e.id for e in later}))
     await a.stop()                                   # the SD card dies

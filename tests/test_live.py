@@ -233,8 +233,7 @@ async def test_live_streams_are_framed_for_http_1_1_and_raw_for_http_1_0(make_no
         assert b"transfer-encoding: chunked" in head11.lower() and b"chunked" not in head10.lower()
         await _live(hub, 2)
         ids = [await hub.publish("report-moderated", {"id": i, "status": "building"}) for i in range(3)]
-        await asyncio.sleep(0.3)
-        hub.flush()
+        hub.flush()   # hand them over now rather than at the coalescing timer
         # HTTP/1.1: each write is one well-formed chunk; taken apart, they are the SSE messages, in order.
         body, seen = b"", []
         async with asyncio.timeout(10):

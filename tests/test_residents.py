@@ -64,17 +64,17 @@ async def test_a_route_without_declared_roles_is_refused(make_node):
     node = await make_node("r", start=False)
     from node.app import create_app
 
-    app = create_app(node.config)
+    app = create_app(node.config, node.key)
 
     async def sneaky(request):
         return web.json_response({"ok": True, "secret": 42})
     app.router.add_get("/api/sneaky", sneaky)   # added behind the table's back
     runner = web.AppRunner(app)
     await runner.setup()
-    from tests.conftest import free_port
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    from tests.conftest import bound_socket
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock).start()
     try:
         async with aiohttp.ClientSession() as session:
             status, body = await call(session, "GET", f"http://127.0.0.1:{port}/api/sneaky")

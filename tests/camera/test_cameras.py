@@ -183,13 +183,19 @@ async def _status(states, camera: str, *wanted: str) -> bool:
     return (await states())[camera]["state"]["status"] in wanted
 
 
+async def _segments(session, node, camera: str) -> bool:
+    """True once the camera's ring holds a finished segment (a few seconds of footage)."""
+    _, body = await call(session, "GET", node.url + "/api/cameras")
+    return any(c["id"] == camera and c["state"]["segments"] > 0 for c in body["cameras"])
+
+
 async def test_sos_holds_every_cameras_footage_around_it(make_node):
     node = await make_node("a", cameras__devices=[SIM | {"detect_motion": False}], sos__hold_before=2,
                            sos__hold_after=2)
     async with browser() as manager, browser() as resident:
         await claim(node, manager)
         await join(node, resident, (await invite(node, manager))["code"])
-        await asyncio.sleep(4)  # some footage before the call
+        await wait_until(lambda: _segments(manager, node, "yard"), timeout=30, interval=0.3)  # footage before the call
         status, _ = await call(resident, "POST", node.url + "/api/sos", json={})
         assert status == 201
         clip = await first_clip(manager, node, timeout=30)

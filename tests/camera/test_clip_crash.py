@@ -31,6 +31,7 @@ import asyncio, os, random, sys, time
 from pathlib import Path
 
 from node.schema import migrate_all
+from node import durable
 from node.camera import record
 from node.camera.clips import ClipIndex
 from sync import Database, setup_schema
@@ -66,7 +67,7 @@ class SlowIndex(ClipIndex):
         pause(0.05)
 
 
-record.os = SlowOs()
+durable.os = SlowOs()   # publish()'s rename, used by promote() for the thumbnail and the clip
 log = open(log_path, "a")
 
 
@@ -198,7 +199,7 @@ async def test_index_and_files_agree_after_sigkills_during_promotions_and_purges
             assert {r[1] for r in rows} <= {"ready"}, why
             named = set()
             for uid, _, file, thumbnail, size, digest in rows:
-                assert sha256_file(index.path(file)) == (size, digest), f"{why}: {uid}"
+                assert await asyncio.to_thread(sha256_file, index.path(file)) == (size, digest), f"{why}: {uid}"
                 named.add(file)
                 if thumbnail is not None:
                     assert index.path(thumbnail).stat().st_size > 0, f"{why}: {uid}"

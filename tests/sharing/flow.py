@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -42,10 +43,15 @@ async def add_clip(node, video: Path, *, start: float, camera: str = "yard", own
     index = node.app[CLIPS]
     row = await index.begin(camera=camera, owner=owner, kind="upload" if camera == "upload" else "motion",
                             start=start, end=start + seconds)
-    shutil.copyfile(video, index.path(row.file))
-    size, digest = sha256_file(index.path(row.file))
+    size, digest = await asyncio.to_thread(_copy_and_hash, video, index.path(row.file))
     return await index.finish(row.id, start=start, end=start + seconds, duration=seconds, size=size, sha256=digest,
                               width=320, height=240, thumbnail=False)
+
+
+def _copy_and_hash(source: Path, target: Path) -> tuple[int, str]:
+    """Copy a video into the clip folder; its (size, SHA-256), as the index records them."""
+    shutil.copyfile(source, target)
+    return sha256_file(target)
 
 
 def request_fields(*, centre: tuple[str, str] = HERE, radius: int = 300, start: float | None = None,

@@ -71,7 +71,7 @@ def key_file(tmp_path) -> Path:
 
 async def test_request_status_and_fetch_from_the_command_line(make_node, key_file, tmp_path, monkeypatch):
     node = await make_node("a", cameras__devices=[SIM], **HERE)
-    key = load_agency_key(key_file)
+    key = await asyncio.to_thread(load_agency_key, key_file)
     common = ["--key", str(key_file), "--node", node.url]
     async with browser() as manager:
         await claim(node, manager)
@@ -153,7 +153,7 @@ async def test_a_request_out_of_policy_is_refused_with_the_reason(make_node, key
     common = ["--key", str(key_file), "--node", node.url]
     async with browser() as manager:
         await claim(node, manager)
-        await register(node, manager, load_agency_key(key_file))
+        await register(node, manager, await asyncio.to_thread(load_agency_key, key_file))
     status, out, err = await run("request", *common, "--case", "C-1", "--reason", "theft",
                                  "--start", format_time(time.time() - 3600), "--end", format_time(time.time() - 3300),
                                  "--circle", CIRCLE, "--contact", "desk")
@@ -170,7 +170,7 @@ async def test_a_request_out_of_policy_is_refused_with_the_reason(make_node, key
 
 async def test_unsigned_garbled_replayed_and_unregistered_calls_are_refused(make_node, key_file, tmp_path):
     node = await make_node("a", **HERE)
-    key = load_agency_key(key_file)
+    key = await asyncio.to_thread(load_agency_key, key_file)
     url = node.url + "/api/agency/requests"
     async with browser() as manager:
         await claim(node, manager)
@@ -211,7 +211,7 @@ async def test_unsigned_garbled_replayed_and_unregistered_calls_are_refused(make
     assert refused.value.status == 403 and "is not registered at this node" in str(refused.value)
     assert refused.value.where == f"GET {node.url}/api/agency/requests"
     stranger_file = tmp_path / "stranger.key"
-    write_agency_key(stranger_file)
+    await asyncio.to_thread(write_agency_key, stranger_file)
     status, out, err = await run("status", "--key", str(stranger_file), "--node", node.url)
     assert status == 1 and out == "" and err.count("\n") == 1
     assert err.startswith(f"nnode agency-client status: the node refused (GET {node.url}/api/agency/requests): "
@@ -279,8 +279,9 @@ async def test_credential_header_is_canonical_base64url(key_file):
     app = web.Application()
     app.router.add_get("/api/agency/requests", handler)
     credential = {"v": 1, "name": "Métro", "agency": "ab" * 32, "sig": "00"}
+    key = await asyncio.to_thread(load_agency_key, key_file)
     async with serving(app) as base:
-        async with AgencyClient(base + "/", load_agency_key(key_file), credential=credential) as client:
+        async with AgencyClient(base + "/", key, credential=credential) as client:
             assert await client.requests() == []
     (value,) = seen
     assert "=" not in value

@@ -5,6 +5,7 @@ signed call and verifies offline. Screenshots land in test-artifacts/agency-port
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -43,7 +44,7 @@ async def test_agency_portal_signs_requests_and_downloads_bundles(make_node, chr
 
     node = await make_node("home", cameras__devices=[SIM], **HERE)
     key_path = tmp_path / "metro.key"
-    key = write_agency_key(key_path)
+    key = await asyncio.to_thread(write_agency_key, key_path)
     public = key.verify_key.encode().hex()
     seed = key.encode().hex()
     async with http_client() as manager:
@@ -118,7 +119,7 @@ async def test_agency_portal_signs_requests_and_downloads_bundles(make_node, chr
         request_id = await card.get_attribute("data-request")
         await shot(page, "2-request-listed")
 
-        async with AgencyClient(node.url, load_agency_key(key_path)) as client:
+        async with AgencyClient(node.url, await asyncio.to_thread(load_agency_key, key_path)) as client:
             stored = await client.request(request_id)
         assert stored["agency"] == public and stored["urgency"] == "emergency"
         assert stored["area"] == {"circle": {"lat": "40.7128", "lon": "-74.0060", "radius_m": 150}}
@@ -151,7 +152,9 @@ async def test_agency_portal_signs_requests_and_downloads_bundles(make_node, chr
         saved = tmp_path / download.suggested_filename
         await download.save_as(saved)
         await expect(page.locator("#bundles-status")).to_contain_text(f"Saved {bundle_id}.nnbundle")
-        result = verify_bundle(saved, load_agency_key(key_path), tmp_path / "verified", expected_node_key=node.id)
+        from_file = await asyncio.to_thread(load_agency_key, key_path)
+        result = await asyncio.to_thread(verify_bundle, saved, from_file, tmp_path / "verified",
+                                         expected_node_key=node.id)
         assert result.manifest["request"]["id"] == request_id
         await shot(page, "3-bundle-downloaded")
 

@@ -136,7 +136,8 @@ async def test_residents_see_only_their_own_uploads_and_share_the_original_only_
     (listed,) = (await agency.call("GET", node.url + "/api/agency/bundles"))[1]["bundles"]
     status, data = await agency.call("GET", node.url + listed["url"], raw=True)
     (tmp_path / "b.nnbundle").write_bytes(data)
-    result = verify_bundle(tmp_path / "b.nnbundle", agency.key, tmp_path / "out", expected_node_key=node.id)
+    result = await asyncio.to_thread(verify_bundle, tmp_path / "b.nnbundle", agency.key, tmp_path / "out",
+                                     expected_node_key=node.id)
     manifest = result.manifest
     assert manifest["delivered"]["kind"] == "original" and manifest["delivered"]["redaction"] is None
     assert manifest["delivered"]["sha256"] == upload.sha256 and manifest["camera"]["id"] == "upload"
