@@ -293,12 +293,6 @@ TOLERATED_BLOCKING: list[tuple[str, set[str], list[str]]] = [
     # apscheduler's AsyncIOScheduler asks tzlocal for the local zone when it is made (start-up; cached after).
     ("node/periodic.py", {"scheduler"}, ["os.stat", "os.path.islink", "os.readlink", "os.path.abspath",
                                           "io.BufferedReader.read", "io.TextIOWrapper.read"]),
-    # While serving: one metadata call each on a small folder of the node's own (mkdir -p of a camera's clip folder,
-    # a bundle file's existence or removal), microseconds on a local disk. Known; they belong in a thread.
-    ("node/camera/clips.py", {"folder"}, ["os.stat", "os.mkdir"]),
-    ("node/sharing/delivery.py", {"unlink", "_build", "open_bundle"}, ["os.stat", "os.unlink"]),
-    ("node/sharing/routes.py", {"revoke"}, ["os.unlink"]),     # the revoked agency's undownloaded bundles
-    ("node/pages.py", {"_file"}, ["os.stat"]),      # is_file() of a packaged static file (in the page cache)
     # The agency's command-line tool is a program of its own (tests run it in a thread): one task on its own loop.
     ("node/sharing/agency_cli.py", {"main"}, ["os.stat", "os.replace"]),
     # Log lines go to stderr (the journal) through the standard library's synchronous handlers, as aiohttp's access
