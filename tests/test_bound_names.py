@@ -14,9 +14,11 @@ import aiohttp
 import pytest
 
 from node.app import serve
+from node.config import load
+from node.errors import ConfigError
 from node.keys import AGENCY_REPLAY, CLAIMS, SYNC_SERVER
 from node.sharing.routes import register
-from sync import RateLimited, ReplayCache, sign_request
+from sync import RateLimited, ReplayCache, normal_authority, sign_request
 from tests.people import PASSWORD, browser, call, claim
 from tests.sharing.flow import Agency
 from tests.test_rejections import event_line
@@ -249,3 +251,23 @@ async def test_the_claim_body_is_bounded(make_node):
                                 headers={"Content-Type": "application/json"}) as resp:
             assert resp.status == 413, await resp.text()
     assert not await node.app[CLAIMS].claimed()
+
+
+@pytest.mark.parametrize("host, normal", [
+    ("127.0.0.1:8470", "127.0.0.1:8470"), ("LocalHost:8470", "localhost:8470"), ("nnode.local.:8470", "nnode.local:8470"),
+    ("nnode.lan", "nnode.lan:80"), ("[::1]:8470", "[::1]:8470"), ("[0:0::1]:8470", "[::1]:8470"),
+    ("127.0.0.1:8470/sync/v1/pull#", None), ("user@nnode.lan:8470", None), ("nnode lan:8470", None),
+    ("nnode.lan:0", None), ("nnode.lan:70000", None), ("nnode.lan:+80", None), ("::1", None), ("[::1]x", None),
+    ("", None), ("a" * 400, None),
+])
+def test_a_host_has_one_spelling_or_none(host, normal):
+    assert normal_authority(host) == normal
+
+
+def test_a_name_that_is_not_a_host_stops_the_config(tmp_path):
+    path = tmp_path / "config.toml"
+    for text, key in (('[http]\nnames = ["nnode.lan", "nnode.lan/admin"]\n', r"http\.names"),
+                      ('[http]\nurl = "https://nnode.lan/path"\n', r"http\.url")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=key + ": expected"):
+            load(path)
