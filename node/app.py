@@ -20,7 +20,8 @@ from node.config import Config
 from node.errors import NodeError
 from node.federation import lifecycle as federation
 from node.identity import load_key, node_id
-from node.keys import CAMERAS, CONFIG, DB, HUB, KEY, PEERS, SCHEDULER, STARTED, STORE
+from node.keys import CAMERAS, CONFIG, DB, HUB, KEY, NAMES, PEERS, SCHEDULER, STARTED, STORE
+from node.names import Names
 from node.people import lifecycle as people
 from node.periodic import scheduler
 from node.routes import add_routes, auth_middleware, error_middleware
@@ -60,9 +61,14 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> web.Application:
     """The node app: API, sync endpoints and background work, for `config`'s data folder."""
+    # keepalive_timeout is also aiohttp's header read timeout: from a connection's start, or the end of its last
+    # answer, a request must arrive whole (line and headers) within it or the connection is closed. Set on the
+    # app, so `nnode run` and every runner of this app (tests) get it.
     app = web.Application(middlewares=[error_middleware, auth_middleware],
-                          client_max_size=config.sync.max_batch_bytes)
+                          client_max_size=config.sync.max_batch_bytes,
+                          handler_args={"keepalive_timeout": float(config.http.header_timeout)})
     app[CONFIG] = config
+    app[NAMES] = Names(config)
     app[KEY] = key or load_key(config.key_path)
     app[STARTED] = time.time()
     app.cleanup_ctx.extend([

@@ -13,6 +13,7 @@ import typing
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -33,6 +34,7 @@ from node.structs import (
     setting,
     struct_info,
 )
+from sync import normal_authority
 
 LOCAL_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
                   "fc00::/7", "fe80::/10")
@@ -76,13 +78,40 @@ class HttpSection(Strict, frozen=True):
         "from elsewhere are refused.",
         expected='a list of networks in CIDR form, like ["192.168.1.0/24", "fd00::/8"]')] = LOCAL_NETWORKS
 
+    metrics_networks: Annotated[tuple[str, ...], setting(
+        "Networks that may read /metrics (a Prometheus scraper; its counters show each camera's motion as it "
+        "happens). The signed-in manager may read it from the building's network as well.",
+        expected='a list of networks in CIDR form, like ["127.0.0.0/8", "192.168.1.10/32"]')] = ("127.0.0.0/8",
+                                                                                               "::1/128")
+    names: Annotated[tuple[str, ...], setting(
+        "Further names this node answers to, as host or host:port (a bare host means http.port): a LAN DNS name, "
+        "or the public name and port peers and agencies reach it by. Always included: localhost, 127.0.0.1, [::1], "
+        "this host's name and name.local, http.host and this host's addresses, at http.port, and the host of "
+        "http.url. A request whose Host (for signed calls: whose signed @authority) is none of these is refused "
+        "with 421.", expected='a list of host names or addresses, each with an optional :port, like '
+                              '["nnode.lan", "node.example.org:443"]')] = ()
+    url: Annotated[str, setting(
+        "The address residents' phones open the node by, used in invite, sign-in and setup links. Empty: "
+        "http://<http.host or this host's name.local>:<http.port>.", pattern=r"(https?://[^\s/?#@]+)?",
+        expected='an http:// or https:// URL without a path, like "https://nnode.lan:8470", or ""')] = ""
+    header_timeout: Annotated[int, setting(
+        "Seconds a client has to send a request's line and headers, from when it connects or its previous "
+        "answer ended; a slower one is disconnected. It is also how long an idle connection is kept open.",
+        ge=1, le=300, unit="seconds")] = 20
+
     def __post_init__(self) -> None:
-        """Every network parses."""
-        try:
-            for network in self.local_networks:
-                ipaddress.ip_network(network)
-        except (ValueError, TypeError):
-            raise FieldError("local_networks") from None
+        """Every network parses; every name is a host or host:port."""
+        for key in ("local_networks", "metrics_networks"):
+            try:
+                for network in getattr(self, key):
+                    ipaddress.ip_network(network)
+            except (ValueError, TypeError):
+                raise FieldError(key) from None
+        for index, name in enumerate(self.names):
+            if normal_authority(name, self.port) is None:
+                raise FieldError(f"names[{index}]")
+        if self.url and normal_authority(urlsplit(self.url).netloc) is None:
+            raise FieldError("url")
 
 
 class SosSection(Strict, frozen=True):

@@ -12,9 +12,11 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from node.errors import BadRequest, NotFound, TooLarge
-from node.keys import ACCOUNTS, CONFIG
+from node.keys import ACCOUNTS, CONFIG, NAMES
+from node.names import Names
 from node.people.accounts import Session
 from node.structs import Body, convert
+from sync import check_authority
 
 PUBLIC = "public"        # anyone who can reach the node
 PEER = "peer"            # approved peer nodes, by RFC 9421 signature (checked by the sync server)
@@ -24,7 +26,8 @@ RESIDENT = "resident"    # a signed-in resident, on a local network
 RESPONDER = "responder"  # a resident on the SOS on-call list
 MANAGER = "manager"      # the signed-in manager, on a local network
 AGENCY = "agency"        # a registered agency, from any network, by RFC 9421 signature with its key (node/sharing/routes.py)
-ROLES = frozenset({PUBLIC, PEER, LOOPBACK, LOCAL, RESIDENT, RESPONDER, MANAGER, AGENCY})
+METRICS = "metrics"      # a metrics scraper, by source address (http.metrics_networks)
+ROLES = frozenset({PUBLIC, PEER, LOOPBACK, LOCAL, RESIDENT, RESPONDER, MANAGER, AGENCY, METRICS})
 SESSION_COOKIE = "nnode_session"
 SESSION = web.RequestKey("session", Session)  # the caller's session, set by the auth middleware
 
@@ -75,6 +78,8 @@ async def caller_roles(request: web.Request) -> set[str]:
     remote = request.remote
     if _in_networks(remote, ("127.0.0.0/8", "::1/128")):
         roles.add(LOOPBACK)
+    if _in_networks(remote, app[CONFIG].http.metrics_networks):
+        roles.add(METRICS)
     if _in_networks(remote, app[CONFIG].http.local_networks):
         roles.add(LOCAL)
         session = await app[ACCOUNTS].session(request.cookies.get(SESSION_COOKIE))
@@ -84,6 +89,13 @@ async def caller_roles(request: web.Request) -> set[str]:
             if session.role == RESIDENT and session.on_call:
                 roles.add(RESPONDER)
     return roles
+
+
+def check_host(request: web.Request) -> None:
+    """Refuse (421) a request whose Host is not one of the node's names: a page reached through someone else's
+    DNS name (DNS rebinding) gets nothing, and nothing the node builds ever names the caller's Host."""
+    names: Names = request.app[NAMES]
+    check_authority(request.host, names)
 
 
 def same_origin(request: web.Request) -> bool:
@@ -110,11 +122,11 @@ async def read_capped(request: web.Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body (at most MAX_JSON_BODY bytes), or an error saying what is wrong."""
+async def json_body(request: web.Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    """The request's JSON object body (at most `limit` bytes), or an error saying what is wrong."""
     if request.content_type != "application/json":
         raise BadRequest(f"send JSON (Content-Type: application/json), not {request.content_type or 'nothing'}")
-    raw = await read_capped(request, MAX_JSON_BODY, "the request body")
+    raw = await read_capped(request, limit, "the request body")
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -130,7 +142,7 @@ async def read_body(request: web.Request, type_: type[B]) -> B:
     """The JSON body (json_body's limits; {} if left out and `type_.OPTIONAL`) as `type_`; BadRequest names the key."""
     if type_.OPTIONAL and not request.can_read_body:
         return body_of({}, type_)
-    return body_of(await json_body(request), type_)
+    return body_of(await json_body(request, type_.MAX_BYTES), type_)
 
 
 def body_of(value: Any, type_: type[B]) -> B:

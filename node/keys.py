@@ -13,6 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from node.camera.clips import ClipIndex
 from node.camera.manager import Cameras
 from node.config import Config
+from node.names import Names
 from node.people.accounts import Accounts
 from node.people.claim import Claims
 from node.safety.alerts import FeedPoller
@@ -26,6 +27,7 @@ from sync import Database, EventStore, PeerStore, RateLimiter, ReplayCache, Sync
 
 CONFIG = web.AppKey("config", Config)
 KEY = web.AppKey("key", nacl.signing.SigningKey)
+NAMES = web.AppKey("names", Names)                        # the Host names this node answers to
 STARTED = web.AppKey("started", float)                    # time.time() when the app was made
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)     # periodic work of every feature (node/periodic.py)
 DB = web.AppKey("db", Database)

@@ -155,6 +155,7 @@ _ROLE_TEXT = {
     "public": "anyone who can reach the node", "peer": "approved peer nodes", "loopback": "the device itself",
     "local": "anyone on the building's networks", "resident": "a signed-in resident",
     "responder": "a resident on the on-call list", "manager": "the signed-in manager", "agency": "a registered agency",
+    "metrics": "a metrics scraper on http.metrics_networks",
 }
 
 

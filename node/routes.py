@@ -17,6 +17,7 @@ from node.http import (
     AGENCY,
     LOCAL,
     MANAGER,
+    METRICS,
     PEER,
     PUBLIC,
     RESIDENT,
@@ -25,11 +26,13 @@ from node.http import (
     Handler,
     Route,
     caller_roles,
+    check_host,
     error_response,
     same_origin,
 )
 from node.identity import node_id
-from node.keys import CAMERAS, DB, ENGINE, KEY, PEERS, STARTED, STORE
+from node.keys import CAMERAS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE
+from node.names import public_url
 from node.openapi import describe
 from node.people import routes as people_routes
 from node.safety import routes as safety_routes
@@ -68,19 +71,29 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Enforce the route table's roles before any handler runs; state changes must come from our own pages."""
+    """Enforce the route table's roles before any handler runs; state changes must come from our own pages.
+
+    The Host must be one of the node's names (421) everywhere but on public reads; signed calls (peers, agencies)
+    have it checked as part of their signature, which covers it.
+    """
     policy = request.app[ROUTE_POLICY].get(request.match_info.route)
     if policy is None and request.match_info.http_exception is None:
         raise Forbidden(f"{request.method} {request.path} has no declared roles")  # fail closed
     if policy is not None and AGENCY in policy.roles:
         await check_agency(request)
         return await handler(request)
-    if policy is None or PUBLIC in policy.roles or PEER in policy.roles:
-        if policy is not None and PUBLIC in policy.roles:
-            await caller_roles(request)  # handlers of public routes may still look at the session
+    if policy is None or PEER in policy.roles:
+        return await handler(request)
+    if PUBLIC not in policy.roles or request.method not in ("GET", "HEAD"):
+        check_host(request)
+    if PUBLIC in policy.roles:
+        await caller_roles(request)  # handlers of public routes may still look at the session
         return await handler(request)
     roles = await caller_roles(request)
     if not roles & policy.roles:
+        if METRICS in policy.roles:
+            raise Forbidden(f"{policy.path} answers only the networks in http.metrics_networks and the signed-in "
+                            "manager")
         if LOCAL not in roles and policy.roles & {LOCAL, RESIDENT, RESPONDER, MANAGER}:
             raise Forbidden("this page answers only on the building's network")
         if SESSION not in request and policy.roles & {RESIDENT, RESPONDER, MANAGER}:
@@ -112,7 +125,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi_json(request: web.Request) -> web.Response:
     """GET /api/openapi.json: the OpenAPI 3.1 description of every route (node/openapi.py)."""
     routes = list(request.app[ROUTE_POLICY].values())
-    return web.json_response(describe(routes, f"{request.scheme}://{request.host}"))
+    return web.json_response(describe(routes, public_url(request.app[CONFIG])))
 
 
 def route_table() -> list[Route]:
@@ -120,7 +133,8 @@ def route_table() -> list[Route]:
     public, local = frozenset({PUBLIC}), frozenset({LOCAL})
     core = [
         Route("GET", "/healthz", healthz, public),
-        Route("GET", "/metrics", metrics, public),
+        # camera clip counters show motion as it happens: a scraper's networks and the manager only
+        Route("GET", "/metrics", metrics, frozenset({METRICS, MANAGER})),
         Route("GET", "/api/openapi.json", openapi_json, public),
         # the web app's pages carry no data (the API does): anyone on the building's network may load them
         Route("GET", "/", pages.page("app.html"), local),

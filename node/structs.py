@@ -34,6 +34,8 @@ class Body(Strict, frozen=True):
 
     OPTIONAL: ClassVar[bool] = False
     """Whether a request may leave the body out; it then reads as {}."""
+    MAX_BYTES: ClassVar[int] = 64 * 1024
+    """The largest body read (413 beyond it, refused before it is all read)."""
 
 
 class FieldError(ValueError):

@@ -23,6 +23,7 @@ from ._errors import (
     FutureTimestamp,
     InvalidBody,
     MalformedEvent,
+    Misdirected,
     NonCanonical,
     OversizedEvent,
     PeerNotApproved,
@@ -41,7 +42,14 @@ from ._event import (
     sha256_hex,
     verify_signature,
 )
-from ._httpsig import ReplayCache, check_content_digest, sign_request, verify_request
+from ._httpsig import (
+    ReplayCache,
+    check_authority,
+    check_content_digest,
+    normal_authority,
+    sign_request,
+    verify_request,
+)
 from ._kinds import TOMBSTONE, KindRegistry, require_fields
 from ._peers import APPROVED, PENDING, Peer, PeerStore
 from ._ratelimit import RateLimiter
@@ -55,10 +63,10 @@ __all__ = [
     "SIGNATURE_DOMAIN", "SYNC_ENDPOINTS", "TOMBSTONE", "AuthError", "AuthorQuarantined", "BadDescriptor",
     "BadSignature", "BatchTooLarge", "BodyHashMismatch", "Circle", "Database", "DatabaseError", "Discovery",
     "Equivocation", "Event", "EventRejected", "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp",
-    "IngestResult", "InvalidBody", "KindRegistry", "MalformedEvent", "Migration", "NonCanonical", "OversizedEvent",
-    "Peer", "PeerClient", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited", "RateLimiter",
-    "ReplayCache", "SyncEngine", "SyncError", "SyncServer", "SyncSettings", "UnknownKind", "add_discovered",
-    "canonical", "check_content_digest", "check_descriptor", "create_event", "decode", "distance_m", "make_descriptor",
-    "parse_event", "require_fields", "setup_schema", "sha256_hex", "sign_request", "touches", "touches_any",
-    "verify_request", "verify_signature",
+    "IngestResult", "InvalidBody", "KindRegistry", "MalformedEvent", "Migration", "Misdirected", "NonCanonical",
+    "OversizedEvent", "Peer", "PeerClient", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited",
+    "RateLimiter", "ReplayCache", "SyncEngine", "SyncError", "SyncServer", "SyncSettings", "UnknownKind",
+    "add_discovered", "canonical", "check_authority", "check_content_digest", "check_descriptor", "create_event",
+    "decode", "distance_m", "make_descriptor", "normal_authority", "parse_event", "require_fields", "setup_schema",
+    "sha256_hex", "sign_request", "touches", "touches_any", "verify_request", "verify_signature",
 ]

@@ -17,6 +17,7 @@ SyncError                      root of every error this package raises
 ├── BatchTooLarge              a batch over its byte or count limit (413)
 ├── AuthError                  a sync request failed RFC 9421 checks (401)
 │   └── PeerNotApproved        valid signature, but the key is not an approved peer (403)
+├── Misdirected                a request addressed (Host, signed @authority) to a name not this node's (421)
 ├── RateLimited                too many requests from one peer (429)
 └── PeerUnreachable            an outbound sync call failed (transport or HTTP error)
 """
@@ -141,6 +142,13 @@ class PeerNotApproved(AuthError):
 
     status = 403
     reason = "not_approved"
+
+
+class Misdirected(SyncError):
+    """A request (its Host, and so its signed @authority) names another server than this node."""
+
+    status = 421
+    reason = "misdirected"
 
 
 class RateLimited(SyncError):

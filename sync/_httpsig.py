@@ -5,16 +5,22 @@ A sync request carries `Signature-Input` and `Signature` with the label `nnode`,
 parameters created, keyid (the sender's node id, hex), alg="ed25519", nonce and tag="nnode-sync". Agencies sign
 their calls the same way with their own key and tag="nnode-agency" (docs/agencies.md), so that neither kind of
 signature can stand in for the other.
+
+The server binds what was signed to itself: `@authority` must be one of its own names (`normal_authority`, then a
+lookup in the names it answers to) and `@method`/`@path` those of the route actually served, never values taken on
+trust from the request. Replay caches are kept per caller, so one caller cannot fill them for everyone.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
+import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -22,12 +28,56 @@ import nacl.exceptions
 import nacl.signing
 from http_sfv.dictionary import Dictionary
 
-from ._errors import AuthError, RateLimited
+from ._errors import AuthError, Misdirected, RateLimited
 
 LABEL = "nnode"
 TAG = "nnode-sync"
 REQUIRED_COMPONENTS = ("@method", "@authority", "@path", "@query")
 MAX_SKEW = 60
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*")
+
+
+def normal_authority(value: str, default_port: int = 80) -> str | None:
+    """`host:port` in one spelling (lower case, no trailing dot, IPv6 in brackets, the port always written), or None
+    if `value` is not a host name or address with an optional port (a Host header with a path, a user or spaces)."""
+    value = value.strip().lower()
+    if not value or len(value) > 300:
+        return None
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            host, port_text = value, None
+    if port_text is None:
+        port = default_port
+    elif port_text.isdigit() and len(port_text) <= 5 and 1 <= int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        return None
+    host = host.removesuffix(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if value.startswith("[") or not _HOSTNAME.fullmatch(host):
+            return None
+        return f"{host}:{port}"
+    return f"[{address.compressed}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def check_authority(host: str, names: Container[str]) -> str:
+    """The request's Host if it names this server (one of `names`, as normal_authority spells them); else Misdirected.
+
+    The signed `@authority` is this value, so a request signed for another server never verifies here.
+    """
+    normal = normal_authority(host)
+    if normal is None or normal not in names:
+        raise Misdirected(f"this request is addressed to {host[:100]!r}, which is not one of this node's names "
+                          "(its manager lists further names in http.names)")
+    return host
 
 
 def content_digest(body: bytes) -> str:
@@ -100,27 +150,51 @@ class Verified:
 
 
 class ReplayCache:
-    """Signatures seen within the skew window, so a captured request cannot be replayed."""
+    """Signatures seen within the skew window, per caller, so a captured request cannot be replayed.
 
-    def __init__(self, window: int = MAX_SKEW, capacity: int = 100_000) -> None:
+    Each caller (a peer's or an agency's key) has its own bounded set, and the number of callers held is bounded:
+    one caller that fills its set is refused (429) while the others go on.
+    """
+
+    def __init__(self, window: int = MAX_SKEW, capacity: int = 2048, callers: int = 512) -> None:
         self.window = window
-        self.capacity = capacity
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self.capacity = capacity        # signatures held per caller
+        self.callers = callers          # callers held at once
+        self._seen: dict[str, OrderedDict[bytes, float]] = {}
 
-    def check_and_add(self, signature: bytes, now: float) -> None:
-        """Raise AuthError if `signature` was already seen; remember it otherwise.
+    def check_and_add(self, signature: bytes, now: float, caller: str = "") -> None:
+        """Raise AuthError if `caller` already sent `signature`; remember it otherwise.
 
         Entries leave only when they are older than the skew window allows (a request that old is refused for
-        its time anyway); a full cache refuses new requests rather than forget live entries, which would let
-        a flood make room for a replay. Callers add only approved, rate-limited peers' requests.
+        its time anyway); a full set refuses that caller's new requests rather than forget live entries, which
+        would let a flood make room for a replay. Callers add only authenticated, rate-limited keys' requests.
         """
-        while self._seen and next(iter(self._seen.values())) < now - 2 * self.window:
-            self._seen.popitem(last=False)
-        if signature in self._seen:
+        horizon = now - 2 * self.window
+        seen = self._seen.get(caller)
+        if seen is None:
+            if len(self._seen) >= self.callers:
+                self._forget_idle(horizon)
+            if len(self._seen) >= self.callers:
+                raise RateLimited("too many callers in the replay window; retry shortly", retry_after=5.0)
+            seen = self._seen[caller] = OrderedDict()
+        _expire(seen, horizon)
+        if signature in seen:
             raise AuthError("this signed request was already received (replay)")
-        if len(self._seen) >= self.capacity:
-            raise RateLimited("too many signed requests in the replay window; retry shortly", retry_after=5.0)
-        self._seen[signature] = now
+        if len(seen) >= self.capacity:
+            raise RateLimited("too many signed requests from this key in the replay window; retry shortly",
+                              retry_after=5.0)
+        seen[signature] = now
+
+    def _forget_idle(self, horizon: float) -> None:
+        for caller in list(self._seen):
+            _expire(self._seen[caller], horizon)
+            if not self._seen[caller]:
+                del self._seen[caller]
+
+
+def _expire(seen: OrderedDict[bytes, float], horizon: float) -> None:
+    while seen and next(iter(seen.values())) < horizon:
+        seen.popitem(last=False)
 
 
 def check_content_digest(headers: Mapping[str, str], body: bytes) -> None:
@@ -188,5 +262,5 @@ def verify_request(method: str, url: str, headers: Mapping[str, str], body: byte
     except (nacl.exceptions.BadSignatureError, ValueError) as exc:
         raise AuthError("request signature does not verify") from exc
     if replay is not None:
-        replay.check_and_add(signature, clock)
+        replay.check_and_add(signature, clock, keyid)
     return Verified(keyid=keyid, created=created, signature=signature)

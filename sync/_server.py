@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +15,7 @@ from ._descriptor import NONCE
 from ._engine import SyncEngine
 from ._errors import BatchTooLarge, MalformedEvent, PeerNotApproved, SyncError
 from ._event import MAX_EVENT_BYTES
-from ._httpsig import ReplayCache, check_content_digest, verify_request
+from ._httpsig import ReplayCache, check_authority, check_content_digest, verify_request
 from ._ratelimit import RateLimiter
 from ._store import MAX_GAP_RANGES, Gap
 
@@ -50,29 +50,39 @@ ENDPOINTS = (
 class SyncServer:
     """Authenticates peers (RFC 9421, approval, skew, replay, rate) and serves heads, pull and push."""
 
-    def __init__(self, engine: SyncEngine, descriptor: Callable[[str | None], dict[str, Any]]) -> None:
+    def __init__(self, engine: SyncEngine, descriptor: Callable[[str | None], dict[str, Any]],
+                 names: Container[str]) -> None:
+        """`names`: the authorities this node answers to, spelled as `normal_authority` spells them."""
         self.engine = engine
         self.descriptor = descriptor
+        self.names = names
         settings = engine.settings
         self.replay = ReplayCache(window=settings.max_skew)
         self.limiter = RateLimiter(settings.rate, settings.burst)
 
     async def authenticate(self, request: web.Request) -> str:
-        """The approved peer key that signed this request's headers, or AuthError / RateLimited / PeerNotApproved.
+        """The approved peer key that signed this request's headers, or AuthError / Misdirected / RateLimited /
+        PeerNotApproved.
 
-        Runs before the body is read; handlers then read it (bounded) and check its Content-Digest.
+        `@method`, `@path` and `@query` are those of the request line the router served (never parsed out of a
+        URL that the Host header is part of), and the Host must be one of this node's names: a request signed for
+        another node or another endpoint never passes. Runs before the body is read; handlers then read it
+        (bounded) and check its Content-Digest.
         """
-        url = f"http://{request.host}{request.raw_path}"
+        target = request.rel_url
+        url = f"http://{request.host}{target.raw_path}" + (f"?{target.raw_query_string}"
+                                                          if target.raw_query_string else "")
         has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding") is not None
         try:
             verified = verify_request(request.method, url, request.headers, None, has_body=has_body,
                                       max_skew=self.engine.settings.max_skew)
+            check_authority(request.host, self.names)
             self.limiter.check(verified.keyid)
             if not await self.engine.peers.is_approved(verified.keyid):
                 raise PeerNotApproved(f"key {verified.keyid[:16]} is not an approved peer of this node; "
                                       "its manager must approve it (nnode peer approve)")
             # Only approved, rate-limited peers' signatures enter the replay cache, so strangers cannot fill it.
-            self.replay.check_and_add(verified.signature, time.time())
+            self.replay.check_and_add(verified.signature, time.time(), verified.keyid)
         except SyncError as exc:
             self.engine.stats.refused[exc.reason] += 1
             raise

@@ -35,7 +35,7 @@ PEERS = frozenset({"peer"})
 
 EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/healthz"): ALL,
-    ("GET", "/metrics"): ALL,
+    ("GET", "/metrics"): ALL,                 # http.metrics_networks: loopback (every caller here)
     ("GET", "/setup"): ALL,
     ("GET", "/setup/qr.svg"): ALL,            # loopback: the device's own screen (every caller here is on loopback)
     ("POST", "/setup/claim"): ALL,            # public, and refused by its code once claimed
@@ -62,9 +62,9 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/sessions/{id}/revoke"): MANAGER,
     ("GET", "/api/peers"): MANAGER,
     ("POST", "/api/peers/{key}/approve"): MANAGER,
-    ("GET", "/api/alerts"): ALL,
+    ("GET", "/api/alerts"): LOCAL,
     ("POST", "/api/alerts"): MANAGER,
-    ("GET", "/alerts.atom"): ALL,
+    ("GET", "/alerts.atom"): LOCAL,
     ("GET", "/api/stream"): SIGNED_IN,
     ("GET", "/api/reports"): SIGNED_IN,
     ("POST", "/api/reports"): SIGNED_IN,

@@ -174,7 +174,8 @@ async def test_the_map_shows_the_building_its_peers_and_alert_areas(make_node):
                               "state": "pending"}]
     (area,) = body["areas"]
     assert area["event"] == posted["event"] and area["severity"] == "Severe"
-    assert area["circles"] == [{"lat": 40.7128, "lon": -74.006, "radius_km": 2.0}] and area["polygons"] == []
+    # centred where the descriptor puts the building (0.01 degree), grown so that it still covers it
+    assert area["circles"] == [{"lat": 40.71, "lon": -74.01, "radius_km": 2.8}] and area["polygons"] == []
 
 
 async def test_a_burst_reaches_each_stream_in_few_writes_and_a_lone_message_at_once(make_node, monkeypatch):
@@ -209,7 +210,8 @@ async def _raw_stream(node_, cookie: str, version: str = "1.1", rcvbuf: int | No
     reader, writer = await asyncio.open_connection("127.0.0.1", node_.port, limit=1 << 20)
     if rcvbuf is not None:
         writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    writer.write(f"GET /api/stream HTTP/{version}\r\nHost: 127.0.0.1\r\nCookie: nnode_session={cookie}\r\n\r\n"
+    writer.write(f"GET /api/stream HTTP/{version}\r\nHost: 127.0.0.1:{node_.port}\r\n"
+                 f"Cookie: nnode_session={cookie}\r\n\r\n"
                  .encode())
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     return reader, writer, head

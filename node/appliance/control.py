@@ -6,7 +6,6 @@ Being able to open the socket is the credential, as with the database and key be
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from typing import Any
 
@@ -15,7 +14,8 @@ from aiohttp import web
 from node.errors import BadRequest, NotFound
 from node.http import body_of
 from node.identity import node_id
-from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, ENGINE, HUB, KEY, PEERS, REGISTRY, STARTED, STORE
+from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, ENGINE, HUB, KEY, NAMES, PEERS, REGISTRY, STARTED, STORE
+from node.names import public_url
 from node.people.models import InviteBody
 from node.people.routes import invite_payload
 from node.routes import error_middleware
@@ -232,12 +232,8 @@ def control_app(node: web.Application) -> web.Application:
 
 
 def _lan_base(node: web.Application) -> str:
-    """The node's address as phones on the building's network reach it (mDNS name of this host)."""
-    config = node[CONFIG]
-    host = config.http.host
-    if host in ("0.0.0.0", "::", ""):
-        host = f"{socket.gethostname()}.local"
-    return f"http://{host}:{config.http.port}"
+    """The node's address as phones on the building's network reach it (http.url, or this host's mDNS name)."""
+    return public_url(node[CONFIG])
 
 
 async def gather_status(node: web.Application) -> dict[str, Any]:
@@ -248,6 +244,7 @@ async def gather_status(node: web.Application) -> dict[str, Any]:
     return {
         "node": node_id(node[KEY]), "name": config.node.name, "running": True,
         "uptime_s": int(time.time() - node[STARTED]), "listen": f"{config.http.host}:{config.http.port}",
+        "url": public_url(config), "names": sorted(node[NAMES].all()),
         "db": str(config.db_path), "db_ok": await node[DB].integrity_ok(),
         "events": await node[STORE].count(), "by_kind": await node[STORE].counts_by_kind(),
         "rejected": dict(engine.stats.rejected), "refused": dict(engine.stats.refused),

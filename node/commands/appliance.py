@@ -145,6 +145,8 @@ async def cmd_status(config: Config, args: argparse.Namespace) -> int:
         return 0
     print(f"node      {status['node']}  ({status['name']})")
     print(f"state     {'running, up ' + str(status['uptime_s']) + ' s on ' + status['listen'] if status['running'] else 'not running'}")
+    if status.get("names"):
+        print(f"names     {status['url']}; answers to {', '.join(status['names'])}")
     print(f"database  {status['db']}  integrity {'ok' if status['db_ok'] else 'FAILED'}")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(status["by_kind"].items())) or "none"
     print(f"events    {status['events']}  ({kinds})")

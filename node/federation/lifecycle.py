@@ -11,7 +11,8 @@ from node.config import Config
 from node.federation.areas import coarse_location, interest
 from node.federation.kinds import build_registry
 from node.identity import node_id
-from node.keys import CONFIG, DB, ENGINE, KEY, PEERS, SCHEDULER, STORE, SYNC_SERVER
+from node.keys import CONFIG, DB, ENGINE, KEY, NAMES, PEERS, SCHEDULER, STORE, SYNC_SERVER
+from node.names import Names
 from node.periodic import Jobs
 from node.state import RESTORED, NodeState
 from sync import Discovery, SyncEngine, SyncServer, SyncSettings, add_discovered, make_descriptor
@@ -47,8 +48,9 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
             await node_state.delete(RESTORED)
         engine.on_peer_synced = synced
     app[ENGINE] = engine
+    names: Names = app[NAMES]
     app[SYNC_SERVER] = SyncServer(engine, lambda nonce: make_descriptor(
-        app[KEY], name=config.node.name, location=coarse_location(config), nonce=nonce))
+        app[KEY], name=config.node.name, location=coarse_location(config), nonce=nonce), names)
     store = app[STORE]
 
     async def purge() -> None:

@@ -13,7 +13,6 @@ import hashlib
 import io
 import logging
 import secrets
-import socket
 import sys
 import time
 from typing import Sequence
@@ -78,9 +77,9 @@ def normalise(code: str) -> str:
     return "-".join(cleaned[i:i + 4] for i in range(0, len(cleaned), 4))
 
 
-def setup_url(port: int, code: str | None = None) -> str:
-    """The setup page's address as the building's network sees it; the code rides in the fragment."""
-    url = f"http://{socket.gethostname()}.local:{port}/setup"
+def setup_url(base: str, code: str | None = None) -> str:
+    """The setup page's address at the node's configured address `base`; the code rides in the fragment."""
+    url = f"{base}/setup"
     return f"{url}#code={code}" if code else url
 
 
@@ -109,12 +108,12 @@ class Claims:
         self.current, self.current_expires = code, now + CODE_TTL
         return code
 
-    async def ensure_code(self, port: int) -> None:
+    async def ensure_code(self, base: str) -> None:
         """While unclaimed, keep an unexpired code and show it on the console."""
         if await self.claimed() or (self.current and self.current_expires > time.time() + 60):
             return
         code = await self.issue()
-        print_banner(code, port)
+        print_banner(code, base)
 
     async def claim(self, code: str, password: str, *, now: int | None = None) -> str:
         """Use the code to become the manager; returns a new session token."""
@@ -167,7 +166,7 @@ def terminal_qr(data: str) -> str:
     return qr.getvalue()
 
 
-def print_banner(code: str, port: int) -> None:
+def print_banner(code: str, base: str) -> None:
     """The console banner: the code in text and a terminal QR of the setup link carrying it."""
     print(f"\nNeighborhood Node is not claimed yet.\nClaim code: {code}  (valid 24 h; open "
-          f"{setup_url(port)} or scan:)\n{terminal_qr(setup_url(port, code))}", file=sys.stdout, flush=True)
+          f"{setup_url(base)} or scan:)\n{terminal_qr(setup_url(base, code))}", file=sys.stdout, flush=True)

@@ -7,6 +7,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, SCHEDULER, SIGN_IN_LIMITER
+from node.names import public_url
 from node.people.accounts import Accounts
 from node.people.claim import Claims
 from node.periodic import Jobs
@@ -22,10 +23,10 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     app[ACCOUNTS] = Accounts(db)
     # Codes and tokens are unguessable; this keeps scrypt (password sign-in) from being used to load the node.
     app[SIGN_IN_LIMITER] = RateLimiter(rate=10 / 60, burst=20)
-    port = app[CONFIG].http.port
+    base = public_url(app[CONFIG])
 
     async def claim_code() -> None:
-        await claims.ensure_code(port)
+        await claims.ensure_code(base)
     await claim_code()
     jobs = Jobs(app[SCHEDULER], "people")
     jobs.every(CLAIM_CODE_CHECK, claim_code, name="claim-code")

@@ -5,12 +5,14 @@ The accounts store keeps its own checks (a required text that is blank, whitespa
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from msgspec import UNSET, Meta, UnsetType
 
 from node.people.accounts import MAX_NAME, MAX_UNIT
 from node.structs import Body, Flag, setting
+
+SIGN_IN_BYTES = 4096   # a code, a password or a token, and a name: nothing a sign-in needs is bigger
 
 Name = Annotated[Annotated[str, Meta(max_length=MAX_NAME)] | None,
                  setting(f"how the resident is shown (at most {MAX_NAME} characters)",
@@ -20,6 +22,8 @@ Name = Annotated[Annotated[str, Meta(max_length=MAX_NAME)] | None,
 class ClaimBody(Body, frozen=True):
     """POST /setup/claim: the one-time code on the node's screen and the manager's new password."""
 
+    MAX_BYTES: ClassVar[int] = SIGN_IN_BYTES
+
     code: str
     password: str
 
@@ -27,12 +31,16 @@ class ClaimBody(Body, frozen=True):
 class JoinBody(Body, frozen=True):
     """POST /api/join: an invite code and, if the resident likes, the name to show."""
 
+    MAX_BYTES: ClassVar[int] = SIGN_IN_BYTES
+
     code: Annotated[str, setting("the invite code from the building's manager")]
     name: Name = None
 
 
 class LoginBody(Body, frozen=True):
     """POST /api/login: the manager's password, or a one-time token from `nnode admin-link` (which wins)."""
+
+    MAX_BYTES: ClassVar[int] = SIGN_IN_BYTES
 
     password: str | UnsetType = UNSET
     token: str | UnsetType = UNSET

@@ -22,6 +22,7 @@ from node.http import (
     session_of,
 )
 from node.keys import ACCOUNTS, CONFIG, HUB, SIGN_IN_LIMITER
+from node.names import public_url
 from node.people import setup
 from node.people.claim import SESSION_TTL, qr_svg
 from node.people.models import ClaimBody, InviteBody, JoinBody, LoginBody, OnCallBody
@@ -42,8 +43,8 @@ def _signed_in(payload: dict[str, Any], token: str) -> web.Response:
 
 
 def base_url(request: web.Request) -> str:
-    """The node's address as the caller reached it (for links handed to others on the same network)."""
-    return f"{request.scheme}://{request.host}"
+    """The node's address for links handed to others (http.url), from configuration: never the caller's Host."""
+    return public_url(request.app[CONFIG])
 
 
 async def join(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from aiohttp import web
 from node.errors import NodeError
 from node.http import SESSION_COOKIE, read_body
 from node.keys import CLAIMS, CONFIG
+from node.names import public_url
 from node.people.claim import MIN_PASSWORD, SESSION_TTL, ClaimError, qr_svg, setup_url
 from node.people.models import ClaimBody
 from sync import RateLimited, RateLimiter
@@ -111,7 +112,7 @@ async def setup_qr(request: web.Request) -> web.Response:
         raise ClaimRefused("the claim QR is shown only on the node's own screen", 403)
     if await claims.claimed() or not claims.current:
         raise ClaimRefused("there is no claim code to show", 404)
-    return web.Response(body=qr_svg(setup_url(request.app[CONFIG].http.port, claims.current)),
+    return web.Response(body=qr_svg(setup_url(public_url(request.app[CONFIG]), claims.current)),
                         content_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 

@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
 
@@ -39,6 +40,10 @@ log = logging.getLogger("nnode.alerts")
 ALERT = "alert"
 MAX_TTL = 30 * 86_400
 DEFAULT_TTL = 86_400
+# An alert around the building is centred where the descriptor says the building is (rounded to 0.01 degree), not
+# at its exact position, which would reach every peer and page with it. Rounding moves the centre by at most
+# 0.005 degree each way, under 0.8 km diagonally, so the radius grows by that much and still covers the building.
+COARSE_SLACK_KM = 0.8
 
 
 def validate_alert(body: Any) -> None:
@@ -389,7 +394,8 @@ def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple
     area: dict[str, Any] = {"areaDesc": text("area_desc", 200) or node_name[:200], "polygon": [], "circle": [],
                             "geocode": []}
     if location is not None:
-        area["circle"] = [f"{location[0]},{location[1]} {float(radius):g}"]
+        lat, lon = (round(Decimal(value), 2) for value in location)
+        area["circle"] = [f"{lat},{lon} {round(float(radius) + COARSE_SLACK_KM, 3):g}"]
     info["area"] = [area]
     alert = {"identifier": f"urn:uuid:{uuid.uuid4()}", "sender": f"{node_key[:32]}@nnode.local",
              "sent": stamp(now), "status": "Actual", "msgType": "Alert", "scope": "Public", "references": [],

@@ -11,9 +11,9 @@ from aiohttp import BodyPartReader, web
 from node.errors import BadRequest, Conflict, NotFound, TooLarge
 from node.federation.areas import node_location, peer_location
 from node.http import (
+    LOCAL,
     MANAGER,
     MAX_JSON_BODY,
-    PUBLIC,
     RESIDENT,
     RESPONDER,
     Route,
@@ -291,12 +291,13 @@ async def alerts_atom(request: web.Request) -> web.Response:
 
 def routes() -> list[Route]:
     """The safety routes: alerts, live delivery, reports, SOS, timeline and map."""
-    public, manager = frozenset({PUBLIC}), frozenset({MANAGER})
+    local, manager = frozenset({LOCAL}), frozenset({MANAGER})
     signed_in = frozenset({RESIDENT, MANAGER})
     return [
-        Route("GET", "/api/alerts", alerts_json, public),
+        # the alerts in force describe where the building is: the building's networks only
+        Route("GET", "/api/alerts", alerts_json, local),
         Route("POST", "/api/alerts", post_alert, manager, AlertBody),
-        Route("GET", "/alerts.atom", alerts_atom, public),
+        Route("GET", "/alerts.atom", alerts_atom, local),
         Route("GET", "/api/stream", stream, signed_in),
         Route("GET", "/api/reports", list_reports, signed_in),
         Route("POST", "/api/reports", post_report, signed_in),

@@ -23,12 +23,16 @@ log = logging.getLogger("nnode")
 
 AUDIT_HEAD_INTERVAL = 2.0   # seconds between checks for a new audit-log head to publish to peers
 SHARING_TICK = 60.0         # seconds between checks of consent holds and expired requests
+AGENCY_REPLAY_PER_AGENCY = 1024   # agency signatures remembered per agency within the replay window
+AGENCY_REPLAY_AGENCIES = 256      # agencies remembered at once
 
 
 async def ctx(app: web.Application) -> AsyncIterator[None]:
     """Make the registry, audit log and sharing desk; look at sharing events; keep holds; publish audit heads."""
     config, db, engine = app[CONFIG], app[DB], app[ENGINE]
-    app[AGENCY_REPLAY] = ReplayCache(window=config.sync.max_clock_skew, capacity=20_000)
+    # Per agency: one agency filling its share is refused (429) and the others go on.
+    app[AGENCY_REPLAY] = ReplayCache(window=config.sync.max_clock_skew, capacity=AGENCY_REPLAY_PER_AGENCY,
+                                     callers=AGENCY_REPLAY_AGENCIES)
     app[REGISTRY] = Registry(db, config.agencies.trust_anchors)
     audit = app[AUDIT] = AuditLog(db, app[KEY])
     desk = app[DESK] = SharingDesk(db, app[KEY], app[CLIPS], app[REGISTRY], audit, config,

@@ -22,13 +22,14 @@ from aiohttp import web
 from node.errors import BadRequest, Forbidden, TooLarge
 from node.http import AGENCY as AGENCY_ROLE
 from node.http import MANAGER, RESIDENT, Route, body_of, read_body, session_of
-from node.keys import AGENCY_REPLAY, AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY
+from node.keys import AGENCY_REPLAY, AUDIT, CONFIG, DESK, ENGINE, KEY, NAMES, PEERS, REGISTRY
+from node.names import Names, public_url
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, manager_alert
 from node.safety.cap import CapError
 from node.safety.models import AlertBody
 from node.sharing.agencies import Agency, AgencyRefused
 from node.sharing.models import AgencyBody, ConsentBody, CredentialBody, RevokeBody
-from sync import AuthError, check_content_digest, verify_request
+from sync import AuthError, check_authority, check_content_digest, verify_request
 
 AGENCY_TAG = "nnode-agency"
 AGENCY = web.RequestKey("agency", Agency)       # the calling agency, set by check_agency
@@ -50,18 +51,24 @@ def _decode_credential(value: str) -> dict[str, Any]:
 async def check_agency(request: web.Request) -> None:
     """Authenticate an agency call (RFC 9421, tag nnode-agency) against the registry; read its body.
 
-    The signature's key must be a registered agency in force (or present a trust anchor's credential); only then
-    is the signature remembered against replay and the (bounded) body read and matched to its Content-Digest.
+    The signature covers the request line as served and the Host, which must be one of this node's names (421
+    otherwise), so a call signed for another node or another route does not pass. The key must be a registered
+    agency in force (or present a trust anchor's credential); only then is the signature remembered against
+    replay, in that agency's own share of the cache, and the (bounded) body read and matched to its
+    Content-Digest.
     """
     app = request.app
     has_body = request.can_read_body
     if has_body and (request.content_length or 0) > MAX_AGENCY_BODY:
         raise TooLarge(f"agency request bodies are limited to {MAX_AGENCY_BODY // 1024} KiB")
     try:
-        verified = verify_request(request.method, str(request.url), request.headers, None, has_body=has_body,
+        verified = verify_request(request.method, f"{request.scheme}://{request.host}{request.rel_url.raw_path_qs}",
+                                  request.headers, None, has_body=has_body,
                                   max_skew=app[CONFIG].sync.max_clock_skew, tag=AGENCY_TAG)
     except AuthError as exc:
         raise Forbidden(f"agency call refused: {exc}") from None
+    names: Names = app[NAMES]
+    check_authority(request.host, names)
     registry, desk = app[REGISTRY], app[DESK]
     agency = await registry.get(verified.keyid)
     header = request.headers.get(CREDENTIAL_HEADER)
@@ -79,7 +86,7 @@ async def check_agency(request: web.Request) -> None:
             await desk.reconsider(agency.key)
     request[AGENCY] = await registry.require(verified.keyid)
     try:
-        app[AGENCY_REPLAY].check_and_add(verified.signature, time.time())
+        app[AGENCY_REPLAY].check_and_add(verified.signature, time.time(), verified.keyid)
     except AuthError as exc:
         raise Forbidden(f"agency call refused: {exc}") from None
     body = b""
@@ -103,7 +110,7 @@ def _json(request: web.Request, what: str) -> Any:
 
 async def _peer_url(request: web.Request, node: str) -> str | None:
     if node == request.app[DESK].node_key:
-        return f"{request.scheme}://{request.host}"
+        return public_url(request.app[CONFIG])
     peer = await request.app[PEERS].get(node)
     return peer.url if peer and peer.url else None
 
