@@ -97,7 +97,7 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Run the node until `stop` is set (or forever); tell systemd when it serves and ping its watchdog."""
-    app = create_app(config)
+    app = create_app(config, await asyncio.to_thread(load_key, config.key_path))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     pinger: asyncio.Task[None] | None = None
