@@ -22,6 +22,7 @@ from node.safety.sos import SosDesk
 from node.sharing.agencies import Registry
 from node.sharing.audit import AuditLog
 from node.sharing.desk import SharingDesk
+from node.sharing.limits import AgencyLimits
 from sync import Database, EventStore, PeerStore, RateLimiter, ReplayCache, SyncEngine, SyncServer
 
 CONFIG = web.AppKey("config", Config)
@@ -46,3 +47,4 @@ REGISTRY = web.AppKey("registry", Registry)
 AUDIT = web.AppKey("audit", AuditLog)
 DESK = web.AppKey("desk", SharingDesk)
 AGENCY_REPLAY = web.AppKey("agency_replay", ReplayCache)  # agency signatures seen within the clock-skew window
+AGENCY_LIMITS = web.AppKey("agency_limits", AgencyLimits)  # per-agency rate limits (node/sharing/limits.py)

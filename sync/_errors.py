@@ -149,9 +149,10 @@ class RateLimited(SyncError):
     status = 429
     reason = "rate_limited"
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float, limit: str = "") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.limit = limit  # the setting that sets the limit, if the caller named one
 
 
 class PeerUnreachable(SyncError):

@@ -10,12 +10,27 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from node.keys import AGENCY_REPLAY, AUDIT, CLIPS, CONFIG, DB, DESK, ENGINE, HUB, KEY, REGISTRY, SCHEDULER, STORE
+from node.keys import (
+    AGENCY_LIMITS,
+    AGENCY_REPLAY,
+    AUDIT,
+    CLIPS,
+    CONFIG,
+    DB,
+    DESK,
+    ENGINE,
+    HUB,
+    KEY,
+    REGISTRY,
+    SCHEDULER,
+    STORE,
+)
 from node.periodic import Jobs
 from node.sharing.agencies import Registry
 from node.sharing.audit import AuditLog
 from node.sharing.desk import SharingDesk
 from node.sharing.events import AUDIT_HEAD_KIND, AUDIT_HEAD_TTL, DISCLOSURE_KIND, REQUEST_KIND
+from node.sharing.limits import AgencyLimits
 from node.state import AUDIT_HEAD, NodeState
 from sync import Event, ReplayCache
 
@@ -29,6 +44,7 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     """Make the registry, audit log and sharing desk; look at sharing events; keep holds; publish audit heads."""
     config, db, engine = app[CONFIG], app[DB], app[ENGINE]
     app[AGENCY_REPLAY] = ReplayCache(window=config.sync.max_clock_skew, capacity=20_000)
+    app[AGENCY_LIMITS] = AgencyLimits(config.agencies)
     app[REGISTRY] = Registry(db, config.agencies.trust_anchors)
     audit = app[AUDIT] = AuditLog(db, app[KEY])
     desk = app[DESK] = SharingDesk(db, app[KEY], app[CLIPS], app[REGISTRY], audit, config,

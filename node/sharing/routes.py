@@ -21,7 +21,7 @@ from aiohttp import web
 from node.errors import BadRequest, Forbidden, TooLarge
 from node.http import AGENCY as AGENCY_ROLE
 from node.http import MANAGER, RESIDENT, Route, body_of, read_body, session_of
-from node.keys import AGENCY_REPLAY, AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY
+from node.keys import AGENCY_LIMITS, AGENCY_REPLAY, AUDIT, CONFIG, DESK, ENGINE, KEY, PEERS, REGISTRY
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, manager_alert
 from node.safety.cap import CapError
 from node.safety.models import AlertBody
@@ -61,6 +61,8 @@ async def check_agency(request: web.Request) -> None:
                                   max_skew=app[CONFIG].sync.max_clock_skew, tag=AGENCY_TAG)
     except AuthError as exc:
         raise Forbidden(f"agency call refused: {exc}") from None
+    limits = app[AGENCY_LIMITS]
+    limits.check_call(verified.keyid)   # before the registry (and any credential it would store) is looked at
     registry, desk = app[REGISTRY], app[DESK]
     agency = await registry.get(verified.keyid)
     header = request.headers.get(CREDENTIAL_HEADER)
@@ -81,6 +83,9 @@ async def check_agency(request: web.Request) -> None:
         app[AGENCY_REPLAY].check_and_add(verified.signature, time.time())
     except AuthError as exc:
         raise Forbidden(f"agency call refused: {exc}") from None
+    # after the replay check, so a captured call replayed cannot spend the agency's allowance
+    resource = request.match_info.route.resource
+    limits.check_route(request.method, resource.canonical if resource else request.path, verified.keyid)
     body = b""
     if has_body:
         body = await request.content.read(MAX_AGENCY_BODY + 1)
