@@ -14,6 +14,7 @@ from node.keys import (
     AGENCY_LIMITS,
     AGENCY_REPLAY,
     AUDIT,
+    AUDIT_HEADS,
     CLIPS,
     CONFIG,
     DB,
@@ -21,6 +22,8 @@ from node.keys import (
     ENGINE,
     HUB,
     KEY,
+    PEER_CHECK,
+    PEERS,
     REGISTRY,
     SCHEDULER,
     STORE,
@@ -28,8 +31,10 @@ from node.keys import (
 from node.periodic import Jobs
 from node.sharing.agencies import Registry
 from node.sharing.audit import AuditLog
+from node.sharing.crosscheck import PeerCheck
 from node.sharing.desk import SharingDesk
 from node.sharing.events import AUDIT_HEAD_KIND, AUDIT_HEAD_TTL, DISCLOSURE_KIND, REQUEST_KIND
+from node.sharing.heads import HeadBook
 from node.sharing.limits import AgencyLimits
 from node.state import AUDIT_HEAD, NodeState
 from sync import Event, ReplayCache
@@ -38,6 +43,7 @@ log = logging.getLogger("nnode")
 
 AUDIT_HEAD_INTERVAL = 2.0   # seconds between checks for a new audit-log head to publish to peers
 SHARING_TICK = 60.0         # seconds between checks of consent holds and expired requests
+AUDIT_CHECK_INTERVAL = 600.0  # seconds between checks of the audit log against peers' copies of its heads
 
 
 async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -62,6 +68,12 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
             if event.body is not None:
                 inbox.put_nowait(event)
     engine.listeners.append(heard)
+    # Other nodes' audit heads: kept append-only, and refused unless they extend the ones held (heads.py); those
+    # that reached the store before the check was in place (while this started, or before an upgrade) are taken in.
+    book = app[AUDIT_HEADS] = HeadBook(db, engine.node_id)
+    engine.admission.append(book.admit)
+    await book.catch_up(await app[STORE].recent(limit=5000, kind=AUDIT_HEAD_KIND))
+    check = app[PEER_CHECK] = PeerCheck(config.db_path, app[KEY], app[PEERS], app[STORE])
     await desk.start()
     listener = asyncio.create_task(_listen(desk, inbox), name="nnode-sharing-listen")
     heads = HeadPublisher(app)
@@ -69,10 +81,12 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     jobs = Jobs(app[SCHEDULER], "sharing")
     jobs.every(AUDIT_HEAD_INTERVAL, heads.publish, name="audit-heads", now=True)
     jobs.every(SHARING_TICK, desk.tick, name="consent-holds", now=True)
+    jobs.every(AUDIT_CHECK_INTERVAL, check.run, name="audit-peers", now=True, cancel=True)
     try:
         yield
     finally:
         engine.listeners.remove(heard)
+        engine.admission.remove(book.admit)
         await jobs.close()
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
