@@ -55,6 +55,8 @@ MIGRATIONS: Sequence[Migration] = [
             at INTEGER NOT NULL
         )""",
         "CREATE INDEX audit_head_conflicts_by_author ON audit_head_conflicts (author, at)",
+        # heads held per author, kept with each insert, so the cap costs one lookup however many are held
+        "CREATE TABLE audit_head_counts (author TEXT PRIMARY KEY, held INTEGER NOT NULL)",
     ]),
 ]
 
@@ -81,10 +83,13 @@ class HeadBook:
                 problem = await self._problem(conn, event)
                 if problem is None:
                     body = event.body_value()
-                    await conn.execute(
+                    cursor = await conn.execute(
                         "INSERT OR IGNORE INTO audit_heads (author, event_seq, seq, hash, event, received) "
                         "VALUES (?, ?, ?, ?, ?, ?)", (event.author, event.seq, body["seq"], body["hash"],
                                                        event.to_line().decode(), int(time.time())))
+                    if cursor.rowcount:
+                        await conn.execute("INSERT INTO audit_head_counts (author, held) VALUES (?, 1) "
+                                           "ON CONFLICT (author) DO UPDATE SET held = held + 1", (event.author,))
                     continue
                 refused[event.id] = Contradicts(f"audit head of {event.author[:16]} (event seq {event.seq}): "
                                                 f"{problem}; refused (history rewritten or truncated?)")
@@ -92,28 +97,34 @@ class HeadBook:
         return refused
 
     async def _problem(self, conn: aiosqlite.Connection, event: Event) -> str | None:
-        """Why this head does not extend the ones held for its author, or None."""
+        """Why this head does not extend the ones held for its author, or None.
+
+        Every query is an index lookup: the heads held are in order (entry seqs never go down with the event seq,
+        which is what this checks), so the neighbours in event-seq order bound the entry seq."""
         body = event.body_value()
-        seq, digest = body["seq"], body["hash"]
-        row = await (await conn.execute(
-            "SELECT COUNT(*), (SELECT event FROM audit_heads WHERE author = ? AND event_seq = ?), "
-            "(SELECT MAX(seq) FROM audit_heads WHERE author = ? AND event_seq < ?), "
-            "(SELECT MIN(seq) FROM audit_heads WHERE author = ? AND event_seq > ?), "
-            "(SELECT hash FROM audit_heads WHERE author = ? AND seq = ? AND hash != ? LIMIT 1) "
-            "FROM audit_heads WHERE author = ?",
-            (event.author, event.seq, event.author, event.seq, event.author, event.seq, event.author, seq, digest,
-             event.author))).fetchone()
-        count, same_slot, before, after, other = row if row else (0, None, None, None, None)
-        if same_slot is not None:
+        seq, digest, author = body["seq"], body["hash"], event.author
+
+        async def one(sql: str, *args: Any) -> Any:
+            row = await (await conn.execute(sql, (author, *args))).fetchone()
+            return None if row is None else row[0]
+
+        if await one("SELECT 1 FROM audit_heads WHERE author = ? AND event_seq = ?", event.seq) is not None:
             return None   # already held (INSERT OR IGNORE keeps the first)
+        other = await one("SELECT hash FROM audit_heads WHERE author = ? AND seq = ? AND hash != ? LIMIT 1",
+                          seq, digest)
         if other is not None:
             return f"entry {seq} comes with hash {digest[:16]}, but a head held here gives it {other[:16]}"
+        before = await one("SELECT seq FROM audit_heads WHERE author = ? AND event_seq < ? "
+                           "ORDER BY event_seq DESC LIMIT 1", event.seq)
         if before is not None and seq < before:
             return f"it names entry {seq}, below entry {before} of a head it published before"
+        after = await one("SELECT seq FROM audit_heads WHERE author = ? AND event_seq > ? "
+                          "ORDER BY event_seq LIMIT 1", event.seq)
         if after is not None and seq > after:
             return f"it names entry {seq}, above entry {after} of a head it published after it"
-        if count >= MAX_HEADS_PER_AUTHOR:
-            return f"{count} heads of this author are held already, the most kept"
+        held = await one("SELECT held FROM audit_head_counts WHERE author = ?") or 0
+        if held >= MAX_HEADS_PER_AUTHOR:
+            return f"{held} heads of this author are held already, the most kept"
         return None
 
     async def _record(self, conn: aiosqlite.Connection, event: Event, problem: str) -> None:
@@ -135,8 +146,9 @@ class HeadBook:
         rows = await self.db.reader.execute_fetchall(
             "SELECT event FROM audit_heads WHERE author = ? ORDER BY seq DESC, event_seq DESC LIMIT ?",
             (author, limit))
-        total = await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM audit_heads WHERE author = ?", (author,))
-        return [json.loads(r[0]) for r in rows], int(list(total)[0][0])
+        total = list(await self.db.reader.execute_fetchall("SELECT held FROM audit_head_counts WHERE author = ?",
+                                                           (author,)))
+        return [json.loads(r[0]) for r in rows], int(total[0][0]) if total else 0
 
     async def refused(self, author: str) -> int:
         """How many heads of `author` were refused here."""
@@ -151,9 +163,7 @@ class HeadBook:
             "c.author ORDER BY at DESC, rowid DESC LIMIT 1) FROM audit_head_conflicts c GROUP BY author")
         return {r[0]: {"refused": r[1], "last": r[2], "reason": r[3]} for r in rows}
 
-    async def catch_up(self, events: Sequence[Event]) -> int:
-        """Take in heads already in the events store (stored before this table existed); how many were new."""
-        before = await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM audit_heads")
+    async def catch_up(self, events: Sequence[Event]) -> None:
+        """Take in heads already in the events store (stored while the node started, or before this table
+        existed); those held already cost one lookup each."""
         await self.admit(events)
-        after = await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM audit_heads")
-        return int(list(after)[0][0]) - int(list(before)[0][0])

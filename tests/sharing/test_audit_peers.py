@@ -13,6 +13,7 @@ import nacl.signing
 import pytest
 from aiohttp import web
 
+import node.sharing.heads
 import node.sharing.lifecycle
 from node.federation.kinds import build_registry
 from node.keys import AUDIT, AUDIT_HEADS, ENGINE, PEER_CHECK, STORE
@@ -152,10 +153,11 @@ async def test_a_head_that_does_not_extend_the_last_one_is_refused_flagged_and_s
         assert check["peers"] == check["answered"] == check["holding"] == 1 and check["agree"] == 0
 
 
-async def test_pushed_heads_must_extend_the_ones_held(make_node):
+async def test_pushed_heads_must_extend_the_ones_held(make_node, monkeypatch):
     n, (p,) = await neighborhood(make_node, "p")
     await append(n, [p], "request_received", "consent")
-    (first, second), _ = sorted((await p.app[AUDIT_HEADS].held(n.id))[0], key=lambda h: h["seq"]), None
+    heads, _ = await p.app[AUDIT_HEADS].held(n.id)
+    first, second = sorted(heads, key=lambda head: head["seq"])      # in the order n signed them
     key, registry = n.key, build_registry()
     await n.stop()                 # from here on only these crafted heads carry n's key
     event_seq = second["seq"]
@@ -177,6 +179,10 @@ async def test_pushed_heads_must_extend_the_ones_held(make_node):
     assert status == 200, answer
     assert await held_seqs(p, n.id) == [1, 2, 2, 7]
     assert (await p.app[AUDIT_HEADS].conflicts())[n.id]["refused"] == 2
+    monkeypatch.setattr(node.sharing.heads, "MAX_HEADS_PER_AUTHOR", 4)   # a flood of heads stops at the cap
+    status, answer = await push({"seq": 8, "hash": "e" * 64})
+    assert status == 409 and "4 heads of this author are held already" in answer["error"], answer
+    assert await held_seqs(p, n.id) == [1, 2, 2, 7]
     with sqlite3.connect(p.config.db_path) as db, pytest.raises(sqlite3.IntegrityError, match="append-only"):
         db.execute("DELETE FROM audit_heads")
 
