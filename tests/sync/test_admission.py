@@ -43,3 +43,16 @@ async def test_refused_events_are_reported_and_neither_stored_nor_handed_on(engi
     # only new events are asked about: held ones are duplicates, refused ones may come again and are asked again
     result = await engine.ingest([e.to_line() for e in batch], "peer")
     assert asked == [[1, 2, 3], [2]] and result.duplicates == 2 and len(result.rejected) == 1
+
+
+async def test_a_body_arriving_for_a_header_held_without_one_is_asked_about_too(engine):
+    async def no_secrets(events):
+        return {e.id: Contradicts("secret") for e in events if e.body and "secret" in e.body_value()["text"]}
+
+    engine.admission.append(no_secrets)
+    event = create_event(AUTHOR, REG, kind="notice", seq=1, body={"text": "a secret"}, ttl=3600)
+    result = await engine.ingest([event.without_body().to_line()], "peer")     # the header alone passes
+    assert len(result.stored) == 1 and not result.rejected
+    result = await engine.ingest([event.to_line()], "peer")
+    assert [(index, error.reason) for index, error in result.rejected] == [(0, "contradicts")]
+    assert (await engine.store.get(event.id)).body is None
