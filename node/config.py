@@ -268,6 +268,22 @@ class AgenciesSection(Strict, frozen=True):
     hold_days: Annotated[int, setting("Days a shared clip and its bundle are kept after the agency's first "
                                       "download; then the bundle is deleted and the clip purged once its own "
                                       "retention has run out.", ge=0, le=3650)] = 30
+    requests_per_hour: Annotated[int, setting(
+        "Footage requests one agency may post per hour after its burst (POST /api/agency/requests, counted "
+        "whatever the answer); more are refused with 429 and Retry-After.", ge=1, le=100_000)] = 30
+    requests_burst: Annotated[int, setting("Footage requests one agency may post at once.", ge=1, le=10_000)] = 10
+    alerts_per_hour: Annotated[int, setting(
+        "Official alerts one agency may post per hour after its burst (POST /api/agency/alerts).",
+        ge=1, le=100_000)] = 12
+    alerts_burst: Annotated[int, setting("Official alerts one agency may post at once.", ge=1, le=10_000)] = 3
+    downloads_per_hour: Annotated[int, setting(
+        "Bundle downloads (each one audited and its head sent to peers) one agency may make per hour after its "
+        "burst.", ge=1, le=100_000)] = 120
+    downloads_burst: Annotated[int, setting("Bundle downloads one agency may make at once.", ge=1, le=10_000)] = 30
+    calls_per_minute: Annotated[int, setting(
+        "Signed calls of any kind (reads included) one agency may make per minute after its burst.",
+        ge=1, le=1_000_000)] = 1200
+    calls_burst: Annotated[int, setting("Signed calls one agency may make at once.", ge=1, le=100_000)] = 300
 
     def __post_init__(self) -> None:
         """The area is above zero."""

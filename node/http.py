@@ -53,11 +53,14 @@ class Route:
 
 
 def error_response(status: int, message: str, reason: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    """The one JSON error shape: {"ok": false, "error", "status"} (+ "reason")."""
-    body = {"ok": False, "error": message, "status": status}
+                   headers: dict[str, str] | None = None, limit: str = "") -> web.Response:
+    """The one JSON error shape: {"ok": false, "error", "status"} (+ "reason", + "limit": the setting a 429
+    ran into)."""
+    body: dict[str, Any] = {"ok": False, "error": message, "status": status}
     if reason:
         body["reason"] = reason
+    if limit:
+        body["limit"] = limit
     return web.json_response(body, status=status, headers=headers)
 
 

@@ -22,7 +22,10 @@ from node.safety.reports import Reports
 from node.safety.sos import SosDesk
 from node.sharing.agencies import Registry
 from node.sharing.audit import AuditLog
+from node.sharing.crosscheck import PeerCheck
 from node.sharing.desk import SharingDesk
+from node.sharing.heads import HeadBook
+from node.sharing.limits import AgencyLimits
 from sync import Database, EventStore, PeerStore, RateLimiter, ReplayCache, SyncEngine, SyncServer
 
 CONFIG = web.AppKey("config", Config)
@@ -48,3 +51,6 @@ REGISTRY = web.AppKey("registry", Registry)
 AUDIT = web.AppKey("audit", AuditLog)
 DESK = web.AppKey("desk", SharingDesk)
 AGENCY_REPLAY = web.AppKey("agency_replay", ReplayCache)  # agency signatures seen within the clock-skew window
+AGENCY_LIMITS = web.AppKey("agency_limits", AgencyLimits)  # per-agency rate limits (node/sharing/limits.py)
+AUDIT_HEADS = web.AppKey("audit_heads", HeadBook)         # other nodes' audit heads, kept append-only
+PEER_CHECK = web.AppKey("peer_check", PeerCheck)          # this log against its peers' copies of its heads

@@ -149,6 +149,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                                                      limit=INT, interest=OBJ),
                                 "ok": [_raw("application/x-ndjson")]},
     ("POST", "/sync/v1/push"): {"signed": PEER_SIGNED, "ndjson": True, "ok": [_ok(("results",), results=OBJ)]},
+    ("GET", "/sync/v1/audit-heads"): {
+        "signed": PEER_SIGNED, "query": [_query("author", STR, "a node key (64 lowercase hex digits)"),
+                                         _query("limit", INT, "1 to 256 (default 256)")],
+        "ok": [_ok(("author", "heads", "held", "more", "refused"), author=STR, heads=LIST_OF(), held=INT,
+                   more=BOOL, refused=INT)]},
 }
 
 _ROLE_TEXT = {
@@ -231,7 +236,7 @@ def describe(routes: Iterable[Route], server_url: str | None = None) -> dict[str
         "components": {
             "schemas": {"Error": {"type": "object", "required": ["ok", "error", "status"],
                                   "properties": {"ok": {"const": False}, "error": STR, "status": INT,
-                                                 "reason": STR}}} | schemas,
+                                                 "reason": STR, "limit": STR}}} | schemas,
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": "nnode_session"},
                 "httpSignature": {"type": "http", "scheme": "signature",

@@ -4,6 +4,7 @@ one place errors become JSON, and the one place each route's roles are enforced.
 from __future__ import annotations
 
 import logging
+import math
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -51,7 +52,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except RateLimited as exc:
-        return error_response(exc.status, str(exc), exc.reason, {"Retry-After": str(max(1, round(exc.retry_after)))})
+        return error_response(exc.status, str(exc), exc.reason, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+                              exc.limit)
     except (SyncError, NodeError) as exc:
         if exc.status >= 500:
             log.exception("request failed", extra={"path": request.path})

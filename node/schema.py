@@ -14,7 +14,7 @@ from node import state
 from node.camera import clips
 from node.people import accounts, claim
 from node.safety import alerts, live, reports, sos
-from node.sharing import agencies, audit, desk
+from node.sharing import agencies, audit, desk, heads
 from sync import Database, DatabaseError, Migration, setup_schema
 
 Component = tuple[str, Sequence[Migration]]
@@ -31,6 +31,7 @@ COMPONENTS: list[Component] = [
     (agencies.COMPONENT, agencies.MIGRATIONS),
     (audit.COMPONENT, audit.MIGRATIONS),
     (desk.COMPONENT, desk.MIGRATIONS),
+    (heads.COMPONENT, heads.MIGRATIONS),
 ]
 
 # The shared "node" counter's versions 1..11, in order: which component each one created (its version 1).

@@ -16,6 +16,7 @@ from ._errors import (
     BadSignature,
     BatchTooLarge,
     BodyHashMismatch,
+    Contradicts,
     Equivocation,
     EventRejected,
     Expired,
@@ -61,7 +62,8 @@ from ._store import EventStore
 __all__ = [
     "APPROVED", "EARTH_RADIUS_M", "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "MAX_SAFE_INT", "PENDING", "SERVICE_TYPE",
     "SIGNATURE_DOMAIN", "SYNC_ENDPOINTS", "TOMBSTONE", "AuthError", "AuthorQuarantined", "BadDescriptor",
-    "BadSignature", "BatchTooLarge", "BodyHashMismatch", "Circle", "Database", "DatabaseError", "Discovery",
+    "BadSignature", "BatchTooLarge", "BodyHashMismatch", "Circle", "Contradicts", "Database", "DatabaseError",
+    "Discovery",
     "Equivocation", "Event", "EventRejected", "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp",
     "IngestResult", "InvalidBody", "KindRegistry", "MalformedEvent", "Migration", "Misdirected", "NonCanonical",
     "OversizedEvent", "Peer", "PeerClient", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited",

@@ -74,31 +74,71 @@ class Database:
                 if version <= current:
                     continue
                 try:
-                    await self.writer.execute("BEGIN IMMEDIATE")
-                    for statement in statements:
-                        await self.writer.execute(statement)
-                    await self.writer.execute(
-                        "INSERT INTO schema_version(component, version) VALUES (?, ?) "
-                        "ON CONFLICT(component) DO UPDATE SET version = excluded.version", (component, version))
-                    await self.writer.execute("COMMIT")
+                    async with self._transaction() as conn:
+                        for statement in statements:
+                            await conn.execute(statement)
+                        await conn.execute(
+                            "INSERT INTO schema_version(component, version) VALUES (?, ?) "
+                            "ON CONFLICT(component) DO UPDATE SET version = excluded.version", (component, version))
                 except sqlite3.Error as exc:
-                    await self.writer.execute("ROLLBACK")
                     raise DatabaseError(f"{self.path}: migration {component} v{version} failed: {exc}") from exc
                 current = version
             return current
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction at a time: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error."""
-        async with self._lock:
-            await self.writer.execute("BEGIN IMMEDIATE")
+        """One write transaction at a time: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on error or cancellation.
+
+        aiosqlite runs a statement in its thread even when the task awaiting it is cancelled, so BEGIN, COMMIT and
+        ROLLBACK are each awaited to their end (a cancellation meanwhile is raised afterwards): a writer cancelled at
+        any point leaves no transaction open on the shared connection for the next one. A writer cancelled while its
+        COMMIT runs may have committed."""
+        async with self._lock, self._transaction() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The transaction of write(), for a caller that holds the lock."""
+        cancelled = await self._settle("BEGIN IMMEDIATE")
+        if cancelled is not None:
+            await self._rollback()
+            raise cancelled
+        try:
+            yield self.writer
+        except BaseException:
+            await self._rollback()
+            raise
+        try:
+            cancelled = await self._settle("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
+        if cancelled is not None:
+            raise cancelled
+
+    async def _settle(self, sql: str) -> asyncio.CancelledError | None:
+        """Run one statement on the writer to its end, whatever cancels the caller meanwhile; return that
+        cancellation (for the caller to raise once the connection is in a known state) or None."""
+        task = asyncio.ensure_future(self.writer.execute(sql))
+        cancelled: asyncio.CancelledError | None = None
+        while not task.done():
             try:
-                yield self.writer
-            except BaseException:
-                await self.writer.execute("ROLLBACK")
-                raise
-            else:
-                await self.writer.execute("COMMIT")
+                await asyncio.shield(task)
+            except asyncio.CancelledError as exc:
+                cancelled = cancelled or exc
+        task.result()
+        return cancelled
+
+    async def _rollback(self) -> None:
+        """Roll back whatever is open on the writer (nothing, if SQLite already did); a cancellation is deferred."""
+        try:
+            cancelled = await self._settle("ROLLBACK")
+        except sqlite3.Error as exc:
+            if self.writer.in_transaction:
+                raise DatabaseError(f"{self.path}: rollback failed: {exc}") from exc
+            return
+        if cancelled is not None:
+            raise cancelled
 
     async def integrity_ok(self) -> bool:
         """True if SQLite's quick integrity check passes."""

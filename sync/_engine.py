@@ -112,6 +112,11 @@ class SyncEngine:
         self.settings = settings
         self.stats = Stats()
         self.listeners: list[Callable[[list[Event]], Any]] = []
+        # Checks the node adds before events from peers are stored (under the ingest lock, so one at a time): each
+        # gets a batch's new, verified events (and bodies arriving for headers held without one) and answers
+        # {event id: why} for those it refuses, which are then neither stored nor forwarded (say, an audit-log
+        # head that does not extend the last one held).
+        self.admission: list[Callable[[Sequence[Event]], Awaitable[dict[str, EventRejected]]]] = []
         self._ingest_lock = asyncio.Lock()
         self._verifier = Verifier(settings.verify_in_process)
         self._outboxes: dict[str, _Outbox] = {}
@@ -236,6 +241,7 @@ class SyncEngine:
                 valid.update(zip((e.id for e in late), await self._verify(late)))
             new: list[Event] = []
             fills: list[Event] = []
+            where: dict[str, int] = {}   # input position of each new event and fill
             for index, (status, event) in enumerate(zip(plan.statuses, plan.events)):
                 if isinstance(status, EventRejected):
                     result.rejected.append((positions[index], status))
@@ -251,14 +257,30 @@ class SyncEngine:
                     result.rejected.append((positions[index], error))
                 elif status is Status.NEW:
                     new.append(event)
+                    where[event.id] = positions[index]
                 elif status is Status.FILL_BODY:
                     fills.append(event)
+                    where[event.id] = positions[index]
                 else:
                     result.duplicates += 1
+            refused = await self._admit([*new, *fills])
+            if refused:
+                result.rejected.extend((where[event_id], error) for event_id, error in refused.items())
+                result.rejected.sort(key=lambda item: item[0])
+                new = [e for e in new if e.id not in refused]
+                fills = [e for e in fills if e.id not in refused]
             result.stored = await self.store.commit(new, fills, origin)
         self._account(result)
         self._distribute(result.stored, origin)
         return result
+
+    async def _admit(self, events: Sequence[Event]) -> dict[str, EventRejected]:
+        refused: dict[str, EventRejected] = {}
+        for check in self.admission:
+            remaining = [e for e in events if e.id not in refused]
+            if remaining:
+                refused.update(await check(remaining))
+        return refused
 
     async def _verify(self, events: Sequence[Event]) -> list[bool]:
         if not events:

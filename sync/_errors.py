@@ -13,7 +13,8 @@ SyncError                      root of every error this package raises
 │   ├── FutureTimestamp        ts further ahead than MAX_FUTURE_SKEW (422)
 │   ├── Expired                body carried past `expires` (422)
 │   ├── Equivocation           same (author, seq) with another id (409)
-│   └── AuthorQuarantined      the author was quarantined for equivocation (403)
+│   ├── AuthorQuarantined      the author was quarantined for equivocation (403)
+│   └── Contradicts            refused by a check the node added: contradicts what it holds (409)
 ├── BatchTooLarge              a batch over its byte or count limit (413)
 ├── AuthError                  a sync request failed RFC 9421 checks (401)
 │   └── PeerNotApproved        valid signature, but the key is not an approved peer (403)
@@ -123,6 +124,13 @@ class AuthorQuarantined(EventRejected):
     reason = "quarantined"
 
 
+class Contradicts(EventRejected):
+    """A check the node added (SyncEngine.admission) refused the event: it contradicts what the node holds."""
+
+    status = 409
+    reason = "contradicts"
+
+
 class BatchTooLarge(SyncError):
     """A batch exceeds its byte or event-count limit."""
 
@@ -157,9 +165,10 @@ class RateLimited(SyncError):
     status = 429
     reason = "rate_limited"
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float, limit: str = "") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.limit = limit  # the setting that sets the limit, if the caller named one
 
 
 class PeerUnreachable(SyncError):

@@ -106,6 +106,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/sync/v1/heads"): PEERS,
     ("POST", "/sync/v1/pull"): PEERS,
     ("POST", "/sync/v1/push"): PEERS,
+    ("GET", "/sync/v1/audit-heads"): PEERS,
 }
 MISSING = {"id": "999999", "uid": "0" * 32, "key": "ab" * 32, "camera": "nowhere", "name": "nothing.js",
            "action": "share"}

@@ -19,8 +19,8 @@ from node.errors import NodeError, NotInitialised
 from node.identity import load_key, node_id
 from node.sharing import VerifyError, agency_cli, load_agency_key, verify_bundle, write_agency_key
 from node.sharing.agencies import sign_credential
-from node.sharing.audit import AuditError, verify_database
 from node.sharing.bundle import SUFFIX
+from node.sharing.crosscheck import cross_check
 
 VERIFY_FAILED = 3
 """Exit status of `nnode verify` when the bundle fails a check (2: it could not be checked at all)."""
@@ -49,21 +49,42 @@ async def cmd_agency(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_audit(config: Config, args: argparse.Namespace) -> int:
-    """Check the audit log: chain, signatures, and every head of it published to peers (read-only)."""
+    """Check the audit log (read-only): chain, signatures, the heads of it this node holds, and, unless --local,
+    the copies of its heads that each approved peer holds (asked with a signed request)."""
     if not config.db_path.exists():
         raise NotInitialised(f"{config.db_path}: no database; run `nnode init` first")
-    node_key = node_id(load_key(config.key_path))
+    key = load_key(config.key_path)
+    node_key = node_id(key)
     heads = await _published_heads(config, node_key)
-    try:
-        report = await verify_database(config.db_path, node_key, heads)
-    except AuditError as exc:
-        print(f"nnode audit verify: FAILED: {exc}", file=sys.stderr)
+    peers = [] if args.local else await _approved_peers(config, node_key)
+    report = await cross_check(config.db_path, key, peers, heads)
+    for label, error in report["unreachable"].items():
+        print(f"nnode audit verify: {label} did not answer: {error}", file=sys.stderr)
+    copies = (f"{report['agree']} of {report['holding']} peers' copies agree ({report['answered']} of "
+              f"{report['peers']} peers answered, {report['heads']} heads)") if peers else \
+        ("no peer asked (--local)" if args.local else "no approved peer to ask")
+    if not report["ok"]:
+        print(f"nnode audit verify: FAILED: {report['problem']}", file=sys.stderr)
+        print(f"nnode audit verify: {copies}", file=sys.stderr)
         return 3
     head = report["head"]
     print(f"audit log verified: {report['entries']} entries, chain and signatures intact; "
-          f"{report['heads_checked']} heads published to peers match"
+          f"{report['heads_checked']} heads published to peers match; {copies}"
           + (f"; head {head['seq']} {head['hash'][:16]}…" if head else ""))
+    if peers and not report["holding"]:
+        print("nnode audit verify: no peer holds a head of this log: only this node's own copies were checked",
+              file=sys.stderr)
     return 0
+
+
+async def _approved_peers(config: Config, node_key: str) -> list[tuple[str, str, str]]:
+    """(key, name, url) of the approved peers with an address, from the database (read-only)."""
+    def read() -> list[tuple[str, str, str]]:
+        with contextlib.closing(sqlite3.connect(config.db_path.resolve().as_uri() + "?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT key, name, url FROM peers WHERE state = 'approved' AND url IS NOT NULL "
+                                "AND key != ? ORDER BY name, key", (node_key,)).fetchall()
+        return [(str(k), str(n), str(u)) for k, n, u in rows]
+    return await asyncio.to_thread(read)
 
 
 async def _published_heads(config: Config, node_key: str) -> list[dict[str, Any]]:
@@ -182,5 +203,7 @@ def add_commands(sub: Any) -> None:
     _add_agency_credential(sub)
     audit = sub.add_parser("audit", help="check the audit log of disclosures")
     audit.add_argument("action", choices=["verify"])
+    audit.add_argument("--local", action="store_true",
+                       help="check against this node's own copies of its heads only, asking no peer")
     audit.set_defaults(func=cmd_audit)
     agency_cli.add_parser(sub)

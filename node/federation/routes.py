@@ -7,14 +7,18 @@ from aiohttp import web
 from node.errors import NotFound
 from node.federation.areas import peer_location
 from node.http import MANAGER, PEER, PUBLIC, Handler, Route
-from node.keys import ENGINE, PEERS, SYNC_SERVER
+from node.keys import AUDIT_HEADS, ENGINE, PEERS, SYNC_SERVER
 from sync import SYNC_ENDPOINTS
 
 
 async def peers(request: web.Request) -> web.Response:
     """GET /api/peers: known nodes, approved or waiting."""
+    # audit_conflict: audit-log heads of this peer refused here because they do not extend those held (a rewritten
+    # or truncated history), which its manager should look into; None when there are none.
+    conflicts = await request.app[AUDIT_HEADS].conflicts() if AUDIT_HEADS in request.app else {}
     listed = [{"key": p.key, "name": p.name, "url": p.url, "state": p.state, "source": p.source,
-               "last_sync": p.last_sync, "last_error": p.last_error, "location": peer_location(p.location)}
+               "last_sync": p.last_sync, "last_error": p.last_error, "location": peer_location(p.location),
+               "audit_conflict": conflicts.get(p.key)}
               for p in await request.app[PEERS].list()]
     return web.json_response({"ok": True, "peers": listed})
 

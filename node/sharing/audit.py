@@ -69,6 +69,10 @@ class AuditError(NodeError):
     status = 500
     reason = "audit"
 
+    def __init__(self, message: str, disagreeing: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.disagreeing = tuple(disagreeing)   # the sources whose copies of the heads the log contradicts
+
 
 def entry_hash(entry: dict[str, Any]) -> str:
     """sha256 hex of canonical(entry without "hash" and "sig")."""
@@ -156,22 +160,34 @@ class AuditLog:
 
 
 class _Checker:
-    """Checks entries one at a time from seq 1, keeping only the previous entry and the heads to compare."""
+    """Checks entries one at a time from seq 1, keeping only the previous entry and the heads to compare.
+
+    Each head may name its `source` (whose copy it is: "peer b (3f2a…)"); a head that disagrees with the log is
+    remembered against its source, and once the whole log is read the first disagreement (the lowest entry) is
+    raised, saying how many sources' copies disagree. A fault in the chain itself is raised at once.
+    """
 
     def __init__(self, node_key: str, heads: Iterable[dict[str, Any]]) -> None:
         try:
             self.key = nacl.signing.VerifyKey(bytes.fromhex(node_key))
         except (ValueError, TypeError, nacl.exceptions.CryptoError) as exc:
             raise ValueError(f"node key: expected 64 hex digits of an ed25519 public key ({exc})") from exc
-        self.heads: dict[int, str] = {}
+        self.heads: dict[int, dict[str, set[str]]] = {}   # entry seq -> hash -> sources holding it
+        self.sources: set[str] = set()
         try:
             for head in heads:
-                seq, digest = int(head["seq"]), str(head["hash"])
-                if self.heads.setdefault(seq, digest) != digest:
+                seq, digest, source = int(head["seq"]), str(head["hash"]), str(head.get("source", ""))
+                self.sources.add(source)
+                held = self.heads.setdefault(seq, {})
+                held.setdefault(digest, set()).add(source)
+                if len(held) > 1:
                     # The node signed two different heads for one entry: only a rewrite makes that possible.
-                    raise AuditError(f"entry {seq}: two different heads were published for it (history rewritten)")
+                    raise AuditError(f"entry {seq}: two different heads were published for it (history rewritten)"
+                                     + _held_by(held.values()), disagreeing=sorted(self.sources - {""}))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"heads: expected objects with an integer seq and a hash ({exc!r})") from exc
+        # source -> what is wrong with the log by its copy: (0 rewritten / 1 truncated, entry, message)
+        self.bad: dict[str, tuple[int, int, str]] = {}
         self.count = 0
         self.last: dict[str, Any] | None = None
 
@@ -200,20 +216,38 @@ class _Checker:
             self.key.verify(HEAD_CONTEXT + entry["hash"].encode(), bytes.fromhex(entry["sig"]))
         except (ValueError, nacl.exceptions.CryptoError) as exc:
             raise AuditError(f"entry {seq}: signature does not verify") from exc
-        if seq in self.heads and self.heads[seq] != entry["hash"]:
-            raise AuditError(f"entry {seq} differs from the head published to peers (history rewritten)")
+        for digest, sources in self.heads.get(seq, {}).items():
+            if digest != entry["hash"]:
+                for source in sources:
+                    self.bad.setdefault(source, (0, seq, f"entry {seq} differs from the head published to peers "
+                                                         "(history rewritten)"))
         if entry["action"] not in ACTIONS:
             raise AuditError(f"entry {seq}: unknown action {entry['action']!r}")
         self.count = seq
         self.last = entry
 
     def result(self) -> dict[str, Any]:
-        beyond = [seq for seq in self.heads if seq > self.count]
-        if beyond:
-            raise AuditError(f"published head {max(beyond)} is beyond the log's last entry {self.count} "
-                             "(history truncated)")
+        beyond: dict[str, int] = {}
+        for seq, held in self.heads.items():
+            if seq > self.count:
+                for source in set().union(*held.values()):
+                    beyond[source] = max(beyond.get(source, 0), seq)
+        for source, seq in beyond.items():
+            if source not in self.bad:
+                self.bad[source] = (1, seq, f"published head {seq} is beyond the log's last entry {self.count} "
+                                            "(history truncated)")
+        if self.bad:
+            *_, problem = min(self.bad.values())
+            named = sorted(self.bad) if any(self.bad) else []
+            copies = f"; {len(self.bad)} of {len(self.sources)} copies disagree: {', '.join(named)}" if named else ""
+            raise AuditError(problem + copies, disagreeing=named)
         head = None if self.last is None else {k: self.last[k] for k in ("seq", "hash", "at", "sig")}
         return {"entries": self.count, "head": head, "heads_checked": len(self.heads)}
+
+
+def _held_by(groups: Iterable[set[str]]) -> str:
+    named = [", ".join(sorted(g)) for g in groups if any(g)]
+    return f" (held by: {'; '.join(named)})" if named else ""
 
 
 def verify_entries(entries: Iterable[dict[str, Any]], node_key: str, *,

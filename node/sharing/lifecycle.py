@@ -10,12 +10,32 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from node.keys import AGENCY_REPLAY, AUDIT, CLIPS, CONFIG, DB, DESK, ENGINE, HUB, KEY, REGISTRY, SCHEDULER, STORE
+from node.keys import (
+    AGENCY_LIMITS,
+    AGENCY_REPLAY,
+    AUDIT,
+    AUDIT_HEADS,
+    CLIPS,
+    CONFIG,
+    DB,
+    DESK,
+    ENGINE,
+    HUB,
+    KEY,
+    PEER_CHECK,
+    PEERS,
+    REGISTRY,
+    SCHEDULER,
+    STORE,
+)
 from node.periodic import Jobs
 from node.sharing.agencies import Registry
 from node.sharing.audit import AuditLog
+from node.sharing.crosscheck import PeerCheck
 from node.sharing.desk import SharingDesk
 from node.sharing.events import AUDIT_HEAD_KIND, AUDIT_HEAD_TTL, DISCLOSURE_KIND, REQUEST_KIND
+from node.sharing.heads import HeadBook
+from node.sharing.limits import AgencyLimits
 from node.state import AUDIT_HEAD, NodeState
 from sync import Event, ReplayCache
 
@@ -25,6 +45,7 @@ AUDIT_HEAD_INTERVAL = 2.0   # seconds between checks for a new audit-log head to
 SHARING_TICK = 60.0         # seconds between checks of consent holds and expired requests
 AGENCY_REPLAY_PER_AGENCY = 1024   # agency signatures remembered per agency within the replay window
 AGENCY_REPLAY_AGENCIES = 256      # agencies remembered at once
+AUDIT_CHECK_INTERVAL = 600.0  # seconds between checks of the audit log against peers' copies of its heads
 
 
 async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -33,6 +54,7 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     # Per agency: one agency filling its share is refused (429) and the others go on.
     app[AGENCY_REPLAY] = ReplayCache(window=config.sync.max_clock_skew, capacity=AGENCY_REPLAY_PER_AGENCY,
                                      callers=AGENCY_REPLAY_AGENCIES)
+    app[AGENCY_LIMITS] = AgencyLimits(config.agencies)
     app[REGISTRY] = Registry(db, config.agencies.trust_anchors)
     audit = app[AUDIT] = AuditLog(db, app[KEY])
     desk = app[DESK] = SharingDesk(db, app[KEY], app[CLIPS], app[REGISTRY], audit, config,
@@ -50,6 +72,12 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
             if event.body is not None:
                 inbox.put_nowait(event)
     engine.listeners.append(heard)
+    # Other nodes' audit heads: kept append-only, and refused unless they extend the ones held (heads.py); those
+    # that reached the store before the check was in place (while this started, or before an upgrade) are taken in.
+    book = app[AUDIT_HEADS] = HeadBook(db, engine.node_id)
+    engine.admission.append(book.admit)
+    await book.catch_up(await app[STORE].recent(limit=5000, kind=AUDIT_HEAD_KIND))
+    check = app[PEER_CHECK] = PeerCheck(config.db_path, app[KEY], app[PEERS], app[STORE])
     await desk.start()
     listener = asyncio.create_task(_listen(desk, inbox), name="nnode-sharing-listen")
     heads = HeadPublisher(app)
@@ -57,10 +85,12 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     jobs = Jobs(app[SCHEDULER], "sharing")
     jobs.every(AUDIT_HEAD_INTERVAL, heads.publish, name="audit-heads", now=True)
     jobs.every(SHARING_TICK, desk.tick, name="consent-holds", now=True)
+    jobs.every(AUDIT_CHECK_INTERVAL, check.run, name="audit-peers", now=True, cancel=True)
     try:
         yield
     finally:
         engine.listeners.remove(heard)
+        engine.admission.remove(book.admit)
         await jobs.close()
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -21,13 +21,28 @@ from aiohttp import web
 
 from node.errors import BadRequest, Forbidden, TooLarge
 from node.http import AGENCY as AGENCY_ROLE
-from node.http import MANAGER, RESIDENT, Route, body_of, read_body, session_of
-from node.keys import AGENCY_REPLAY, AUDIT, CONFIG, DESK, ENGINE, KEY, NAMES, PEERS, REGISTRY
+from node.http import MANAGER, PEER, RESIDENT, Route, body_of, read_body, session_of
+from node.keys import (
+    AGENCY_LIMITS,
+    AGENCY_REPLAY,
+    AUDIT,
+    AUDIT_HEADS,
+    CONFIG,
+    DESK,
+    ENGINE,
+    KEY,
+    NAMES,
+    PEER_CHECK,
+    PEERS,
+    REGISTRY,
+    SYNC_SERVER,
+)
 from node.names import Names, public_url
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, manager_alert
 from node.safety.cap import CapError
 from node.safety.models import AlertBody
 from node.sharing.agencies import Agency, AgencyRefused
+from node.sharing.heads import MAX_ANSWER
 from node.sharing.models import AgencyBody, ConsentBody, CredentialBody, RevokeBody
 from sync import AuthError, check_authority, check_content_digest, verify_request
 
@@ -69,6 +84,8 @@ async def check_agency(request: web.Request) -> None:
         raise Forbidden(f"agency call refused: {exc}") from None
     names: Names = app[NAMES]
     check_authority(request.host, names)
+    limits = app[AGENCY_LIMITS]
+    limits.check_call(verified.keyid)   # before the registry (and any credential it would store) is looked at
     registry, desk = app[REGISTRY], app[DESK]
     agency = await registry.get(verified.keyid)
     header = request.headers.get(CREDENTIAL_HEADER)
@@ -89,6 +106,9 @@ async def check_agency(request: web.Request) -> None:
         app[AGENCY_REPLAY].check_and_add(verified.signature, time.time(), verified.keyid)
     except AuthError as exc:
         raise Forbidden(f"agency call refused: {exc}") from None
+    # after the replay check, so a captured call replayed cannot spend the agency's allowance
+    resource = request.match_info.route.resource
+    limits.check_route(request.method, resource.canonical if resource else request.path, verified.keyid)
     body = b""
     if has_body:
         body = await request.content.read(MAX_AGENCY_BODY + 1)
@@ -271,8 +291,12 @@ async def accept_credential(request: web.Request) -> web.Response:
 # -- transparency -----------------------------------------------------------------------------------------------
 
 async def transparency(request: web.Request) -> web.Response:
-    """GET /api/transparency: the signed head, counts per agency and month, and every request's public fields."""
-    return web.json_response({"ok": True} | await request.app[DESK].transparency())
+    """GET /api/transparency: the signed head, counts per agency and month, every request's public fields, and
+    the last check of the log against the copies of its heads that peers hold."""
+    last = request.app[PEER_CHECK].last
+    check = None if last is None else {k: last[k] for k in ("checked_at", "ok", "problem", "entries", "peers",
+                                                           "answered", "holding", "agree", "disagree", "heads")}
+    return web.json_response({"ok": True} | await request.app[DESK].transparency() | {"peer_check": check})
 
 
 async def transparency_log(request: web.Request) -> web.Response:
@@ -284,6 +308,24 @@ async def transparency_log(request: web.Request) -> web.Response:
         raise BadRequest("after and limit must be whole numbers") from None
     entries = await request.app[AUDIT].entries(after=after, limit=limit)
     return web.json_response({"ok": True, "entries": entries, "next": entries[-1]["seq"] if entries else after})
+
+
+# -- peers' copies of audit heads -------------------------------------------------------------------------------
+
+async def peer_audit_heads(request: web.Request) -> web.Response:
+    """GET /sync/v1/audit-heads?author=<key>[&limit=N]: the signed audit heads of `author` this node holds, highest
+    entry first (signed by an approved peer, like the other sync endpoints)."""
+    await request.app[SYNC_SERVER].authenticate(request)
+    author, raw = request.query.get("author", ""), request.query.get("limit", str(MAX_ANSWER))
+    if len(author) != 64 or not all(c in "0123456789abcdef" for c in author):
+        raise BadRequest("author: expected a node key (64 lowercase hex digits)")
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
+    if not 1 <= limit <= MAX_ANSWER:
+        raise BadRequest(f"limit: expected a whole number from 1 to {MAX_ANSWER}")
+    book = request.app[AUDIT_HEADS]
+    heads, held = await book.held(author, limit=limit)
+    return web.json_response({"ok": True, "author": author, "heads": heads, "held": held,
+                              "more": held > len(heads), "refused": await book.refused(author)})
 
 
 def routes() -> list[Route]:
@@ -305,4 +347,5 @@ def routes() -> list[Route]:
         Route("GET", "/api/agency/requests/{id}", agency_get_request, agency),
         Route("GET", "/api/agency/bundles", agency_list_bundles, agency),
         Route("GET", "/api/agency/bundles/{id}", agency_get_bundle, agency),
+        Route("GET", "/sync/v1/audit-heads", peer_audit_heads, frozenset({PEER})),
     ]

@@ -143,7 +143,11 @@ export function initPeers() {
       el("td", { class: `state-${peer.state}` }, peer.state || ""),
       el("td", {}, peer.source || ""),
       el("td", {}, peer.last_sync ? timeEl(peer.last_sync) : "never",
-        peer.last_error ? el("p", { class: "status-error" }, peer.last_error) : null),
+        peer.last_error ? el("p", { class: "status-error" }, peer.last_error) : null,
+        // audit-log heads of this peer refused here: its history may have been rewritten or cut
+        peer.audit_conflict ? el("p", { class: "status-error", dataset: { testid: "audit-conflict" } },
+          `Audit log: ${peer.audit_conflict.refused} head(s) refused, the last because ${peer.audit_conflict.reason}`)
+          : null),
       el("td", {}, peer.state === "pending"
         ? actionButton("Approve", peer.name || key.slice(0, 16), async () => {
           await postJSON(`/api/peers/${encodeURIComponent(key)}/approve`);

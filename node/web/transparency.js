@@ -59,6 +59,7 @@ async function main() {
   const names = agencyNames(data);
   const cases = new Map((data.requests || []).map((request) => [request.id, request.case_number]));
   showHead(data.node_key, data.head);
+  showPeerCheck(data.peer_check);
   showMonths(data.months || [], names);
   showRequests(data.requests || []);
   initLog(data.node_key, data.head, names, cases);
@@ -97,6 +98,26 @@ async function showHead(nodeKey, head) {
   else if (valid === false) setStatus(check, "This browser could not confirm the signature. Ask the manager to run "
     + "nnode audit verify on the node.", "error");
   else check.textContent = "This browser cannot check signatures here; nnode audit verify on the node does.";
+}
+
+/** The node's last check of its log against the copies of its heads that neighboring nodes keep. */
+function showPeerCheck(report) {
+  const line = $("peer-check");
+  if (!report) {
+    line.textContent = "Not yet checked against the neighboring nodes' copies.";
+    return;
+  }
+  const when = timeEl(report.checked_at);
+  if (!report.ok) {
+    setStatus(line, `The log does not match what neighboring nodes hold: ${report.problem}`, "error");
+    line.append(" (checked ", when, ")");
+    return;
+  }
+  const text = report.holding
+    ? `${report.agree} of ${report.holding} neighboring nodes' copies of its heads agree with this log`
+    : report.peers ? "No neighboring node holds a head of this log yet" : "This node has no neighboring nodes to ask";
+  setStatus(line, `${text} (${report.answered} of ${report.peers} answered), checked `, report.holding ? "ok" : "");
+  line.append(when, ".");
 }
 
 function hexBytes(hex) {
