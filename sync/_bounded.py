@@ -21,7 +21,7 @@ import aiohttp
 
 from ._errors import PeerUnreachable
 
-# Defaults of Bounds; module attributes so that tests can shrink them before a node makes its settings.
+# PeerClient's defaults (a node's engine passes its SyncSettings, whose defaults sync/_engine.py takes from here).
 CALL_DEADLINE = 30.0
 PULL_DEADLINE = 120.0
 MIN_RATE = 4096.0

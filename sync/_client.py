@@ -2,8 +2,9 @@
 
 Byte caps (sized for a 1 GB Raspberry Pi: the largest, a pull answer, is read and stored chunk by chunk, so what is
 held at once is two chunks, not the answer): a descriptor 64 KiB, a heads answer 4 MiB (as much as a pull request
-may carry, which holds our own heads), a push reply 2 MiB, an error's text 4 KiB, a pull answer 16 MiB (the peer's
-batch, its divergent headers and the end record), each line of it MAX_EVENT_BYTES. Time bounds are in _bounded.py.
+may carry, which holds our own heads), a push reply 2 MiB, an error's text 4 KiB, a pull answer 16 MiB or twice
+the node's own max_batch_bytes if more (the peer's batch, its divergent headers and the end record; a longer answer
+is cut, keeping what arrived, and the next round resumes after it), each line of it MAX_EVENT_BYTES. Time bounds are in _bounded.py.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ class PeerClient:
     def __init__(self, session: aiohttp.ClientSession, key: nacl.signing.SigningKey,
                  *, timeout: float = REQUEST_TIMEOUT, call_deadline: float | None = None,
                  pull_deadline: float | None = None, min_rate: float | None = None,
-                 rate_grace: float | None = None) -> None:
+                 rate_grace: float | None = None, max_pull_bytes: int = MAX_PULL_BYTES) -> None:
         self.session = session
         self.key = key
+        self.max_pull_bytes = max_pull_bytes
         # aiohttp's own idle timeout stays as a backstop; the bounds below are what limit a call.
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
         rate = MIN_RATE if min_rate is None else min_rate
@@ -133,7 +135,7 @@ class PeerClient:
                     text = await _error_text(transfer, resp)
                     raise PeerUnreachable(f"{url}: HTTP {resp.status}: {text}")
                 buffer = b""
-                async for chunk in transfer.chunks(resp, MAX_PULL_BYTES):
+                async for chunk in transfer.chunks(resp, self.max_pull_bytes):
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
                     if len(buffer) > MAX_EVENT_BYTES + 1024:

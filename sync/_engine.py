@@ -14,10 +14,12 @@ from typing import Any
 import aiohttp
 import nacl.signing
 
-from . import _bounded
 from ._area import Circle, touches_any
+from ._bounded import MIN_RATE as _MIN_RATE
+from ._bounded import PULL_DEADLINE as _PULL_DEADLINE
+from ._bounded import RATE_GRACE as _RATE_GRACE
 from ._canonical import MAX_SAFE_INT
-from ._client import PeerClient, peer_session
+from ._client import MAX_PULL_BYTES, PeerClient, peer_session
 from ._errors import BadSignature, EventRejected, MalformedEvent, PeerUnreachable, SyncError
 from ._event import Event, create_event, parse_event
 from ._kinds import TOMBSTONE, KindRegistry
@@ -34,6 +36,10 @@ PULL_MAX_ROUNDS = 1000
 FAILED_PEER_RETRY = 5.0
 # Bytes of pull answers one sync with a peer reads before it stops (and goes on at its next round, soon after).
 MAX_SYNC_BYTES = 64 * 1024 * 1024
+# Defaults of SyncSettings.pull_deadline, .min_rate and .rate_grace (see _bounded.py), read when settings are made.
+PULL_DEADLINE = _PULL_DEADLINE
+MIN_RATE = _MIN_RATE
+RATE_GRACE = _RATE_GRACE
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,9 @@ class SyncSettings:
     # Bounds of the calls to one peer (see _bounded.py): `request_timeout` is the whole of a heads, push or
     # descriptor call; a pull answer has `pull_deadline`; every answer must come at `min_rate` bytes/s on average
     # once `rate_grace` seconds were spent waiting on it; one sync reads at most `max_sync_bytes` of pull answers.
-    pull_deadline: float = field(default_factory=lambda: _bounded.PULL_DEADLINE)
-    min_rate: float = field(default_factory=lambda: _bounded.MIN_RATE)
-    rate_grace: float = field(default_factory=lambda: _bounded.RATE_GRACE)
+    pull_deadline: float = field(default_factory=lambda: PULL_DEADLINE)
+    min_rate: float = field(default_factory=lambda: MIN_RATE)
+    rate_grace: float = field(default_factory=lambda: RATE_GRACE)
     max_sync_bytes: int = field(default_factory=lambda: MAX_SYNC_BYTES)
 
 
@@ -97,6 +103,7 @@ class Stats:
     pull_requests: int = 0
     out_of_area: int = 0       # events received and not kept, or not pushed to a peer, for their area
     false_claims: int = 0      # syncs after which a peer claimed more of our own events than we hold
+    sync_failed: Counter[str] = field(default_factory=Counter)   # failed syncs with a peer, by reason
 
 
 @dataclass
@@ -171,7 +178,8 @@ class SyncEngine:
         self._session = peer_session(connector=aiohttp.TCPConnector(limit_per_host=4))
         self.client = PeerClient(self._session, self.key, timeout=settings.request_timeout,
                                  call_deadline=settings.request_timeout, pull_deadline=settings.pull_deadline,
-                                 min_rate=settings.min_rate, rate_grace=settings.rate_grace)
+                                 min_rate=settings.min_rate, rate_grace=settings.rate_grace,
+                                 max_pull_bytes=max(MAX_PULL_BYTES, 2 * settings.max_batch_bytes))
         self._started = True
         await self.refresh_peers()
         self._loop_task = asyncio.create_task(self._anti_entropy_loop(), name="nnode-anti-entropy")
@@ -454,6 +462,7 @@ class SyncEngine:
             try:
                 return await self._pull(peer)
             except SyncError as exc:
+                self.stats.sync_failed[exc.reason] += 1
                 await self.peers.record_sync(peer.key, error=str(exc))
                 log.info("sync failed", extra={"peer": peer.key, "error": str(exc)})
                 return None

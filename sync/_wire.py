@@ -73,7 +73,8 @@ _end = msgspec.json.Decoder(EndRecord)
 
 
 def decode_pull(body: bytes) -> PullRequest:
-    """A pull request body, checked: types, ranges, at most MAX_GAP_RANGES gaps each with first <= last."""
+    """A pull request body, checked: types, ranges, at most MAX_GAP_RANGES gaps each with first <= last, the
+    interest on the map."""
     try:
         request = _pull.decode(body)
     except msgspec.DecodeError as exc:    # ValidationError included
@@ -81,6 +82,7 @@ def decode_pull(body: bytes) -> PullRequest:
     for index, (_, first, last) in enumerate(request.gaps):
         if first > last:
             raise WireError(f"pull body: gap {index} runs from {first} down to {last}: first must not exceed last")
+    request.circle()   # its ranges
     return request
 
 
