@@ -117,9 +117,10 @@ class PeerClient:
                    limit: int, interest: Circle | None = None) -> AsyncIterator[tuple[list[bytes], bool | None]]:
         """Yield chunks of event lines as they arrive; the last item is ([], more) from the end record.
 
-        A stream that stops without its end record, or breaks a bound (16 MiB, a line over MAX_EVENT_BYTES, the
-        deadline, the minimum rate), raises PeerUnreachable after yielding what did arrive, so the caller keeps
-        those events and resumes after them.
+        A stream that stops without its end record, or breaks a bound (16 MiB, a line over MAX_EVENT_BYTES, more
+        lines than the `limit` events and one divergent header per tip asked for, the deadline, the minimum rate),
+        raises PeerUnreachable after yielding what did arrive, so the caller keeps those events and resumes after
+        them. The line count bounds the work a peer can make us do with junk lines (each a parse and a refusal).
         """
         url = base_url.rstrip("/") + "/sync/v1/pull"
         request: dict[str, Any] = {"heads": heads, "gaps": gaps, "tips": tips, "limit": limit}
@@ -135,18 +136,22 @@ class PeerClient:
                     text = await _error_text(transfer, resp)
                     raise PeerUnreachable(f"{url}: HTTP {resp.status}: {text}")
                 buffer = b""
+                most, count = limit + len(tips), 0
                 async for chunk in transfer.chunks(resp, self.max_pull_bytes):
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
                     if len(buffer) > MAX_EVENT_BYTES + 1024:
                         raise BadAnswer(f"{url}: a line longer than {MAX_EVENT_BYTES} bytes")
-                    for index, line in enumerate(lines):
-                        if line.startswith(END_PREFIX):   # an event line starts '{"author":'
-                            yield lines[:index], None
-                            yield [], _end_more(url, line)
-                            return
-                    if lines:
-                        yield lines, None
+                    end = next((i for i, line in enumerate(lines) if line.startswith(END_PREFIX)), None)
+                    events = lines if end is None else lines[:end]   # an event line starts '{"author":'
+                    count += len(events)
+                    if count > most:
+                        raise BadAnswer(f"{url}: more than the {most} lines asked for before the end record")
+                    if events:
+                        yield events, None
+                    if end is not None:
+                        yield [], _end_more(url, lines[end])
+                        return
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise PeerUnreachable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
         raise PeerUnreachable(f"{url}: the stream ended without its end record (cut off)")

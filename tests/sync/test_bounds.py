@@ -79,9 +79,11 @@ def test_a_malformed_end_record_is_refused(line):
 class Rogue:
     """A stand-in peer whose heads answer is whatever the test sets."""
 
-    def __init__(self, handler):
+    def __init__(self, handler, pull=None):
         app = web.Application()
         app.router.add_get("/sync/v1/heads", handler)
+        if pull is not None:
+            app.router.add_post("/sync/v1/pull", pull)
         self.server = TestServer(app, host="127.0.0.1")
 
     async def __aenter__(self):
@@ -162,3 +164,26 @@ async def test_an_answer_that_never_starts_is_cut_at_the_deadline():
     async with Rogue(silent) as url, peer_session() as session:
         with pytest.raises(PeerUnreachable, match="no answer within 0.5 s"):
             await PeerClient(session, KEY, call_deadline=0.5).heads(url)
+
+
+async def test_a_pull_answer_of_more_lines_than_asked_for_is_cut():
+    async def junk(request):
+        return await _stream(request, [b"\n" * 20_000, b'{"end":{"count":0,"more":false}}\n'])
+
+    async with Rogue(junk, pull=junk) as url, peer_session() as session:
+        received = []
+        with pytest.raises(PeerUnreachable, match="more than the 10 lines asked for"):
+            async for lines, _ in PeerClient(session, KEY).pull(url, {}, [], {}, 10):
+                received += lines
+    assert len(received) < 20_000
+
+
+async def test_a_pull_answer_within_its_bounds_is_read_to_its_end_record():
+    event = create_event(KEY, REG, kind="notice", seq=1, body={"text": "x"}, ttl=60)
+
+    async def one(request):
+        return await _stream(request, [event.to_line() + b"\n", b'{"end":{"count":1,"more":true}}\n', b"ignored"])
+
+    async with Rogue(one, pull=one) as url, peer_session() as session:
+        items = [item async for item in PeerClient(session, KEY).pull(url, {}, [], {}, 10)]
+    assert items == [([event.to_line()], None), ([], True)]
