@@ -180,6 +180,9 @@ class SyncEngine:
                                  call_deadline=settings.request_timeout, pull_deadline=settings.pull_deadline,
                                  min_rate=settings.min_rate, rate_grace=settings.rate_grace,
                                  max_pull_bytes=max(MAX_PULL_BYTES, 2 * settings.max_batch_bytes))
+        if dropped := await self.store.drop_beyond_range(self.node_id):
+            log.warning("own events numbered past the event format's range deleted: no peer accepts them",
+                        extra={"count": dropped})
         self._started = True
         await self.refresh_peers()
         self._loop_task = asyncio.create_task(self._anti_entropy_loop(), name="nnode-anti-entropy")

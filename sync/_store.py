@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypedDict
 
+from ._canonical import MAX_SAFE_INT
 from ._db import Database, Migration
 from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
 from ._event import Event, encode_line, tombstone_target
@@ -377,6 +378,14 @@ class EventStore:
         async with self.db.write() as conn:
             cursor = await conn.execute("DELETE FROM quarantine WHERE author = ?", (author,))
             return cursor.rowcount > 0
+
+    async def drop_beyond_range(self, author: str) -> int:
+        """Delete `author`'s events numbered past the event format's range (signed before nodes refused to, after a
+        peer's false heads moved their numbering): no peer accepts them and they would keep the author's next seq
+        out of range for ever. Only an author's own events can be there (ingest refuses them). Returns how many."""
+        async with self.db.write() as conn:
+            cursor = await conn.execute("DELETE FROM events WHERE author = ? AND seq > ?", (author, MAX_SAFE_INT))
+            return cursor.rowcount
 
     async def purge_expired(self, *, now: int | None = None) -> int:
         """Drop the bodies of expired events; headers and the tombstone index stay. Returns how many."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import sqlite3
 import tracemalloc
 
 import aiohttp
@@ -101,6 +102,25 @@ async def test_a_peer_claiming_a_huge_seq_of_ours_does_not_move_our_numbering(ma
     after = await a.engine.publish("notice", {"text": "after a restart"}, ttl=3600)
     assert after.seq == first.seq + 2
     await wait_until(lambda: _holds(b, after.id))
+    await still_friends(a, b)
+
+
+async def test_a_node_that_signed_past_the_format_before_the_fix_numbers_from_its_valid_events_again(make_node):
+    a, b = await _pair(make_node)
+    held = await a.engine.publish("notice", {"text": "valid"}, ttl=3600)
+    await a.stop()
+    # What the old engine stored after a peer's heads said 2**53-1: an event of ours no peer accepts.
+    def poison():
+        db = sqlite3.connect(a.config.db_path)
+        with db:
+            db.execute("INSERT INTO events (id, author, seq, kind, ts, expires, body_hash, sig, body, received, "
+                       "origin) SELECT 'ff' || substr(id, 3), author, ?, kind, ts, expires, body_hash, sig, body, "
+                       "received, origin FROM events WHERE id = ?", (MAX_SAFE_INT + 1, held.id))
+        db.close()
+    await asyncio.to_thread(poison)
+    await a.start()
+    assert (await a.store.heads())[a.id] == held.seq
+    assert (await a.engine.publish("notice", {"text": "next"}, ttl=3600)).seq == held.seq + 1
     await still_friends(a, b)
 
 
