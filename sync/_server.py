@@ -118,7 +118,7 @@ class SyncServer:
         more = False
         async for lines, cut in self.engine.store.pull_stream(
                 heads, gaps, limit=limit, max_bytes=self.engine.settings.max_batch_bytes, now=int(time.time()),
-                keep=keep):
+                keep=keep, caller=caller):
             more = cut
             if lines:
                 await response.write(b"\n".join(lines) + b"\n")

@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import json
 import sqlite3
+import time
 import tracemalloc
 
 import aiohttp
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 
 import sync._engine
-from sync import MAX_SAFE_INT
+from sync import MAX_SAFE_INT, create_event
 from tests.conftest import serving, signed, wait_until
 
 END = b'{"end":{"count":0,"more":false}}\n'
@@ -121,6 +122,20 @@ async def test_a_node_that_signed_past_the_format_before_the_fix_numbers_from_it
     await a.start()
     assert (await a.store.heads())[a.id] == held.seq
     assert (await a.engine.publish("notice", {"text": "next"}, ttl=3600)).seq == held.seq + 1
+    await still_friends(a, b)
+
+
+async def test_a_node_with_an_area_of_interest_gets_back_every_seq_of_its_own(make_node):
+    # What made trusting peers' heads tempting: a restored node must not reuse a seq a peer holds. Now the pull
+    # itself brings back all of its own events, even expired ones and those outside its area, and heads are not
+    # needed for that.
+    a, b = await _pair(make_node, node__latitude="40.7128", node__longitude="-74.0060", sync__interest_radius_m=3000)
+    gone = create_event(a.key, a.engine.registry, kind="notice", seq=1, body={"text": "lost in a restore"},
+                        ttl=3600, now=int(time.time()) - 7200)
+    assert not (await b.engine.ingest([gone.without_body().to_line()], origin=a.id)).rejected
+    assert await a.engine.sync_with(await a.peers.get(b.id)) == 1
+    assert (await a.peers.get(b.id)).last_error is None
+    assert (await a.engine.publish("notice", {"text": "next"}, ttl=3600)).seq == 2
     await still_friends(a, b)
 
 
