@@ -144,6 +144,9 @@ class SyncServer:
         settings = self.engine.settings
         origin = await self.authenticate(request)
         body = await self._signed_body(request, settings.max_batch_bytes)
+        count = body.count(b"\n") + (not body.endswith(b"\n"))
+        if count > settings.max_batch_events:   # counted before splitting: 8 MiB of newlines is 8 M lines
+            raise BatchTooLarge(f"push holds {count} lines, the limit is {settings.max_batch_events} events")
         lines = body.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()

@@ -314,3 +314,18 @@ async def test_a_malformed_pushed_event_gets_a_400_with_the_reason(make_node, li
         status, answer = await signed(http, b.key, "POST", a.url + "/sync/v1/push", line + b"\n")
     assert status == 400 and words in answer["error"], answer
     await still_friends(a, b)
+
+
+async def test_a_push_of_more_lines_than_events_allowed_is_refused_before_it_is_split(make_node):
+    a, b = await _pair(make_node)
+    body = b"\n" * (8 << 20)      # sync.max_batch_bytes: read in full, then refused
+    async with aiohttp.ClientSession() as http:
+        tracemalloc.start()
+        try:
+            status, answer = await signed(http, b.key, "POST", a.url + "/sync/v1/push", body)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert status == 413 and f"push holds {8 << 20} lines, the limit is 5000 events" in answer["error"], answer
+    assert peak < 48 << 20, f"a push of 8 MiB of newlines peaked at {peak >> 20} MiB"     # 8 M lines: 64 MiB more
+    await still_friends(a, b)
