@@ -5,7 +5,7 @@ sync/ knows nothing of cameras, residents or agencies; node/ registers its event
 
 from ._area import EARTH_RADIUS_M, Circle, distance_m, touches, touches_any
 from ._canonical import MAX_SAFE_INT, canonical, decode
-from ._client import PeerClient
+from ._client import BadAnswer, PeerClient, peer_session
 from ._db import Database, DatabaseError, Migration
 from ._descriptor import BadDescriptor, check_descriptor, make_descriptor
 from ._discovery import SERVICE_TYPE, Discovery
@@ -61,14 +61,14 @@ from ._store import EventStore
 
 __all__ = [
     "APPROVED", "EARTH_RADIUS_M", "MAX_EVENT_BYTES", "MAX_FUTURE_SKEW", "MAX_SAFE_INT", "PENDING", "SERVICE_TYPE",
-    "SIGNATURE_DOMAIN", "SYNC_ENDPOINTS", "TOMBSTONE", "AuthError", "AuthorQuarantined", "BadDescriptor",
+    "SIGNATURE_DOMAIN", "SYNC_ENDPOINTS", "TOMBSTONE", "AuthError", "AuthorQuarantined", "BadAnswer", "BadDescriptor",
     "BadSignature", "BatchTooLarge", "BodyHashMismatch", "Circle", "Contradicts", "Database", "DatabaseError",
-    "Discovery",
-    "Equivocation", "Event", "EventRejected", "EventStore", "Expired", "FloatNotAllowed", "FutureTimestamp",
-    "IngestResult", "InvalidBody", "KindRegistry", "MalformedEvent", "Migration", "Misdirected", "NonCanonical",
-    "OversizedEvent", "Peer", "PeerClient", "PeerNotApproved", "PeerStore", "PeerUnreachable", "RateLimited",
-    "RateLimiter", "ReplayCache", "SyncEngine", "SyncError", "SyncServer", "SyncSettings", "UnknownKind",
-    "add_discovered", "canonical", "check_authority", "check_content_digest", "check_descriptor", "create_event",
-    "decode", "distance_m", "make_descriptor", "normal_authority", "parse_event", "require_fields", "setup_schema",
-    "sha256_hex", "sign_request", "touches", "touches_any", "verify_request", "verify_signature",
+    "Discovery", "Equivocation", "Event", "EventRejected", "EventStore", "Expired", "FloatNotAllowed",
+    "FutureTimestamp", "IngestResult", "InvalidBody", "KindRegistry", "MalformedEvent", "Migration", "Misdirected",
+    "NonCanonical", "OversizedEvent", "Peer", "PeerClient", "PeerNotApproved", "PeerStore", "PeerUnreachable",
+    "RateLimited", "RateLimiter", "ReplayCache", "SyncEngine", "SyncError", "SyncServer", "SyncSettings",
+    "UnknownKind", "add_discovered", "canonical", "check_authority", "check_content_digest", "check_descriptor",
+    "create_event", "decode", "distance_m", "make_descriptor", "normal_authority", "parse_event", "peer_session",
+    "require_fields", "setup_schema", "sha256_hex", "sign_request", "touches", "touches_any", "verify_request",
+    "verify_signature",
 ]

@@ -24,6 +24,7 @@ class BadDescriptor(SyncError):
 
 
 NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+MAX_NAME = 256    # characters of a node's name kept from its descriptor
 
 
 def make_descriptor(key: nacl.signing.SigningKey, *, name: str, location: dict[str, int] | None,
@@ -52,6 +53,6 @@ def check_descriptor(value: Any, *, expect_key: str | None = None, nonce: str | 
             DESCRIPTOR_DOMAIN + canonical(unsigned), bytes.fromhex(value["sig"]))
     except (ValueError, nacl.exceptions.CryptoError, SyncError) as exc:
         raise BadDescriptor(f"descriptor signature does not verify: {exc}") from exc
-    if not isinstance(value.get("name"), str):
-        raise BadDescriptor("descriptor 'name' must be a string")
+    if not isinstance(value.get("name"), str) or len(value["name"]) > MAX_NAME:
+        raise BadDescriptor(f"descriptor 'name' must be a string of at most {MAX_NAME} characters")
     return value

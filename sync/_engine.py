@@ -15,8 +15,11 @@ import aiohttp
 import nacl.signing
 
 from ._area import Circle, touches_any
+from ._bounded import MIN_RATE as _MIN_RATE
+from ._bounded import PULL_DEADLINE as _PULL_DEADLINE
+from ._bounded import RATE_GRACE as _RATE_GRACE
 from ._canonical import MAX_SAFE_INT
-from ._client import PeerClient
+from ._client import MAX_PULL_BYTES, PeerClient, peer_session
 from ._errors import BadSignature, EventRejected, MalformedEvent, PeerUnreachable, SyncError
 from ._event import Event, create_event, parse_event
 from ._kinds import TOMBSTONE, KindRegistry
@@ -31,6 +34,12 @@ log = logging.getLogger("nnode.sync")
 PUSH_RETRY_DELAY = 2.0
 PULL_MAX_ROUNDS = 1000
 FAILED_PEER_RETRY = 5.0
+# Bytes of pull answers one sync with a peer reads before it stops (and goes on at its next round, soon after).
+MAX_SYNC_BYTES = 64 * 1024 * 1024
+# Defaults of SyncSettings.pull_deadline, .min_rate and .rate_grace (see _bounded.py), read when settings are made.
+PULL_DEADLINE = _PULL_DEADLINE
+MIN_RATE = _MIN_RATE
+RATE_GRACE = _RATE_GRACE
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,13 @@ class SyncSettings:
     push_retry_delay: float = field(default_factory=lambda: PUSH_RETRY_DELAY)
     # A peer whose last round failed is tried again this soon (not waiting the full anti-entropy interval).
     failed_peer_retry: float = field(default_factory=lambda: FAILED_PEER_RETRY)
+    # Bounds of the calls to one peer (see _bounded.py): `request_timeout` is the whole of a heads, push or
+    # descriptor call; a pull answer has `pull_deadline`; every answer must come at `min_rate` bytes/s on average
+    # once `rate_grace` seconds were spent waiting on it; one sync reads at most `max_sync_bytes` of pull answers.
+    pull_deadline: float = field(default_factory=lambda: PULL_DEADLINE)
+    min_rate: float = field(default_factory=lambda: MIN_RATE)
+    rate_grace: float = field(default_factory=lambda: RATE_GRACE)
+    max_sync_bytes: int = field(default_factory=lambda: MAX_SYNC_BYTES)
 
 
 @dataclass
@@ -86,6 +102,17 @@ class Stats:
     push_dropped: int = 0
     pull_requests: int = 0
     out_of_area: int = 0       # events received and not kept, or not pushed to a peer, for their area
+    false_claims: int = 0      # syncs after which a peer claimed more of our own events than we hold
+    sync_failed: Counter[str] = field(default_factory=Counter)   # failed syncs with a peer, by reason
+
+
+@dataclass
+class _PeerSync:
+    """One approved peer's anti-entropy: its own task and schedule, so a slow peer delays only itself."""
+
+    peer: Peer
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
 
 
 class _Outbox:
@@ -125,8 +152,10 @@ class SyncEngine:
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._syncing: dict[str, asyncio.Lock] = {}
+        self._peer_syncs: dict[str, _PeerSync] = {}
+        self._unfinished: set[str] = set()   # peers whose last sync stopped at max_sync_bytes
+        self._started = False
         self._closed = False
-        self._seq_floor = 0          # the highest seq of ours any peer reported holding
         self._held: str | None = None  # why publishing waits (a node restored from a backup), if it does
         self._synced_while_held: set[str] = set()
         self.on_peer_synced: Callable[[], Awaitable[None]] | None = None
@@ -150,8 +179,16 @@ class SyncEngine:
 
     async def start(self) -> None:
         """Open the HTTP client, start push workers for approved peers and the anti-entropy loop."""
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=4))
-        self.client = PeerClient(self._session, self.key, timeout=self.settings.request_timeout)
+        settings = self.settings
+        self._session = peer_session(connector=aiohttp.TCPConnector(limit_per_host=4))
+        self.client = PeerClient(self._session, self.key, timeout=settings.request_timeout,
+                                 call_deadline=settings.request_timeout, pull_deadline=settings.pull_deadline,
+                                 min_rate=settings.min_rate, rate_grace=settings.rate_grace,
+                                 max_pull_bytes=max(MAX_PULL_BYTES, 2 * settings.max_batch_bytes))
+        if dropped := await self.store.drop_beyond_range(self.node_id):
+            log.warning("own events numbered past the event format's range deleted: no peer accepts them",
+                        extra={"count": dropped})
+        self._started = True
         await self.refresh_peers()
         self._loop_task = asyncio.create_task(self._anti_entropy_loop(), name="nnode-anti-entropy")
 
@@ -160,13 +197,15 @@ class SyncEngine:
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in [self._loop_task, *(o.task for o in self._outboxes.values())] if t]
+        tasks = [t for t in [self._loop_task, *(o.task for o in self._outboxes.values()),
+                             *(s.task for s in self._peer_syncs.values())] if t]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._outboxes.clear()
+        self._peer_syncs.clear()
         if self._session is not None:
             await self._session.close()
         await self._verifier.close()
@@ -176,7 +215,7 @@ class SyncEngine:
         self._wake.set()
 
     async def refresh_peers(self) -> list[Peer]:
-        """Match push workers to the approved peers that have a URL."""
+        """Match push workers and anti-entropy tasks (once started) to the approved peers that have a URL."""
         approved = [p for p in await self.peers.list(APPROVED) if p.url and p.key != self.node_id]
         wanted = {p.key: p for p in approved}
         for key in list(self._outboxes):
@@ -184,6 +223,18 @@ class SyncEngine:
                 outbox = self._outboxes.pop(key)
                 if outbox.task:
                     outbox.task.cancel()
+        for key in list(self._peer_syncs):
+            if key not in wanted:
+                task = self._peer_syncs.pop(key).task
+                if task:
+                    task.cancel()
+        if self._started and not self._closed:
+            for key, peer in wanted.items():
+                if key in self._peer_syncs:
+                    self._peer_syncs[key].peer = peer
+                else:
+                    state = self._peer_syncs[key] = _PeerSync(peer)
+                    state.task = asyncio.create_task(self._peer_loop(state), name=f"nnode-sync-{key[:8]}")
         for key, peer in wanted.items():
             if key in self._outboxes:
                 self._outboxes[key].peer = peer
@@ -354,7 +405,8 @@ class SyncEngine:
                             "(or, with none, once its manager runs `nnode resume-publishing`), so that it cannot "
                             "reuse its own seq numbers")
         async with self._ingest_lock:
-            seq = max(await self.store.next_seq(self.node_id), self._seq_floor + 1)
+            # From our own store only: a peer's word on our seqs is never taken (see _check_claims).
+            seq = await self.store.next_seq(self.node_id)
             event = create_event(self.key, self.registry, kind=kind, seq=seq, body=body, ttl=ttl)
             if kind == TOMBSTONE:
                 target = await self.store.get(body["target"])
@@ -392,20 +444,38 @@ class SyncEngine:
     # -- pull / anti-entropy ------------------------------------------------------------------------------------
 
     async def _anti_entropy_loop(self) -> None:
+        """Re-read the approved peers every interval or on wake(), and wake each peer's own loop on wake()."""
         while True:
-            delay = self.settings.anti_entropy_interval
-            self._wake.clear()   # before the round: a wake() while it runs (another approval) asks for one more
+            woken = self._wake.is_set()
+            self._wake.clear()   # before refreshing: a wake() meanwhile (another approval) asks for one more
             try:
-                peers = await self.refresh_peers()
-                outcomes = await asyncio.gather(*(self.sync_with(p) for p in peers))
-                if any(stored is None for stored in outcomes):
-                    delay = min(delay, self.settings.failed_peer_retry)
+                await self.refresh_peers()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("anti-entropy round failed")
+                log.exception("anti-entropy: reading the peers failed")
+            if woken:
+                for state in self._peer_syncs.values():
+                    state.wake.set()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                await asyncio.wait_for(self._wake.wait(), self.settings.anti_entropy_interval)
+
+    async def _peer_loop(self, state: _PeerSync) -> None:
+        """One peer's rounds: at once, then every interval (sooner after a failure or an unfinished sync)."""
+        while True:
+            state.wake.clear()
+            try:
+                stored = await self.sync_with(state.peer)
+            except asyncio.CancelledError:
+                raise
+            except Exception:   # a bug must not end this peer's rounds
+                log.exception("anti-entropy round failed", extra={"peer": state.peer.key})
+                stored = None
+            delay = self.settings.anti_entropy_interval
+            if stored is None or state.peer.key in self._unfinished:
+                delay = min(delay, self.settings.failed_peer_retry)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), delay)
 
     async def sync_with(self, peer: Peer) -> int | None:
         """Pull whatever `peer` has that we lack; the number of events stored, None if it failed. Never raises.
@@ -417,6 +487,7 @@ class SyncEngine:
             try:
                 return await self._pull(peer)
             except SyncError as exc:
+                self.stats.sync_failed[exc.reason] += 1
                 await self.peers.record_sync(peer.key, error=str(exc))
                 log.info("sync failed", extra={"peer": peer.key, "error": str(exc)})
                 return None
@@ -424,17 +495,18 @@ class SyncEngine:
     async def _pull(self, peer: Peer) -> int:
         assert self.client is not None and peer.url
         theirs = await self.client.heads(peer.url)
-        self._seq_floor = max(self._seq_floor, theirs.get(self.node_id, 0))
         ours, tips = await self.store.heads_and_tips()
         quarantined = set(await self.store.quarantined())
         # Quarantined authors are named with the highest seq so the peer sends none of their events: refused
         # anyway, they would fill batches and starve the authors after them.
         asked = ours | {a: MAX_SAFE_INT for a in quarantined}
         gaps = await self.store.gaps()
-        total = 0
+        total = size = 0
+        self._unfinished.discard(peer.key)
         for _ in range(PULL_MAX_ROUNDS):
-            stored, more, seen = await self._pull_round(peer, asked, gaps, tips)
+            stored, more, seen, received = await self._pull_round(peer, asked, gaps, tips)
             total += stored
+            size += received
             advanced = False
             for author, seq in seen.items():
                 if seq > asked.get(author, 0):
@@ -443,22 +515,38 @@ class SyncEngine:
             # Go on while the peer has more and the stream moves forward (even over events refused here).
             if not more or not advanced:
                 break
+            if size >= self.settings.max_sync_bytes:   # the rest at this peer's next round, soon
+                self._unfinished.add(peer.key)
+                break
             gaps, tips = [], {}
         ours = await self.store.heads()
         # With an area of interest, seqs held elsewhere and not here are expected: no lag can be told from heads.
         lag = None if self.settings.interest is not None else \
-            sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined)
-        await self.peers.record_sync(peer.key, error=None, lag=lag, lag_unknown=lag is None)
+            sum(max(0, top - ours.get(a, 0)) for a, top in theirs.items() if a not in quarantined | {self.node_id})
+        await self.peers.record_sync(peer.key, error=None, lag=lag, lag_unknown=lag is None,
+                                     problem=self._check_claims(peer, theirs, ours))
         await self._note_synced(peer)
         return total
 
+    def _check_claims(self, peer: Peer, theirs: dict[str, int], ours: dict[str, int]) -> str | None:
+        """A peer that says it holds events of ours beyond those we hold after pulling from it is wrong (or lying,
+        to make us skip seqs): never believed, told to the manager as the peer's problem."""
+        claimed, held = theirs.get(self.node_id, 0), ours.get(self.node_id, 0)
+        if claimed <= held:
+            return None
+        self.stats.false_claims += 1
+        log.warning("peer claims events of ours we do not hold", extra={"peer": peer.key, "claimed": claimed,
+                                                                         "held": held})
+        return (f"claims to hold this node's events up to seq {claimed}, but sent none past {held}: "
+                "not believed (this node numbers its events from its own store)")
+
     async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: Sequence[Gap], tips: dict[str, str]
-                          ) -> tuple[int, bool, dict[str, int]]:
+                          ) -> tuple[int, bool, dict[str, int], int]:
         """One pull request; chunks are ingested as they arrive, two at a time so that parsing the next chunk
-        overlaps with verifying and storing the previous one. Returns (stored, more, highest seq seen)."""
+        overlaps with verifying and storing the previous one. Returns (stored, more, highest seq seen, bytes)."""
         assert self.client is not None and peer.url
         self.stats.pull_requests += 1
-        stored = 0
+        stored = received = 0
         more = False
         seen: dict[str, int] = {}
         in_flight: list[asyncio.Task[IngestResult]] = []
@@ -472,6 +560,7 @@ class SyncEngine:
             async for lines, flag in self.client.pull(peer.url, heads, gaps, tips, self.settings.pull_limit,
                                                       interest=self.settings.interest):
                 if lines:
+                    received += sum(len(line) + 1 for line in lines)
                     in_flight.append(asyncio.create_task(self.ingest(lines, peer.key)))
                     if len(in_flight) > 1:
                         stored += tally(await in_flight.pop(0))
@@ -481,7 +570,7 @@ class SyncEngine:
             # Whatever arrived before a broken stream is still stored: the next round resumes after it.
             for task in in_flight:
                 stored += tally(await task)
-        return stored, more, seen
+        return stored, more, seen, received
 
 
 async def add_discovered(engine: SyncEngine, key: str, url: str, *, source: str, trusted: bool) -> Peer:

@@ -12,7 +12,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from ._canonical import canonical, canonical_checked, decode
+from ._canonical import MAX_SAFE_INT, canonical, canonical_checked, decode
 from ._errors import (
     BadSignature,
     BodyHashMismatch,
@@ -114,6 +114,9 @@ def create_event(key: nacl.signing.SigningKey, registry: KindRegistry, *, kind: 
                  ttl: int, now: int | None = None) -> Event:
     """Build and sign a new event by `key`'s owner, validating it as any receiver would."""
     ts = int(time.time()) if now is None else now
+    if type(seq) is not int or not 1 <= seq <= MAX_SAFE_INT:
+        raise MalformedEvent(f"seq {seq!r} is outside the event format's range 1..{MAX_SAFE_INT}: "
+                             "no event can be signed with it")
     registry.check_body(kind, body)
     body_bytes = canonical(body, path="body")
     author, body_hash = key.verify_key.encode().hex(), sha256_hex(body_bytes)
@@ -177,6 +180,10 @@ def check_header(event: Event, registry: KindRegistry, *, now: int) -> None:
     if event.v != VERSION:
         raise MalformedEvent(f"field 'v' is {event.v}, this node speaks version {VERSION}")
     spec = registry.get(event.kind)
+    for name in _INT_FIELDS:    # parse_event checked these; create_event's caller may not have
+        value = getattr(event, name)
+        if type(value) is not int or not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            raise _field_error(name, f"an integer within +/-{MAX_SAFE_INT} (the event format's range)", value)
     if event.seq < 1:
         raise MalformedEvent(f"field 'seq' must be at least 1, got {event.seq}")
     if event.ts < 0:

@@ -113,16 +113,18 @@ class PeerStore:
             return cursor.rowcount > 0
 
     async def record_sync(self, key: str, *, error: str | None, lag: int | None = None,
-                          lag_unknown: bool = False) -> None:
-        """Note the outcome of a sync round with `key` (`lag_unknown`: forget the last lag, none can be told)."""
+                          lag_unknown: bool = False, problem: str | None = None) -> None:
+        """Note the outcome of a sync round with `key` (`lag_unknown`: forget the last lag, none can be told;
+        `problem`: the round worked but the peer misbehaved, shown where a failure's error would be)."""
         now = int(time.time())
+        shown = None if problem is None else problem[:300]
         async with self.db.write() as conn:
             if error is None and lag_unknown:
-                await conn.execute("UPDATE peers SET last_sync = ?, last_error = NULL, lag = NULL WHERE key = ?",
-                                   (now, key))
+                await conn.execute("UPDATE peers SET last_sync = ?, last_error = ?, lag = NULL WHERE key = ?",
+                                   (now, shown, key))
             elif error is None:
-                await conn.execute("UPDATE peers SET last_sync = ?, last_error = NULL, lag = COALESCE(?, lag) "
-                                   "WHERE key = ?", (now, lag, key))
+                await conn.execute("UPDATE peers SET last_sync = ?, last_error = ?, lag = COALESCE(?, lag) "
+                                   "WHERE key = ?", (now, shown, lag, key))
             else:
                 await conn.execute("UPDATE peers SET last_error = ? WHERE key = ?", (error[:300], key))
 

@@ -17,7 +17,8 @@ from ._errors import BatchTooLarge, MalformedEvent, PeerNotApproved, SyncError
 from ._event import MAX_EVENT_BYTES
 from ._httpsig import ReplayCache, check_authority, check_content_digest, verify_request
 from ._ratelimit import RateLimiter
-from ._store import MAX_GAP_RANGES, Gap
+from ._store import Gap
+from ._wire import WireError, decode_pull
 
 
 class BadRequest(SyncError):
@@ -127,7 +128,7 @@ class SyncServer:
         more = False
         async for lines, cut in self.engine.store.pull_stream(
                 heads, gaps, limit=limit, max_bytes=self.engine.settings.max_batch_bytes, now=int(time.time()),
-                keep=keep):
+                keep=keep, caller=caller):
             more = cut
             if lines:
                 await response.write(b"\n".join(lines) + b"\n")
@@ -138,41 +139,24 @@ class SyncServer:
         return response
 
     def _parse_pull(self, body: bytes) -> tuple[dict[str, int], list[Gap], dict[str, str], int, Circle | None]:
+        """The pull request, strictly typed and bounded (see _wire.py); BadRequest says what is wrong and where."""
         try:
-            value = json.loads(body)
-        except ValueError as exc:
-            raise BadRequest(f"pull body is not JSON: {exc}") from exc
-        if not isinstance(value, dict) or set(value) - {"heads", "gaps", "tips", "limit", "interest"}:
-            raise BadRequest("pull body must be an object with heads, gaps, tips, limit and (optional) interest")
-        heads = value.get("heads", {})
-        if not isinstance(heads, dict) or not all(isinstance(k, str) and type(v) is int for k, v in heads.items()):
-            raise BadRequest("pull 'heads' must map author keys to integers")
-        gaps = value.get("gaps", [])
-        if (not isinstance(gaps, list) or len(gaps) > MAX_GAP_RANGES
-                or not all(isinstance(g, list) and len(g) == 3 and isinstance(g[0], str)
-                           and type(g[1]) is int and type(g[2]) is int for g in gaps)):
-            raise BadRequest(f"pull 'gaps' must be at most {MAX_GAP_RANGES} [author, first, last] ranges")
-        tips = value.get("tips", {})
-        if not isinstance(tips, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tips.items()):
-            raise BadRequest("pull 'tips' must map author keys to the id of the event at their head")
-        limit = value.get("limit", self.engine.settings.pull_limit)
-        if type(limit) is not int or limit < 1:
-            raise BadRequest("pull 'limit' must be a positive integer")
-        interest = value.get("interest")
-        if interest is not None:
-            if not isinstance(interest, dict) or set(interest) != {"lat_e6", "lon_e6", "radius_m"}:
-                raise BadRequest("pull 'interest' must be {lat_e6, lon_e6, radius_m}: the caller's area of interest")
-            try:
-                interest = Circle(interest["lat_e6"], interest["lon_e6"], interest["radius_m"])
-            except ValueError as exc:
-                raise BadRequest(f"pull 'interest': {exc}") from None
-        return heads, gaps, tips, min(limit, self.engine.settings.max_batch_events), interest
+            request = decode_pull(body)
+            interest = request.circle()
+        except WireError as exc:
+            raise BadRequest(str(exc)) from None
+        limit = self.engine.settings.pull_limit if request.limit is None else request.limit
+        gaps: list[Gap] = [list(gap) for gap in request.gaps]
+        return request.heads, gaps, request.tips, min(limit, self.engine.settings.max_batch_events), interest
 
     async def handle_push(self, request: web.Request) -> web.Response:
         """POST /sync/v1/push: NDJSON events; stores the valid ones and reports each rejection."""
         settings = self.engine.settings
         origin = await self.authenticate(request)
         body = await self._signed_body(request, settings.max_batch_bytes)
+        count = body.count(b"\n") + (not body.endswith(b"\n"))
+        if count > settings.max_batch_events:   # counted before splitting: 8 MiB of newlines is 8 M lines
+            raise BatchTooLarge(f"push holds {count} lines, the limit is {settings.max_batch_events} events")
         lines = body.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()

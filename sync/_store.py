@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypedDict
 
+from ._canonical import MAX_SAFE_INT
 from ._db import Database, Migration
 from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
 from ._event import Event, encode_line, tombstone_target
@@ -187,15 +188,17 @@ class EventStore:
         return {r[0]: Quarantine(reason=r[1], evidence=json.loads(r[2]), at=r[3]) for r in rows}
 
     async def pull_stream(self, their_heads: dict[str, int], their_gaps: Iterable[Gap], *, limit: int,
-                          max_bytes: int, now: int, chunk: int = 500, keep: Callable[[Event], bool] | None = None
-                          ) -> AsyncIterator[tuple[list[bytes], bool]]:
+                          max_bytes: int, now: int, chunk: int = 500, keep: Callable[[Event], bool] | None = None,
+                          caller: str | None = None) -> AsyncIterator[tuple[list[bytes], bool]]:
         """Lines of the events the caller lacks, by (author, seq), in chunks as they are read.
 
         Each item is (lines, more): `more` is True on the last item if the limit or byte cap stopped the stream
         before everything was sent. Bodies of expired events are left out: their headers still fill gaps. With
         `keep` (the caller's area of interest), only events it keeps are sent, and no expired ones: with areas, a
         caller's gaps are mostly events meant for elsewhere. Then at most MAX_SCAN rows are read, the authors in
-        random order, so that the cost of a pull stays bounded and no author is left out every time.
+        random order, so that the cost of a pull stays bounded and no author is left out every time. The caller's
+        own events always go (expired ones header only), whatever their area: a node restored from a backup numbers
+        its next event from what it holds of its own, so it must get back every seq it used.
         """
         ours = await self.heads()
         ranges = [(a, int(lo), int(hi)) for a, lo, hi in their_gaps if isinstance(a, str) and a in ours]
@@ -219,7 +222,8 @@ class EventStore:
                 lines: list[bytes] = []
                 for row in rows:
                     event = _row_event(row)
-                    if keep is not None and (event.expires <= now or event.body is None or not keep(event)):
+                    if (keep is not None and event.author != caller
+                            and (event.expires <= now or event.body is None or not keep(event))):
                         continue
                     if event.expires <= now:
                         event = event.without_body()
@@ -377,6 +381,14 @@ class EventStore:
         async with self.db.write() as conn:
             cursor = await conn.execute("DELETE FROM quarantine WHERE author = ?", (author,))
             return cursor.rowcount > 0
+
+    async def drop_beyond_range(self, author: str) -> int:
+        """Delete `author`'s events numbered past the event format's range (signed before nodes refused to, after a
+        peer's false heads moved their numbering): no peer accepts them and they would keep the author's next seq
+        out of range for ever. Only an author's own events can be there (ingest refuses them). Returns how many."""
+        async with self.db.write() as conn:
+            cursor = await conn.execute("DELETE FROM events WHERE author = ? AND seq > ?", (author, MAX_SAFE_INT))
+            return cursor.rowcount
 
     async def purge_expired(self, *, now: int | None = None) -> int:
         """Drop the bodies of expired events; headers and the tombstone index stay. Returns how many."""

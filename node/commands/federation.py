@@ -10,13 +10,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
-
 from node.commands.client import control, open_db
 from node.config import Config
 from node.errors import NodeError
 from node.identity import load_key, short_id
-from sync import Database, EventStore, PeerClient, PeerStore, PeerUnreachable
+from sync import Database, EventStore, PeerClient, PeerStore, PeerUnreachable, peer_session
 
 
 def print_peers(peers: Sequence[dict[str, Any]]) -> None:
@@ -44,7 +42,7 @@ async def _nudge(config: Config) -> None:
 
 
 async def _add_peer(config: Config, peers: PeerStore, url: str, expect_key: str | None) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with peer_session() as session:
         client = PeerClient(session, load_key(config.key_path))
         try:
             descriptor = await client.descriptor(url, expect_key=expect_key)

@@ -49,6 +49,14 @@ async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore
     families.append(refused)
     families.append(CounterMetricFamily("nnode_push_dropped", "Events not pushed (peer down or outbox full); "
                                         "anti-entropy repairs them.", value=stats.push_dropped))
+    failed = CounterMetricFamily("nnode_sync_failed", "Syncs with a peer that failed (unreachable, too slow, an "
+                                 "answer too large or malformed), by reason.", labels=["reason"])
+    for reason, count in sorted(stats.sync_failed.items()):
+        failed.add_metric([reason], count)
+    families.append(failed)
+    families.append(CounterMetricFamily("nnode_peer_false_claims", "Syncs after which a peer claimed to hold more "
+                                        "of this node's own events than it sent (not believed).",
+                                        value=stats.false_claims))
     families.append(CounterMetricFamily("nnode_out_of_area", "Events received and not kept, or not pushed to a peer, "
                                         "because they do not touch the area of interest.", value=stats.out_of_area))
 
