@@ -18,6 +18,7 @@ import msgspec
 
 from node.camera.settings import CameraConfig, with_location
 from node.errors import ConfigError
+from node.safety.geocodes import check_entry
 from node.structs import (
     DECIMAL,
     FieldError,
@@ -185,11 +186,22 @@ class AlertsSection(Strict, frozen=True):
     max_feed_bytes: Annotated[int, setting("Largest feed download accepted, in bytes; a bigger one is refused for "
                                            "that poll.", ge=1024, le=8 * 1024 * 1024)] = 5 * 1024 * 1024
     fetch_timeout: Annotated[int, setting("Seconds one feed download may take in all.", ge=1, le=600)] = 20
+    geocodes: Annotated[tuple[str, ...], setting(
+        "The building's own codes, which official alerts name instead of a shape: SAME=036047 (SAME or FIPS "
+        "county), UGC=NYZ075 (NWS zone or county), ZIP=11201, or a publisher's local code as NAME=value (like "
+        "NYC-BOROUGH=Brooklyn). An alert area with a shape is matched by the shape when node.latitude is set; "
+        "otherwise by these codes (docs/residents.md).",
+        expected='a list of NAME=value codes, like ["SAME=036047", "UGC=NYZ075", "ZIP=11201"]')] = ()
 
     def __post_init__(self) -> None:
-        """No feed twice."""
+        """No feed twice; every geocode readable."""
         if len(set(self.feeds)) != len(self.feeds):
             raise FieldError("feeds")
+        if len(self.geocodes) > 100:
+            raise FieldError("geocodes", "at most 100 geocodes")
+        for index, entry in enumerate(self.geocodes):
+            if (problem := check_entry(entry)) is not None:
+                raise FieldError(f"geocodes[{index}]", problem)
 
 
 class CamerasSection(Strict, frozen=True):

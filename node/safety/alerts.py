@@ -26,10 +26,10 @@ from node.safety.cap import (
     _parse_xml,
     alert_from_element,
     alert_to_element,
-    area_covers,
     check_alert_dict,
     parse_document,
 )
+from node.safety.geocodes import Geocodes, alert_applies
 from node.safety.live import ALL
 from node.safety.reports import REPORT, report_message
 from sync import Event, EventStore, SyncEngine, SyncError, require_fields
@@ -39,6 +39,7 @@ log = logging.getLogger("nnode.alerts")
 ALERT = "alert"
 MAX_TTL = 30 * 86_400
 DEFAULT_TTL = 86_400
+NO_CODES = Geocodes()
 
 
 def validate_alert(body: Any) -> None:
@@ -257,9 +258,10 @@ class FeedPoller:
             pass
 
 
-async def current_alerts(store: EventStore, *, location: tuple[float, float] | None, now: int | None = None,
-                         include_tests: bool = False) -> list[dict[str, Any]]:
-    """Alerts in force: not expired, not replaced by an Update nor withdrawn by a Cancel, covering `location`."""
+async def current_alerts(store: EventStore, *, location: tuple[float, float] | None, codes: Geocodes = NO_CODES,
+                         now: int | None = None, include_tests: bool = False) -> list[dict[str, Any]]:
+    """Alerts in force: not expired, not replaced by an Update nor withdrawn by a Cancel, for this node (its
+    `location` inside a shape, or one of its `codes` named: node/safety/geocodes.py)."""
     now = int(time.time()) if now is None else now
     events = [e for e in await store.recent(100_000, ALERT) if e.body is not None]
     alerts = [(e, e.body_value()["cap"]) for e in events]
@@ -277,8 +279,7 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
             continue
         if alert_expiry(alert, now) <= now:
             continue
-        areas = [area for info in alert["info"] for area in info["area"]]
-        if location is not None and areas and not any(area_covers(a, *location) for a in areas):
+        if not alert_applies(alert, location, codes):
             continue
         current.append({"event": event.id, "received": event.ts, "cap": alert})
     return sorted(current, key=lambda a: a["cap"]["sent"], reverse=True)
@@ -311,7 +312,8 @@ def _withdrawn_by(alert: dict[str, Any], alerts: list[tuple[Event, dict[str, Any
 
 
 async def live_messages(store: EventStore, events: list[Event], location: tuple[float, float] | None,
-                        *, now: int | None = None) -> list[tuple[str, dict[str, Any], str]]:
+                        *, codes: Geocodes = NO_CODES, now: int | None = None
+                        ) -> list[tuple[str, dict[str, Any], str]]:
     """What open pages must hear about newly stored events: (message type, data, audience) triples.
 
     A new alert is announced only if it is now in force here by the same rules as /api/alerts (so an alert that
@@ -338,7 +340,8 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
                 for withdrawn in _withdrawn_by(alert, earlier):
                     messages.append(("alert-withdrawn", {"event": withdrawn}, ALL))
             if in_force is None:   # of several copies of one CAP alert, the earliest is the one in force
-                in_force = {a["event"] for a in await current_alerts(store, location=location, now=now)}
+                in_force = {a["event"] for a in await current_alerts(store, location=location, codes=codes,
+                                                                     now=now)}
             if event.id in in_force:
                 messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert}, ALL))
     return messages

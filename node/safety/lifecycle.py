@@ -17,6 +17,7 @@ from node.keys import ACCOUNTS, CONFIG, DB, ENGINE, FEEDS, HUB, REPORTS, SCHEDUL
 from node.periodic import Jobs
 from node.safety import sos
 from node.safety.alerts import FeedPoller, live_messages
+from node.safety.geocodes import Geocodes
 from node.safety.live import Hub
 from node.safety.reports import Reports
 from sync import Event
@@ -58,10 +59,11 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
 async def _tell_pages(app: web.Application, relay: asyncio.Queue[list[Event]]) -> None:
     """New events (local or from peers) become live messages, in the order they were stored."""
     location = node_location(app[CONFIG])
+    codes = Geocodes.parse(app[CONFIG].alerts.geocodes)
     while True:
         events = await relay.get()
         try:
-            for kind, data, audience in await live_messages(app[STORE], events, location):
+            for kind, data, audience in await live_messages(app[STORE], events, location, codes=codes):
                 await app[HUB].publish(kind, data, audience)
         except Exception:
             log.exception("live delivery of new events failed")
