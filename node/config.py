@@ -174,13 +174,33 @@ class LogSection(Strict, frozen=True):
                                                        "terminal.")] = "json"
 
 
+Host = Annotated[str, setting(pattern=r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?",
+                              expected='a host name, optionally with a port, like "alerts.example.org:8443"')]
+Sender = Annotated[str, setting(pattern=r"[^\s,<&]{1,200}", expected="a CAP sender, like w-nws.webmaster@noaa.gov")]
+
+
+class FeedConfig(Strict, frozen=True):
+    """An official feed with who may send through it (a table in alerts.feeds)."""
+
+    url: HttpUrl
+    senders: Annotated[tuple[Sender, ...], setting(
+        "The CAP <sender>s this feed publishes as; an alert from any other is skipped. Empty: any sender.")] = ()
+    link_hosts: Annotated[tuple[Host, ...], setting(
+        "Hosts (host or host:port) linked CAP files may come from besides the feed's own.")] = ()
+
+
 class AlertsSection(Strict, frozen=True):
     """[alerts]"""
 
-    feeds: Annotated[tuple[HttpUrl, ...], setting(
-        "CAP 1.2 sources polled on a schedule: URLs of one alert or of an Atom/RSS feed of them. Alerts this node "
-        "does not hold yet are published as signed events.",
-        expected='a list of distinct http:// or https:// URLs, like ["https://alerts.example.org/cap.atom"]')] = ()
+    feeds: Annotated[tuple[HttpUrl | FeedConfig, ...], setting(
+        "CAP 1.2 sources polled on a schedule: a URL of one alert, of an Atom/RSS feed carrying, escaping or linking "
+        "to CAP files, or of an IPAWS-OPEN <alerts> feed; or a table {url, senders, link_hosts} naming the CAP "
+        "senders the feed may publish as and other hosts its links may point to. Alerts this node does not hold "
+        "yet are published as signed events.",
+        expected='a list of distinct http:// or https:// URLs or {url = "...", senders = ["..."]} tables, like '
+                 '["https://alerts.example.org/cap.atom"]')] = ()
+    max_linked: Annotated[int, setting("Most CAP files one poll fetches from the links of an index feed; the rest "
+                                       "wait for the next poll.", ge=1, le=1000)] = 100
     poll_interval: Annotated[int, setting("Seconds between polls of every feed.", ge=30, le=86400,
                                           unit="seconds")] = 300
     max_feed_bytes: Annotated[int, setting("Largest feed download accepted, in bytes; a bigger one is refused for "
@@ -195,13 +215,19 @@ class AlertsSection(Strict, frozen=True):
 
     def __post_init__(self) -> None:
         """No feed twice; every geocode readable."""
-        if len(set(self.feeds)) != len(self.feeds):
+        urls = [source.url for source in self.sources]
+        if len(set(urls)) != len(urls):
             raise FieldError("feeds")
         if len(self.geocodes) > 100:
             raise FieldError("geocodes", "at most 100 geocodes")
         for index, entry in enumerate(self.geocodes):
             if (problem := check_entry(entry)) is not None:
                 raise FieldError(f"geocodes[{index}]", problem)
+
+    @property
+    def sources(self) -> tuple[FeedConfig, ...]:
+        """Every feed as a FeedConfig (a bare URL: any sender, links to its own host only)."""
+        return tuple(FeedConfig(url=f) if isinstance(f, str) else f for f in self.feeds)
 
 
 class CamerasSection(Strict, frozen=True):

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
 
-import aiohttp
-
-from node.config import AlertsSection
-from node.errors import NodeError
 from node.safety.cap import (
     ATOM,
     CATEGORY,
     CERTAINTY,
-    NS,
     SEVERITY,
     URGENCY,
     CapError,
@@ -32,7 +25,7 @@ from node.safety.cap import (
 from node.safety.geocodes import Geocodes, alert_applies
 from node.safety.live import ALL
 from node.safety.reports import REPORT, report_message
-from sync import Event, EventStore, SyncEngine, SyncError, require_fields
+from sync import Event, EventStore, SyncEngine, require_fields
 
 log = logging.getLogger("nnode.alerts")
 
@@ -55,6 +48,11 @@ def _key(sender: str, identifier: str, sent: str) -> str:
     return f"{sender},{identifier},{sent}"
 
 
+def alert_key(alert: dict[str, Any]) -> str:
+    """The CAP key of an alert, "sender,identifier,sent", as other alerts' <references> name it."""
+    return _key(alert["sender"], alert["identifier"], alert["sent"])
+
+
 def alert_expiry(alert: dict[str, Any], now: int) -> int:
     """When the alert's last info block expires (Unix seconds), or a day from now if none says."""
     stamps = [int(datetime.fromisoformat(i["expires"]).timestamp()) for i in alert["info"] if "expires" in i]
@@ -72,79 +70,6 @@ async def import_alerts(engine: SyncEngine, document: bytes) -> list[Event]:
             raise CapError(f"alert {alert['identifier']}: already expired ({datetime.utcfromtimestamp(expires)} UTC)")
         published.append(await engine.publish(ALERT, {"cap": alert}, ttl=min(expires - now, MAX_TTL)))
     return published
-
-
-class FeedError(NodeError):
-    """A CAP feed could not be fetched: unreachable, too slow, too large, or an HTTP error status."""
-
-    reason = "feed"
-
-
-@dataclass
-class PollResult:
-    """What one poll of a feed did: alerts published, already held, skipped (with why), or nothing changed."""
-
-    published: int = 0
-    known: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    not_modified: bool = False
-
-
-def _feed_alerts(document: bytes) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """The valid alerts of a CAP document, and the invalid alerts of a feed with the reason each was skipped.
-
-    A document that is not XML, is refused (DTDs, entities, size), is not CAP, or is a single invalid alert raises
-    CapError: there is nothing in it to keep.
-    """
-    try:
-        return parse_document(document), []
-    except CapError:
-        # parse_document is all-or-nothing; in a feed, one bad entry must not hide the good ones.
-        root = _parse_xml(document)          # a fault of the whole document raises again here
-        if root.tag not in (f"{{{ATOM}}}feed", "rss"):
-            raise
-    alerts, skipped = [], []
-    for i, element in enumerate(root.iter(f"{{{NS}}}alert")):
-        try:
-            alerts.append(alert_from_element(element, f"feed/alert[{i + 1}]"))
-        except CapError as exc:
-            identifier = element.findtext(f"{{{NS}}}identifier") or f"feed/alert[{i + 1}]"
-            skipped.append({"alert": identifier.strip(), "reason": str(exc)})
-    return alerts, skipped
-
-
-async def _fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int, timeout: float,
-                 state: dict[str, str]) -> tuple[bytes | None, dict[str, str]]:
-    """GET `url` conditionally; (None, {}) if unchanged since `state`, else (body, its validators)."""
-    headers = {"Accept": "application/atom+xml, application/rss+xml, application/cap+xml, application/xml, "
-                         "text/xml;q=0.9, */*;q=0.1"}
-    if "etag" in state:
-        headers["If-None-Match"] = state["etag"]
-    if "last_modified" in state:
-        headers["If-Modified-Since"] = state["last_modified"]
-    try:
-        async with asyncio.timeout(timeout):
-            async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                if resp.status == 304:
-                    return None, {}
-                if resp.status != 200:
-                    raise FeedError(f"{url}: HTTP {resp.status} {resp.reason or ''}".rstrip())
-                if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise FeedError(f"{url}: feed is {resp.content_length} bytes, the limit is {max_bytes} "
-                                    "(alerts.max_feed_bytes)")
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(64 * 1024):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise FeedError(f"{url}: feed is larger than the limit of {max_bytes} bytes "
-                                        "(alerts.max_feed_bytes)")
-                validators = {name: resp.headers[header] for name, header in
-                              (("etag", "ETag"), ("last_modified", "Last-Modified")) if header in resp.headers}
-                return bytes(body), validators
-    except TimeoutError:
-        raise FeedError(f"{url}: no complete answer within {timeout} s (alerts.fetch_timeout)") from None
-    except aiohttp.ClientError as exc:
-        raise FeedError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
 
 
 COMPONENT = "alerts"   # its own migration counter (node/schema.py)
@@ -166,96 +91,13 @@ async def remember_withdrawn(store: EventStore, event_id: str, own: str) -> None
                            (_key(cap["sender"], cap["identifier"], cap["sent"]), event_id, int(time.time())))
 
 
-async def _held_keys(store: EventStore) -> set[str]:
+async def held_keys(store: EventStore) -> set[str]:
     """The CAP keys (sender,identifier,sent) of every alert this node holds, from any author, or deleted."""
     held = {row[0] for row in await store.db.reader.execute_fetchall("SELECT key FROM withdrawn_alerts")}
     for event in await store.recent(100_000, ALERT):
         if event.body is not None:
-            cap = event.body_value()["cap"]
-            held.add(_key(cap["sender"], cap["identifier"], cap["sent"]))
+            held.add(alert_key(event.body_value()["cap"]))
     return held
-
-
-async def poll_feed(engine: SyncEngine, session: aiohttp.ClientSession, url: str, *, max_bytes: int,
-                    timeout: float, state: dict[str, str]) -> PollResult:
-    """Fetch a CAP feed (or single alert) and publish the alerts this node does not hold yet.
-
-    `state` keeps the feed's ETag and Last-Modified between polls, so an unchanged feed costs a 304. Expired or
-    invalid alerts are skipped and listed in the result; a feed that cannot be fetched raises FeedError, one that
-    cannot be read as CAP raises CapError, and in both cases nothing is published.
-    """
-    document, validators = await _fetch(session, url, max_bytes=max_bytes, timeout=timeout, state=state)
-    if document is None:
-        return PollResult(not_modified=True)
-    alerts, skipped = _feed_alerts(document)
-    for item in skipped:
-        log.warning("invalid alert in feed skipped", extra={"url": url, "alert": item["alert"],
-                                                             "reason": item["reason"]})
-    result = PollResult(skipped=skipped)
-    held = await _held_keys(engine.store)
-    now = int(time.time())
-    for alert in alerts:
-        key = _key(alert["sender"], alert["identifier"], alert["sent"])
-        if key in held:
-            result.known += 1
-            continue
-        expires = alert_expiry(alert, now)
-        if expires <= now:
-            result.skipped.append({"alert": alert["identifier"],
-                                   "reason": time.strftime("expired %Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))})
-            continue
-        await engine.publish(ALERT, {"cap": alert}, ttl=min(expires - now, MAX_TTL))
-        held.add(key)
-        result.published += 1
-    # Remembered only now: a poll that failed part-way (publishing held, say) fetches the whole feed next time.
-    state.clear()
-    state.update(validators)
-    if result.published:
-        log.info("alerts published from feed", extra={"url": url, "count": result.published})
-    return result
-
-
-class FeedPoller:
-    """Polls every configured feed in turn (an apscheduler job); keeps each feed's last outcome for status."""
-
-    def __init__(self, engine: SyncEngine, session: aiohttp.ClientSession, settings: AlertsSection) -> None:
-        self.engine = engine
-        self.session = session
-        self.settings = settings
-        self.status: dict[str, dict[str, Any]] = {url: {"last_poll": None, "ok": None, "error": None,
-                                                        "failures": 0, "published": 0, "last": None}
-                                                  for url in settings.feeds}
-        self._validators: dict[str, dict[str, str]] = {url: {} for url in settings.feeds}
-        self._running = asyncio.Lock()
-
-    async def poll_all(self) -> None:
-        """Poll each feed once; a failure is logged and counted, and never stops the other feeds or the job."""
-        async with self._running:
-            for url in self.settings.feeds:
-                await self._poll(url)
-
-    async def _poll(self, url: str) -> None:
-        status = self.status[url]
-        status["last_poll"] = int(time.time())
-        try:
-            result = await poll_feed(self.engine, self.session, url, max_bytes=self.settings.max_feed_bytes,
-                                     timeout=self.settings.fetch_timeout, state=self._validators[url])
-        except (NodeError, SyncError) as exc:
-            error = str(exc)
-            log.warning("alert feed poll failed", extra={"url": url, "reason": error})
-        except Exception as exc:  # a bug must not end polling for good
-            error = f"{exc.__class__.__name__}: {exc}"
-            log.exception("alert feed poll failed", extra={"url": url, "reason": error})
-        else:
-            status.update(ok=True, error=None, published=status["published"] + result.published,
-                          last=asdict(result))
-            return
-        status.update(ok=False, error=error, failures=status["failures"] + 1, last=None)
-
-    async def idle(self) -> None:
-        """Return once no poll is running (one cancelled at shutdown has unwound)."""
-        async with self._running:
-            pass
 
 
 async def current_alerts(store: EventStore, *, location: tuple[float, float] | None, codes: Geocodes = NO_CODES,

@@ -16,7 +16,8 @@ from node.federation.areas import coarse_location, node_location
 from node.keys import ACCOUNTS, CONFIG, DB, ENGINE, FEEDS, HUB, REPORTS, SCHEDULER, SOS_DESK, STORE
 from node.periodic import Jobs
 from node.safety import sos
-from node.safety.alerts import FeedPoller, live_messages
+from node.safety.alerts import live_messages
+from node.safety.feeds import FeedPoller
 from node.safety.geocodes import Geocodes
 from node.safety.live import Hub
 from node.safety.reports import Reports

@@ -23,7 +23,7 @@ from node.http import (
     session_of,
 )
 from node.identity import node_id
-from node.keys import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from node.keys import CAMERAS, CONFIG, ENGINE, FEEDS, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
 from node.safety.cap import CapError
 from node.safety.geocodes import Geocodes
@@ -297,6 +297,11 @@ async def alerts_atom(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/atom+xml")
 
 
+async def feeds_status(request: web.Request) -> web.Response:
+    """GET /api/feeds: each official feed's last poll (time, HTTP status, shape, alerts found, skipped and why)."""
+    return web.json_response({"ok": True, "feeds": request.app[FEEDS].listing()})
+
+
 def routes() -> list[Route]:
     """The safety routes: alerts, live delivery, reports, SOS, timeline and map."""
     public, manager = frozenset({PUBLIC}), frozenset({MANAGER})
@@ -305,6 +310,7 @@ def routes() -> list[Route]:
         Route("GET", "/api/alerts", alerts_json, public),
         Route("POST", "/api/alerts", post_alert, manager, AlertBody),
         Route("GET", "/alerts.atom", alerts_atom, public),
+        Route("GET", "/api/feeds", feeds_status, manager),
         Route("GET", "/api/stream", stream, signed_in),
         Route("GET", "/api/reports", list_reports, signed_in),
         Route("POST", "/api/reports", post_report, signed_in),
