@@ -53,6 +53,25 @@ def alert_key(alert: dict[str, Any]) -> str:
     return _key(alert["sender"], alert["identifier"], alert["sent"])
 
 
+def withdraws(alert: dict[str, Any]) -> set[str]:
+    """The CAP keys an Update or Cancel replaces or withdraws: those it references from its own sender only (CAP
+    consumers honour an Update or Cancel from the original sender alone); nothing for other message types."""
+    if alert["msgType"] not in ("Update", "Cancel"):
+        return set()
+    return {_key(r["sender"], r["identifier"], r["sent"]) for r in alert["references"] if r["sender"] == alert["sender"]}
+
+
+def not_authorised(alert: dict[str, Any]) -> str | None:
+    """Why this node will not publish an alert on its sender's authority (an Update or Cancel of another sender's
+    alert), or None."""
+    if alert["msgType"] in ("Update", "Cancel"):
+        foreign = sorted({r["sender"] for r in alert["references"]} - {alert["sender"]})
+        if foreign:
+            return (f"a {alert['msgType']} from {alert['sender']!r} references alerts of {', '.join(map(repr, foreign))}"
+                    ": only the original sender may update or cancel an alert")
+    return None
+
+
 def alert_expiry(alert: dict[str, Any], now: int) -> int:
     """When the alert's last info block expires (Unix seconds), or a day from now if none says."""
     stamps = [int(datetime.fromisoformat(i["expires"]).timestamp()) for i in alert["info"] if "expires" in i]
@@ -60,16 +79,18 @@ def alert_expiry(alert: dict[str, Any], now: int) -> int:
 
 
 async def import_alerts(engine: SyncEngine, document: bytes) -> list[Event]:
-    """Publish every alert in a CAP document (alert or feed) as a signed event; expired ones are refused."""
+    """Publish every alert in a CAP document (alert or feed) as a signed event; if one is expired or an Update or
+    Cancel of another sender's alert, the document is refused before any is published."""
     now = int(time.time())
     alerts = parse_document(document)
-    published = []
     for alert in alerts:
         expires = alert_expiry(alert, now)
         if expires <= now:
             raise CapError(f"alert {alert['identifier']}: already expired ({datetime.utcfromtimestamp(expires)} UTC)")
-        published.append(await engine.publish(ALERT, {"cap": alert}, ttl=min(expires - now, MAX_TTL)))
-    return published
+        if (reason := not_authorised(alert)) is not None:
+            raise CapError(f"alert {alert['identifier']}: {reason}")
+    return [await engine.publish(ALERT, {"cap": alert}, ttl=min(alert_expiry(alert, now) - now, MAX_TTL))
+            for alert in alerts]
 
 
 COMPONENT = "alerts"   # its own migration counter (node/schema.py)
@@ -107,8 +128,7 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
     now = int(time.time()) if now is None else now
     events = [e for e in await store.recent(100_000, ALERT) if e.body is not None]
     alerts = [(e, e.body_value()["cap"]) for e in events]
-    replaced = {_key(r["sender"], r["identifier"], r["sent"]) for _, a in alerts
-                if a["msgType"] in ("Update", "Cancel") for r in a["references"]}
+    replaced = {key for _, a in alerts for key in withdraws(a)}
     current, seen = [], set()
     for event, alert in sorted(alerts, key=lambda pair: (pair[0].ts, pair[0].author, pair[0].seq)):
         key = _key(alert["sender"], alert["identifier"], alert["sent"])
@@ -148,7 +168,7 @@ def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str) -> byte
 
 
 def _withdrawn_by(alert: dict[str, Any], alerts: list[tuple[Event, dict[str, Any]]]) -> list[str]:
-    keys = {_key(r["sender"], r["identifier"], r["sent"]) for r in alert["references"]}
+    keys = withdraws(alert)
     return [event.id for event, earlier in alerts if _key(earlier["sender"], earlier["identifier"], earlier["sent"])
             in keys]
 
