@@ -97,7 +97,39 @@ COMPONENT = "alerts"   # its own migration counter (node/schema.py)
 MIGRATIONS = [
     # CAP keys of alerts the manager deleted: a feed that still lists one must not bring it back.
     (1, ["CREATE TABLE withdrawn_alerts (key TEXT PRIMARY KEY, event_id TEXT NOT NULL, deleted INTEGER NOT NULL)"]),
+    # What an authorised Update or Cancel withdrew, kept until the withdrawn alert's own expiry: the Cancel's body
+    # may be purged (its own `expires` is often minutes away) long before the warning it withdrew would end.
+    (2, ["CREATE TABLE alert_withdrawals (key TEXT PRIMARY KEY, by_event TEXT NOT NULL, until INTEGER NOT NULL)",
+         "CREATE INDEX alert_withdrawals_until ON alert_withdrawals (until)"]),
 ]
+
+
+async def record_withdrawals(store: EventStore, events: list[Event]) -> int:
+    """Record what the Updates and Cancels among `events` withdraw, each until the withdrawn alert's own end (its
+    CAP expiry or its event's, the later; MAX_TTL from now if this node does not hold it). Returns how many."""
+    replies = [(event.id, key) for event in events if event.kind == ALERT and event.body is not None
+               for key in withdraws(event.body_value()["cap"])]
+    if not replies:
+        return 0
+    ends: dict[str, int] = {}
+    for event in await store.recent(100_000, ALERT):
+        if event.body is not None:
+            cap = event.body_value()["cap"]
+            key = alert_key(cap)
+            ends[key] = max(ends.get(key, 0), alert_expiry(cap, event.ts), event.expires)
+    default = int(time.time()) + MAX_TTL
+    async with store.db.write() as conn:
+        await conn.executemany(
+            "INSERT INTO alert_withdrawals (key, by_event, until) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET until = max(until, excluded.until)",
+            [(key, by, ends.get(key, default)) for by, key in replies])
+    return len(replies)
+
+
+async def purge_withdrawals(store: EventStore) -> None:
+    """Forget withdrawals whose withdrawn alert has ended."""
+    async with store.db.write() as conn:
+        await conn.execute("DELETE FROM alert_withdrawals WHERE until <= ?", (int(time.time()),))
 
 
 async def remember_withdrawn(store: EventStore, event_id: str, own: str) -> None:
@@ -129,6 +161,8 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
     events = [e for e in await store.recent(100_000, ALERT) if e.body is not None]
     alerts = [(e, e.body_value()["cap"]) for e in events]
     replaced = {key for _, a in alerts for key in withdraws(a)}
+    replaced |= {row[0] for row in await store.db.reader.execute_fetchall(
+        "SELECT key FROM alert_withdrawals WHERE until > ?", (now,))}
     current, seen = [], set()
     for event, alert in sorted(alerts, key=lambda pair: (pair[0].ts, pair[0].author, pair[0].seq)):
         key = _key(alert["sender"], alert["identifier"], alert["sent"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import AsyncIterator
 
@@ -16,7 +17,7 @@ from node.federation.areas import coarse_location, node_location
 from node.keys import ACCOUNTS, CONFIG, DB, ENGINE, FEEDS, HUB, REPORTS, SCHEDULER, SOS_DESK, STORE
 from node.periodic import Jobs
 from node.safety import sos
-from node.safety.alerts import live_messages
+from node.safety.alerts import ALERT, live_messages, purge_withdrawals, record_withdrawals
 from node.safety.feeds import FeedPoller
 from node.safety.geocodes import Geocodes
 from node.safety.live import Hub
@@ -37,11 +38,14 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     engine.listeners.append(relay.put_nowait)
     teller = asyncio.create_task(_tell_pages(app, relay), name="nnode-live-events")
     await hub.purge()
+    # an Update or Cancel stored just before a crash, before its listener ran, is recorded now
+    await record_withdrawals(app[STORE], await app[STORE].recent(100_000, ALERT))
     session = aiohttp.ClientSession(headers={"User-Agent": f"nnode/{__version__}"})
     poller = app[FEEDS] = FeedPoller(engine, session, config.alerts)
     escalator = sos.Escalator(desk, engine, hub.publish, config, coarse_location(config), session)
     jobs = Jobs(app[SCHEDULER], "safety")
     jobs.every(config.events.purge_interval, hub.purge, name="purge-feed")
+    jobs.every(config.events.purge_interval, functools.partial(purge_withdrawals, app[STORE]), name="purge-withdrawals")
     jobs.every(sos.TICK, escalator.run_due, name="sos-escalation", cancel=True)
     if config.alerts.feeds:  # first poll now, in the background: a slow feed must not delay start-up
         jobs.every(config.alerts.poll_interval, poller.poll_all, name="poll-alert-feeds", now=True, cancel=True)
@@ -64,6 +68,7 @@ async def _tell_pages(app: web.Application, relay: asyncio.Queue[list[Event]]) -
     while True:
         events = await relay.get()
         try:
+            await record_withdrawals(app[STORE], events)
             for kind, data, audience in await live_messages(app[STORE], events, location, codes=codes):
                 await app[HUB].publish(kind, data, audience)
         except Exception:
