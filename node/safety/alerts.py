@@ -36,12 +36,28 @@ NO_CODES = Geocodes()
 
 
 def validate_alert(body: Any) -> None:
-    """An alert event's body: {"cap": <alert in JSON form>}, valid CAP 1.2."""
+    """An alert event's body: {"cap": <alert in JSON form>}, valid CAP 1.2, of Public scope (events are what the
+    neighborhood shares: a Restricted or Private alert is for its restriction or addresses, not for every node)."""
     require_fields(body, {"cap": dict})
     try:
         check_alert_dict(body["cap"])
     except CapError as exc:
         raise ValueError(str(exc)) from exc
+    if (reason := not_public(body["cap"])) is not None:
+        raise ValueError(reason)
+
+
+def not_public(alert: dict[str, Any]) -> str | None:
+    """Why an alert is not published to residents or peers (its scope is not Public), or None."""
+    if alert["scope"] != "Public":
+        return (f"scope {alert['scope']}: only Public alerts are shown to residents, exported or shared with peers "
+                "(a Restricted or Private alert is not published)")
+    return None
+
+
+def refusal(alert: dict[str, Any]) -> str | None:
+    """Why this node will not publish an alert (not Public, or an Update or Cancel of another sender's), or None."""
+    return not_public(alert) or not_authorised(alert)
 
 
 def _key(sender: str, identifier: str, sent: str) -> str:
@@ -87,7 +103,7 @@ async def import_alerts(engine: SyncEngine, document: bytes) -> list[Event]:
         expires = alert_expiry(alert, now)
         if expires <= now:
             raise CapError(f"alert {alert['identifier']}: already expired ({datetime.utcfromtimestamp(expires)} UTC)")
-        if (reason := not_authorised(alert)) is not None:
+        if (reason := refusal(alert)) is not None:
             raise CapError(f"alert {alert['identifier']}: {reason}")
     return [await engine.publish(ALERT, {"cap": alert}, ttl=min(alert_expiry(alert, now) - now, MAX_TTL))
             for alert in alerts]
@@ -172,6 +188,8 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
         if alert["msgType"] not in ("Alert", "Update") or key in replaced:
             continue
         if alert["status"] != "Actual" and not include_tests:
+            continue
+        if alert["scope"] != "Public":   # refused on arrival since; one stored before stays off the public routes
             continue
         if alert_expiry(alert, now) <= now:
             continue

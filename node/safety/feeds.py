@@ -16,7 +16,7 @@ from yarl import URL
 
 from node.config import AlertsSection, FeedConfig
 from node.errors import NodeError
-from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, alert_key, held_keys, not_authorised
+from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, alert_key, held_keys, refusal
 from node.safety.cap import CapError, _parse_xml, alert_from_element
 from node.safety.feed_documents import read_feed
 from sync import SyncEngine, SyncError
@@ -169,7 +169,7 @@ def _allowed(alert: dict[str, Any], source: FeedConfig) -> str | None:
     """Why an alert from this feed is not published, or None."""
     if source.senders and alert["sender"] not in source.senders:
         return f"sender {alert['sender']!r} is not one this feed publishes as (alerts.feeds senders)"
-    return not_authorised(alert)
+    return refusal(alert)
 
 
 async def poll_feed(engine: SyncEngine, session: aiohttp.ClientSession, source: FeedConfig | str, *,
