@@ -121,6 +121,7 @@ async def test_an_nws_index_feed_yields_the_linked_alerts_and_refetches_them_con
     assert (first.shape, first.entries, first.found, first.linked, first.published) == ("atom", 2, 2, 2, 1 + 1)
     assert first.skipped == []
     assert await in_force(node) == [ident(1), ident(2)]
+    assert all(h["Accept"].startswith("application/cap+xml") for p, h in agency.requests if p.startswith("/cap/"))
 
     second = await poll(node, base + "/feed", state)             # the feed has no validator: read again
     assert (second.found, second.published, second.known) == (0, 0, 2)

@@ -25,6 +25,8 @@ log = logging.getLogger("nnode.alerts")
 
 ACCEPT = ("application/atom+xml, application/rss+xml, application/cap+xml, application/xml, text/xml;q=0.9, "
           "*/*;q=0.1")
+# A linked file is asked for as CAP first: api.weather.gov serves one alert as GeoJSON unless CAP is preferred.
+ACCEPT_CAP = "application/cap+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.1"
 MAX_REDIRECTS = 3
 
 
@@ -67,8 +69,8 @@ class Fetched:
 async def _fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int, timeout: float,
                  state: dict[str, str], allowed: Any = None) -> Fetched:
     """GET `url` conditionally on `state`'s validators, bounded in size and time. With `allowed` (a URL -> bool),
-    redirects are followed only to URLs it allows."""
-    headers = {"Accept": ACCEPT}
+    redirects are followed only to URLs it allows, and CAP is asked for first."""
+    headers = {"Accept": ACCEPT if allowed is None else ACCEPT_CAP}
     if "etag" in state:
         headers["If-None-Match"] = state["etag"]
     if "last_modified" in state:
