@@ -1,5 +1,6 @@
 """Where an official alert applies: by shape, or by the node's own codes (alerts.geocodes) when it gives none."""
 
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -55,9 +56,12 @@ async def test_each_kind_of_code_decides_for_a_code_only_alert(make_node, codes,
     assert await public_alerts(node) == ([KINGS] if shown else [])
 
 
-async def test_a_node_that_cannot_place_a_code_only_alert_shows_it(make_node):
+async def test_a_node_that_cannot_place_a_code_only_alert_shows_it_and_says_why(make_node, caplog):
     """A location but no codes: the node cannot tell, and errs on the side of warning."""
-    node = await make_node("n", node__latitude="40.6782", node__longitude="-73.9442")
+    with caplog.at_level(logging.WARNING, logger="nnode"):
+        node = await make_node("n", node__latitude="40.6782", node__longitude="-73.9442",
+                               alerts__feeds=["http://127.0.0.1:9/feed"])
+    assert any(r.getMessage().startswith("alerts.geocodes is empty") for r in caplog.records)
     await import_alerts(node.engine, current(sample("nws_winter_storm_kings.xml")))
     assert await public_alerts(node) == [KINGS]
 

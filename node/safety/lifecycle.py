@@ -47,6 +47,9 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     jobs.every(config.events.purge_interval, hub.purge, name="purge-feed")
     jobs.every(config.events.purge_interval, functools.partial(purge_withdrawals, app[STORE]), name="purge-withdrawals")
     jobs.every(sos.TICK, escalator.run_due, name="sos-escalation", cancel=True)
+    if config.alerts.feeds and config.node.latitude and not config.alerts.geocodes:
+        log.warning("alerts.geocodes is empty: official alerts that name only codes (most NWS zone warnings) cannot "
+                    "be placed and are shown to everyone; set the building's SAME, UGC and ZIP codes")
     if config.alerts.feeds:  # first poll now, in the background: a slow feed must not delay start-up
         jobs.every(config.alerts.poll_interval, poller.poll_all, name="poll-alert-feeds", now=True, cancel=True)
     try:
