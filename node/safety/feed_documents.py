@@ -106,11 +106,12 @@ def _escaped(entry: Element, tags: tuple[str, ...]) -> Element | str | None:
         text = entry.findtext(tag)
         if not text or NS not in text or "<" not in text:
             continue
+        name = tag.rpartition("}")[2]
         try:
             root = _parse_xml(_DECLARATION.sub("", text).encode("utf-8"))
         except CapError as exc:
-            return f"escaped CAP in <{tag.rpartition('}')[2]}>: {exc}"
-        return root if root.tag == f"{{{NS}}}alert" else f"escaped XML in <{tag}> is <{root.tag}>, not a CAP alert"
+            return f"escaped CAP in <{name}>: {exc}"
+        return root if root.tag == f"{{{NS}}}alert" else f"escaped XML in <{name}> is <{root.tag}>, not a CAP alert"
     return None
 
 
