@@ -19,6 +19,7 @@ import msgspec
 
 from node.camera.settings import CameraConfig, with_location
 from node.errors import ConfigError
+from node.safety.geocodes import check_entry
 from node.structs import (
     DECIMAL,
     FieldError,
@@ -202,23 +203,60 @@ class LogSection(Strict, frozen=True):
                                                        "terminal.")] = "json"
 
 
+Host = Annotated[str, setting(pattern=r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?",
+                              expected='a host name, optionally with a port, like "alerts.example.org:8443"')]
+Sender = Annotated[str, setting(pattern=r"[^\s,<&]{1,200}", expected="a CAP sender, like w-nws.webmaster@noaa.gov")]
+
+
+class FeedConfig(Strict, frozen=True):
+    """An official feed with who may send through it (a table in alerts.feeds)."""
+
+    url: HttpUrl
+    senders: Annotated[tuple[Sender, ...], setting(
+        "The CAP <sender>s this feed publishes as; an alert from any other is skipped. Empty: any sender.")] = ()
+    link_hosts: Annotated[tuple[Host, ...], setting(
+        "Hosts (host or host:port) linked CAP files may come from besides the feed's own.")] = ()
+
+
 class AlertsSection(Strict, frozen=True):
     """[alerts]"""
 
-    feeds: Annotated[tuple[HttpUrl, ...], setting(
-        "CAP 1.2 sources polled on a schedule: URLs of one alert or of an Atom/RSS feed of them. Alerts this node "
-        "does not hold yet are published as signed events.",
-        expected='a list of distinct http:// or https:// URLs, like ["https://alerts.example.org/cap.atom"]')] = ()
+    feeds: Annotated[tuple[HttpUrl | FeedConfig, ...], setting(
+        "CAP 1.2 sources polled on a schedule: a URL of one alert, of an Atom/RSS feed carrying, escaping or linking "
+        "to CAP files, or of an IPAWS-OPEN <alerts> feed; or a table {url, senders, link_hosts} naming the CAP "
+        "senders the feed may publish as and other hosts its links may point to. Alerts this node does not hold "
+        "yet are published as signed events.",
+        expected='a list of distinct http:// or https:// URLs or {url = "...", senders = ["..."]} tables, like '
+                 '["https://alerts.example.org/cap.atom"]')] = ()
+    max_linked: Annotated[int, setting("Most CAP files one poll fetches from the links of an index feed; the rest "
+                                       "wait for the next poll.", ge=1, le=1000)] = 100
     poll_interval: Annotated[int, setting("Seconds between polls of every feed.", ge=30, le=86400,
                                           unit="seconds")] = 300
     max_feed_bytes: Annotated[int, setting("Largest feed download accepted, in bytes; a bigger one is refused for "
                                            "that poll.", ge=1024, le=8 * 1024 * 1024)] = 5 * 1024 * 1024
     fetch_timeout: Annotated[int, setting("Seconds one feed download may take in all.", ge=1, le=600)] = 20
+    geocodes: Annotated[tuple[str, ...], setting(
+        "The building's own codes, which official alerts name instead of a shape: SAME=036047 (SAME or FIPS "
+        "county), UGC=NYZ075 (NWS zone or county), ZIP=11201, or a publisher's local code as NAME=value (like "
+        "NYC-BOROUGH=Brooklyn). An alert area with a shape is matched by the shape when node.latitude is set; "
+        "otherwise by these codes (docs/residents.md).",
+        expected='a list of NAME=value codes, like ["SAME=036047", "UGC=NYZ075", "ZIP=11201"]')] = ()
 
     def __post_init__(self) -> None:
-        """No feed twice."""
-        if len(set(self.feeds)) != len(self.feeds):
+        """No feed twice; every geocode readable."""
+        urls = [source.url for source in self.sources]
+        if len(set(urls)) != len(urls):
             raise FieldError("feeds")
+        if len(self.geocodes) > 100:
+            raise FieldError("geocodes", "at most 100 geocodes")
+        for index, entry in enumerate(self.geocodes):
+            if (problem := check_entry(entry)) is not None:
+                raise FieldError(f"geocodes[{index}]", problem)
+
+    @property
+    def sources(self) -> tuple[FeedConfig, ...]:
+        """Every feed as a FeedConfig (a bare URL: any sender, links to its own host only)."""
+        return tuple(FeedConfig(url=f) if isinstance(f, str) else f for f in self.feeds)
 
 
 class CamerasSection(Strict, frozen=True):

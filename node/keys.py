@@ -16,7 +16,7 @@ from node.config import Config
 from node.names import Names
 from node.people.accounts import Accounts
 from node.people.claim import Claims
-from node.safety.alerts import FeedPoller
+from node.safety.feeds import FeedPoller
 from node.safety.live import Hub
 from node.safety.reports import Reports
 from node.safety.sos import SosDesk

@@ -94,6 +94,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # alerts, live delivery, reports, SOS, timeline and map
     ("GET", "/api/alerts"): {"ok": [_ok(("alerts",), alerts=LIST_OF())]},
     ("POST", "/api/alerts"): {"ok": [_ok(("event", "cap"), event=STR, cap=OBJ)]},
+    ("GET", "/api/feeds"): {"ok": [_ok(("feeds",), feeds=LIST_OF())]},
     ("GET", "/alerts.atom"): {"ok": [_raw("application/atom+xml")]},
     ("GET", "/api/stream"): {"query": [_query("after", description="resume after this message id")],
                              "ok": [_raw("text/event-stream")], "stream": True},

@@ -32,7 +32,7 @@ from node.http import (
     same_origin,
 )
 from node.identity import node_id
-from node.keys import CAMERAS, CONFIG, DB, ENGINE, KEY, PEERS, STARTED, STORE
+from node.keys import CAMERAS, CONFIG, DB, ENGINE, FEEDS, KEY, PEERS, STARTED, STORE
 from node.names import public_url
 from node.openapi import describe
 from node.people import routes as people_routes
@@ -120,6 +120,7 @@ async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
     app = request.app
     extra = app[CAMERAS].metric_families() if CAMERAS in app else []
+    extra += app[FEEDS].metric_families() if FEEDS in app else []
     body = await render_metrics(app[ENGINE], app[STORE], app[PEERS], app[STARTED], extra)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

@@ -64,6 +64,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/peers/{key}/approve"): MANAGER,
     ("GET", "/api/alerts"): LOCAL,
     ("POST", "/api/alerts"): MANAGER,
+    ("GET", "/api/feeds"): MANAGER,
     ("GET", "/alerts.atom"): LOCAL,
     ("GET", "/api/stream"): SIGNED_IN,
     ("GET", "/api/reports"): SIGNED_IN,

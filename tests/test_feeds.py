@@ -4,12 +4,14 @@ import asyncio
 import contextlib
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 
 from node.keys import FEEDS
-from node.safety.alerts import FeedError, current_alerts, poll_feed
+from node.safety.alerts import current_alerts
 from node.safety.cap import CapError
+from node.safety.feeds import FeedError, poll_feed
 from tests.conftest import serving, wait_until
 from tests.test_alerts import SAMPLE, fresh
 
@@ -91,8 +93,9 @@ async def feed():
 
 
 async def poll(node, session, url, state=None, **kw):
-    return await poll_feed(node.engine, session, url, max_bytes=kw.pop("max_bytes", MAX),
-                           timeout=kw.pop("timeout", 10), state=state if state is not None else {})
+    settings = msgspec.structs.replace(node.config.alerts, max_feed_bytes=kw.pop("max_bytes", MAX),
+                                       fetch_timeout=kw.pop("timeout", 10))
+    return await poll_feed(node.engine, session, url, settings=settings, state=state if state is not None else {})
 
 
 async def in_force(node) -> list[str]:
@@ -187,7 +190,7 @@ async def test_one_bad_alert_does_not_block_the_good_ones(make_node, feed):
         result = await poll(node, session, base + "/alerts.atom")
     assert result.published == 1 and await in_force(node) == [SECOND]
     assert [s["alert"] for s in result.skipped] == ["KSTO1055887209", FIRST]
-    assert "feed/alert[1]/info[1]/urgency: 'Now' is not one of" in result.skipped[0]["reason"]
+    assert "urn:test:0/alert[1]/info[1]/urgency: 'Now' is not one of" in result.skipped[0]["reason"]  # the entry named
     assert result.skipped[1]["reason"].startswith("expired 2003-06-17 23:00:00 UTC")
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from node.errors import BadRequest, NotFound
 from node.http import body_of
 from node.identity import node_id
-from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, ENGINE, HUB, KEY, NAMES, PEERS, REGISTRY, STARTED, STORE
+from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, ENGINE, FEEDS, HUB, KEY, NAMES, PEERS, REGISTRY, STARTED, STORE
 from node.names import public_url
 from node.people.models import InviteBody
 from node.people.routes import invite_payload
@@ -116,6 +116,11 @@ async def import_alerts(request: web.Request) -> web.Response:
     except SyncError as exc:
         raise BadRequest(str(exc)) from exc
     return web.json_response([event_json(e) for e in events])
+
+
+async def feeds(request: web.Request) -> web.Response:
+    """GET /control/feeds: each official feed's last poll."""
+    return web.json_response(request.app[NODE][FEEDS].listing())
 
 
 async def resume_publishing(request: web.Request) -> web.Response:
@@ -220,6 +225,7 @@ def control_app(node: web.Application) -> web.Application:
     app.router.add_post("/control/residents/revoke", revoke_resident)
     app.router.add_post("/control/resume-publishing", resume_publishing)
     app.router.add_post("/control/alerts/import", import_alerts)
+    app.router.add_get("/control/feeds", feeds)
     app.router.add_get("/control/status", status)
     app.router.add_post("/control/publish", publish)
     app.router.add_post("/control/delete", delete)

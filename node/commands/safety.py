@@ -1,9 +1,11 @@
-"""`nnode alerts`: import CAP 1.2 alerts into the running node, or list those in force."""
+"""`nnode alerts`: import CAP 1.2 alerts into the running node, or list those in force; `nnode feeds`: how each
+official feed's last poll went."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,49 @@ async def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def feed_lines(feeds: list[dict[str, Any]]) -> list[str]:
+    """What `nnode feeds` prints: per feed, its last poll and outcome, then each entry skipped and why."""
+    lines = []
+    for feed in feeds:
+        when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(feed["last_poll"])) if feed["last_poll"]
+                else "not polled yet")
+        lines.append(feed["url"])
+        last = feed["last"]
+        if feed["ok"] is False:
+            lines.append(f"  {when}  FAILED (HTTP {feed['http_status'] or '-'}, {feed['failures']} failures so far): "
+                         f"{feed['error']}")
+        elif last is not None and last["not_modified"]:
+            lines.append(f"  {when}  HTTP 304: unchanged since the last poll")
+        elif last is not None:
+            lines.append(f"  {when}  HTTP {last['http_status']}  {last['shape']} feed, {last['entries']} entries: "
+                         f"{last['found']} alerts found ({last['linked']} linked files fetched), "
+                         f"{last['published']} published, {last['known']} already held, "
+                         f"{len(last['skipped'])} skipped")
+            if last["found"] == 0:
+                lines.append("  no alerts in this feed" + (" (every entry was skipped)" if last["entries"] else ""))
+        else:
+            lines.append(f"  {when}")
+        lines.append(f"  published since start: {feed['published']}")
+        for item in (last or {}).get("skipped", []):
+            lines.append(f"  skipped {item.get('alert') or item.get('entry')}: {item['reason']}")
+    return lines or ["no feeds configured (alerts.feeds)"]
+
+
+async def cmd_feeds(config: Config, args: argparse.Namespace) -> int:
+    """Show each official feed's last poll."""
+    for line in feed_lines(await control(config, "GET", "/control/feeds")):
+        print(line)
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Register alerts on the `nnode` subparsers."""
+    """Register alerts and feeds on the `nnode` subparsers."""
     alerts = sub.add_parser("alerts", help="import CAP 1.2 alerts (alert or Atom/RSS feed file) or list them")
     alerts_sub = alerts.add_subparsers(dest="action", required=True)
     alerts_import = alerts_sub.add_parser("import")
     alerts_import.add_argument("file")
     alerts_sub.add_parser("list")
     alerts.set_defaults(func=cmd_alerts)
+    feeds = sub.add_parser("feeds", help="how each official feed's last poll went: HTTP status, alerts found, "
+                                         "skipped and why")
+    feeds.set_defaults(func=cmd_feeds)

@@ -3,7 +3,10 @@ keeps and forwards only events whose area touches its area of interest). See doc
 
 An alert applies to its CAP circles and to a circle around each polygon; an `sos` to its building's rounded
 location; an agency request to its area; every other kind (notices, shared reports, disclosures, audit heads)
-everywhere.
+everywhere. An alert with an area given only by codes (SAME, UGC, ZIP, local codes) or by name has no shape an area of
+interest (a circle) can be tested against, so it travels to every peer, as if global: each node then decides by its
+own `alerts.geocodes` whether to show it (node/safety/geocodes.py), and a node in a city of thousands holds every
+code-only alert of the federation until it expires. docs/scale.md says so too.
 No floats travel: CAP's decimal strings are read exactly into integer micro-degrees and whole metres.
 """
 
@@ -46,7 +49,7 @@ def alert_areas(body: Any) -> tuple[Circle, ...] | None:
                     circles.append(_around([_point(p) for p in polygon.split()]))
                     found = True
                 if not found:
-                    return None   # a place given by name or geocode only: no shape to filter by
+                    return None   # a place given by name or geocode only: no shape to filter by, so everywhere
     except (KeyError, TypeError, ValueError, InvalidOperation):
         return None               # validated already; anything unreadable here is safest sent everywhere
     return tuple(circles) or None

@@ -2,38 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
 
-import aiohttp
-
-from node.config import AlertsSection
-from node.errors import NodeError
 from node.safety.cap import (
     ATOM,
     CATEGORY,
     CERTAINTY,
-    NS,
     SEVERITY,
     URGENCY,
     CapError,
     _parse_xml,
     alert_from_element,
     alert_to_element,
-    area_covers,
     check_alert_dict,
     parse_document,
 )
+from node.safety.geocodes import Geocodes, alert_applies
 from node.safety.live import ALL
 from node.safety.reports import REPORT, report_message
-from sync import Event, EventStore, SyncEngine, SyncError, require_fields
+from sync import Event, EventStore, SyncEngine, require_fields
 
 log = logging.getLogger("nnode.alerts")
 
@@ -44,19 +37,60 @@ DEFAULT_TTL = 86_400
 # at its exact position, which would reach every peer and page with it. Rounding moves the centre by at most
 # 0.005 degree each way, under 0.8 km diagonally, so the radius grows by that much and still covers the building.
 COARSE_SLACK_KM = 0.8
+NO_CODES = Geocodes()
 
 
 def validate_alert(body: Any) -> None:
-    """An alert event's body: {"cap": <alert in JSON form>}, valid CAP 1.2."""
+    """An alert event's body: {"cap": <alert in JSON form>}, valid CAP 1.2, of Public scope (events are what the
+    neighborhood shares: a Restricted or Private alert is for its restriction or addresses, not for every node)."""
     require_fields(body, {"cap": dict})
     try:
         check_alert_dict(body["cap"])
     except CapError as exc:
         raise ValueError(str(exc)) from exc
+    if (reason := not_public(body["cap"])) is not None:
+        raise ValueError(reason)
+
+
+def not_public(alert: dict[str, Any]) -> str | None:
+    """Why an alert is not published to residents or peers (its scope is not Public), or None."""
+    if alert["scope"] != "Public":
+        return (f"scope {alert['scope']}: only Public alerts are shown to residents, exported or shared with peers "
+                "(a Restricted or Private alert is not published)")
+    return None
+
+
+def refusal(alert: dict[str, Any]) -> str | None:
+    """Why this node will not publish an alert (not Public, or an Update or Cancel of another sender's), or None."""
+    return not_public(alert) or not_authorised(alert)
 
 
 def _key(sender: str, identifier: str, sent: str) -> str:
     return f"{sender},{identifier},{sent}"
+
+
+def alert_key(alert: dict[str, Any]) -> str:
+    """The CAP key of an alert, "sender,identifier,sent", as other alerts' <references> name it."""
+    return _key(alert["sender"], alert["identifier"], alert["sent"])
+
+
+def withdraws(alert: dict[str, Any]) -> set[str]:
+    """The CAP keys an Update or Cancel replaces or withdraws: those it references from its own sender only (CAP
+    consumers honour an Update or Cancel from the original sender alone); nothing for other message types."""
+    if alert["msgType"] not in ("Update", "Cancel"):
+        return set()
+    return {_key(r["sender"], r["identifier"], r["sent"]) for r in alert["references"] if r["sender"] == alert["sender"]}
+
+
+def not_authorised(alert: dict[str, Any]) -> str | None:
+    """Why this node will not publish an alert on its sender's authority (an Update or Cancel of another sender's
+    alert), or None."""
+    if alert["msgType"] in ("Update", "Cancel"):
+        foreign = sorted({r["sender"] for r in alert["references"]} - {alert["sender"]})
+        if foreign:
+            return (f"a {alert['msgType']} from {alert['sender']!r} references alerts of {', '.join(map(repr, foreign))}"
+                    ": only the original sender may update or cancel an alert")
+    return None
 
 
 def alert_expiry(alert: dict[str, Any], now: int) -> int:
@@ -66,96 +100,57 @@ def alert_expiry(alert: dict[str, Any], now: int) -> int:
 
 
 async def import_alerts(engine: SyncEngine, document: bytes) -> list[Event]:
-    """Publish every alert in a CAP document (alert or feed) as a signed event; expired ones are refused."""
+    """Publish every alert in a CAP document (alert or feed) as a signed event; if one is expired or an Update or
+    Cancel of another sender's alert, the document is refused before any is published."""
     now = int(time.time())
     alerts = parse_document(document)
-    published = []
     for alert in alerts:
         expires = alert_expiry(alert, now)
         if expires <= now:
             raise CapError(f"alert {alert['identifier']}: already expired ({datetime.utcfromtimestamp(expires)} UTC)")
-        published.append(await engine.publish(ALERT, {"cap": alert}, ttl=min(expires - now, MAX_TTL)))
-    return published
-
-
-class FeedError(NodeError):
-    """A CAP feed could not be fetched: unreachable, too slow, too large, or an HTTP error status."""
-
-    reason = "feed"
-
-
-@dataclass
-class PollResult:
-    """What one poll of a feed did: alerts published, already held, skipped (with why), or nothing changed."""
-
-    published: int = 0
-    known: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    not_modified: bool = False
-
-
-def _feed_alerts(document: bytes) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """The valid alerts of a CAP document, and the invalid alerts of a feed with the reason each was skipped.
-
-    A document that is not XML, is refused (DTDs, entities, size), is not CAP, or is a single invalid alert raises
-    CapError: there is nothing in it to keep.
-    """
-    try:
-        return parse_document(document), []
-    except CapError:
-        # parse_document is all-or-nothing; in a feed, one bad entry must not hide the good ones.
-        root = _parse_xml(document)          # a fault of the whole document raises again here
-        if root.tag not in (f"{{{ATOM}}}feed", "rss"):
-            raise
-    alerts, skipped = [], []
-    for i, element in enumerate(root.iter(f"{{{NS}}}alert")):
-        try:
-            alerts.append(alert_from_element(element, f"feed/alert[{i + 1}]"))
-        except CapError as exc:
-            identifier = element.findtext(f"{{{NS}}}identifier") or f"feed/alert[{i + 1}]"
-            skipped.append({"alert": identifier.strip(), "reason": str(exc)})
-    return alerts, skipped
-
-
-async def _fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int, timeout: float,
-                 state: dict[str, str]) -> tuple[bytes | None, dict[str, str]]:
-    """GET `url` conditionally; (None, {}) if unchanged since `state`, else (body, its validators)."""
-    headers = {"Accept": "application/atom+xml, application/rss+xml, application/cap+xml, application/xml, "
-                         "text/xml;q=0.9, */*;q=0.1"}
-    if "etag" in state:
-        headers["If-None-Match"] = state["etag"]
-    if "last_modified" in state:
-        headers["If-Modified-Since"] = state["last_modified"]
-    try:
-        async with asyncio.timeout(timeout):
-            async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                if resp.status == 304:
-                    return None, {}
-                if resp.status != 200:
-                    raise FeedError(f"{url}: HTTP {resp.status} {resp.reason or ''}".rstrip())
-                if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise FeedError(f"{url}: feed is {resp.content_length} bytes, the limit is {max_bytes} "
-                                    "(alerts.max_feed_bytes)")
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(64 * 1024):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise FeedError(f"{url}: feed is larger than the limit of {max_bytes} bytes "
-                                        "(alerts.max_feed_bytes)")
-                validators = {name: resp.headers[header] for name, header in
-                              (("etag", "ETag"), ("last_modified", "Last-Modified")) if header in resp.headers}
-                return bytes(body), validators
-    except TimeoutError:
-        raise FeedError(f"{url}: no complete answer within {timeout} s (alerts.fetch_timeout)") from None
-    except aiohttp.ClientError as exc:
-        raise FeedError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        if (reason := refusal(alert)) is not None:
+            raise CapError(f"alert {alert['identifier']}: {reason}")
+    return [await engine.publish(ALERT, {"cap": alert}, ttl=min(alert_expiry(alert, now) - now, MAX_TTL))
+            for alert in alerts]
 
 
 COMPONENT = "alerts"   # its own migration counter (node/schema.py)
 MIGRATIONS = [
     # CAP keys of alerts the manager deleted: a feed that still lists one must not bring it back.
     (1, ["CREATE TABLE withdrawn_alerts (key TEXT PRIMARY KEY, event_id TEXT NOT NULL, deleted INTEGER NOT NULL)"]),
+    # What an authorised Update or Cancel withdrew, kept until the withdrawn alert's own expiry: the Cancel's body
+    # may be purged (its own `expires` is often minutes away) long before the warning it withdrew would end.
+    (2, ["CREATE TABLE alert_withdrawals (key TEXT PRIMARY KEY, by_event TEXT NOT NULL, until INTEGER NOT NULL)",
+         "CREATE INDEX alert_withdrawals_until ON alert_withdrawals (until)"]),
 ]
+
+
+async def record_withdrawals(store: EventStore, events: list[Event]) -> int:
+    """Record what the Updates and Cancels among `events` withdraw, each until the withdrawn alert's own end (its
+    CAP expiry or its event's, the later; MAX_TTL from now if this node does not hold it). Returns how many."""
+    replies = [(event.id, key) for event in events if event.kind == ALERT and event.body is not None
+               for key in withdraws(event.body_value()["cap"])]
+    if not replies:
+        return 0
+    ends: dict[str, int] = {}
+    for event in await store.recent(100_000, ALERT):
+        if event.body is not None:
+            cap = event.body_value()["cap"]
+            key = alert_key(cap)
+            ends[key] = max(ends.get(key, 0), alert_expiry(cap, event.ts), event.expires)
+    default = int(time.time()) + MAX_TTL
+    async with store.db.write() as conn:
+        await conn.executemany(
+            "INSERT INTO alert_withdrawals (key, by_event, until) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET until = max(until, excluded.until)",
+            [(key, by, ends.get(key, default)) for by, key in replies])
+    return len(replies)
+
+
+async def purge_withdrawals(store: EventStore) -> None:
+    """Forget withdrawals whose withdrawn alert has ended."""
+    async with store.db.write() as conn:
+        await conn.execute("DELETE FROM alert_withdrawals WHERE until <= ?", (int(time.time()),))
 
 
 async def remember_withdrawn(store: EventStore, event_id: str, own: str) -> None:
@@ -170,106 +165,25 @@ async def remember_withdrawn(store: EventStore, event_id: str, own: str) -> None
                            (_key(cap["sender"], cap["identifier"], cap["sent"]), event_id, int(time.time())))
 
 
-async def _held_keys(store: EventStore) -> set[str]:
+async def held_keys(store: EventStore) -> set[str]:
     """The CAP keys (sender,identifier,sent) of every alert this node holds, from any author, or deleted."""
     held = {row[0] for row in await store.db.reader.execute_fetchall("SELECT key FROM withdrawn_alerts")}
     for event in await store.recent(100_000, ALERT):
         if event.body is not None:
-            cap = event.body_value()["cap"]
-            held.add(_key(cap["sender"], cap["identifier"], cap["sent"]))
+            held.add(alert_key(event.body_value()["cap"]))
     return held
 
 
-async def poll_feed(engine: SyncEngine, session: aiohttp.ClientSession, url: str, *, max_bytes: int,
-                    timeout: float, state: dict[str, str]) -> PollResult:
-    """Fetch a CAP feed (or single alert) and publish the alerts this node does not hold yet.
-
-    `state` keeps the feed's ETag and Last-Modified between polls, so an unchanged feed costs a 304. Expired or
-    invalid alerts are skipped and listed in the result; a feed that cannot be fetched raises FeedError, one that
-    cannot be read as CAP raises CapError, and in both cases nothing is published.
-    """
-    document, validators = await _fetch(session, url, max_bytes=max_bytes, timeout=timeout, state=state)
-    if document is None:
-        return PollResult(not_modified=True)
-    alerts, skipped = _feed_alerts(document)
-    for item in skipped:
-        log.warning("invalid alert in feed skipped", extra={"url": url, "alert": item["alert"],
-                                                             "reason": item["reason"]})
-    result = PollResult(skipped=skipped)
-    held = await _held_keys(engine.store)
-    now = int(time.time())
-    for alert in alerts:
-        key = _key(alert["sender"], alert["identifier"], alert["sent"])
-        if key in held:
-            result.known += 1
-            continue
-        expires = alert_expiry(alert, now)
-        if expires <= now:
-            result.skipped.append({"alert": alert["identifier"],
-                                   "reason": time.strftime("expired %Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))})
-            continue
-        await engine.publish(ALERT, {"cap": alert}, ttl=min(expires - now, MAX_TTL))
-        held.add(key)
-        result.published += 1
-    # Remembered only now: a poll that failed part-way (publishing held, say) fetches the whole feed next time.
-    state.clear()
-    state.update(validators)
-    if result.published:
-        log.info("alerts published from feed", extra={"url": url, "count": result.published})
-    return result
-
-
-class FeedPoller:
-    """Polls every configured feed in turn (an apscheduler job); keeps each feed's last outcome for status."""
-
-    def __init__(self, engine: SyncEngine, session: aiohttp.ClientSession, settings: AlertsSection) -> None:
-        self.engine = engine
-        self.session = session
-        self.settings = settings
-        self.status: dict[str, dict[str, Any]] = {url: {"last_poll": None, "ok": None, "error": None,
-                                                        "failures": 0, "published": 0, "last": None}
-                                                  for url in settings.feeds}
-        self._validators: dict[str, dict[str, str]] = {url: {} for url in settings.feeds}
-        self._running = asyncio.Lock()
-
-    async def poll_all(self) -> None:
-        """Poll each feed once; a failure is logged and counted, and never stops the other feeds or the job."""
-        async with self._running:
-            for url in self.settings.feeds:
-                await self._poll(url)
-
-    async def _poll(self, url: str) -> None:
-        status = self.status[url]
-        status["last_poll"] = int(time.time())
-        try:
-            result = await poll_feed(self.engine, self.session, url, max_bytes=self.settings.max_feed_bytes,
-                                     timeout=self.settings.fetch_timeout, state=self._validators[url])
-        except (NodeError, SyncError) as exc:
-            error = str(exc)
-            log.warning("alert feed poll failed", extra={"url": url, "reason": error})
-        except Exception as exc:  # a bug must not end polling for good
-            error = f"{exc.__class__.__name__}: {exc}"
-            log.exception("alert feed poll failed", extra={"url": url, "reason": error})
-        else:
-            status.update(ok=True, error=None, published=status["published"] + result.published,
-                          last=asdict(result))
-            return
-        status.update(ok=False, error=error, failures=status["failures"] + 1, last=None)
-
-    async def idle(self) -> None:
-        """Return once no poll is running (one cancelled at shutdown has unwound)."""
-        async with self._running:
-            pass
-
-
-async def current_alerts(store: EventStore, *, location: tuple[float, float] | None, now: int | None = None,
-                         include_tests: bool = False) -> list[dict[str, Any]]:
-    """Alerts in force: not expired, not replaced by an Update nor withdrawn by a Cancel, covering `location`."""
+async def current_alerts(store: EventStore, *, location: tuple[float, float] | None, codes: Geocodes = NO_CODES,
+                         now: int | None = None, include_tests: bool = False) -> list[dict[str, Any]]:
+    """Alerts in force: not expired, not replaced by an Update nor withdrawn by a Cancel, for this node (its
+    `location` inside a shape, or one of its `codes` named: node/safety/geocodes.py)."""
     now = int(time.time()) if now is None else now
     events = [e for e in await store.recent(100_000, ALERT) if e.body is not None]
     alerts = [(e, e.body_value()["cap"]) for e in events]
-    replaced = {_key(r["sender"], r["identifier"], r["sent"]) for _, a in alerts
-                if a["msgType"] in ("Update", "Cancel") for r in a["references"]}
+    replaced = {key for _, a in alerts for key in withdraws(a)}
+    replaced |= {row[0] for row in await store.db.reader.execute_fetchall(
+        "SELECT key FROM alert_withdrawals WHERE until > ?", (now,))}
     current, seen = [], set()
     for event, alert in sorted(alerts, key=lambda pair: (pair[0].ts, pair[0].author, pair[0].seq)):
         key = _key(alert["sender"], alert["identifier"], alert["sent"])
@@ -280,10 +194,11 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
             continue
         if alert["status"] != "Actual" and not include_tests:
             continue
+        if alert["scope"] != "Public":   # refused on arrival since; one stored before stays off the public routes
+            continue
         if alert_expiry(alert, now) <= now:
             continue
-        areas = [area for info in alert["info"] for area in info["area"]]
-        if location is not None and areas and not any(area_covers(a, *location) for a in areas):
+        if not alert_applies(alert, location, codes):
             continue
         current.append({"event": event.id, "received": event.ts, "cap": alert})
     return sorted(current, key=lambda a: a["cap"]["sent"], reverse=True)
@@ -310,13 +225,14 @@ def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str) -> byte
 
 
 def _withdrawn_by(alert: dict[str, Any], alerts: list[tuple[Event, dict[str, Any]]]) -> list[str]:
-    keys = {_key(r["sender"], r["identifier"], r["sent"]) for r in alert["references"]}
+    keys = withdraws(alert)
     return [event.id for event, earlier in alerts if _key(earlier["sender"], earlier["identifier"], earlier["sent"])
             in keys]
 
 
 async def live_messages(store: EventStore, events: list[Event], location: tuple[float, float] | None,
-                        *, now: int | None = None) -> list[tuple[str, dict[str, Any], str]]:
+                        *, codes: Geocodes = NO_CODES, now: int | None = None
+                        ) -> list[tuple[str, dict[str, Any], str]]:
     """What open pages must hear about newly stored events: (message type, data, audience) triples.
 
     A new alert is announced only if it is now in force here by the same rules as /api/alerts (so an alert that
@@ -343,7 +259,8 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
                 for withdrawn in _withdrawn_by(alert, earlier):
                     messages.append(("alert-withdrawn", {"event": withdrawn}, ALL))
             if in_force is None:   # of several copies of one CAP alert, the earliest is the one in force
-                in_force = {a["event"] for a in await current_alerts(store, location=location, now=now)}
+                in_force = {a["event"] for a in await current_alerts(store, location=location, codes=codes,
+                                                                     now=now)}
             if event.id in in_force:
                 messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert}, ALL))
     return messages

@@ -230,11 +230,11 @@ def _parse_xml(data: bytes) -> Element:
 
 
 def parse_document(data: bytes) -> list[dict[str, Any]]:
-    """Alerts from a CAP 1.2 alert, or an Atom or RSS feed whose entries carry CAP alerts."""
+    """Alerts from a CAP 1.2 alert, an Atom or RSS feed whose entries carry CAP alerts, or an IPAWS <alerts>."""
     root = _parse_xml(data)
     if root.tag == _tag("alert"):
         return [alert_from_element(root)]
-    if root.tag in (f"{{{ATOM}}}feed", "rss"):
+    if root.tag in (f"{{{ATOM}}}feed", "rss", "{http://gov.fema.ipaws.services/feed}alerts"):
         alerts = []
         for i, element in enumerate(root.iter(_tag("alert"))):
             alerts.append(alert_from_element(element, f"feed/alert[{i + 1}]"))

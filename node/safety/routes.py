@@ -23,9 +23,10 @@ from node.http import (
     session_of,
 )
 from node.identity import node_id
-from node.keys import CAMERAS, CONFIG, ENGINE, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from node.keys import CAMERAS, CONFIG, ENGINE, FEEDS, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
 from node.safety.cap import CapError
+from node.safety.geocodes import Geocodes
 from node.safety.live import ALL, RESPONDERS, resident_audience
 from node.safety.models import AlertBody, SosBody
 from node.safety.reports import REPORT, REPORT_TTL, read_limited, report_message
@@ -206,7 +207,7 @@ async def timeline(request: web.Request) -> web.Response:
         raise BadRequest("limit must be a number") from None
     items: list[dict[str, Any]] = []
     if "alert" in types:
-        for alert in await current_alerts(app[STORE], location=node_location(app[CONFIG])):
+        for alert in await _in_force(app):
             info = alert["cap"]["info"][0] if alert["cap"]["info"] else {}
             items.append({"type": "alert", "time": alert["received"], "id": alert["event"],
                           "title": info.get("headline") or info.get("event") or alert["cap"]["identifier"],
@@ -259,7 +260,7 @@ async def map_data(request: web.Request) -> web.Response:
             lat, lon = where
             peers.append({"name": peer.name, "key": peer.key, "lat": lat, "lon": lon, "state": peer.state})
     areas = []
-    for alert in await current_alerts(app[STORE], location=here):
+    for alert in await _in_force(app):
         for info in alert["cap"]["info"][:1]:
             for area in info["area"]:
                 circles = []
@@ -275,18 +276,30 @@ async def map_data(request: web.Request) -> web.Response:
                               else None, "peers": peers, "areas": areas})
 
 
+async def _in_force(app: web.Application) -> list[dict[str, Any]]:
+    """The alerts in force for this node: its location and its own codes (alerts.geocodes)."""
+    config = app[CONFIG]
+    return await current_alerts(app[STORE], location=node_location(config),
+                                codes=Geocodes.parse(config.alerts.geocodes))
+
+
 async def alerts_json(request: web.Request) -> web.Response:
     """GET /api/alerts: the CAP alerts in force here (covering this node's location)."""
-    alerts = await current_alerts(request.app[STORE], location=node_location(request.app[CONFIG]))
+    alerts = await _in_force(request.app)
     return web.json_response({"ok": True, "alerts": alerts})
 
 
 async def alerts_atom(request: web.Request) -> web.Response:
     """GET /alerts.atom: the same alerts as a CAP Atom feed."""
-    alerts = await current_alerts(request.app[STORE], location=node_location(request.app[CONFIG]))
+    alerts = await _in_force(request.app)
     body = atom_feed(alerts, title=f"{request.app[CONFIG].node.name}: alerts",
                      feed_id=f"urn:nnode:{node_id(request.app[KEY])}:alerts")
     return web.Response(body=body, content_type="application/atom+xml")
+
+
+async def feeds_status(request: web.Request) -> web.Response:
+    """GET /api/feeds: each official feed's last poll (time, HTTP status, shape, alerts found, skipped and why)."""
+    return web.json_response({"ok": True, "feeds": request.app[FEEDS].listing()})
 
 
 def routes() -> list[Route]:
@@ -298,6 +311,7 @@ def routes() -> list[Route]:
         Route("GET", "/api/alerts", alerts_json, local),
         Route("POST", "/api/alerts", post_alert, manager, AlertBody),
         Route("GET", "/alerts.atom", alerts_atom, local),
+        Route("GET", "/api/feeds", feeds_status, manager),
         Route("GET", "/api/stream", stream, signed_in),
         Route("GET", "/api/reports", list_reports, signed_in),
         Route("POST", "/api/reports", post_report, signed_in),
