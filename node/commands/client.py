@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,7 @@ from sync import Database, setup_schema
 
 async def control(config: Config, method: str, path: str, body: Any = None) -> Any:
     """Call the running node's control socket; NotInitialised if it is not running."""
-    if not config.control_socket.exists():
+    if not await asyncio.to_thread(config.control_socket.exists):
         raise NotInitialised(f"the node is not running (no control socket at {config.control_socket}); "
                              "start it with `nnode run`")
     connector = aiohttp.UnixConnector(path=str(config.control_socket))
@@ -30,7 +31,7 @@ async def control(config: Config, method: str, path: str, body: Any = None) -> A
 
 async def open_db(config: Config) -> Database:
     """The node's database, for commands that work while the node is stopped; NotInitialised if there is none."""
-    if not config.db_path.exists():
+    if not await asyncio.to_thread(config.db_path.exists):
         raise NotInitialised(f"{config.db_path}: no database; run `nnode init` first")
     db = await Database.open(config.db_path)
     await setup_schema(db)
