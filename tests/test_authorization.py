@@ -74,6 +74,9 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/sos"): SIGNED_IN,
     ("POST", "/api/sos"): SIGNED_IN,
     ("POST", "/api/sos/{id}/ack"): frozenset({"responder", "manager"}),
+    ("POST", "/api/sos/{id}/cancel"): SIGNED_IN,         # the desk then lets only whoever raised the call
+    ("POST", "/api/sos/{id}/resolve"): frozenset({"responder", "manager"}),
+    ("POST", "/api/sos/{id}/release"): MANAGER,
     ("GET", "/api/timeline"): SIGNED_IN,
     ("GET", "/api/map"): SIGNED_IN,
     ("GET", "/api/cameras"): SIGNED_IN,

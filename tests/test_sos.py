@@ -2,11 +2,12 @@
 
 import sqlite3
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 import node.safety.sos
-from node.keys import SOS_DESK
+from node.keys import ENGINE, SOS_DESK
 from node.safety.sos import SOS
 from tests.conftest import serving, wait_until
 from tests.people import browser, call, claim, invite, join, open_stream
@@ -105,3 +106,160 @@ async def test_sos_page_facts_and_bad_input(make_node):
 
 async def _has(node_, event_id) -> bool:
     return await node_.store.get(event_id) is not None
+
+
+async def _building(node_):
+    """The manager, the resident Ada (4B) who raises calls, her neighbour Ben (5C) and Sam (3C), on call."""
+    manager, ada, ben, sam = browser(), browser(), browser(), browser()
+    await claim(node_, manager)
+    await join(node_, ada, (await invite(node_, manager, unit="4B", name="Ada"))["code"])
+    await join(node_, ben, (await invite(node_, manager, unit="5C", name="Ben"))["code"])
+    await join(node_, sam, (await invite(node_, manager, unit="3C", name="Sam"))["code"])
+    _, residents = await call(manager, "GET", node_.url + "/api/residents")
+    sam_id = next(r["id"] for r in residents["residents"] if r["unit"] == "3C")
+    status, _ = await call(manager, "POST", node_.url + f"/api/residents/{sam_id}/on-call", json={"on_call": True})
+    assert status == 200
+    return manager, ada, ben, sam
+
+
+async def _close(*sessions) -> None:
+    for session in sessions:
+        await session.close()
+
+
+async def test_only_the_caller_cancels_a_false_alarm_and_every_page_hears_it(make_node):
+    a = await make_node("a", sos__ack_timeout=1, sos__peer_escalation_after=1)
+    manager, ada, ben, sam = await _building(a)
+    try:
+        console, responder, own = (await open_stream(manager, a.url), await open_stream(sam, a.url),
+                                   await open_stream(ada, a.url))
+        _, raised = await call(ada, "POST", a.url + "/api/sos", json={"note": "pressed it by mistake"})
+        sos_id = raised["sos"]["id"]
+        assert raised["sos"]["state"] == "open"
+        for stream in (console, responder):
+            assert (await stream.next())[1] == "sos"
+        # Only Ada may take her call back: not her neighbour, not a responder (they resolve), not the manager.
+        for other in (ben, sam, manager):
+            status, body = await call(other, "POST", a.url + f"/api/sos/{sos_id}/cancel")
+            assert status == 403 and "only whoever raised" in body["error"], body
+        status, body = await call(ada, "POST", a.url + f"/api/sos/{sos_id}/cancel")
+        assert status == 200 and body["sos"]["state"] == "cancelled" and body["sos"]["ended_by"] == "Ada"
+        for stream in (console, responder, own):
+            _, kind, data = await stream.next()
+            assert (kind, data["sos"]["id"], data["sos"]["state"]) == ("sos-ended", sos_id, "cancelled")
+        # An ended call leaves the open list, stays in the timeline as cancelled, and cannot be reopened.
+        for who in (manager, sam, ada):
+            _, listed = await call(who, "GET", a.url + "/api/sos")
+            assert listed["calls"] == []
+        _, timeline = await call(manager, "GET", a.url + "/api/timeline?types=sos")
+        assert timeline["items"][0]["summary"] == "cancelled by Ada (a false alarm)"
+        for who, action, body in ((ada, "cancel", None), (sam, "ack", None), (manager, "ack", None),
+                                  (sam, "resolve", {"note": "all fine"})):
+            status, answer = await call(who, "POST", a.url + f"/api/sos/{sos_id}/{action}", json=body)
+            assert status == 409 and "already cancelled by Ada" in answer["error"], (action, answer)
+        # Stored, and out of escalation however late the escalator looks.
+        assert await a.app[SOS_DESK].due(raised["sos"]["created"] + 3600) == []
+        with sqlite3.connect(a.config.db_path) as conn:
+            assert conn.execute("SELECT state, ended_by FROM sos WHERE id = ?", (sos_id,)).fetchone() == \
+                ("cancelled", "Ada")
+        for stream in (console, responder, own):
+            stream.response.close()
+    finally:
+        await _close(manager, ada, ben, sam)
+
+
+async def test_a_responder_resolves_with_a_note_and_the_manager_releases_the_footage(make_node):
+    a = await make_node("a", sos__hold_before=120, sos__hold_after=300)
+    manager, ada, ben, sam = await _building(a)
+    try:
+        own = await open_stream(ada, a.url)
+        _, raised = await call(ada, "POST", a.url + "/api/sos", json={})
+        sos_id = raised["sos"]["id"]
+        hold = raised["sos"]["hold"]
+        assert hold["released"] is None and "7 minutes around this call" in hold["why"]
+        assert "only the manager" in hold["why"]
+        status, acked = await call(sam, "POST", a.url + f"/api/sos/{sos_id}/ack")
+        assert status == 200 and acked["sos"]["state"] == "acknowledged"
+        assert (await own.next())[1] == "sos-ack"
+        # A resident who is not on call cannot resolve; a resolution needs a note; only the manager frees footage.
+        status, _ = await call(ben, "POST", a.url + f"/api/sos/{sos_id}/resolve", json={"note": "x"})
+        assert status == 403
+        status, body = await call(sam, "POST", a.url + f"/api/sos/{sos_id}/resolve", json={"note": "  "})
+        assert status == 400 and "note" in body["error"], body
+        status, body = await call(sam, "POST", a.url + f"/api/sos/{sos_id}/resolve", json={})
+        assert status == 400 and "note" in body["error"], body
+        status, body = await call(sam, "POST", a.url + f"/api/sos/{sos_id}/resolve",
+                                  json={"note": "helped", "release_hold": True})
+        assert status == 403 and "only the manager" in body["error"], body
+        _, still = await call(manager, "GET", a.url + "/api/sos")
+        assert [c["state"] for c in still["calls"]] == ["acknowledged"]     # nothing half-done by the refusals
+        status, body = await call(sam, "POST", a.url + f"/api/sos/{sos_id}/resolve",
+                                  json={"note": "Ada had fainted; awake now, her daughter is with her"})
+        assert status == 200, body
+        resolved = body["sos"]
+        assert (resolved["state"], resolved["ended_by"]) == ("resolved", "Sam")
+        assert resolved["resolution"].startswith("Ada had fainted") and resolved["hold"]["released"] is None
+        _, kind, data = await own.next()
+        assert (kind, data["sos"]["state"], data["sos"]["resolution"]) == ("sos-ended", "resolved",
+                                                                           resolved["resolution"])
+        status, body = await call(ada, "POST", a.url + f"/api/sos/{sos_id}/cancel")
+        assert status == 409 and "already resolved by Sam" in body["error"]
+        status, body = await call(manager, "POST", a.url + f"/api/sos/{sos_id}/resolve", json={"note": "again"})
+        assert status == 409
+        # The footage stays held after the call ends, until the manager chooses to release it (once).
+        with sqlite3.connect(a.config.db_path) as conn:
+            assert conn.execute("SELECT released FROM holds WHERE ref = ?", (str(sos_id),)).fetchone() == (None,)
+        status, _ = await call(sam, "POST", a.url + f"/api/sos/{sos_id}/release")
+        assert status == 403
+        status, body = await call(manager, "POST", a.url + f"/api/sos/{sos_id}/release")
+        assert status == 200 and body["hold"]["released"] is not None and "released" in body["hold"]["why"]
+        status, body = await call(manager, "POST", a.url + f"/api/sos/{sos_id}/release")
+        assert status == 409 and "already released" in body["error"]
+        with sqlite3.connect(a.config.db_path) as conn:
+            (released,), = conn.execute("SELECT released FROM holds WHERE ref = ?", (str(sos_id),)).fetchall()
+        assert released is not None
+        own.response.close()
+    finally:
+        await _close(manager, ada, ben, sam)
+
+
+async def test_the_manager_resolves_and_releases_at_once(make_node):
+    a = await make_node("a")
+    async with browser() as manager, browser() as ada:
+        await claim(a, manager)
+        await join(a, ada, (await invite(a, manager))["code"])
+        _, raised = await call(ada, "POST", a.url + "/api/sos", json={})
+        sos_id = raised["sos"]["id"]
+        status, body = await call(manager, "POST", a.url + f"/api/sos/{sos_id}/resolve",
+                                  json={"note": "false alarm, checked in person", "release_hold": True})
+        assert status == 200 and body["sos"]["state"] == "resolved" and body["sos"]["hold"]["released"]
+        status, body = await call(manager, "POST", a.url + "/api/sos/999/resolve", json={"note": "x"})
+        assert status == 404
+
+
+async def test_a_call_ended_after_it_fell_due_is_not_escalated(make_node):
+    received: list = []
+    async with serving(webhook_catcher(received)) as hook_url:
+        a = await make_node("a", sos__ack_timeout=3600, sos__peer_escalation_after=3600,
+                            sos__webhook_url=hook_url + "/page-staff")
+        async with browser() as manager, browser() as ada:
+            await claim(a, manager)
+            await join(a, ada, (await invite(a, manager))["code"])
+            _, raised = await call(ada, "POST", a.url + "/api/sos", json={})
+            desk = a.app[SOS_DESK]
+            # The escalator found both steps due (an hour on), then the call was cancelled before they ran.
+            late = raised["sos"]["created"] + 7200
+            steps = await desk.due(late)
+            assert [step for step, _ in steps] == ["webhook"]
+            await call(ada, "POST", a.url + f"/api/sos/{raised['sos']['id']}/cancel")
+            published: list = []
+
+            async def publish(kind, data, audience):
+                published.append(kind)
+            async with aiohttp.ClientSession() as session:
+                for step in ("webhook", "peers"):
+                    await node.safety.sos._run_step(desk, a.app[ENGINE], publish, a.config, None, session, step,
+                                                    raised["sos"], {})
+            assert received == [] and published == []
+            assert (await desk.get(raised["sos"]["id"]))["webhook_at"] is None
+            assert await a.store.recent(10, SOS) == []

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from msgspec import Meta
 
 from node.safety.sos import MAX_NOTE
-from node.structs import Body, setting
+from node.structs import Body, FieldError, Flag, setting
 
 # The CAP 1.2 values the console offers (node/safety/cap.py: CATEGORY, URGENCY, SEVERITY, CERTAINTY; a test
 # checks they agree).
@@ -55,3 +55,16 @@ class SosBody(Body, frozen=True):
 
     note: Annotated[Annotated[str, Meta(max_length=MAX_NOTE)] | None,
                     setting(expected=f"text of at most {MAX_NOTE} characters")] = None
+
+
+class ResolveBody(Body, frozen=True):
+    """POST /api/sos/{id}/resolve: how the call ended, for the record and the caller; the manager may release the
+    footage hold at the same time."""
+
+    note: Annotated[str, setting("what happened, for the record", max_length=MAX_NOTE,
+                                 expected=f"text of 1 to {MAX_NOTE} characters")]
+    release_hold: Flag = False
+
+    def __post_init__(self) -> None:
+        if not self.note.strip():
+            raise FieldError("note", "note: say how the call was resolved (1 to 500 characters)")

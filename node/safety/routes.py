@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from node.errors import BadRequest, Conflict, NotFound, TooLarge
+from node.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge
 from node.federation.areas import node_location, peer_location
 from node.http import (
     LOCAL,
@@ -24,11 +24,12 @@ from node.http import (
 )
 from node.identity import node_id
 from node.keys import CAMERAS, CONFIG, ENGINE, FEEDS, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from node.people.accounts import Session
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
 from node.safety.cap import CapError
 from node.safety.geocodes import Geocodes
 from node.safety.live import ALL, RESPONDERS, resident_audience
-from node.safety.models import AlertBody, SosBody
+from node.safety.models import AlertBody, ResolveBody, SosBody
 from node.safety.reports import REPORT, REPORT_TTL, read_limited, report_message
 from node.safety.sos import SOS
 from node.safety.stream import stream
@@ -179,14 +180,55 @@ async def list_sos(request: web.Request) -> web.Response:
 async def ack_sos(request: web.Request) -> web.Response:
     """POST /api/sos/{id}/ack: a responder answers the call."""
     session = session_of(request)
-    by = "the manager" if session.role == "manager" else (session.name or f"unit {session.unit}")
-    call, first = await request.app[SOS_DESK].acknowledge(int_param(request, "id"), by)
+    call, first = await request.app[SOS_DESK].acknowledge(int_param(request, "id"), _who(session))
     if first:
-        hub = request.app[HUB]
-        await hub.publish("sos-ack", {"sos": call}, RESPONDERS)
-        if call["resident_id"] is not None:
-            await hub.publish("sos-ack", {"sos": call}, resident_audience(call["resident_id"]))
+        await _tell(request.app, "sos-ack", call)
     return web.json_response({"ok": True, "sos": call, "first": first})
+
+
+async def _tell(app: web.Application, kind: str, call: dict[str, Any]) -> None:
+    """A change of a call reaches the responders' pages and the caller's own."""
+    hub = app[HUB]
+    await hub.publish(kind, {"sos": call}, RESPONDERS)
+    if call["resident_id"] is not None:
+        await hub.publish(kind, {"sos": call}, resident_audience(call["resident_id"]))
+
+
+def _who(session: Session) -> str:
+    return "the manager" if session.role == "manager" else (session.name or f"unit {session.unit}")
+
+
+async def cancel_sos(request: web.Request) -> web.Response:
+    """POST /api/sos/{id}/cancel: whoever raised the call takes it back (a false alarm)."""
+    session = session_of(request)
+    call = await request.app[SOS_DESK].cancel(
+        int_param(request, "id"), resident_id=session.subject if session.role == "resident" else None,
+        by=_who(session))
+    await _tell(request.app, "sos-ended", call)
+    return web.json_response({"ok": True, "sos": call})
+
+
+async def resolve_sos(request: web.Request) -> web.Response:
+    """POST /api/sos/{id}/resolve {note, release_hold?}: a responder or the manager closes the call with a note."""
+    session = session_of(request)
+    body = await read_body(request, ResolveBody)
+    if body.release_hold and session.role != "manager":
+        raise Forbidden("only the manager can release the footage an SOS holds")
+    desk = request.app[SOS_DESK]
+    sos_id = int_param(request, "id")
+    call = await desk.end(sos_id, "resolved", _who(session), body.note.strip())
+    if body.release_hold and call["hold"] and call["hold"]["released"] is None:
+        call["hold"] = await desk.release_hold(sos_id)
+    await _tell(request.app, "sos-ended", call)
+    return web.json_response({"ok": True, "sos": call})
+
+
+async def release_sos_hold(request: web.Request) -> web.Response:
+    """POST /api/sos/{id}/release: the manager lets retention have the footage an SOS held."""
+    desk = request.app[SOS_DESK]
+    sos_id = int_param(request, "id")
+    hold = await desk.release_hold(sos_id)
+    return web.json_response({"ok": True, "sos": await desk.get(sos_id), "hold": hold})
 
 
 # -- timeline and map -------------------------------------------------------------------------------------------
@@ -228,11 +270,10 @@ async def timeline(request: web.Request) -> web.Response:
                               "summary": report["what"][:200], "data": report})
     if "sos" in types:
         responder = session.role == "manager" or session.on_call
-        for call in await app[SOS_DESK].open_calls(resident_id=None if responder else session.subject, hours=24 * 7):
+        for call in await app[SOS_DESK].open_calls(resident_id=None if responder else session.subject, hours=24 * 7,
+                                                   ended=True):
             items.append({"type": "sos", "time": call["created"], "id": f"sos-{call['id']}",
-                          "title": f"SOS {call['unit']}".strip(),
-                          "summary": f"acknowledged by {call['acked_by']}" if call["acked_by"] else "not acknowledged",
-                          "data": call})
+                          "title": f"SOS {call['unit']}".strip(), "summary": _sos_summary(call), "data": call})
         if responder:
             for event in await app[STORE].recent(limit, SOS):
                 if event.body is not None and event.author != node_id(app[KEY]):
@@ -242,6 +283,14 @@ async def timeline(request: web.Request) -> web.Response:
                                   "data": body})
     items.sort(key=lambda item: item["time"], reverse=True)
     return web.json_response({"ok": True, "items": items[:limit]})
+
+
+def _sos_summary(call: dict[str, Any]) -> str:
+    if call["state"] == "resolved":
+        return f"resolved by {call['ended_by']}: {call['resolution']}"
+    if call["state"] == "cancelled":
+        return f"cancelled by {call['ended_by']} (a false alarm)"
+    return f"acknowledged by {call['acked_by']}" if call["acked_by"] else "not acknowledged"
 
 
 def _point(text: str) -> list[float]:
@@ -320,6 +369,9 @@ def routes() -> list[Route]:
         Route("GET", "/api/sos", list_sos, signed_in),
         Route("POST", "/api/sos", post_sos, signed_in, SosBody),
         Route("POST", "/api/sos/{id}/ack", ack_sos, frozenset({RESPONDER, MANAGER})),
+        Route("POST", "/api/sos/{id}/cancel", cancel_sos, signed_in),
+        Route("POST", "/api/sos/{id}/resolve", resolve_sos, frozenset({RESPONDER, MANAGER}), ResolveBody),
+        Route("POST", "/api/sos/{id}/release", release_sos_hold, manager),
         Route("GET", "/api/timeline", timeline, signed_in),
         Route("GET", "/api/map", map_data, signed_in),
     ]

@@ -2,7 +2,10 @@
 
 Escalation, while unacknowledged: after `sos.ack_timeout` the configured webhook (a paging or phone service), then
 after `sos.peer_escalation_after` nearby nodes, as a signed `sos` event naming the building, not the resident.
-Each SOS also holds camera footage around its moment from retention. The node never calls emergency services.
+Each SOS also holds camera footage around its moment from retention, until the manager releases it (ending the call
+does not: footage of a real emergency may be needed later). The node never calls emergency services.
+A call is open, then acknowledged, then ended: resolved by a responder or the manager (with a note), or cancelled
+by whoever raised it (a false alarm). An ended call is never reopened and never escalates.
 The state lives in the database and the escalator polls it, so a restart loses no step. The webhook is recorded as
 being called before it is called (a crash at that moment costs one page rather than paging in a loop); the event to
 nearby nodes waits while publishing is held (after a restore) and may, after a crash at the wrong moment, go out
@@ -19,7 +22,7 @@ from typing import Any, Sequence
 import aiohttp
 
 from node.config import Config
-from node.errors import BadRequest, NotFound
+from node.errors import BadRequest, Conflict, Forbidden, NotFound
 from node.safety.live import RESPONDERS
 from node.sql import inserted_id
 from sync import Database, Migration, SyncEngine, require_fields
@@ -61,10 +64,24 @@ MIGRATIONS: Sequence[Migration] = [
             released INTEGER
         )""",
     ]),
+    (2, [
+        # The lifecycle: open -> acknowledged -> resolved | cancelled (an ended call never goes back).
+        "ALTER TABLE sos ADD COLUMN state TEXT NOT NULL DEFAULT 'open' "
+        "CHECK (state IN ('open', 'acknowledged', 'resolved', 'cancelled'))",
+        "ALTER TABLE sos ADD COLUMN ended_by TEXT",
+        "ALTER TABLE sos ADD COLUMN ended_at INTEGER",
+        "ALTER TABLE sos ADD COLUMN resolution TEXT NOT NULL DEFAULT ''",
+        "UPDATE sos SET state = 'acknowledged' WHERE acked_at IS NOT NULL",
+        "CREATE INDEX sos_by_state ON sos (state, created)",
+    ]),
 ]
 
+OPEN_STATES = ("open", "acknowledged")
+ENDED_STATES = ("resolved", "cancelled")
+
 _COLUMNS = "id, resident_id, unit, name, note, created, acked_by, acked_at, webhook_at, webhook_result, " \
-           "escalated_at, event_id"
+           "escalated_at, event_id, state, ended_by, ended_at, resolution"
+_HOLD = "SELECT start, end, released FROM holds WHERE reason = 'sos' AND ref = ? AND clip_id IS NULL"
 
 
 def validate_sos_event(body: Any) -> None:
@@ -81,7 +98,24 @@ def validate_sos_event(body: Any) -> None:
 def _view(row: Sequence[Any]) -> dict[str, Any]:
     return {"id": row[0], "resident_id": row[1], "unit": row[2], "name": row[3], "note": row[4], "created": row[5],
             "acked_by": row[6], "acked_at": row[7], "webhook_at": row[8], "webhook_result": row[9],
-            "escalated_at": row[10], "event": row[11]}
+            "escalated_at": row[10], "event": row[11], "state": row[12], "ended_by": row[13], "ended_at": row[14],
+            "resolution": row[15]}
+
+
+def hold_view(start: int, end: int, released: int | None) -> dict[str, Any]:
+    """The footage hold of a call, saying why it is there and what ends it."""
+    if released is not None:
+        why = "The camera footage around this call was kept from deletion; the manager has released it."
+    else:
+        why = (f"Camera footage from {(end - start) // 60} minutes around this call is kept from deletion in case "
+               "it is needed. Ending the call does not release it; only the manager does.")
+    return {"start": start, "end": end, "released": released, "why": why}
+
+
+def _ended(call: dict[str, Any]) -> Conflict:
+    verb = "resolved" if call["state"] == "resolved" else "cancelled"
+    return Conflict(f"SOS {call['id']} was already {verb} by {call['ended_by']}: an ended call cannot be "
+                    "acknowledged, resolved or cancelled again; raise a new SOS if help is needed")
 
 
 class SosDesk:
@@ -113,33 +147,83 @@ class SosDesk:
         rows = list(await self.db.reader.execute_fetchall(f"SELECT {_COLUMNS} FROM sos WHERE id = ?", (sos_id,)))
         if not rows:
             raise NotFound(f"no SOS {sos_id}")
-        return _view(rows[0])
+        return _view(rows[0]) | {"hold": await self.hold(sos_id)}
 
-    async def open_calls(self, *, resident_id: int | None = None, hours: int = 24,
+    async def open_calls(self, *, resident_id: int | None = None, hours: int = 24, ended: bool = False,
                          now: int | None = None) -> list[dict[str, Any]]:
-        """Recent calls, newest first (one resident's own when `resident_id` is given)."""
+        """Recent calls, newest first (one resident's own when `resident_id` is given); ended ones only with
+        `ended`."""
         now = int(time.time()) if now is None else now
         where, args = "created > ?", [now - hours * 3600]
+        if not ended:
+            where += " AND state IN ('open', 'acknowledged')"
         if resident_id is not None:
             where += " AND resident_id = ?"
             args.append(resident_id)
         rows = await self.db.reader.execute_fetchall(
             f"SELECT {_COLUMNS} FROM sos WHERE {where} ORDER BY id DESC LIMIT 100", args)
-        return [_view(r) for r in rows]
+        holds = {int(r[0]): hold_view(*r[1:]) for r in await self.db.reader.execute_fetchall(
+            "SELECT ref, start, end, released FROM holds WHERE reason = 'sos' AND clip_id IS NULL AND created > ?",
+            (now - hours * 3600 - 86_400,)) if str(r[0]).isdigit()}
+        return [_view(r) | {"hold": holds.get(r[0])} for r in rows]
 
     async def acknowledge(self, sos_id: int, by: str, *, now: int | None = None) -> tuple[dict[str, Any], bool]:
-        """Mark a call acknowledged by `by`; returns (call, whether this was the first acknowledgement)."""
+        """Mark a call acknowledged by `by`; returns (call, whether this was the first acknowledgement).
+        Conflict if the call has ended."""
         now = int(time.time()) if now is None else now
         async with self.db.write() as conn:
-            cursor = await conn.execute("UPDATE sos SET acked_by = ?, acked_at = ? WHERE id = ? AND acked_at IS NULL",
-                                        (by, now, sos_id))
-        return await self.get(sos_id), cursor.rowcount == 1
+            cursor = await conn.execute("UPDATE sos SET acked_by = ?, acked_at = ?, state = 'acknowledged' "
+                                        "WHERE id = ? AND state = 'open'", (by, now, sos_id))
+        call = await self.get(sos_id)
+        if call["state"] in ENDED_STATES:
+            raise _ended(call)
+        return call, cursor.rowcount == 1
+
+    async def end(self, sos_id: int, state: str, by: str, resolution: str = "", *,
+                  now: int | None = None) -> dict[str, Any]:
+        """End an open or acknowledged call as `state` (resolved or cancelled); Conflict if it had ended already."""
+        now = int(time.time()) if now is None else now
+        async with self.db.write() as conn:
+            cursor = await conn.execute(
+                "UPDATE sos SET state = ?, ended_by = ?, ended_at = ?, resolution = ? "
+                "WHERE id = ? AND state IN ('open', 'acknowledged')", (state, by, now, resolution, sos_id))
+        call = await self.get(sos_id)
+        if cursor.rowcount == 0:
+            raise _ended(call)
+        return call
+
+    async def cancel(self, sos_id: int, *, resident_id: int | None, by: str) -> dict[str, Any]:
+        """The one who raised a call takes it back (a false alarm): a resident their own call, the manager (with
+        `resident_id` None) a call the manager raised. Forbidden for anyone else, Conflict once it has ended."""
+        call = await self.get(sos_id)
+        if call["resident_id"] != resident_id:
+            raise Forbidden(f"only whoever raised SOS {sos_id} can cancel it; a responder resolves it instead")
+        return await self.end(sos_id, "cancelled", by)
+
+    async def hold(self, sos_id: int) -> dict[str, Any] | None:
+        """The footage hold of a call (see hold_view), or None if it has none."""
+        rows = list(await self.db.reader.execute_fetchall(_HOLD, (str(sos_id),)))
+        return hold_view(*rows[0]) if rows else None
+
+    async def release_hold(self, sos_id: int, *, now: int | None = None) -> dict[str, Any]:
+        """The manager releases a call's footage hold; Conflict if it was released already."""
+        now = int(time.time()) if now is None else now
+        await self.get(sos_id)
+        async with self.db.write() as conn:
+            cursor = await conn.execute("UPDATE holds SET released = ? WHERE reason = 'sos' AND ref = ? "
+                                        "AND clip_id IS NULL AND released IS NULL", (now, str(sos_id)))
+        hold = await self.hold(sos_id)
+        if hold is None:
+            raise NotFound(f"SOS {sos_id} holds no footage")
+        if cursor.rowcount == 0:
+            raise Conflict(f"the footage hold of SOS {sos_id} was already released")
+        return hold
 
     async def due(self, now: int) -> list[tuple[str, dict[str, Any]]]:
         """Escalation steps that are due: ("webhook" | "peers", call)."""
         settings = self.config.sos
         rows = await self.db.reader.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM sos WHERE acked_at IS NULL AND (webhook_at IS NULL OR escalated_at IS NULL) "
+            f"SELECT {_COLUMNS} FROM sos WHERE state = 'open' AND (webhook_at IS NULL OR escalated_at IS NULL) "
             "AND created > ?", (now - 86_400,))
         steps = []
         for call in map(_view, rows):
@@ -148,6 +232,15 @@ class SosDesk:
             elif call["escalated_at"] is None and now - call["created"] >= settings.peer_escalation_after:
                 steps.append(("peers", call))
         return steps
+
+    async def begin_webhook(self, sos_id: int, *, now: int | None = None) -> bool:
+        """Record that the webhook is being called, if the call is still open and unpaged; False otherwise (it was
+        acknowledged or ended meanwhile)."""
+        now = int(time.time()) if now is None else now
+        async with self.db.write() as conn:
+            cursor = await conn.execute("UPDATE sos SET webhook_at = ?, webhook_result = 'calling' "
+                                        "WHERE id = ? AND state = 'open' AND webhook_at IS NULL", (now, sos_id))
+        return cursor.rowcount == 1
 
     async def record(self, sos_id: int, step: str, result: str, *, event_id: str | None = None,
                      now: int | None = None) -> dict[str, Any]:
@@ -193,7 +286,8 @@ async def _run_step(desk: SosDesk, engine: SyncEngine, publish: Any, config: Con
                     call: dict[str, Any], published: dict[int, str]) -> None:
     if step == "webhook":
         # Recorded before the call: a crash or a failing disk can cost one page, never page people in a loop.
-        await desk.record(call["id"], "webhook", "calling")
+        if not await desk.begin_webhook(call["id"]):
+            return   # answered, cancelled or resolved since it was found due
         result = await call_webhook(session, config.sos.webhook_url, {
             "type": "sos", "building": config.node.name, "unit": call["unit"], "name": call["name"],
             "note": call["note"], "raised": call["created"], "unacknowledged_for": int(time.time()) - call["created"]})
@@ -204,6 +298,8 @@ async def _run_step(desk: SosDesk, engine: SyncEngine, publish: Any, config: Con
             return
         event_id = published.get(call["id"])
         if event_id is None:
+            if (await desk.get(call["id"]))["state"] != "open":
+                return   # answered or ended since it was found due
             body: dict[str, Any] = {"building": config.node.name, "raised": call["created"]}
             if location:
                 body["location"] = location
