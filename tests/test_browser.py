@@ -139,3 +139,74 @@ async def test_resident_and_manager_in_a_real_browser(make_node, chromium):
         await phone_context.close()
         await manager_context.close()
     assert errors == []
+
+
+async def test_sos_cancelled_and_resolved_seen_on_two_phones(make_node, chromium):
+    """Ada raises an SOS and takes it back; then raises another, which Sam (on call) resolves with a note. Both
+    changes reach both open pages at once: the caller's status line, the responder's banner and list."""
+    from playwright.async_api import expect
+
+    home = await make_node("home", **NEXT_DOOR, node__name="Elm Street 12")
+    errors: list[str] = []
+    async with http_client() as manager:
+        await claim(home, manager)
+        codes = {}
+        for unit, name in (("4B", "Ada"), ("3C", "Sam")):
+            _, made = await call(manager, "POST", home.url + "/api/invites", json={"unit": unit, "name": name})
+            codes[name] = made["invite"]["code"]
+        pages = {}
+        for name in ("Ada", "Sam"):
+            context = await chromium.new_context(**PHONE)
+            page = pages[name] = await context.new_page()
+            page.on("pageerror", lambda exc, name=name: errors.append(f"{name}'s page: {exc}"))
+            await page.goto(home.url + f"/join#code={codes[name]}")
+            await page.click("#join-submit")
+            await page.wait_for_url(home.url + "/")
+        _, listed = await call(manager, "GET", home.url + "/api/residents")
+        sam = next(r["id"] for r in listed["residents"] if r["unit"] == "3C")
+        status, _ = await call(manager, "POST", home.url + f"/api/residents/{sam}/on-call", json={"on_call": True})
+        assert status == 200
+        ada, sam_page = pages["Ada"], pages["Sam"]
+        await sam_page.reload()   # his page learns he is on call
+        for page in (ada, sam_page):
+            await expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+
+        async def raise_sos(note: str) -> None:
+            await ada.click('#tabs button[data-view="sos"]')
+            await ada.fill("#sos-note", note)
+            await ada.click("#sos-button")
+            await ada.click("#sos-confirm")
+            await expect(ada.locator("#sos-state")).to_contain_text("waiting for a responder")
+            await expect(sam_page.locator("#sos-banner")).to_contain_text(note, timeout=10_000)
+
+        # A false alarm: Ada cancels it, and Sam's banner goes away with the reason.
+        await raise_sos("pressed by my toddler")
+        await shot(sam_page, "7-responder-sos")
+        await ada.click("#sos-false-alarm")
+        await expect(ada.locator("#sos-state")).to_contain_text("cancelled as a false alarm")
+        await expect(ada.locator("#sos-mine")).to_be_hidden()
+        await expect(sam_page.locator("#sos-banner")).to_be_hidden(timeout=10_000)
+        await expect(sam_page.locator("#sos-ended-note")).to_contain_text("cancelled by the caller")
+        await shot(ada, "8-caller-cancelled")
+
+        # A real one: Sam answers it from his SOS tab and resolves it with a note Ada reads.
+        await raise_sos("fell in the stairwell")
+        await sam_page.click("#sos-ack-button")
+        await expect(ada.locator("#sos-state")).to_contain_text("Acknowledged by Sam", timeout=10_000)
+        await sam_page.click('#tabs button[data-view="sos"]')
+        card = sam_page.locator("#sos-calls article.sos-call")
+        await expect(card).to_have_count(1)
+        await card.locator(".sos-resolve").click()
+        await expect(card.locator(".form-status")).to_contain_text("Say how the call was resolved")
+        await card.locator("textarea").fill("Helped her up; her daughter is with her now")
+        await shot(sam_page, "9-responder-resolving")
+        await card.locator(".sos-resolve").click()
+        await expect(sam_page.locator("#sos-calls article.sos-call")).to_have_count(0, timeout=10_000)
+        await expect(sam_page.locator("#sos-ended-note")).to_contain_text("resolved by Sam")
+        await expect(ada.locator("#sos-state")).to_contain_text("resolved by Sam", timeout=10_000)
+        await expect(ada.locator("#sos-state")).to_contain_text("her daughter is with her now")
+        await expect(ada.locator("#sos-button")).to_be_visible()      # she can ask for help again
+        await shot(ada, "10-caller-resolved")
+        for page in pages.values():
+            await page.context.close()
+    assert errors == []

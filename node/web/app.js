@@ -110,6 +110,11 @@ async function main() {
       responder.onAck(data.sos);
       timeline.stale();
     },
+    "sos-ended"(data) {
+      sos.onEnded(data.sos);
+      responder.onEnded(data.sos);
+      timeline.stale();
+    },
     "sos-escalated"(data) {
       sos.onEscalated(data.sos, data.stage);
       responder.onEscalated(data.sos, data.stage);

@@ -48,6 +48,7 @@ async function main() {
     "report-moderated"() { reloadModeration(); },
     sos(data) { responder.onSos(data.sos); },
     "sos-ack"(data) { responder.onAck(data.sos); },
+    "sos-ended"(data) { responder.onEnded(data.sos); },
     "sos-escalated"(data) { responder.onEscalated(data.sos, data.stage); },
     clip() { cameras.onClip(); },
     ...sharing,

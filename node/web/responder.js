@@ -1,6 +1,7 @@
 // Responder mode, shared by the resident app (on-call residents) and the manager console: a banner for each
 // unanswered SOS, a repeated tone until someone acknowledges or this device dismisses it, and the list of open
-// calls with Acknowledge buttons.
+// calls with Acknowledge and Resolve buttons. A call that ends (resolved here or elsewhere, or cancelled by its
+// caller) leaves the list and the banner on every open page.
 //
 // Browsers start audio only after the person has touched the page, so the AudioContext is unlocked on the first
 // tap or key press; until then the banner says so (the banner and the notification still work without sound).
@@ -78,6 +79,7 @@ export function initResponder(session, isMine) {
   const listWrap = document.getElementById("sos-calls-wrap");
   const list = document.getElementById("sos-calls");
   const soundHint = $("sos-banner-sound");
+  const endedNote = document.getElementById("sos-ended-note");
   // Only responders ever ring; everyone else should not even get an AudioContext.
   const alarm = active ? new Alarm((needed) => { soundHint.hidden = !needed; }) : null;
   let shown = null; // id in the banner
@@ -106,7 +108,13 @@ export function initResponder(session, isMine) {
     }
     if (list) {
       if (listWrap) listWrap.hidden = calls.size === 0;
+      // A resolution being typed survives the list being redrawn by another call's news.
+      const typed = new Map([...list.querySelectorAll(".sos-resolution")].map((area) => [area.id, area.value]));
       list.replaceChildren(...[...calls.values()].map(callCard));
+      for (const [id, value] of typed) {
+        const area = document.getElementById(id);
+        if (area) area.value = value;
+      }
       if (calls.size === 0) list.append(el("p", { class: "muted" }, "No open calls."));
     }
   };
@@ -126,6 +134,41 @@ export function initResponder(session, isMine) {
     }
   };
 
+  const resolve = async (id, note, release, statusNode, button) => {
+    if (!note.value.trim()) {
+      setStatus(statusNode, "Say how the call was resolved (a few words are enough).", "error");
+      note.focus();
+      return;
+    }
+    button.disabled = true;
+    setStatus(statusNode, "Resolving…");
+    try {
+      const answer = await postJSON(`/api/sos/${encodeURIComponent(id)}/resolve`,
+        { note: note.value.trim(), release_hold: Boolean(release?.checked) });
+      end(answer.sos || { id, state: "resolved", ended_by: "you" });
+      if (document.activeElement === document.body) document.getElementById("main")?.focus();
+    } catch (error) {
+      setStatus(statusNode, `Could not resolve: ${error.message}`, "error");
+      button.disabled = false;
+    }
+  };
+
+  const resolveForm = (sos, status) => {
+    const id = String(sos.id);
+    const note = el("textarea", { id: `sos-resolution-${id}`, class: "sos-resolution", rows: "2", maxlength: "500" });
+    const manager = session.role === "manager";
+    const release = manager && sos.hold && !sos.hold.released
+      ? el("input", { type: "checkbox", id: `sos-release-${id}`, class: "sos-release" }) : null;
+    const button = el("button", { type: "button", class: "button-secondary sos-resolve", dataset: { id } },
+      "Resolve", el("span", { class: "visually-hidden" }, ` the call from ${who(sos)}`));
+    button.addEventListener("click", () => resolve(sos.id, note, release, status, button));
+    return el("div", { class: "sos-resolve-form" },
+      el("label", { for: note.id }, "How was it resolved?"), note,
+      release ? el("span", { class: "check" }, release,
+        el("label", { for: release.id }, "Also release the held camera footage")) : null,
+      button);
+  };
+
   const callCard = (sos) => {
     const status = el("p", { class: "form-status", role: "status" });
     return el("article", { class: `card sos-call${sos.acked_by ? " is-acked" : ""}`, dataset: { id: String(sos.id) } },
@@ -136,7 +179,22 @@ export function initResponder(session, isMine) {
         ? el("p", { class: "status-ok" }, `Acknowledged by ${sos.acked_by}`, sos.acked_at ? [" at ", timeEl(sos.acked_at, formatClock)] : "")
         : el("button", { type: "button", class: "button-danger sos-ack", dataset: { id: String(sos.id) },
           onclick: () => acknowledge(sos.id, status) }, "Acknowledge", el("span", { class: "visually-hidden" }, ` ${who(sos)}`)),
+      sos.hold ? el("p", { class: "hint sos-hold" }, sos.hold.why) : null,
+      resolveForm(sos, status),
       status);
+  };
+
+  // A call ended (here, on another page, or by its caller): it leaves the banner and the list.
+  const end = (sos) => {
+    if (!active || !sos || !calls.has(String(sos.id))) return;
+    calls.delete(String(sos.id));
+    dismissed.delete(String(sos.id));
+    const how = sos.state === "cancelled"
+      ? `The SOS from ${who(sos)} was cancelled by the caller: a false alarm.`
+      : `The SOS from ${who(sos)} was resolved by ${sos.ended_by || "a responder"}.`;
+    announce(how);
+    if (endedNote) setStatus(endedNote, how, "ok");
+    render();
   };
 
   if (active) {
@@ -160,6 +218,7 @@ export function initResponder(session, isMine) {
     if (!active || !sos || isMine(sos)) return;
     const known = calls.has(String(sos.id));
     calls.set(String(sos.id), { ...calls.get(String(sos.id)), ...sos });
+    if (!known && endedNote) setStatus(endedNote, ""); // the news of an earlier call is old now
     if (!known || urgentText) {
       dismissed.delete(String(sos.id)); // a new call or an escalation rings again even if dismissed before
       announce(urgentText || `SOS from ${who(sos)}${sos.note ? `: ${sos.note}` : ""}`, true);
@@ -188,6 +247,7 @@ export function initResponder(session, isMine) {
         add(sos);
       }
     },
+    onEnded(sos) { end(sos); },
     onAck(sos) {
       if (!active || !sos || !calls.has(String(sos.id))) return;
       calls.set(String(sos.id), { ...calls.get(String(sos.id)), ...sos });

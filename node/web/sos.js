@@ -17,7 +17,7 @@ function rememberedIds() {
   }
 }
 
-/** Wire the SOS section; returns {isMine, onSos, onAck, onEscalated, load} for the app. */
+/** Wire the SOS section; returns {isMine, onSos, onAck, onEscalated, onEnded, load} for the app. */
 export function initSos(session) {
   const start = $("sos-start");
   const button = $("sos-button");
@@ -26,6 +26,9 @@ export function initSos(session) {
   const cancel = $("sos-cancel");
   const note = $("sos-note");
   const state = $("sos-state");
+  const mineBox = $("sos-mine");
+  const falseAlarm = $("sos-false-alarm");
+  const mineStatus = $("sos-mine-status");
   const responder = Boolean(session.on_call) || session.role === "manager";
   const mine = rememberedIds();
   let current = null; // this person's latest open call
@@ -60,11 +63,18 @@ export function initSos(session) {
     clearTimeout(timer);
     timer = setTimeout(showStart, CONFIRM_TIMEOUT_MS);
   };
+  const ended = (sos) => sos?.state === "resolved" || sos?.state === "cancelled";
   const render = () => {
     state.classList.remove("status-ok", "status-error");
+    mineBox.hidden = !current || ended(current);
     if (!current) return;
     const at = formatClock(current.created);
-    if (current.acked_by) {
+    if (current.state === "cancelled") {
+      setStatus(state, `Your SOS from ${at} was cancelled as a false alarm. Responders were told.`, "ok");
+    } else if (current.state === "resolved") {
+      const note = current.resolution ? `: \u201c${current.resolution}\u201d` : ".";
+      setStatus(state, `Your SOS from ${at} was resolved by ${current.ended_by}${note}`, "ok");
+    } else if (current.acked_by) {
       const when = current.acked_at ? ` at ${formatClock(current.acked_at)}` : "";
       setStatus(state, `Help requested at ${at}. Acknowledged by ${current.acked_by}${when}.`, "ok");
     } else if (current.escalation) {
@@ -106,12 +116,28 @@ export function initSos(session) {
     }
   });
 
+  falseAlarm.addEventListener("click", async () => {
+    if (!current || ended(current) || falseAlarm.disabled) return;
+    falseAlarm.disabled = true;
+    setStatus(mineStatus, "Cancelling…");
+    try {
+      const answer = await postJSON(`/api/sos/${encodeURIComponent(current.id)}/cancel`);
+      setStatus(mineStatus, "");
+      update(answer.sos);
+      state.focus();
+    } catch (error) {
+      setStatus(mineStatus, `Could not cancel: ${error.message}`, "error");
+    } finally {
+      falseAlarm.disabled = false;
+    }
+  });
+
   const update = (sos, extra = {}) => {
     if (!sos || !isMine(sos)) return false;
     if (current && String(current.id) !== String(sos.id)
         && (toDate(sos.created)?.getTime() || 0) < (toDate(current.created)?.getTime() || 0)) return true;
     current = { ...(current && String(current.id) === String(sos.id) ? current : {}), ...sos, ...extra };
-    if (current.acked_by) showStart();
+    if (current.acked_by || ended(current)) showStart();
     else start.hidden = true;
     render();
     return true;
@@ -131,6 +157,10 @@ export function initSos(session) {
     },
     onEscalated(sos, stage) {
       update(sos, { escalation: escalationText(stage) });
+    },
+    onEnded(sos) {
+      if (!update(sos)) return;
+      if (sos.state === "resolved") announce(`Your SOS was resolved by ${sos.ended_by}.`, true);
     },
   };
 }
