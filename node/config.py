@@ -139,6 +139,9 @@ class ReportsSection(Strict, frozen=True):
 
     max_photo_bytes: Annotated[int, setting("Largest photo a resident may attach to a report.",
                                             ge=65536, le=64 * 1024 * 1024)] = 8 * 1024 * 1024
+    hold_person_reports: Annotated[bool, setting("Hold every report that describes a person for the manager's "
+                                                 "review before residents see it (reports that mention race or "
+                                                 "ethnicity are always held).")] = True
 
 
 class SyncSection(Strict, frozen=True):

@@ -31,7 +31,8 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     """Make the safety stores; relay new events to open pages; escalate SOS calls; poll the official feeds."""
     config, db = app[CONFIG], app[DB]
     hub = app[HUB] = Hub(db, app[ACCOUNTS].session)
-    app[REPORTS] = Reports(db, config.node.data_dir / "media" / "reports")
+    app[REPORTS] = Reports(db, config.node.data_dir / "media" / "reports",
+                           hold_person_reports=config.reports.hold_person_reports)
     desk = app[SOS_DESK] = sos.SosDesk(db, config)
     engine = app[ENGINE]
     relay: asyncio.Queue[list[Event]] = asyncio.Queue()

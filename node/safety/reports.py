@@ -2,6 +2,10 @@
 
 The form asks what happened first. Describing a person needs at least two details other than race or ethnicity,
 and race alone is refused, because a description that fits half the neighborhood helps nobody and hurts many.
+The free text is screened with the same rule (node/safety/fairness.py): a race or ethnicity word about a person
+with too few other details is refused with the reason; with enough, the report is held for the manager's review, and
+so is any report that describes a person while `reports.hold_person_reports` is on. A held report is seen by its
+reporter and the manager only, with why it was held, until the manager lets it into the building.
 A report stays in the building (residents see it, without the reporter's identity) unless the manager shares it
 with the neighborhood, as a signed `report` event with neither the reporter nor the photo, or hides it.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from node.errors import BadRequest, NotFound, TooLarge
+from node.safety.fairness import screen
 from node.sql import inserted_id
 from sync import Database, Event, Migration, require_fields
 
@@ -52,6 +57,11 @@ MIGRATIONS: Sequence[Migration] = [
             reviewed INTEGER,
             event_id TEXT
         )""",
+    ]),
+    (2, [
+        # Held: seen only by the reporter and the manager, with the reason, until the manager decides.
+        "ALTER TABLE reports ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE reports ADD COLUMN held_reason TEXT NOT NULL DEFAULT ''",
     ]),
 ]
 
@@ -98,9 +108,14 @@ def check_report(fields: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             raise BadRequest(f"field 'when' must be a date and time like 2026-11-23T21:40, got {happened!r}") \
                 from None
-    person = {name: _text(fields, f"person_{name}", MAX_FIELD) for name in (*PERSON_DETAILS, RACE)}
-    return {"category": category, "what": what, "where": _text(fields, "where", MAX_FIELD), "when": happened,
-            "person": check_person(person)}
+    person = check_person({name: _text(fields, f"person_{name}", MAX_FIELD) for name in (*PERSON_DETAILS, RACE)})
+    where = _text(fields, "where", MAX_FIELD)
+    texts = {"what": what, "where": where} | {f"person_{k}": v for k, v in (person or {}).items() if k != RACE}
+    screening = screen(texts, person)
+    if refusal := screening.refusal():
+        raise BadRequest(refusal)
+    return {"category": category, "what": what, "where": where, "when": happened, "person": person,
+            "screening": screening}
 
 
 def validate_report_event(body: Any) -> None:
@@ -186,9 +201,10 @@ def _reencode_photo(data: bytes) -> bytes:
 class Reports:
     """The building's reports and their photos."""
 
-    def __init__(self, db: Database, media: Path) -> None:
+    def __init__(self, db: Database, media: Path, *, hold_person_reports: bool = True) -> None:
         self.db = db
         self.media = media
+        self.hold_person_reports = hold_person_reports
         self.moderation = asyncio.Lock()   # held while a decision is made: two quick "share" clicks publish once
         self.decoding = asyncio.Semaphore(1)   # one photo decoded at a time: each may need a lot of memory
 
@@ -197,6 +213,7 @@ class Reports:
         """Store a validated report (and its re-encoded photo); returns it as its reporter sees it."""
         now = int(time.time()) if now is None else now
         report = check_report(fields)
+        held = report["screening"].hold_reason(hold_people=self.hold_person_reports)
         name = None
         if photo:
             async with self.decoding:
@@ -207,9 +224,9 @@ class Reports:
             async with self.db.write() as conn:
                 cursor = await conn.execute(
                     "INSERT INTO reports (resident_id, manager, created, category, what, place, happened, person, "
-                    "photo) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "photo, held, held_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (resident_id, manager, now, report["category"], report["what"], report["where"], report["when"],
-                     json.dumps(report["person"]) if report["person"] else None, name))
+                     json.dumps(report["person"]) if report["person"] else None, name, int(bool(held)), held))
         except BaseException:
             if name:
                 with contextlib.suppress(FileNotFoundError):
@@ -224,11 +241,11 @@ class Reports:
             where, args = "", ()
             order = "(r.reviewed IS NULL) DESC, r.id DESC"
         else:
-            where, args = "WHERE r.status != 'hidden' OR r.resident_id = ?", (resident_id,)
+            where, args = "WHERE (r.status != 'hidden' AND r.held = 0) OR r.resident_id = ?", (resident_id,)
             order = "r.id DESC"
         rows = await self.db.reader.execute_fetchall(
             "SELECT r.id, r.resident_id, r.created, r.category, r.what, r.place, r.happened, r.person, r.photo, "
-            f"r.status, r.reviewed, r.event_id, p.unit, p.name, r.manager FROM reports r "
+            f"r.status, r.reviewed, r.event_id, p.unit, p.name, r.manager, r.held, r.held_reason FROM reports r "
             f"LEFT JOIN residents p ON p.id = r.resident_id {where} ORDER BY {order} LIMIT ?", (*args, limit))
         return [self._view(row, resident_id=resident_id, manager=manager) for row in rows]
 
@@ -236,9 +253,9 @@ class Reports:
         """One report the caller may see, or NotFound."""
         rows = list(await self.db.reader.execute_fetchall(
             "SELECT r.id, r.resident_id, r.created, r.category, r.what, r.place, r.happened, r.person, r.photo, "
-            "r.status, r.reviewed, r.event_id, p.unit, p.name, r.manager FROM reports r "
+            "r.status, r.reviewed, r.event_id, p.unit, p.name, r.manager, r.held, r.held_reason FROM reports r "
             "LEFT JOIN residents p ON p.id = r.resident_id WHERE r.id = ?", (report_id,)))
-        if not rows or (not manager and rows[0][9] == "hidden" and rows[0][1] != resident_id):
+        if not rows or (not manager and (rows[0][9] == "hidden" or rows[0][15]) and rows[0][1] != resident_id):
             raise NotFound(f"no report {report_id}")
         return self._view(rows[0], resident_id=resident_id, manager=manager)
 
@@ -246,8 +263,10 @@ class Reports:
     def _view(row: Sequence[Any], *, resident_id: int | None, manager: bool) -> dict[str, Any]:
         report = {"id": row[0], "source": "building", "created": row[2], "category": row[3], "what": row[4],
                   "where": row[5], "when": row[6], "person": json.loads(row[7]) if row[7] else None,
-                  "has_photo": bool(row[8]), "status": row[9],
+                  "has_photo": bool(row[8]), "status": row[9], "held": bool(row[15]),
                   "mine": not manager and resident_id is not None and row[1] == resident_id}
+        if manager or report["mine"]:
+            report["held_reason"] = row[16]   # why it waits (or waited) for review: the manager's and the reporter's
         if manager:
             report.update({"queue": row[10] is None, "event": row[11],
                            "reporter": {"unit": row[12], "name": row[13]} if row[1] is not None
@@ -275,8 +294,9 @@ class Reports:
         """Record a moderation decision."""
         now = int(time.time()) if now is None else now
         async with self.db.write() as conn:
+            # Any decision ends the hold: shared or restored it is the building's to see, hidden it stays hidden.
             cursor = await conn.execute(
-                "UPDATE reports SET status = ?, reviewed = ?, event_id = ? WHERE id = ?",
+                "UPDATE reports SET status = ?, reviewed = ?, event_id = ?, held = 0 WHERE id = ?",
                 (status, now, event_id, report_id))
             if cursor.rowcount == 0:
                 raise NotFound(f"no report {report_id}")

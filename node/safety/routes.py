@@ -28,7 +28,7 @@ from node.people.accounts import Session
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
 from node.safety.cap import CapError
 from node.safety.geocodes import Geocodes
-from node.safety.live import ALL, RESPONDERS, resident_audience
+from node.safety.live import ALL, MANAGERS, RESPONDERS, resident_audience
 from node.safety.models import AlertBody, ResolveBody, SosBody
 from node.safety.reports import REPORT, REPORT_TTL, read_limited, report_message
 from node.safety.sos import SOS
@@ -97,8 +97,10 @@ async def post_report(request: web.Request) -> web.Response:
     is_manager = session.role == "manager"
     report = await request.app[REPORTS].add(fields, photo, resident_id=None if is_manager else session.subject,
                                             manager=session.subject if is_manager else None)
-    public = {k: v for k, v in report.items() if k not in ("mine", "queue", "event", "reporter")} | {"mine": False}
-    await request.app[HUB].publish("report", {"report": public}, ALL)
+    public = {k: v for k, v in report.items() if k not in ("mine", "queue", "event", "reporter", "held_reason")} \
+        | {"mine": False}
+    # A held report reaches only the manager's pages; the building sees it once the manager lets it in.
+    await request.app[HUB].publish("report", {"report": public}, MANAGERS if report["held"] else ALL)
     return web.json_response({"ok": True, "report": report}, status=201)
 
 

@@ -266,9 +266,16 @@ export function reportArticle(report, extra = []) {
   return el("article", { class: "card report", dataset: { id: String(report.id) } },
     el("header", { class: "card-head" },
       el("span", { class: "tag" }, REPORT_CATEGORIES[report.category] || report.category || "Report"),
-      el("span", { class: `report-state state-${report.status}` }, REPORT_STATUS[report.status] || report.status || ""),
+      report.held ? null   // not yet the building's to see: the tag below says so
+        : el("span", { class: `report-state state-${report.status}` }, REPORT_STATUS[report.status] || report.status || ""),
+      report.held ? el("span", { class: "tag tag-held" }, "Held for review") : null,
       report.mine ? el("span", { class: "tag tag-mine" }, "Yours") : null),
     el("p", { class: "report-what" }, report.what || ""),
+    report.held && report.held_reason
+      ? el("p", { class: "held-reason" }, report.mine
+        ? `Only you and the manager see this for now: it ${report.held_reason.split(":")[0]}.`
+        : `Held: it ${report.held_reason}`)
+      : null,
     el("dl", { class: "facts" },
       report.where ? [el("dt", {}, "Where"), el("dd", {}, report.where)] : null,
       report.when ? [el("dt", {}, "When"), el("dd", {}, timeEl(report.when))] : null,

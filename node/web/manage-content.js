@@ -36,8 +36,10 @@ export function initModeration() {
     const reporter = report.reporter
       ? [report.reporter.unit && `unit ${report.reporter.unit}`, report.reporter.name].filter(Boolean).join(", ")
       : "";
-    const buttons = (ACTIONS[report.status] || ["share", "hide", "restore"]).map((action) => actionButton(
-      ACTION_LABELS[action], `report ${id}`,
+    // A held report waits for one of three decisions: into the building, out to the neighborhood, or hidden.
+    const actions = report.held ? ["restore", "share", "hide"] : (ACTIONS[report.status] || ["share", "hide", "restore"]);
+    const buttons = actions.map((action) => actionButton(
+      report.held && action === "restore" ? "Show to the building" : ACTION_LABELS[action], `report ${id}`,
       async () => {
         await postJSON(`/api/reports/${encodeURIComponent(id)}/${action}`);
         await load(); // first: load() resets the status line

@@ -91,7 +91,12 @@ export function initReports() {
     setStatus(status, "Sending…");
     try {
       const answer = await postForm("/api/reports", data);
-      setStatus(status, "Thank you. Your report was posted.", "ok");
+      if (answer.report?.held) {
+        setStatus(status, "Thank you. Your report was sent to the manager, who reviews it before neighbors see "
+          + `it: it ${answer.report.held_reason.split(":")[0]}.`, "ok");
+      } else {
+        setStatus(status, "Thank you. Your report was posted.", "ok");
+      }
       form.reset();
       setPerson(false);
       photo.dispatchEvent(new Event("change"));
