@@ -15,6 +15,7 @@ from aiohttp import web
 
 from node.appliance import lifecycle as appliance
 from node.appliance import systemd
+from node.appliance.listen import check_port, unavailable
 from node.camera import lifecycle as camera
 from node.config import Config
 from node.errors import NodeError
@@ -96,14 +97,20 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
 
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run the node until `stop` is set (or forever); tell systemd when it serves and ping its watchdog."""
+    """Run the node until `stop` is set (or forever); tell systemd when it serves and ping its watchdog.
+    PortUnavailable, before anything starts, if the HTTP port is taken."""
+    host, port = config.http.host, config.http.port
+    await asyncio.to_thread(check_port, host, port)
     app = create_app(config, await asyncio.to_thread(load_key, config.key_path))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     pinger: asyncio.Task[None] | None = None
     try:
-        site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
-        await site.start()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:   # taken between the check and now
+            raise unavailable(host, port, exc) from exc
         log.info("node serving", extra={"node": node_id(app[KEY]), "host": config.http.host,
                                         "port": config.http.port})
         systemd.notify(f"READY=1\nSTATUS=serving on {config.http.host}:{config.http.port}")

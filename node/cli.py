@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         if args.command == "demo" and not args.data_dir and config.source == "<defaults>":
-            config = appliance.demo_config(config, args.port)
+            config = appliance.demo_config(config, args.port or appliance.DEMO_PORT)
         setup_logging(config.log.level, config.log.format)
         return asyncio.run(command(config, args))
     except ConfigError as exc:

@@ -195,7 +195,7 @@ def test_demo_prints_working_links(short_tmp):
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines = []
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("  cameras:" in line for line in lines):
+        while time.monotonic() < deadline and not any("  more:" in line for line in lines):
             line = proc.stdout.readline()
             if not line:
                 break
@@ -210,6 +210,10 @@ def test_demo_prints_working_links(short_tmp):
         assert admin and invite, text
         assert (short_tmp / "demo-data" / "node.key").exists()
         assert "Courtyard (simulated)" in text
+        # It claims itself before serving: no claim code (or its QR) that it would then use up, but its password.
+        assert "Claim code" not in text and "not claimed" not in text and "█" not in text, text
+        assert re.search(r"manager password: \S{12,}", text), text
+        assert "nnode agency-key new" in text and f"127.0.0.1:{port}/agency" in text, text
         import threading
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the node's log from blocking it
 
@@ -234,3 +238,30 @@ def test_demo_prints_working_links(short_tmp):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("command", ["demo", "run"])
+def test_a_busy_port_is_one_line_naming_it_and_the_port_flag(short_tmp, command):
+    import socket
+    import subprocess
+    import sys
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    config = short_tmp / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "{short_tmp / "data"}"\n[http]\nhost = "127.0.0.1"\nport = {port}\n'
+                      '[discovery]\nenabled = false\n')
+    args = ["demo", "--port", str(port)] if command == "demo" else ["--config", str(config), "run"]
+    try:
+        result = subprocess.run([sys.executable, "-m", "node", *args], cwd=short_tmp, capture_output=True,
+                                text=True, timeout=120)
+    finally:
+        held.close()
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1, output
+    assert len(output.splitlines()) == 1, output
+    assert f"127.0.0.1:{port}" in output and "address already in use" in output and "--port" in output, output
+    assert "Traceback" not in output
+    assert not (short_tmp / "demo-data").exists()    # the demo made nothing before finding its port taken

@@ -8,6 +8,7 @@ import asyncio
 import getpass
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -17,12 +18,14 @@ from typing import Any
 import nacl.signing
 
 from node.appliance.backup import restore_backup, write_backup
+from node.appliance.listen import check_port
 from node.camera.settings import CameraConfig, parse_camera
 from node.commands.client import control, open_db
 from node.commands.federation import peer_dicts, print_peers
 from node.config import Config, render_example
 from node.errors import NodeError, NotInitialised
 from node.identity import create_data_dir, create_key, load_key, node_id, short_id
+from node.people.claim import Claims
 from node.schema import migrate_all
 from sync import Database, EventStore
 
@@ -66,8 +69,13 @@ async def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM."""
     from node.app import serve  # lazy: the app loads OpenCV and PyAV, which `nnode status` and the others need not
 
+    if args.port is not None:
+        config = config.replace(http={"port": args.port})
     await serve(config, stop=_stop_on_signals())
     return 0
+
+
+DEMO_PORT = 8470
 
 
 def demo_camera() -> CameraConfig:
@@ -93,8 +101,14 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     """Initialise ./demo-data if needed, publish a welcome notice and run."""
     from node.app import serve  # lazy, as in cmd_run
 
+    if args.port is not None:
+        config = config.replace(http={"port": args.port})
+    # A busy port is one line before anything is made or printed.
+    await asyncio.to_thread(check_port, config.http.host, config.http.port)
     if not config.key_path.exists():
         await cmd_init(config, args)
+    # Claimed before it serves: the node then prints no claim code, which the demo would only use up itself.
+    claimed_with = await _claim_demo(config)
     stop = _stop_on_signals()
     ready = asyncio.Event()
     server = asyncio.create_task(serve(config, ready=ready, stop=stop))
@@ -107,7 +121,7 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     await control(config, "POST", "/control/publish", {"kind": "notice", "ttl": 3600, "body": {
         "title": "Welcome", "text": "This demo node is running. Try `nnode --data-dir demo-data status`."}})
     demo = await control(config, "POST", "/control/demo-setup")
-    password = f"\n  manager password: {demo['password']}" if demo["password"] else ""
+    password = f"\n  manager password: {claimed_with}" if claimed_with else ""
     names = ", ".join(c.name or c.id for c in config.cameras.devices)
     camera_note = (f"{names}: someone walks by every 20 s, and the clip shows in the console and the resident app"
                    if names else "none configured")
@@ -115,9 +129,27 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
           f"  manager console (one-time link, 15 min): {demo['admin_link']}{password}\n"
           f"  resident app (one-time invite for unit Demo 1A): {demo['invite_link']}\n"
           f"  cameras: {camera_note}\n"
+          f"  agency walk-through (docs/agencies.md): `nnode agency-key new demo.key`, then\n"
+          f"    `nnode --data-dir demo-data agency add <its public key> --name \"Demo PD\" --jurisdiction Demo`,\n"
+          f"    and ask for footage at {demo['app'].rstrip('/')}/agency with demo.key\n"
           f"  more: `nnode --data-dir demo-data invite --unit 2C`, `... admin-link`, `... status`", flush=True)
     await server
     return 0
+
+
+async def _claim_demo(config: Config) -> str | None:
+    """Claim an unclaimed demo node with a new password (returned); None if it was claimed already."""
+    db = await Database.open(config.db_path)
+    try:
+        await migrate_all(db)
+        claims = Claims(db)
+        if await claims.claimed():
+            return None
+        password = secrets.token_urlsafe(12)
+        await claims.claim(await claims.issue(), password)
+        return password
+    finally:
+        await db.close()
 
 
 async def _offline_status(config: Config) -> dict[str, Any]:
@@ -220,9 +252,11 @@ async def cmd_config_example(config: Config, args: argparse.Namespace) -> int:
 def add_node_commands(sub: Any) -> None:
     """Register init, run, demo and status on the `nnode` subparsers."""
     sub.add_parser("init", help="create the data folder, node key and database").set_defaults(func=cmd_init)
-    sub.add_parser("run", help="run the node").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="run the node")
+    run.add_argument("--port", type=int, help="HTTP port (default: http.port in the config, 8470)")
+    run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="initialise if needed and run a demo node (loopback only, ./demo-data)")
-    demo.add_argument("--port", type=int, default=8470, help="HTTP port (default 8470)")
+    demo.add_argument("--port", type=int, help="HTTP port (default 8470, or http.port of a given config)")
     demo.set_defaults(func=cmd_demo)
     status = sub.add_parser("status", help="show the node, its events and peers")
     status.add_argument("--json", action="store_true")
