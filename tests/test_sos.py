@@ -263,3 +263,25 @@ async def test_a_call_ended_after_it_fell_due_is_not_escalated(make_node):
             assert received == [] and published == []
             assert (await desk.get(raised["sos"]["id"]))["webhook_at"] is None
             assert await a.store.recent(10, SOS) == []
+
+
+async def test_calls_stored_before_the_lifecycle_keep_their_state(tmp_path):
+    from node.config import build
+    from node.safety.sos import MIGRATIONS, SosDesk
+    from node.schema import migrate_all
+    from sync import Database
+
+    db = await Database.open(tmp_path / "old.db")
+    try:
+        await db.migrate("sos", MIGRATIONS[:1])   # the software before calls could end
+        async with db.write() as conn:
+            await conn.execute("INSERT INTO sos (unit, created, acked_by, acked_at) VALUES ('4B', 100, 'Sam', 110)")
+            await conn.execute("INSERT INTO sos (unit, created) VALUES ('5C', 200)")
+        await migrate_all(db)
+        desk = SosDesk(db, build({}))
+        assert [(c["unit"], c["state"]) for c in await desk.open_calls(now=300)] == \
+            [("5C", "open"), ("4B", "acknowledged")]
+        ended = await desk.end(2, "resolved", "the manager", "checked")
+        assert ended["state"] == "resolved"
+    finally:
+        await db.close()
