@@ -235,6 +235,12 @@ async def test_the_manager_resolves_and_releases_at_once(make_node):
         assert status == 200 and body["sos"]["state"] == "resolved" and body["sos"]["hold"]["released"]
         status, body = await call(manager, "POST", a.url + "/api/sos/999/resolve", json={"note": "x"})
         assert status == 404
+        # The manager raised one by mistake: it is the manager's own to take back, not the resident's.
+        _, own = await call(manager, "POST", a.url + "/api/sos", json={})
+        status, _ = await call(ada, "POST", a.url + f"/api/sos/{own['sos']['id']}/cancel")
+        assert status == 403
+        status, body = await call(manager, "POST", a.url + f"/api/sos/{own['sos']['id']}/cancel")
+        assert status == 200 and body["sos"]["state"] == "cancelled" and body["sos"]["ended_by"] == "the manager"
 
 
 async def test_a_call_ended_after_it_fell_due_is_not_escalated(make_node):
