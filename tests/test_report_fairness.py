@@ -39,6 +39,7 @@ FAIR = [
     "The Mexican restaurant's delivery bikes are blocking the fire exit",
     "Man with a black hoodie and white sneakers, about 30, checking mailboxes",
     "Teenager on a green scooter keeps riding through the courtyard, red helmet",
+    "An older man who was white-haired and limping, in a blue coat, kept ringing every buzzer",
 ]
 NOT_ABOUT_PEOPLE = {FAIR[i] for i in (0, 2, 3, 4, 5, 6, 8, 9)}   # no person described in them
 

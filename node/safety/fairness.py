@@ -64,6 +64,7 @@ DETAIL_WORDS: dict[str, frozenset[str]] = {
     "vehicle": frozenset({"car", "van", "truck", "suv", "sedan", "bike", "bicycle", "scooter", "motorcycle",
                           "moped", "plate", "plates", "pickup", "minivan", "hatchback", "skateboard"}),
 }
+_DETAIL_VOCABULARY = frozenset().union(*DETAIL_WORDS.values())
 _PATTERNS = {
     "height": re.compile(r"\b\d\s*(?:'|ft\b|foot\b|feet\b)|\b\d\.\d+\s*m\b|\b1\d\d\s*cm\b"),
     "age": re.compile(r"\b(?:about|around|maybe|aged?)\s+\d{1,2}\b|\b\d{1,2}\s*(?:years?|yrs?|y/?o)\b|"
@@ -132,7 +133,8 @@ def _race_terms(words: list[str]) -> list[str]:
                 after += 1
             if after < len(words) and words[after] in PERSON_NOUNS:
                 found.append(" ".join(words[at:after + 1]))
-            elif _linked_back(words, at):
+            elif _linked_back(words, at) and (after >= len(words) or words[after] not in _DETAIL_VOCABULARY):
+                # "a man who was white-haired" describes hair, not race
                 found.append(" ".join(words[max(0, at - 3):at + 1]))
     return found
 
