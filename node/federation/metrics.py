@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,6 +23,14 @@ class _Snapshot:
         return list(self.families)
 
 
+def _by_reason(name: str, documentation: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    """A counter family with one sample per reason, in reason order."""
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason, count in sorted(counts.items()):
+        family.add_metric([reason], count)
+    return family
+
+
 async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore, started: float,
                          extra: Iterable[Metric] = ()) -> bytes:
     """The Prometheus text exposition of this node's metrics."""
@@ -37,23 +46,13 @@ async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore
                                         value=stats.stored))
     families.append(CounterMetricFamily("nnode_events_duplicate", "Events received again and ignored (by id).",
                                         value=stats.duplicates))
-    rejected = CounterMetricFamily("nnode_events_rejected", "Events refused since start, by reason.",
-                                   labels=["reason"])
-    for reason, count in sorted(stats.rejected.items()):
-        rejected.add_metric([reason], count)
-    families.append(rejected)
-    refused = CounterMetricFamily("nnode_sync_requests_refused", "Sync requests refused (auth, approval, rate), "
-                                  "by reason.", labels=["reason"])
-    for reason, count in sorted(stats.refused.items()):
-        refused.add_metric([reason], count)
-    families.append(refused)
+    families.append(_by_reason("nnode_events_rejected", "Events refused since start, by reason.", stats.rejected))
+    families.append(_by_reason("nnode_sync_requests_refused", "Sync requests refused (auth, approval, rate), "
+                               "by reason.", stats.refused))
     families.append(CounterMetricFamily("nnode_push_dropped", "Events not pushed (peer down or outbox full); "
                                         "anti-entropy repairs them.", value=stats.push_dropped))
-    failed = CounterMetricFamily("nnode_sync_failed", "Syncs with a peer that failed (unreachable, too slow, an "
-                                 "answer too large or malformed), by reason.", labels=["reason"])
-    for reason, count in sorted(stats.sync_failed.items()):
-        failed.add_metric([reason], count)
-    families.append(failed)
+    families.append(_by_reason("nnode_sync_failed", "Syncs with a peer that failed (unreachable, too slow, an "
+                               "answer too large or malformed), by reason.", stats.sync_failed))
     families.append(CounterMetricFamily("nnode_peer_false_claims", "Syncs after which a peer claimed to hold more "
                                         "of this node's own events than it sent (not believed).",
                                         value=stats.false_claims))
