@@ -32,6 +32,11 @@ log = logging.getLogger("nnode.sharing")
 Publish = Callable[..., Awaitable[Any]]
 
 
+def built_detail(bundle_uid: str, choice: str, size: int, sha256: str, redaction: str | None) -> dict[str, Any]:
+    """The detail of a `bundle_built` audit entry."""
+    return {"bundle": bundle_uid, "choice": choice, "size": size, "sha256": sha256, "redaction": redaction or ""}
+
+
 class Delivery:
     """Bundles of one node: built from consents, downloaded by their agency, counted to peers."""
 
@@ -116,12 +121,13 @@ class Delivery:
             return
         async with self.store.db.write() as conn:
             built = await self.store.ready(conn, consent_id, info, redaction)
-            if built:
+            # Still cooling off: logged when it becomes visible (Consents.show), or never if withdrawn before.
+            if built and await self.store.is_shown(conn, consent_id):
                 await self.audit.append("bundle_built", agency=request.agency, request_id=request.id, clip=uid,
-                                        detail={"bundle": bundle_uid, "choice": choice, "size": info.size,
-                                                "sha256": info.sha256, "redaction": redaction or ""}, conn=conn)
+                                        detail=built_detail(bundle_uid, choice, info.size, info.sha256, redaction),
+                                        conn=conn)
         if not built:  # withdrawn while it was being built
-            path.unlink(missing_ok=True)
+            await asyncio.to_thread(path.unlink, missing_ok=True)
             return
         await self.disclose(request.id)
         if self.notify is not None:
@@ -129,7 +135,7 @@ class Delivery:
 
     async def _failed(self, consent_id: int, request: FootageRequest, uid: str, error: str) -> None:
         async with self.store.db.write() as conn:
-            if await self.store.failed(conn, consent_id, error):
+            if await self.store.failed(conn, consent_id, error) and await self.store.is_shown(conn, consent_id):
                 await self.audit.append("bundle_failed", agency=request.agency, request_id=request.id, clip=uid,
                                         detail={"error": error[:300]}, conn=conn)
         log.warning("bundle failed", extra={"consent": consent_id, "error": error})
@@ -193,6 +199,8 @@ class Delivery:
         if row is None:
             return
         count = await self.store.delivered(request_id)
+        if count == await self.store.disclosed(self.node_key, request_id):
+            return  # nothing new to say: an event anyway would tell peers that something happened here
         ttl = max(60, int(row["expires"] - time.time()) + self.hold_days * 86400)
         body = {"request_id": request_id, "agency": row["agency"], "bundles": count}
         try:

@@ -62,6 +62,9 @@ export function requestFacts(request, extra = []) {
     ["Area", areaText(request.area)],
     ["Urgency", request.urgency === "emergency" ? el("strong", { class: "urgency-emergency" }, "Emergency") : "Normal"],
     request.contact ? ["Contact", request.contact] : null,
+    typeof request.cooling_off_seconds === "number" ? ["Cooling-off", request.cooling_off_seconds
+      ? `A clip you share stays invisible to the agency for ${Math.round(request.cooling_off_seconds / 60)} minutes; withdrawn within them, it leaves no trace.`
+      : "None: an emergency request sees a shared clip at once."] : null,
     ["Received", timeEl(request.received ?? request.created)],
     ["Expires", timeEl(request.expires)],
     ...extra,
@@ -364,6 +367,9 @@ class ClipItem {
         consent.created ? [" (you agreed on ", timeEl(consent.created), ")"] : null),
       el("p", { class: `consent-text state-${consent.state}` }, consentText(consent)),
       withdraw ? el("div", { class: "actions" }, withdraw) : null,
+      consent.cooling_off && consent.visible_at
+        ? el("p", { class: "hint consent-cooling" }, "The agency cannot see this before ", timeEl(consent.visible_at),
+          ": withdrawn until then, it leaves no trace.") : null,
       !consent.can_withdraw && consent.state === "downloaded"
         ? el("p", { class: "hint" }, "The agency already has it, so it can no longer be withdrawn.") : null);
   }
