@@ -252,7 +252,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 print(f"{bundle_id}: could not check: {exc}")
                 continue
             manifest = result.manifest
-            print(f"{bundle_id}: verified: case {manifest['request']['case_number']}, camera "
+            print(f"{manifest['bundle_id']}: verified: made {manifest['created']}, case "
+                  f"{manifest['request']['case_number']}, camera "
                   f"{manifest['camera']['name']}, {manifest['clip']['start']} to {manifest['clip']['end']}, "
                   f"{manifest['delivered']['kind']} clip in {target}; node key {expected.origin}")
         return FAILED if failed else 0

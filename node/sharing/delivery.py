@@ -22,7 +22,7 @@ from node.safety.live import MANAGERS
 from node.sharing.audit import AuditLog, nfc
 from node.sharing.bundle import SUFFIX, BundleInfo, build_bundle
 from node.sharing.events import DISCLOSURE_KIND, DISCLOSURE_TTL
-from node.sharing.manifest import REDACTED
+from node.sharing.manifest import REDACTED, utc_iso
 from node.sharing.matching import Places
 from node.sharing.requests import FootageRequest, stored_request
 from node.sharing.store import DeskStore
@@ -160,7 +160,7 @@ class Delivery:
                 agency_verify_key=request.agency, request_id=request.id, case_number=request.case_number,
                 camera_id=clip.camera, camera_name=self.places.camera_name(clip), latitude=place[0],
                 longitude=place[1], clip_start=clip.start, clip_end=clip.end, original_sha256=clip.sha256,
-                original_size=clip.size, redaction_method=redaction)
+                original_size=clip.size, redaction_method=redaction, bundle_id=path.stem)
             return info, redaction
         finally:
             if redacted is not None:
@@ -170,8 +170,11 @@ class Delivery:
 
     async def agency_bundles(self, agency_key: str) -> list[dict[str, Any]]:
         """Bundles on this node made for this agency that it may download."""
+        # Times as the manifest and `nnode verify` spell them (ISO 8601 UTC with milliseconds); `created` is the
+        # manifest's own (a bundle built before it was kept: when it was consented to).
         return [{"id": r[0], "request_id": r[1], "case_number": r[2], "size": r[3], "sha256": r[4],
-                 "created": r[5], "downloaded": r[6], "node": self.node_key,
+                 "created": r[7] or utc_iso(r[5]), "downloaded": None if r[6] is None else utc_iso(r[6]),
+                 "node": self.node_key,
                  "url": f"/api/agency/bundles/{r[0]}"} for r in await self.store.agency_bundles(agency_key)]
 
     async def open_bundle(self, agency_key: str, bundle_uid: str) -> Path:

@@ -84,6 +84,8 @@ MIGRATIONS: Sequence[Migration] = [
         "UPDATE consents SET shown = created",
         "CREATE INDEX consents_cooling ON consents (visible_at) WHERE shown IS NULL",
     ]),
+    # The bundle's manifest `created`, so the agency's list shows the date `nnode verify` prints.
+    (3, ["ALTER TABLE consents ADD COLUMN built TEXT"]),
 ]
 
 _CONSENT_NAMES = ("id", "request_id", "clip_uid", "clip_id", "owner", "choice", "created", "state", "bundle_uid",
@@ -349,8 +351,9 @@ class DeskStore:
                     redaction: str | None) -> bool:
         """A bundle was built; False if the consent was withdrawn meanwhile."""
         cursor = await conn.execute(
-            "UPDATE consents SET state = 'ready', bundle_size = ?, bundle_sha256 = ?, redaction = ? "
-            "WHERE id = ? AND state = 'building'", (info.size, info.sha256, redaction, consent_id))
+            "UPDATE consents SET state = 'ready', bundle_size = ?, bundle_sha256 = ?, redaction = ?, built = ? "
+            "WHERE id = ? AND state = 'building'",
+            (info.size, info.sha256, redaction, info.manifest.get("created"), consent_id))
         return bool(cursor.rowcount)
 
     async def delivered(self, request_id: str) -> int:
@@ -362,10 +365,10 @@ class DeskStore:
 
     async def agency_bundles(self, agency_key: str) -> list[tuple[Any, ...]]:
         """Bundles for this agency it may download: (uid, request id, case number, size, sha256, created,
-        downloaded)."""
+        downloaded, the manifest's created)."""
         rows = await self.db.reader.execute_fetchall(
             "SELECT c.bundle_uid, c.request_id, r.case_number, c.bundle_size, c.bundle_sha256, c.created, "
-            "c.downloaded FROM consents c JOIN agency_requests r ON r.id = c.request_id WHERE r.agency = ? AND "
+            "c.downloaded, c.built FROM consents c JOIN agency_requests r ON r.id = c.request_id WHERE r.agency = ? AND "
             f"{_SHOWN} AND c.state IN ({_marks(DELIVERED)}) ORDER BY c.id", (agency_key, *DELIVERED))
         return [tuple(r) for r in rows]
 

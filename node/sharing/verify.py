@@ -212,7 +212,7 @@ def _expected(value: nacl.signing.VerifyKey | bytes | str | None) -> str | None:
 
 def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.SigningKey, out_dir: Path | str, *,
                   expected_node_key: nacl.signing.VerifyKey | bytes | str | None = None,
-                  expected_from: str = "given on the command line") -> VerifyResult:
+                  expected_from: str = "given on the command line", replace: bool = False) -> VerifyResult:
     """Check a bundle offline and extract it into `out_dir` (new or empty): the clip, manifest.json (the signed
     bytes), manifest.sig (the signature in hex) and report.txt.
 
@@ -223,6 +223,8 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
     clip, choice); the delivered video's size and sha256. Raises VerifyError naming the first failure, and then
     leaves nothing in `out_dir`. An unreadable bundle or an unusable `out_dir` raise SharingError. Blocking.
     `expected_from` says in the report where the expected key came from (given, pinned on a date, first contact).
+    With `replace`, `out_dir` may hold files: those this writes are replaced (only once every check passed), the
+    others are left alone.
     """
     bundle_path, out_dir = Path(bundle_path), Path(out_dir)
     expected = _expected(expected_node_key)
@@ -232,9 +234,14 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
         raise SharingError(f"{bundle_path}: cannot read the bundle: {exc.strerror or exc}") from exc
     with source:
         created = not out_dir.exists()
-        if not created and (not out_dir.is_dir() or any(out_dir.iterdir())):
-            raise SharingError(f"{out_dir}: not an empty folder; give a new or empty folder for the verified clip")
+        if not created and not out_dir.is_dir():
+            raise SharingError(f"{out_dir}: not a folder; give a new or empty folder for the verified clip")
+        if not created and not replace and any(out_dir.iterdir()):
+            raise SharingError(f"{out_dir}: not an empty folder; give a new or empty folder for the verified clip "
+                               "(or --force to replace what an earlier run wrote there)")
         tmp = out_dir / ".clip.part"
+        if replace:
+            tmp.unlink(missing_ok=True)   # left by a run cut short
         done: list[Path] = []
         try:
             out_dir.mkdir(parents=True, exist_ok=True)

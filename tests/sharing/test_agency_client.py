@@ -124,13 +124,17 @@ async def test_request_status_and_fetch_from_the_command_line(make_node, key_fil
         out_dir = tmp_path / "case"
         status, out, err = await run("fetch", *common, "--out", str(out_dir), "--request", request_id)
         assert status == 0, (out, err)
-        assert out.startswith(f"{bundle['id']}: verified: case 2026-004512, camera Back yard"), out
+        assert out.startswith(f"{bundle['id']}: verified: made {bundle['created']}, case 2026-004512, camera "
+                              "Back yard"), out
         target = out_dir / bundle["id"]
         assert (out_dir / f"{bundle['id']}.nnbundle").stat().st_size == bundle["size"]
         assert sorted(p.name for p in target.iterdir()) == ["clip.mp4", "manifest.json", "manifest.sig",
                                                              "report.txt"]
         manifest = json.loads((target / "manifest.json").read_bytes())
         assert manifest["node_key"] == node.id and manifest["request"]["id"] == request_id
+        # The node's list, the manifest and the report name the bundle and its date the same way.
+        assert manifest["bundle_id"] == bundle["id"] and manifest["created"] == bundle["created"]
+        assert f"bundle id   {bundle['id']}, made {bundle['created']} by " in (target / "report.txt").read_text()
         assert manifest["delivered"]["kind"] == "redacted" and manifest["consent"]["choice"] == "redacted"
         assert not list(out_dir.glob(".*.part"))
         status, out, _ = await run("fetch", *common, "--out", str(out_dir))
