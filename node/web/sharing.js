@@ -62,14 +62,23 @@ export function requestFacts(request, extra = []) {
     ["Area", areaText(request.area)],
     ["Urgency", request.urgency === "emergency" ? el("strong", { class: "urgency-emergency" }, "Emergency") : "Normal"],
     request.contact ? ["Contact", request.contact] : null,
-    typeof request.cooling_off_seconds === "number" ? ["Cooling-off", request.cooling_off_seconds
-      ? `A clip you share stays invisible to the agency for ${Math.round(request.cooling_off_seconds / 60)} minutes; withdrawn within them, it leaves no trace.`
-      : "None: an emergency request sees a shared clip at once."] : null,
+    typeof request.cooling_off_seconds === "number" ? ["Cooling-off", coolingText(request)] : null,
     ["Received", timeEl(request.received ?? request.created)],
     ["Expires", timeEl(request.expires)],
     ...extra,
   ].filter(Boolean);
   return el("dl", { class: "facts" }, rows.flatMap(([label, value]) => [el("dt", {}, label), el("dd", {}, value)]));
+}
+
+/** How long a shared clip stays invisible to the agency, in words (stated before the owner decides). */
+function coolingText(request) {
+  const seconds = request.cooling_off_seconds;
+  if (!seconds) {
+    return request.urgency === "emergency" ? "None: for an emergency request the agency sees a shared clip at once."
+      : "None: the agency sees a shared clip at once.";
+  }
+  const span = seconds < 120 ? `${seconds} seconds` : `${Math.round(seconds / 60)} minutes`;
+  return `A clip you share stays invisible to the agency for ${span}; withdrawn within them, it leaves no trace.`;
 }
 
 /** One consent's state in words (the clip's owner reads it). */
