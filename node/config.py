@@ -309,6 +309,10 @@ class AgenciesSection(Strict, frozen=True):
     hold_days: Annotated[int, setting("Days a shared clip and its bundle are kept after the agency's first "
                                       "download; then the bundle is deleted and the clip purged once its own "
                                       "retention has run out.", ge=0, le=3650)] = 30
+    cooling_off_seconds: Annotated[int, setting(
+        "Seconds a consent stays invisible to the agency and to peers (no bundle listed, no count, no audit "
+        "entry); a withdrawal within them leaves no trace. Consents to emergency requests are visible at once.",
+        ge=0, le=7 * 86400)] = 3600
     requests_per_hour: Annotated[int, setting(
         "Footage requests one agency may post per hour after its burst (POST /api/agency/requests, counted "
         "whatever the answer); more are refused with 429 and Retry-After.", ge=1, le=100_000)] = 30

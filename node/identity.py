@@ -9,6 +9,8 @@ import os
 import stat
 from pathlib import Path
 
+import nacl.encoding
+import nacl.hash
 import nacl.signing
 
 from node.errors import NodeError, NotInitialised
@@ -19,6 +21,16 @@ KEY_BYTES = 32
 def node_id(key: nacl.signing.SigningKey) -> str:
     """The node id: the public key in lowercase hex."""
     return key.verify_key.encode().hex()
+
+
+def derive_secret(key: nacl.signing.SigningKey, purpose: bytes) -> bytes:
+    """A 32-byte secret for one purpose, derived from the node's signing seed by keyed BLAKE2b with the purpose as
+    its personalisation (at most 16 bytes, one per use: b"nnode-pseudonym"), so the seed itself is never used as
+    a MAC key and one purpose's secret says nothing of another's or of the seed."""
+    if not 1 <= len(purpose) <= 16:
+        raise ValueError(f"purpose: expected 1 to 16 bytes, got {len(purpose)}")
+    return nacl.hash.blake2b(b"nnode-derived-secret-v1", key=key.encode(), person=purpose.ljust(16, b"\0"),
+                             digest_size=32, encoder=nacl.encoding.RawEncoder)
 
 
 def short_id(key_hex: str) -> str:

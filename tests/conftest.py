@@ -109,7 +109,9 @@ class Node:
         if self._sock is not None:
             port = self._sock.getsockname()[1]
         values = {"node.data_dir": str(data_dir), "node.name": name, "http.host": "127.0.0.1",
-                  "http.port": port, "discovery.enabled": False, "log.format": "text"}
+                  "http.port": port, "discovery.enabled": False, "log.format": "text",
+                  # The sharing flow after the cooling-off period; its own tests set one.
+                  "agencies.cooling_off_seconds": 0}
         values.update(overrides)
         self.config = build(values)
         self.name = name

@@ -104,15 +104,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     out = Path(args.out) if args.out else bundle.with_name(bundle.name.removesuffix(SUFFIX) + ".verified")
     try:
-        result = verify_bundle(bundle, load_agency_key(args.key), out, expected_node_key=args.node_key)
+        if not args.force and out.is_dir() and any(out.iterdir()):
+            # Verified before: a fresh subfolder, so nothing an earlier run wrote (or anything else) is touched.
+            out = fresh_subfolder(out)
+            print(f"nnode verify: {out.parent} is not empty: writing into {out} (--force replaces the files an "
+                  f"earlier run wrote in {out.parent})", file=sys.stderr)
+        result = verify_bundle(bundle, load_agency_key(args.key), out, expected_node_key=args.node_key,
+                               replace=args.force)
     except VerifyError as exc:
         print(f"nnode verify: FAILED: {exc}", file=sys.stderr)
         return VERIFY_FAILED
     except NodeError as exc:
         print(f"nnode verify: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"nnode verify: {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     sys.stdout.write(result.report)
     return 0
+
+
+def fresh_subfolder(folder: Path, now: float | None = None) -> Path:
+    """A subfolder of `folder` that does not exist yet, named for the UTC time: run-2026-12-03T14-05-09Z."""
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(time.time() if now is None else now))
+    candidate, n = folder / f"run-{stamp}", 1
+    while candidate.exists():
+        n += 1
+        candidate = folder / f"run-{stamp}-{n}"
+    return candidate
 
 
 def cmd_agency_key(args: argparse.Namespace) -> int:
@@ -152,8 +171,10 @@ def _add_verify(sub: Any) -> None:
     verify.add_argument("bundle", metavar="BUNDLE")
     verify.add_argument("--key", required=True, metavar="AGENCY_KEY_FILE",
                         help="the agency's ed25519 private seed: 64 hex digits or 32 raw bytes")
-    verify.add_argument("--out", metavar="DIR", help="new or empty folder for the results "
-                        "(default: BUNDLE without .nnbundle, plus .verified)")
+    verify.add_argument("--out", metavar="DIR", help="folder for the results (default: BUNDLE without .nnbundle, "
+                        "plus .verified); if it is not empty, a new subfolder run-<UTC time> in it")
+    verify.add_argument("--force", action="store_true", help="write into DIR even if it is not empty, replacing "
+                        "only the files verify writes (the clip, manifest.json, manifest.sig, report.txt)")
     verify.add_argument("--node-key", metavar="HEX", help="refuse unless the node that signed it has this key")
     verify.set_defaults(func=cmd_verify, offline=True)
 

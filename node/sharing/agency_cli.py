@@ -20,6 +20,7 @@ from node.sharing.agency_keys import load_agency_key
 from node.sharing.bundle import SUFFIX
 from node.sharing.client import AgencyClient, AgencyClientError, build_fields
 from node.sharing.errors import VerifyError
+from node.sharing.pins import FILE_NAME, KnownNodes, NodeKeyChanged
 from node.sharing.verify import verify_bundle
 
 PROG = "nnode agency-client"
@@ -62,6 +63,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     _common(fetch)
     fetch.add_argument("--out", required=True, metavar="DIR", help="folder for the bundles and their contents")
     fetch.add_argument("--request", metavar="ID", help="only the bundles of this request")
+    fetch.add_argument("--node-key", metavar="HEX", help="the node's key as its manager gave it (else the key "
+                       "pinned at first contact, or pinned now)")
+    fetch.add_argument("--known-nodes", metavar="FILE", help=f"the pinned node keys (default: {FILE_NAME} next "
+                       "to the key file)")
     fetch.set_defaults(func=cmd_fetch)
     group.set_defaults(offline=True)
     return group
@@ -208,8 +213,21 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         print(f"{PROG} fetch: {out}: {exc.strerror or exc}", file=sys.stderr)
         return USAGE
 
+    given = args.node_key.strip().lower() if args.node_key else None
+    if given is not None and (len(given) != 64 or any(c not in "0123456789abcdef" for c in given)):
+        print(f"{PROG} fetch: --node-key: expected 64 hex digits of the node's ed25519 key, got {args.node_key!r}",
+              file=sys.stderr)
+        return USAGE
+    pins = KnownNodes(args.known_nodes or Path(args.key).parent / FILE_NAME)
+
     async def body(client: AgencyClient) -> int:
-        node_key = await client.node_key()
+        served = await client.node_key()
+        try:
+            expected = await asyncio.to_thread(pins.expect, str(client.base), served, given)
+        except NodeKeyChanged as exc:
+            print(f"{PROG} fetch: FAILED: {exc}", file=sys.stderr)
+            return FAILED
+        node_key = expected.key
         bundles = [b for b in await client.bundles() if args.request is None or b.get("request_id") == args.request]
         if not bundles:
             print(f"no bundles for this agency on this node{' for request ' + args.request if args.request else ''}")
@@ -223,7 +241,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 continue
             await client.download(bundle_id, path, expected_sha256=bundle.get("sha256"))
             try:
-                result = await asyncio.to_thread(verify_bundle, path, client.key, target, expected_node_key=node_key)
+                result = await asyncio.to_thread(verify_bundle, path, client.key, target, expected_node_key=node_key,
+                                                 expected_from=expected.origin)
             except VerifyError as exc:
                 failed += 1
                 print(f"{bundle_id}: FAILED: {exc}")
@@ -233,8 +252,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 print(f"{bundle_id}: could not check: {exc}")
                 continue
             manifest = result.manifest
-            print(f"{bundle_id}: verified: case {manifest['request']['case_number']}, camera "
+            print(f"{manifest['bundle_id']}: verified: made {manifest['created']}, case "
+                  f"{manifest['request']['case_number']}, camera "
                   f"{manifest['camera']['name']}, {manifest['clip']['start']} to {manifest['clip']['end']}, "
-                  f"{manifest['delivered']['kind']} clip in {target}")
+                  f"{manifest['delivered']['kind']} clip in {target}; node key {expected.origin}")
         return FAILED if failed else 0
     return _run("fetch", args, body)

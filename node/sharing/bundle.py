@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import struct
 import time
@@ -73,7 +74,7 @@ def build_bundle(out_path: Path | str, *, video_path: Path | str, consent: dict[
                  request_id: str, case_number: str, camera_id: str, camera_name: str, latitude: str,
                  longitude: str, clip_start: float | datetime | str, clip_end: float | datetime | str,
                  original_sha256: str, original_size: int, redaction_method: str | None = None,
-                 media_type: str = "video/mp4", chunk_size: int = CHUNK) -> BundleInfo:
+                 media_type: str = "video/mp4", chunk_size: int = CHUNK, bundle_id: str | None = None) -> BundleInfo:
     """Encrypt the clip at `video_path` and its signed manifest to the agency's key, into `out_path`.
 
     The one code path that builds bundles: it refuses (ConsentError) unless `consent` is a receipt signed by this
@@ -90,9 +91,11 @@ def build_bundle(out_path: Path | str, *, video_path: Path | str, consent: dict[
     agency = verify_key(agency_verify_key, "agency key")
     if not (isinstance(chunk_size, int) and MIN_CHUNK <= chunk_size <= MAX_CHUNK):
         raise SharingError(f"chunk_size must be from {MIN_CHUNK} to {MAX_CHUNK} bytes")
+    if bundle_id is not None and not re.fullmatch(r"[0-9a-f]{32}", bundle_id):
+        raise SharingError(f"bundle_id: expected 32 lowercase hex digits, got {bundle_id!r}")
     kind = consent["choice"]
     manifest = {
-        "format": VERSION, "bundle_id": secrets.token_hex(16), "created": "", "software": f"nnode {__version__}",
+        "format": VERSION, "bundle_id": bundle_id or secrets.token_hex(16), "created": "", "software": f"nnode {__version__}",
         "node_key": node_key, "agency_key": agency.encode().hex(),
         "request": {"id": request_id, "case_number": case_number},
         "camera": {"id": camera_id, "name": camera_name, "latitude": latitude, "longitude": longitude},

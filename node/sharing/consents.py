@@ -4,10 +4,17 @@ A consent is a signed receipt, a hold on the clip and an audit entry, written in
 then built in the background. It can be withdrawn until the agency downloads the bundle; after that the hold period
 runs (config `agencies.hold_days`), then the bundle is deleted, the hold released, and the clip purged if its own
 retention has run out. Declines do not exist as records: an owner who does nothing leaves nothing.
+
+A consent first cools off (config `agencies.cooling_off_seconds`; not for emergency requests): until then the
+agency cannot list or download its bundle, no disclosure count or audit entry mentions it, and a withdrawal erases
+it. Once the period is over, `show()` logs the consent (and its bundle, if built) and tells peers the new count.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
 import time
 from typing import Any
@@ -18,11 +25,15 @@ from node.camera.clips import UPLOAD_CAMERA, ClipIndex, ClipNotFound, ClipRow
 from node.errors import Conflict, NotFound
 from node.sharing.agencies import Agency, Registry
 from node.sharing.audit import AuditLog
-from node.sharing.delivery import Delivery
+from node.sharing.delivery import Delivery, built_detail
 from node.sharing.manifest import ORIGINAL, REDACTED, sign_consent
 from node.sharing.matching import Places
 from node.sharing.requests import FootageRequest, RequestError, format_time, stored_request
 from node.sharing.store import DeskStore
+
+log = logging.getLogger("nnode.sharing")
+
+MAX_COOLING_WAIT = 60.0   # seconds the visibility task sleeps at most before looking again (a changed clock)
 
 BUILDING = "building"
 """The owner of the building's own cameras' clips (the manager decides for them)."""
@@ -32,9 +43,16 @@ class Consents:
     """Per-clip consent of one node's owners, and the holds it keeps."""
 
     def __init__(self, store: DeskStore, key: nacl.signing.SigningKey, clips: ClipIndex, registry: Registry,
-                 audit: AuditLog, places: Places, delivery: Delivery) -> None:
+                 audit: AuditLog, places: Places, delivery: Delivery, *, cooling_off: int = 0) -> None:
         self.store, self.key, self.clips, self.registry = store, key, clips, registry
         self.audit, self.places, self.delivery = audit, places, delivery
+        self.cooling_off = cooling_off   # seconds a consent stays invisible to the agency and peers
+        self._wake = asyncio.Event()
+        self._shower: asyncio.Task[None] | None = None
+
+    def cooling_off_for(self, request: FootageRequest) -> int:
+        """The cooling-off period of consents to this request: none for an emergency."""
+        return 0 if request.urgency == "emergency" else self.cooling_off
 
     async def for_owner(self, owner: str, agencies: dict[str, Agency]) -> list[dict[str, Any]]:
         """Requests with `owner`'s matching clips ('building' for the manager, 'resident:N'), newest first."""
@@ -52,6 +70,7 @@ class Consents:
                            "jurisdiction": agency.jurisdiction if agency else "",
                            "contact": agency.contact if agency else ""},
                 "contact": request.contact, "status": status, "refusal": refusal, "received": received,
+                "cooling_off_seconds": self.cooling_off_for(request),
                 "clips": [self.places.clip_view(c) | {"consent": consents.get(c.uid)} for c in clips]})
         return out
 
@@ -94,13 +113,18 @@ class Consents:
                 raise Conflict(f"request {request_id} is no longer open here (expired, refused or its agency revoked)")
             if await self.store.is_shared(conn, request_id, uid):
                 raise Conflict(f"clip {uid} is already shared for this request; withdraw first to change the choice")
+            cooling_off = self.cooling_off_for(request)
             consent_id = await self.store.add(conn, request, clip, owner=owner, choice=choice, receipt=receipt,
-                                              bundle_uid=secrets.token_hex(16))
+                                              bundle_uid=secrets.token_hex(16),
+                                              visible_at=int(time.time()) + cooling_off)
             if consent_id is None:
                 raise ClipNotFound(f"clip {uid!r} not found")
-            await self.audit.append("consent", agency=request.agency, request_id=request_id, clip=uid,
-                                    actor=role, detail={"choice": choice, "clip_sha256": clip.sha256}, conn=conn)
+            if not cooling_off:
+                await self.audit.append("consent", agency=request.agency, request_id=request_id, clip=uid,
+                                        actor=role, detail={"choice": choice, "clip_sha256": clip.sha256},
+                                        conn=conn)
         self.delivery.queue(consent_id)
+        self._wake.set()
         return await self.store.consent(consent_id)
 
     async def withdraw(self, request_id: str, uid: str, *, owner: str, role: str) -> dict[str, Any]:
@@ -109,6 +133,13 @@ class Consents:
         row = await self.store.request(request_id)
         if consent is None or row is None:
             raise NotFound(f"clip {uid} is not shared for request {request_id}")
+        if consent["shown"] is None:
+            async with self.store.db.write() as conn:
+                forgotten = await self.store.forget(conn, consent["id"], consent["bundle_uid"])
+            if forgotten:  # nothing logged, nothing published: the agency and peers never knew
+                await self.delivery.unlink(consent["bundle_uid"])
+                return consent | {"state": "withdrawn", "can_withdraw": False, "cooling_off": False,
+                                  "ended": int(time.time()), "erased": True}
         async with self.store.db.write() as conn:
             if not await self.store.end(conn, consent["id"], consent["bundle_uid"], "withdrawn"):
                 raise Conflict("the agency has already downloaded this clip's bundle; it can no longer be withdrawn")
@@ -118,13 +149,71 @@ class Consents:
         await self.delivery.disclose(request_id)
         return await self.store.consent(consent["id"])
 
+    # -- the cooling-off period ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Show the agency, as each cooling-off period ends, the consents it may now see."""
+        self._shower = asyncio.create_task(self._show_forever(), name="nnode-consents-cooled")
+
+    async def close(self) -> None:
+        """Stop showing consents (those due are shown at the next start or tick)."""
+        if self._shower is not None:
+            self._shower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._shower
+            self._shower = None
+
+    async def _show_forever(self) -> None:
+        while True:
+            self._wake.clear()   # before looking: a consent given meanwhile sets it again
+            try:
+                await self.show()
+                due = await self.store.next_cooled()
+            except Exception:
+                log.exception("showing cooled consents failed")
+                due = None
+            wait = MAX_COOLING_WAIT if due is None else min(MAX_COOLING_WAIT, max(0.0, due - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def show(self, now: float | None = None) -> None:
+        """Make every consent whose cooling-off period is over visible: logged (consent, then its bundle as it
+        stands) and counted to peers, as if it had been given now."""
+        now = time.time() if now is None else now
+        changed = set()
+        for consent_id in await self.store.cooled(now):
+            async with self.store.db.write() as conn:
+                view = await self.store.show(conn, consent_id, int(now))
+                if view is None:
+                    continue   # withdrawn or ended meanwhile
+                request = await self.store.request(view["request_id"])
+                agency = request["agency"] if request else ""
+                receipt = view["receipt"]
+                await self.audit.append("consent", agency=agency, request_id=view["request_id"],
+                                        clip=view["clip_uid"], actor=receipt["by"]["role"],
+                                        detail={"choice": view["choice"], "clip_sha256": receipt["clip_sha256"]},
+                                        conn=conn)
+                if view["state"] == "ready":
+                    await self.audit.append("bundle_built", agency=agency, request_id=view["request_id"],
+                                            clip=view["clip_uid"], detail=built_detail(
+                                                view["bundle_uid"], view["choice"], view["bundle_size"],
+                                                view["bundle_sha256"], view["redaction"]), conn=conn)
+                elif view["state"] == "failed":
+                    await self.audit.append("bundle_failed", agency=agency, request_id=view["request_id"],
+                                            clip=view["clip_uid"], detail={"error": view["error"][:300]},
+                                            conn=conn)
+            changed.add(view["request_id"])
+        for request_id in changed:
+            await self.delivery.disclose(request_id)
+
     # -- holds --------------------------------------------------------------------------------------------------
 
     async def tick(self, now: float | None = None) -> None:
         """End undownloaded consents of expired requests; after the hold period, delete bundles, release holds and
         purge what retention would already have purged."""
         now = time.time() if now is None else now
-        changed = await self._expire(now)
+        changed = await self._expire(now)   # first: a request that expired while a consent cooled off shows nothing
+        await self.show(now)
         for consent_id, bundle_uid, request_id, uid, agency, state in await self.store.released(now):
             if state == "downloaded":
                 async with self.store.db.write() as conn:
@@ -138,7 +227,12 @@ class Consents:
     async def _expire(self, now: float) -> set[str]:
         """End the undownloaded consents of expired requests; the requests whose count changed."""
         changed = set()
-        for consent_id, bundle_uid, request_id, uid, agency in await self.store.expired(now):
+        for consent_id, bundle_uid, request_id, uid, agency, shown in await self.store.expired(now):
+            if not shown:  # the agency never learnt of it: it goes as a withdrawal within the period would
+                async with self.store.db.write() as conn:
+                    if await self.store.forget(conn, consent_id, bundle_uid):
+                        await self.delivery.unlink(bundle_uid)
+                continue
             async with self.store.db.write() as conn:
                 ended = await self.store.end(conn, consent_id, bundle_uid, "expired")
                 if ended:

@@ -22,7 +22,7 @@ from node.safety.live import MANAGERS
 from node.sharing.audit import AuditLog, nfc
 from node.sharing.bundle import SUFFIX, BundleInfo, build_bundle
 from node.sharing.events import DISCLOSURE_KIND, DISCLOSURE_TTL
-from node.sharing.manifest import REDACTED
+from node.sharing.manifest import REDACTED, utc_iso
 from node.sharing.matching import Places
 from node.sharing.requests import FootageRequest, stored_request
 from node.sharing.store import DeskStore
@@ -30,6 +30,11 @@ from node.sharing.store import DeskStore
 log = logging.getLogger("nnode.sharing")
 
 Publish = Callable[..., Awaitable[Any]]
+
+
+def built_detail(bundle_uid: str, choice: str, size: int, sha256: str, redaction: str | None) -> dict[str, Any]:
+    """The detail of a `bundle_built` audit entry."""
+    return {"bundle": bundle_uid, "choice": choice, "size": size, "sha256": sha256, "redaction": redaction or ""}
 
 
 class Delivery:
@@ -116,12 +121,13 @@ class Delivery:
             return
         async with self.store.db.write() as conn:
             built = await self.store.ready(conn, consent_id, info, redaction)
-            if built:
+            # Still cooling off: logged when it becomes visible (Consents.show), or never if withdrawn before.
+            if built and await self.store.is_shown(conn, consent_id):
                 await self.audit.append("bundle_built", agency=request.agency, request_id=request.id, clip=uid,
-                                        detail={"bundle": bundle_uid, "choice": choice, "size": info.size,
-                                                "sha256": info.sha256, "redaction": redaction or ""}, conn=conn)
+                                        detail=built_detail(bundle_uid, choice, info.size, info.sha256, redaction),
+                                        conn=conn)
         if not built:  # withdrawn while it was being built
-            path.unlink(missing_ok=True)
+            await asyncio.to_thread(path.unlink, missing_ok=True)
             return
         await self.disclose(request.id)
         if self.notify is not None:
@@ -129,7 +135,7 @@ class Delivery:
 
     async def _failed(self, consent_id: int, request: FootageRequest, uid: str, error: str) -> None:
         async with self.store.db.write() as conn:
-            if await self.store.failed(conn, consent_id, error):
+            if await self.store.failed(conn, consent_id, error) and await self.store.is_shown(conn, consent_id):
                 await self.audit.append("bundle_failed", agency=request.agency, request_id=request.id, clip=uid,
                                         detail={"error": error[:300]}, conn=conn)
         log.warning("bundle failed", extra={"consent": consent_id, "error": error})
@@ -154,7 +160,7 @@ class Delivery:
                 agency_verify_key=request.agency, request_id=request.id, case_number=request.case_number,
                 camera_id=clip.camera, camera_name=self.places.camera_name(clip), latitude=place[0],
                 longitude=place[1], clip_start=clip.start, clip_end=clip.end, original_sha256=clip.sha256,
-                original_size=clip.size, redaction_method=redaction)
+                original_size=clip.size, redaction_method=redaction, bundle_id=path.stem)
             return info, redaction
         finally:
             if redacted is not None:
@@ -164,8 +170,11 @@ class Delivery:
 
     async def agency_bundles(self, agency_key: str) -> list[dict[str, Any]]:
         """Bundles on this node made for this agency that it may download."""
+        # Times as the manifest and `nnode verify` spell them (ISO 8601 UTC with milliseconds); `created` is the
+        # manifest's own (a bundle built before it was kept: when it was consented to).
         return [{"id": r[0], "request_id": r[1], "case_number": r[2], "size": r[3], "sha256": r[4],
-                 "created": r[5], "downloaded": r[6], "node": self.node_key,
+                 "created": r[7] or utc_iso(r[5]), "downloaded": None if r[6] is None else utc_iso(r[6]),
+                 "node": self.node_key,
                  "url": f"/api/agency/bundles/{r[0]}"} for r in await self.store.agency_bundles(agency_key)]
 
     async def open_bundle(self, agency_key: str, bundle_uid: str) -> Path:
@@ -193,6 +202,8 @@ class Delivery:
         if row is None:
             return
         count = await self.store.delivered(request_id)
+        if count == await self.store.disclosed(self.node_key, request_id):
+            return  # nothing new to say: an event anyway would tell peers that something happened here
         ttl = max(60, int(row["expires"] - time.time()) + self.hold_days * 86400)
         body = {"request_id": request_id, "agency": row["agency"], "bundles": count}
         try:

@@ -48,7 +48,7 @@ class SharingDesk:
 
     Its methods are its parts' (bound here, so handlers and the lifecycle need only the desk): from `intake`
     submit, consider, reconsider, refuse_agency, agency_view, agency_requests; from `consents` for_owner,
-    consent, withdraw, tick; from `delivery` idle, disclose, agency_bundles, open_bundle, bundle_path; from
+    consent, withdraw, tick, show; from `delivery` idle, disclose, agency_bundles, open_bundle, bundle_path; from
     `places` touches and matches.
     """
 
@@ -62,13 +62,15 @@ class SharingDesk:
         self.delivery = Delivery(self.store, key, clips, audit, self.places, config, publish=publish, notify=notify)
         self.intake = Intake(self.store, registry, audit, self.places, policy_from(config), publish=publish,
                              notify=notify)
-        self.consents = Consents(self.store, key, clips, registry, audit, self.places, self.delivery)
+        self.consents = Consents(self.store, key, clips, registry, audit, self.places, self.delivery,
+                                 cooling_off=config.agencies.cooling_off_seconds)
         intake, consents, delivery = self.intake, self.consents, self.delivery
         self.submit, self.consider, self.reconsider = intake.submit, intake.consider, intake.reconsider
         self.refuse_agency, self.agency_view, self.agency_requests = (intake.refuse_agency, intake.agency_view,
                                                                       intake.agency_requests)
         self.for_owner, self.consent, self.withdraw, self.tick = (consents.for_owner, consents.consent,
                                                                   consents.withdraw, consents.tick)
+        self.show = consents.show
         self.idle, self.disclose, self.bundle_path = delivery.idle, delivery.disclose, delivery.path
         self.agency_bundles, self.open_bundle = delivery.agency_bundles, delivery.open_bundle
         self.note_disclosure = self.store.note_disclosure
@@ -77,10 +79,12 @@ class SharingDesk:
     async def start(self) -> None:
         """Start building bundles (those a restart interrupted first)."""
         await self.delivery.start()
+        await self.consents.start()
 
     async def close(self) -> None:
         """Stop announcing requests and building bundles (a bundle cut short is built again at the next start)."""
         await self.intake.close()
+        await self.consents.close()
         await self.delivery.close()
 
     async def transparency(self) -> dict[str, Any]:

@@ -147,7 +147,10 @@ class Intake:
         returns the (bundle uid, request id) of each consent ended."""
         await self.store.refuse_all(conn, agency_key, reason)
         rows = await self.store.undelivered(conn, agency_key)
-        for consent_id, bundle_uid, request_id, clip_uid in rows:
+        for consent_id, bundle_uid, request_id, clip_uid, shown in rows:
+            if not shown:  # still cooling off: the agency never learnt of it, and nothing is logged now either
+                await self.store.forget(conn, consent_id, bundle_uid)
+                continue
             await self.store.end(conn, consent_id, bundle_uid, "expired")
             await self.audit.append("bundle_expired", agency=agency_key, request_id=request_id, clip=clip_uid,
                                     detail={"reason": "agency revoked"}, conn=conn)

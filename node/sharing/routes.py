@@ -17,11 +17,13 @@ import time
 from typing import Any
 
 import msgspec
+import nacl.signing
 from aiohttp import web
 
 from node.errors import BadRequest, Forbidden, TooLarge
 from node.http import AGENCY as AGENCY_ROLE
 from node.http import MANAGER, PEER, RESIDENT, Route, body_of, read_body, session_of
+from node.identity import derive_secret
 from node.keys import (
     AGENCY_LIMITS,
     AGENCY_REPLAY,
@@ -197,9 +199,18 @@ def _owner(request: web.Request, request_id: str = "") -> tuple[str, str, str]:
     session = session_of(request)
     if session.role == "manager":
         return "building", "manager", "manager"
-    secret = request.app[KEY].encode()
-    pseudonym = hmac.new(secret, f"resident:{session.subject}:{request_id}".encode(), hashlib.sha256).hexdigest()
-    return f"resident:{session.subject}", "resident", f"resident-{pseudonym[:16]}"
+    return f"resident:{session.subject}", "resident", resident_pseudonym(request.app[KEY], session.subject, request_id)
+
+
+PSEUDONYM_PURPOSE = b"nnode-pseudonym"
+
+
+def resident_pseudonym(key: nacl.signing.SigningKey, subject: int | str, request_id: str) -> str:
+    """The opaque id a resident's consent receipts carry for one request: an HMAC under a secret derived for this
+    purpose alone (never the signing seed itself), so it differs from request to request and links nothing."""
+    secret = derive_secret(key, PSEUDONYM_PURPOSE)
+    pseudonym = hmac.new(secret, f"resident:{subject}:{request_id}".encode(), hashlib.sha256).hexdigest()
+    return f"resident-{pseudonym[:16]}"
 
 
 async def list_requests(request: web.Request) -> web.Response:

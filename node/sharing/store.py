@@ -76,15 +76,26 @@ MIGRATIONS: Sequence[Migration] = [
             PRIMARY KEY (request_id, node)
         )""",
     ]),
+    # The cooling-off period: a consent is invisible to the agency and to peers until `visible_at`; `shown` is
+    # when it became visible (NULL while it cools off). Consents given before this migration were visible at once.
+    (2, [
+        "ALTER TABLE consents ADD COLUMN visible_at INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE consents ADD COLUMN shown INTEGER",
+        "UPDATE consents SET shown = created",
+        "CREATE INDEX consents_cooling ON consents (visible_at) WHERE shown IS NULL",
+    ]),
+    # The bundle's manifest `created`, so the agency's list shows the date `nnode verify` prints.
+    (3, ["ALTER TABLE consents ADD COLUMN built TEXT"]),
 ]
 
 _CONSENT_NAMES = ("id", "request_id", "clip_uid", "clip_id", "owner", "choice", "created", "state", "bundle_uid",
                   "bundle_size", "bundle_sha256", "redaction", "error", "downloaded", "downloads", "release_at",
-                  "ended")
+                  "ended", "visible_at", "shown")
 _CONSENT_COLUMNS = ", ".join(_CONSENT_NAMES)
 _REQUEST_NAMES = ("id", "agency", "document", "status", "refusal", "received", "expires")
-_AGENCY_CONSENT = ("SELECT c.id, c.bundle_uid, c.request_id, c.clip_uid, r.agency FROM consents c "
-                   "JOIN agency_requests r ON r.id = c.request_id")
+_AGENCY_CONSENT = ("SELECT c.id, c.bundle_uid, c.request_id, c.clip_uid, r.agency, c.shown IS NOT NULL "
+                   "FROM consents c JOIN agency_requests r ON r.id = c.request_id")
+_SHOWN = "c.shown IS NOT NULL"   # what the agency and peers may learn of: consents past their cooling-off period
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -95,6 +106,8 @@ def consent_view(row: Sequence[Any]) -> dict[str, Any]:
     """A consent row as the owners' pages show it."""
     view = dict(zip(_CONSENT_NAMES, row))
     view["can_withdraw"] = view["state"] in WITHDRAWABLE
+    # Within the cooling-off period a withdrawal leaves no trace the agency or any peer can see.
+    view["cooling_off"] = view["shown"] is None and view["state"] in WITHDRAWABLE
     return view
 
 
@@ -161,7 +174,7 @@ class DeskStore:
         requests and of refused ones from registered agencies, newest first."""
         rows = await self.db.reader.execute_fetchall(
             "SELECT r.document, r.status, r.received, "
-            "(SELECT COUNT(*) FROM consents c WHERE c.request_id = r.id AND c.bundle_sha256 IS NOT NULL "
+            f"(SELECT COUNT(*) FROM consents c WHERE c.request_id = r.id AND c.bundle_sha256 IS NOT NULL AND {_SHOWN} "
             " AND c.state NOT IN ('withdrawn', 'expired')), "
             "(SELECT COUNT(*) FROM consents c WHERE c.request_id = r.id AND c.downloaded IS NOT NULL) "
             "FROM agency_requests r WHERE r.status = 'open' OR (r.status = 'refused' AND r.agency IN "
@@ -206,14 +219,16 @@ class DeskStore:
             (request_id, uid, *LIVE)))
 
     async def add(self, conn: aiosqlite.Connection, request: FootageRequest, clip: ClipRow, *, owner: str,
-                  choice: str, receipt: dict[str, Any], bundle_uid: str) -> int | None:
+                  choice: str, receipt: dict[str, Any], bundle_uid: str, visible_at: int) -> int | None:
         """Record a consent and hold its clip; its id, or None if the clip is no longer ready (nothing written
-        that the caller's transaction keeps: the caller then raises)."""
+        that the caller's transaction keeps: the caller then raises). It is shown to the agency from
+        `visible_at` (at once if that is now)."""
         now = int(time.time())
         cursor = await conn.execute(
             "INSERT INTO consents (request_id, clip_uid, clip_id, owner, choice, receipt, created, state, "
-            "bundle_uid) VALUES (?, ?, ?, ?, ?, ?, ?, 'building', ?)",
-            (request.id, clip.uid, clip.id, owner, choice, json.dumps(receipt), now, bundle_uid))
+            "bundle_uid, visible_at, shown) VALUES (?, ?, ?, ?, ?, ?, ?, 'building', ?, ?, ?)",
+            (request.id, clip.uid, clip.id, owner, choice, json.dumps(receipt), now, bundle_uid, visible_at,
+             now if visible_at <= now else None))
         held = await conn.execute(
             "INSERT INTO holds (reason, ref, start, end, created, clip_id, camera, note) SELECT 'consent', ?, "
             "?, ?, ?, id, camera, ? FROM clips WHERE id = ? AND state = 'ready'",
@@ -233,19 +248,62 @@ class DeskStore:
                            (int(time.time()), bundle_uid))
         return True
 
+    async def forget(self, conn: aiosqlite.Connection, consent_id: int, bundle_uid: str) -> bool:
+        """Erase a consent still in its cooling-off period, and its hold, as if it had never been given; False if
+        it was shown to the agency meanwhile (or is gone)."""
+        cursor = await conn.execute(
+            f"DELETE FROM consents WHERE id = ? AND shown IS NULL AND state IN ({_marks(WITHDRAWABLE)})",
+            (consent_id, *WITHDRAWABLE))
+        if cursor.rowcount == 0:
+            return False
+        await conn.execute("DELETE FROM holds WHERE reason = 'consent' AND ref = ?", (bundle_uid,))
+        return True
+
+    async def cooled(self, now: float) -> list[int]:
+        """Consents whose cooling-off period is over and which the agency cannot see yet, oldest first."""
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT id FROM consents WHERE shown IS NULL AND visible_at <= ? AND state IN ({_marks(WITHDRAWABLE)}) "
+            "ORDER BY id", (now, *WITHDRAWABLE))
+        return [r[0] for r in rows]
+
+    async def next_cooled(self) -> int | None:
+        """When the next consent still cooling off becomes visible, or None."""
+        rows = list(await self.db.reader.execute_fetchall(
+            f"SELECT MIN(visible_at) FROM consents WHERE shown IS NULL AND state IN ({_marks(WITHDRAWABLE)})",
+            WITHDRAWABLE))
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    async def show(self, conn: aiosqlite.Connection, consent_id: int, now: int) -> dict[str, Any] | None:
+        """Make a cooled consent visible to the agency; its view and receipt, or None if it was not cooling off."""
+        cursor = await conn.execute(
+            f"UPDATE consents SET shown = ? WHERE id = ? AND shown IS NULL AND state IN ({_marks(WITHDRAWABLE)})",
+            (now, consent_id, *WITHDRAWABLE))
+        if cursor.rowcount == 0:
+            return None
+        rows = list(await conn.execute_fetchall(
+            f"SELECT {_CONSENT_COLUMNS}, receipt FROM consents WHERE id = ?", (consent_id,)))
+        return consent_view(rows[0][:-1]) | {"receipt": json.loads(rows[0][-1])}
+
+    async def is_shown(self, conn: aiosqlite.Connection, consent_id: int) -> bool:
+        """Whether the agency may see this consent (in the caller's transaction)."""
+        return bool(await conn.execute_fetchall("SELECT 1 FROM consents WHERE id = ? AND shown IS NOT NULL",
+                                                (consent_id,)))
+
     async def close(self, conn: aiosqlite.Connection, consent_id: int) -> None:
         """A downloaded consent whose hold period is over: its bundle goes, its hold waits for the clip."""
         await conn.execute("UPDATE consents SET state = 'closed' WHERE id = ?", (consent_id,))
 
-    async def undelivered(self, conn: aiosqlite.Connection, agency_key: str) -> list[tuple[int, str, str, str]]:
-        """This agency's consents not yet downloaded: (id, bundle uid, request id, clip uid)."""
+    async def undelivered(self, conn: aiosqlite.Connection,
+                          agency_key: str) -> list[tuple[int, str, str, str, bool]]:
+        """This agency's consents not yet downloaded: (id, bundle uid, request id, clip uid, shown)."""
         rows = await conn.execute_fetchall(
             f"{_AGENCY_CONSENT} WHERE r.agency = ? AND c.state IN ({_marks(WITHDRAWABLE)})",
             (agency_key, *WITHDRAWABLE))
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+        return [(r[0], r[1], r[2], r[3], bool(r[5])) for r in rows]
 
     async def expired(self, now: float) -> list[tuple[Any, ...]]:
-        """Consents not downloaded whose request has expired: (id, bundle uid, request id, clip uid, agency)."""
+        """Consents not downloaded whose request has expired: (id, bundle uid, request id, clip uid, agency,
+        shown)."""
         rows = await self.db.reader.execute_fetchall(
             f"{_AGENCY_CONSENT} WHERE c.state IN ({_marks(WITHDRAWABLE)}) AND r.expires <= ?", (*WITHDRAWABLE, now))
         return [tuple(r) for r in rows]
@@ -293,31 +351,32 @@ class DeskStore:
                     redaction: str | None) -> bool:
         """A bundle was built; False if the consent was withdrawn meanwhile."""
         cursor = await conn.execute(
-            "UPDATE consents SET state = 'ready', bundle_size = ?, bundle_sha256 = ?, redaction = ? "
-            "WHERE id = ? AND state = 'building'", (info.size, info.sha256, redaction, consent_id))
+            "UPDATE consents SET state = 'ready', bundle_size = ?, bundle_sha256 = ?, redaction = ?, built = ? "
+            "WHERE id = ? AND state = 'building'",
+            (info.size, info.sha256, redaction, info.manifest.get("created"), consent_id))
         return bool(cursor.rowcount)
 
     async def delivered(self, request_id: str) -> int:
         """How many bundles this node holds for the request (ready or downloaded)."""
         rows = list(await self.db.reader.execute_fetchall(
-            f"SELECT COUNT(*) FROM consents WHERE request_id = ? AND state IN ({_marks(DELIVERED)})",
+            f"SELECT COUNT(*) FROM consents c WHERE request_id = ? AND {_SHOWN} AND state IN ({_marks(DELIVERED)})",
             (request_id, *DELIVERED)))
         return int(rows[0][0])
 
     async def agency_bundles(self, agency_key: str) -> list[tuple[Any, ...]]:
         """Bundles for this agency it may download: (uid, request id, case number, size, sha256, created,
-        downloaded)."""
+        downloaded, the manifest's created)."""
         rows = await self.db.reader.execute_fetchall(
             "SELECT c.bundle_uid, c.request_id, r.case_number, c.bundle_size, c.bundle_sha256, c.created, "
-            "c.downloaded FROM consents c JOIN agency_requests r ON r.id = c.request_id WHERE r.agency = ? AND "
-            f"c.state IN ({_marks(DELIVERED)}) ORDER BY c.id", (agency_key, *DELIVERED))
+            "c.downloaded, c.built FROM consents c JOIN agency_requests r ON r.id = c.request_id WHERE r.agency = ? AND "
+            f"{_SHOWN} AND c.state IN ({_marks(DELIVERED)}) ORDER BY c.id", (agency_key, *DELIVERED))
         return [tuple(r) for r in rows]
 
     async def agency_bundle(self, agency_key: str, bundle_uid: str) -> tuple[int, str, str, str] | None:
         """One of this agency's bundles: (consent id, request id, clip uid, state), or None."""
         rows = list(await self.db.reader.execute_fetchall(
             "SELECT c.id, c.request_id, c.clip_uid, c.state FROM consents c JOIN agency_requests r ON "
-            "r.id = c.request_id WHERE c.bundle_uid = ? AND r.agency = ?", (bundle_uid, agency_key)))
+            f"r.id = c.request_id WHERE c.bundle_uid = ? AND r.agency = ? AND {_SHOWN}", (bundle_uid, agency_key)))
         return (rows[0][0], rows[0][1], rows[0][2], rows[0][3]) if rows else None
 
     async def downloaded(self, conn: aiosqlite.Connection, consent_id: int, now: int, release_at: int) -> bool:
@@ -340,6 +399,12 @@ class DeskStore:
                 "ON CONFLICT (request_id, node) DO UPDATE SET bundles = excluded.bundles, seq = excluded.seq, "
                 "at = excluded.at WHERE excluded.seq > disclosures.seq",
                 (body["request_id"], author, body["agency"], body["bundles"], seq, at))
+
+    async def disclosed(self, node: str, request_id: str) -> int:
+        """The count a node last disclosed for the request (0 if none)."""
+        rows = list(await self.db.reader.execute_fetchall(
+            "SELECT bundles FROM disclosures WHERE request_id = ? AND node = ?", (request_id, node)))
+        return int(rows[0][0]) if rows else 0
 
     async def disclosures(self, request_id: str, agency_key: str) -> list[tuple[str, int, int]]:
         """The nodes that disclosed bundles for the request: (node, bundles, at)."""

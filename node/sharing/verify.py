@@ -211,7 +211,8 @@ def _expected(value: nacl.signing.VerifyKey | bytes | str | None) -> str | None:
 
 
 def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.SigningKey, out_dir: Path | str, *,
-                  expected_node_key: nacl.signing.VerifyKey | bytes | str | None = None) -> VerifyResult:
+                  expected_node_key: nacl.signing.VerifyKey | bytes | str | None = None,
+                  expected_from: str = "given on the command line", replace: bool = False) -> VerifyResult:
     """Check a bundle offline and extract it into `out_dir` (new or empty): the clip, manifest.json (the signed
     bytes), manifest.sig (the signature in hex) and report.txt.
 
@@ -221,6 +222,9 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
     given); the manifest's fields; it names this agency key; the consent receipt (node key, signature, request,
     clip, choice); the delivered video's size and sha256. Raises VerifyError naming the first failure, and then
     leaves nothing in `out_dir`. An unreadable bundle or an unusable `out_dir` raise SharingError. Blocking.
+    `expected_from` says in the report where the expected key came from (given, pinned on a date, first contact).
+    With `replace`, `out_dir` may hold files: those this writes are replaced (only once every check passed), the
+    others are left alone.
     """
     bundle_path, out_dir = Path(bundle_path), Path(out_dir)
     expected = _expected(expected_node_key)
@@ -230,9 +234,14 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
         raise SharingError(f"{bundle_path}: cannot read the bundle: {exc.strerror or exc}") from exc
     with source:
         created = not out_dir.exists()
-        if not created and (not out_dir.is_dir() or any(out_dir.iterdir())):
-            raise SharingError(f"{out_dir}: not an empty folder; give a new or empty folder for the verified clip")
+        if not created and not out_dir.is_dir():
+            raise SharingError(f"{out_dir}: not a folder; give a new or empty folder for the verified clip")
+        if not created and not replace and any(out_dir.iterdir()):
+            raise SharingError(f"{out_dir}: not an empty folder; give a new or empty folder for the verified clip "
+                               "(or --force to replace what an earlier run wrote there)")
         tmp = out_dir / ".clip.part"
+        if replace:
+            tmp.unlink(missing_ok=True)   # left by a run cut short
         done: list[Path] = []
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +253,7 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
             clip_path = out_dir / MEDIA_FILES[manifest.delivered.media_type]
             os.replace(tmp, clip_path)
             done.append(clip_path)
-            checks = _checks(opened, manifest, expected)
+            checks = _checks(opened, manifest, expected, expected_from)
             report = _report(bundle_path, opened, manifest, clip_path, checks)
             signature = opened.signature.hex()
             for name, data in zip(_OUTPUTS, (opened.manifest_bytes, (signature + "\n").encode(), report.encode())):
@@ -273,7 +282,7 @@ def _write_file(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _checks(opened: _Opened, manifest: Manifest, expected: str | None) -> tuple[str, ...]:
+def _checks(opened: _Opened, manifest: Manifest, expected: str | None, expected_from: str) -> tuple[str, ...]:
     delivered = manifest.delivered
     return (
         f"format: {MAGIC.decode()} version {VERSION}",
@@ -281,7 +290,7 @@ def _checks(opened: _Opened, manifest: Manifest, expected: str | None) -> tuple[
         f"all {opened.chunks} chunks authenticate (the first also covers the header); the stream ends with its "
         "final chunk and nothing follows",
         f"the manifest is signed by node key {manifest.node_key}"
-        + (" (the expected node key)" if expected else " (not compared: no --node-key given)"),
+        + (f" (the expected node key, {expected_from})" if expected else " (not compared: no --node-key given)"),
         "the manifest's fields are well-formed and name this agency key",
         f"the consent receipt is signed by the same node key for request {manifest.request.id!r} and the "
         f"original clip; its owner chose the {manifest.consent['choice']} clip, which is the one delivered",

@@ -76,9 +76,11 @@ function canonical(value) {
 const utc = (ms) => new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 
 /** An ISO time or POSIX seconds, in the reader's local time. */
+/** A time as the node, `nnode verify` and the agency client spell it: ISO 8601 UTC (strings are shown as given). */
 function describeTime(value) {
-  const date = new Date(typeof value === "number" ? value * 1000 : value);
-  return value === null || value === undefined || Number.isNaN(date.getTime()) ? String(value ?? "") : date.toLocaleString();
+  if (typeof value === "string") return value;
+  const date = new Date(typeof value === "number" ? value * 1000 : NaN);
+  return Number.isNaN(date.getTime()) ? String(value ?? "") : date.toISOString();
 }
 
 function sizeText(bytes) {

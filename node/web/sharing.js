@@ -62,11 +62,23 @@ export function requestFacts(request, extra = []) {
     ["Area", areaText(request.area)],
     ["Urgency", request.urgency === "emergency" ? el("strong", { class: "urgency-emergency" }, "Emergency") : "Normal"],
     request.contact ? ["Contact", request.contact] : null,
+    typeof request.cooling_off_seconds === "number" ? ["Cooling-off", coolingText(request)] : null,
     ["Received", timeEl(request.received ?? request.created)],
     ["Expires", timeEl(request.expires)],
     ...extra,
   ].filter(Boolean);
   return el("dl", { class: "facts" }, rows.flatMap(([label, value]) => [el("dt", {}, label), el("dd", {}, value)]));
+}
+
+/** How long a shared clip stays invisible to the agency, in words (stated before the owner decides). */
+function coolingText(request) {
+  const seconds = request.cooling_off_seconds;
+  if (!seconds) {
+    return request.urgency === "emergency" ? "None: for an emergency request the agency sees a shared clip at once."
+      : "None: the agency sees a shared clip at once.";
+  }
+  const span = seconds < 120 ? `${seconds} seconds` : `${Math.round(seconds / 60)} minutes`;
+  return `A clip you share stays invisible to the agency for ${span}; withdrawn within them, it leaves no trace.`;
 }
 
 /** One consent's state in words (the clip's owner reads it). */
@@ -364,6 +376,9 @@ class ClipItem {
         consent.created ? [" (you agreed on ", timeEl(consent.created), ")"] : null),
       el("p", { class: `consent-text state-${consent.state}` }, consentText(consent)),
       withdraw ? el("div", { class: "actions" }, withdraw) : null,
+      consent.cooling_off && consent.visible_at
+        ? el("p", { class: "hint consent-cooling" }, "The agency cannot see this before ", timeEl(consent.visible_at),
+          ": withdrawn until then, it leaves no trace.") : null,
       !consent.can_withdraw && consent.state === "downloaded"
         ? el("p", { class: "hint" }, "The agency already has it, so it can no longer be withdrawn.") : null);
   }

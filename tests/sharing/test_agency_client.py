@@ -124,13 +124,17 @@ async def test_request_status_and_fetch_from_the_command_line(make_node, key_fil
         out_dir = tmp_path / "case"
         status, out, err = await run("fetch", *common, "--out", str(out_dir), "--request", request_id)
         assert status == 0, (out, err)
-        assert out.startswith(f"{bundle['id']}: verified: case 2026-004512, camera Back yard"), out
+        assert out.startswith(f"{bundle['id']}: verified: made {bundle['created']}, case 2026-004512, camera "
+                              "Back yard"), out
         target = out_dir / bundle["id"]
         assert (out_dir / f"{bundle['id']}.nnbundle").stat().st_size == bundle["size"]
         assert sorted(p.name for p in target.iterdir()) == ["clip.mp4", "manifest.json", "manifest.sig",
                                                              "report.txt"]
         manifest = json.loads((target / "manifest.json").read_bytes())
         assert manifest["node_key"] == node.id and manifest["request"]["id"] == request_id
+        # The node's list, the manifest and the report name the bundle and its date the same way.
+        assert manifest["bundle_id"] == bundle["id"] and manifest["created"] == bundle["created"]
+        assert f"bundle id   {bundle['id']}, made {bundle['created']} by " in (target / "report.txt").read_text()
         assert manifest["delivered"]["kind"] == "redacted" and manifest["consent"]["choice"] == "redacted"
         assert not list(out_dir.glob(".*.part"))
         status, out, _ = await run("fetch", *common, "--out", str(out_dir))
@@ -138,14 +142,25 @@ async def test_request_status_and_fetch_from_the_command_line(make_node, key_fil
         async with AgencyClient(node.url, key) as client:
             assert (await client.bundles())[0]["downloaded"]
 
-        # Pinned to the node's key from /.well-known/nnode: a bundle signed by any other key fails, exit 3.
+        # The node's key was pinned at first contact (the fetch that found no bundles), and the report says so.
+        pins = json.loads((key_file.parent / "known-nodes.json").read_text())
+        assert pins["nodes"][node.url]["key"] == node.id and pins["nodes"][node.url]["source"] == "first contact"
+        report = (target / "report.txt").read_text()
+        assert f"(the expected node key, pinned on {pins['nodes'][node.url]['since']} (first contact))" in report
+        status, out, err = await run("fetch", *common, "--out", str(tmp_path / "again"), "--known-nodes",
+                                     str(tmp_path / "fresh.json"))
+        assert status == 0 and "node key first contact now, unverified" in out, (out, err)
+        report = (tmp_path / "again" / bundle["id"] / "report.txt").read_text()
+        assert "(the expected node key, first contact now, unverified: " in report
+
+        # A node that answers with another key is refused before anything is downloaded, exit 3.
         async def another_node(self) -> str:
             return "ab" * 32
         monkeypatch.setattr(AgencyClient, "node_key", another_node)
         status, out, err = await run("fetch", *common, "--out", str(tmp_path / "pinned"))
-        assert status == 3, (out, err)
-        assert out.startswith(f"{bundle['id']}: FAILED: ") and "not the expected node key " + "ab" * 32 in out, out
-        assert not (tmp_path / "pinned" / bundle["id"]).exists() or not any((tmp_path / "pinned" / bundle["id"]).iterdir())
+        assert status == 3 and out == "", (out, err)
+        assert f"answers with node key {'ab' * 32}, but node key {node.id} was pinned for it on " in err, err
+        assert not (tmp_path / "pinned" / bundle["id"]).exists()
 
 
 async def test_a_request_out_of_policy_is_refused_with_the_reason(make_node, key_file):

@@ -126,7 +126,7 @@ def test_cli_verifies_offline_and_gives_back_the_same_playable_clip(clip, bundle
                 "--node-key", NODE.verify_key.encode().hex(), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "VERIFIED" in run.stdout
-    assert NODE.verify_key.encode().hex() in run.stdout and "(the expected node key)" in run.stdout
+    assert NODE.verify_key.encode().hex() in run.stdout and "(the expected node key, given on the command line)" in run.stdout
     assert "case number 2024-001234" in run.stdout and "manager mgr-1 chose the redacted clip" in run.stdout
     assert REDACTION in run.stdout
     evidence = tmp_path / "evidence"
