@@ -58,6 +58,10 @@ MAX_GAP_RANGES = 256
 MAX_SCAN = 50_000     # rows one pull with an area of interest may read (most of them may be for elsewhere)
 GAPS_PER_AUTHOR = 8
 _COLUMNS = "id, author, seq, kind, ts, expires, body_hash, sig, body"
+_SLOT_COLUMNS = ", ".join(f"events.{c}" for c in _COLUMNS.split(", "))
+# Events at a list of (author, seq) slots: CROSS JOIN keeps the list outside, so each slot is one index lookup
+# (`(author, seq) IN (VALUES ...)` is planned as a scan of every event).
+_BY_SLOT = "CROSS JOIN events ON events.author = slots.column1 AND events.seq = slots.column2"
 
 # A missing seq range as a pull request carries it: [author, first, last].
 Gap = Sequence[str | int]
@@ -131,8 +135,7 @@ class EventStore:
         for start in range(0, len(wanted), 400):
             chunk = wanted[start:start + 400]
             rows = await self.db.reader.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM events WHERE (author, seq) IN "
-                f"(VALUES {','.join('(?, ?)' for _ in chunk)})",
+                f"SELECT {_SLOT_COLUMNS} FROM (VALUES {','.join('(?, ?)' for _ in chunk)}) AS slots {_BY_SLOT}",
                 [v for a, seq, _ in chunk for v in (a, seq)])
             theirs = {(a, seq): tip for a, seq, tip in chunk}
             lines += [encode_line(_row_event(r).without_body()) for r in rows if theirs[(r[1], r[2])] != r[0]]
@@ -161,7 +164,7 @@ class EventStore:
             chunk = slots[start:start + 400]
             values = ",".join(["(?, ?)"] * len(chunk))
             rows = await self.db.reader.execute_fetchall(
-                f"SELECT author, seq, id FROM events WHERE (author, seq) IN (VALUES {values})",
+                f"SELECT events.author, events.seq, events.id FROM (VALUES {values}) AS slots {_BY_SLOT}",
                 [value for slot in chunk for value in slot])
             found.update(((r[0], r[1]), r[2]) for r in rows)
         return found
