@@ -2,8 +2,8 @@
 ranges, and the count of each kind, so heads, gaps, tips and counts cost the size of the answer, not of the store.
 
 Triggers on `events` keep them in the same transaction as every insert and delete, whichever code writes; the
-statements avoid conflict clauses because an outer `INSERT OR IGNORE` would override theirs. Updates of `events`
-(bodies dropped by expiry or tombstones) change none of them.
+insert triggers use no conflict clause but an upsert, because an outer `INSERT OR IGNORE` would override one (an
+upsert's DO UPDATE it does not). Updates of `events` (bodies dropped by expiry or tombstones) change none of them.
 """
 
 from __future__ import annotations
@@ -41,10 +41,21 @@ _BACKFILL = [
     "LAG(seq, 1, 0) OVER (PARTITION BY author ORDER BY seq) AS prev FROM events) WHERE seq - prev > 1",
 ]
 
-_ON_INSERT = """CREATE TRIGGER events_ledger_insert AFTER INSERT ON events BEGIN
-    INSERT INTO event_kinds (kind, held) SELECT NEW.kind, 0
-        WHERE NOT EXISTS (SELECT 1 FROM event_kinds WHERE kind = NEW.kind);
-    UPDATE event_kinds SET held = held + 1 WHERE kind = NEW.kind;
+# Three triggers on insert, so that the common case (an author's next seq) runs two statements, not eleven; the
+# conditions of the last two exclude each other whichever fires first (after either, the head is NEW.seq, and before
+# the insert it cannot be: (author, seq) is unique).
+_HEAD = "(SELECT head FROM event_authors WHERE author = NEW.author)"
+
+_ON_INSERT_KIND = """CREATE TRIGGER events_ledger_kind AFTER INSERT ON events BEGIN
+    INSERT INTO event_kinds (kind, held) VALUES (NEW.kind, 1) ON CONFLICT (kind) DO UPDATE SET held = held + 1;
+END"""
+
+_ON_INSERT_NEXT = f"""CREATE TRIGGER events_ledger_next AFTER INSERT ON events WHEN {_HEAD} = NEW.seq - 1 BEGIN
+    UPDATE event_authors SET held = held + 1, head = NEW.seq, tip = NEW.id WHERE author = NEW.author;
+END"""
+
+_ON_INSERT_OTHER = f"""CREATE TRIGGER events_ledger_other AFTER INSERT ON events
+    WHEN COALESCE({_HEAD}, -1) NOT IN (NEW.seq - 1, NEW.seq) BEGIN
     -- a seq below the head fills part of a gap: split it around the seq
     INSERT INTO event_gaps (author, first, last) SELECT author, NEW.seq + 1, last FROM event_gaps
         WHERE author = NEW.author AND last > NEW.seq AND first <= NEW.seq;
@@ -80,4 +91,4 @@ _ON_DELETE = """CREATE TRIGGER events_ledger_delete AFTER DELETE ON events BEGIN
         AND last >= COALESCE((SELECT head FROM event_authors WHERE author = OLD.author), 0);
 END"""
 
-LEDGER_MIGRATION: Sequence[str] = [*_TABLES, *_BACKFILL, _ON_INSERT, _ON_DELETE]
+LEDGER_MIGRATION: Sequence[str] = [*_TABLES, *_BACKFILL, _ON_INSERT_KIND, _ON_INSERT_NEXT, _ON_INSERT_OTHER, _ON_DELETE]
