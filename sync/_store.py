@@ -122,10 +122,13 @@ class EventStore:
         At most `per_author` (the most recent) for each author and `limit` in all, in random order, so that one
         author with many holes that nobody can fill cannot keep another author's gap from being asked for.
         """
+        # Each author's most recent ranges by a range of the (author, first) key, from the `per_author`-th one up
+        # (all of them if it has fewer): the cost follows authors times `per_author`, however many holes are kept
+        # (with an area of interest, most seqs of most authors are held elsewhere).
         rows = await self.db.reader.execute_fetchall(
-            "SELECT author, first, last FROM (SELECT author, first, last, "
-            "ROW_NUMBER() OVER (PARTITION BY author ORDER BY first DESC) AS n FROM event_gaps) "
-            "WHERE n <= ? ORDER BY random() LIMIT ?", (per_author, limit))
+            "SELECT g.author, g.first, g.last FROM event_authors AS a CROSS JOIN event_gaps AS g "
+            "ON g.author = a.author AND g.first >= COALESCE((SELECT first FROM event_gaps WHERE author = a.author "
+            "ORDER BY first DESC LIMIT 1 OFFSET ?), 0) ORDER BY random() LIMIT ?", (max(per_author - 1, 0), limit))
         return [[r[0], r[1], r[2]] for r in rows]
 
     async def divergent(self, heads: dict[str, int], tips: dict[str, str]) -> list[bytes]:

@@ -51,7 +51,11 @@ async def _kept(store):
 
 
 async def _check(store):
-    assert await _kept(store) == await _recomputed(store)
+    kept, recomputed = await _kept(store), await _recomputed(store)
+    assert kept == recomputed
+    latest = {(a, lo, hi) for a, lo, hi in recomputed[2]
+              if sum(1 for b, other, _ in recomputed[2] if b == a and other > lo) < 2}
+    assert {tuple(g) for g in await store.gaps(limit=100_000, per_author=2)} == latest   # each author's 2 latest
     assert await store.count() == sum((await store.counts_by_kind()).values())
     assert await store.heads() == (await store.heads_and_tips())[0]
 
