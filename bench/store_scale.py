@@ -3,12 +3,12 @@
 Builds stores of 1k, 100k and 1M events through the node's own write path (`EventStore.commit`; one store grown in
 steps and copied at each size), each with the same 20 alerts in force and 10 shared reports; the rest are notices
 from 100 authors and, one in fifty, old alerts whose bodies expiry has purged. Then it serves each store with a real
-node (`nnode run`, one process per store) on loopback and times, over interleaved rounds, the routes GET
-/api/timeline, /api/alerts, /alerts.atom, /healthz and /metrics (signed in as the manager), the sync endpoints GET
-/sync/v1/heads and a POST /sync/v1/pull with nothing new (signed by an approved peer, sending the node's own heads
-and tips), and the caller's side of an anti-entropy round read from the store (heads and tips, gaps). Prints each
-one's median and p99 per store, then `store_scale_ratio=<slowest route at the largest store / same route at the
-smallest>` (target: at most 2).
+node (`nnode run`, one process per store) on loopback and times, over interleaved rounds (the stores in a new
+random order each round), the routes GET /api/timeline, /api/alerts, /alerts.atom, /healthz and /metrics (signed
+in as the manager), the sync endpoints GET /sync/v1/heads and a POST /sync/v1/pull with nothing new (signed by an
+approved peer, sending the node's own heads and tips), and the caller's side of an anti-entropy round read from the
+store (heads and tips, gaps). Prints each one's median and p99 per store, then `store_scale_ratio=<slowest route
+at the largest store / same route at the smallest>` (target: at most 2).
 
     python bench/store_scale.py [--sizes 1000,100000,1000000] [--rounds 40]
 """
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -239,8 +240,10 @@ async def measure(folders: dict[int, Path], peer: nacl.signing.SigningKey, round
         async with aiohttp.ClientSession() as plain:
             for node in nodes:    # warm-up, not counted
                 await one_round(node, peer, EventStore(stores[node.size]), plain, {k: [] for k in times})
+            order = list(nodes)
             for _ in range(rounds):
-                for node in nodes:
+                random.shuffle(order)   # no store always first (or last) in a round
+                for node in order:
                     await one_round(node, peer, EventStore(stores[node.size]), plain, times)
         sizes = [n.size for n in nodes]
         print(f"\nmedian / p99 in ms over {rounds} interleaved rounds")
