@@ -76,6 +76,8 @@ MIGRATIONS: Sequence[Migration] = [
             PRIMARY KEY (request_id, node)
         )""",
     ]),
+    # The running requests (`listed`: /api/requests) by expiry, not a read of every request ever received.
+    (2, ["CREATE INDEX agency_requests_expires ON agency_requests (expires)"]),
 ]
 
 _CONSENT_NAMES = ("id", "request_id", "clip_uid", "clip_id", "owner", "choice", "created", "state", "bundle_uid",
