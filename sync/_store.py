@@ -15,6 +15,7 @@ from ._canonical import MAX_SAFE_INT
 from ._db import Database, Migration
 from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
 from ._event import Event, encode_line, tombstone_target
+from ._ledger import LEDGER_MIGRATION
 
 MIGRATIONS: Sequence[Migration] = [
     (1, [
@@ -48,12 +49,19 @@ MIGRATIONS: Sequence[Migration] = [
             at INTEGER NOT NULL
         )""",
     ]),
+    # Heads, tips, gaps and counts kept as events are written, and indexes for reads by kind (sync/_ledger.py);
+    # versions 2 and 3 are the peers' tables (sync/_peers.py).
+    (4, LEDGER_MIGRATION),
 ]
 
 MAX_GAP_RANGES = 256
 MAX_SCAN = 50_000     # rows one pull with an area of interest may read (most of them may be for elsewhere)
 GAPS_PER_AUTHOR = 8
 _COLUMNS = "id, author, seq, kind, ts, expires, body_hash, sig, body"
+_SLOT_COLUMNS = ", ".join(f"events.{c}" for c in _COLUMNS.split(", "))
+# Events at a list of (author, seq) slots: CROSS JOIN keeps the list outside, so each slot is one index lookup
+# (`(author, seq) IN (VALUES ...)` is planned as a scan of every event).
+_BY_SLOT = "CROSS JOIN events ON events.author = slots.column1 AND events.seq = slots.column2"
 
 # A missing seq range as a pull request carries it: [author, first, last].
 Gap = Sequence[str | int]
@@ -100,14 +108,12 @@ class EventStore:
 
     async def heads(self) -> dict[str, int]:
         """{author: highest seq held} for every author."""
-        rows = await self.db.reader.execute_fetchall("SELECT author, MAX(seq) FROM events GROUP BY author")
+        rows = await self.db.reader.execute_fetchall("SELECT author, head FROM event_authors")
         return {r[0]: r[1] for r in rows}
 
     async def heads_and_tips(self) -> tuple[dict[str, int], dict[str, str]]:
         """({author: highest seq}, {author: id of the event at that seq})."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT e.author, e.seq, e.id FROM events e JOIN (SELECT author, MAX(seq) AS top FROM events "
-            "GROUP BY author) h ON e.author = h.author AND e.seq = h.top")
+        rows = await self.db.reader.execute_fetchall("SELECT author, head, tip FROM event_authors")
         return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
 
     async def gaps(self, limit: int = MAX_GAP_RANGES, per_author: int = GAPS_PER_AUTHOR) -> list[list[str | int]]:
@@ -116,11 +122,13 @@ class EventStore:
         At most `per_author` (the most recent) for each author and `limit` in all, in random order, so that one
         author with many holes that nobody can fill cannot keep another author's gap from being asked for.
         """
+        # Each author's most recent ranges by a range of the (author, first) key, from the `per_author`-th one up
+        # (all of them if it has fewer): the cost follows authors times `per_author`, however many holes are kept
+        # (with an area of interest, most seqs of most authors are held elsewhere).
         rows = await self.db.reader.execute_fetchall(
-            "SELECT author, first, last FROM (SELECT author, prev + 1 AS first, seq - 1 AS last, "
-            "ROW_NUMBER() OVER (PARTITION BY author ORDER BY seq DESC) AS n FROM (SELECT author, seq, "
-            "LAG(seq, 1, 0) OVER (PARTITION BY author ORDER BY seq) AS prev FROM events) WHERE seq - prev > 1) "
-            "WHERE n <= ? ORDER BY random() LIMIT ?", (per_author, limit))
+            "SELECT g.author, g.first, g.last FROM event_authors AS a CROSS JOIN event_gaps AS g "
+            "ON g.author = a.author AND g.first >= COALESCE((SELECT first FROM event_gaps WHERE author = a.author "
+            "ORDER BY first DESC LIMIT 1 OFFSET ?), 0) ORDER BY random() LIMIT ?", (max(per_author - 1, 0), limit))
         return [[r[0], r[1], r[2]] for r in rows]
 
     async def divergent(self, heads: dict[str, int], tips: dict[str, str]) -> list[bytes]:
@@ -130,8 +138,7 @@ class EventStore:
         for start in range(0, len(wanted), 400):
             chunk = wanted[start:start + 400]
             rows = await self.db.reader.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM events WHERE (author, seq) IN "
-                f"(VALUES {','.join('(?, ?)' for _ in chunk)})",
+                f"SELECT {_SLOT_COLUMNS} FROM (VALUES {','.join('(?, ?)' for _ in chunk)}) AS slots {_BY_SLOT}",
                 [v for a, seq, _ in chunk for v in (a, seq)])
             theirs = {(a, seq): tip for a, seq, tip in chunk}
             lines += [encode_line(_row_event(r).without_body()) for r in rows if theirs[(r[1], r[2])] != r[0]]
@@ -160,19 +167,19 @@ class EventStore:
             chunk = slots[start:start + 400]
             values = ",".join(["(?, ?)"] * len(chunk))
             rows = await self.db.reader.execute_fetchall(
-                f"SELECT author, seq, id FROM events WHERE (author, seq) IN (VALUES {values})",
+                f"SELECT events.author, events.seq, events.id FROM (VALUES {values}) AS slots {_BY_SLOT}",
                 [value for slot in chunk for value in slot])
             found.update(((r[0], r[1]), r[2]) for r in rows)
         return found
 
     async def count(self) -> int:
         """How many events (headers) are held."""
-        rows = list(await self.db.reader.execute_fetchall("SELECT COUNT(*) FROM events"))
+        rows = list(await self.db.reader.execute_fetchall("SELECT COALESCE(SUM(held), 0) FROM event_kinds"))
         return int(rows[0][0])
 
     async def counts_by_kind(self) -> dict[str, int]:
         """{kind: events held}."""
-        rows = await self.db.reader.execute_fetchall("SELECT kind, COUNT(*) FROM events GROUP BY kind")
+        rows = await self.db.reader.execute_fetchall("SELECT kind, held FROM event_kinds")
         return {r[0]: r[1] for r in rows}
 
     async def recent(self, limit: int = 50, kind: str | None = None) -> list[Event]:
@@ -180,6 +187,17 @@ class EventStore:
         where, args = ("WHERE kind = ?", (kind, limit)) if kind else ("", (limit,))
         rows = await self.db.reader.execute_fetchall(
             f"SELECT {_COLUMNS} FROM events {where} ORDER BY rowid DESC LIMIT ?", args)
+        return [_row_event(r) for r in rows]
+
+    async def with_bodies(self, kind: str, *, now: int | None = None) -> list[Event]:
+        """The events of `kind` that still hold a body (and, given `now`, have not expired), newest first.
+
+        Read through an index of bodies by expiry, so the cost follows the events alive, not all of the kind held.
+        """
+        where, args = ("AND expires > ?", (kind, now)) if now is not None else ("", (kind,))
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM events INDEXED BY events_live WHERE kind = ? AND body IS NOT NULL {where} "
+            "ORDER BY rowid DESC", args)
         return [_row_event(r) for r in rows]
 
     async def quarantined(self) -> dict[str, Quarantine]:
@@ -252,7 +270,7 @@ class EventStore:
     async def next_seq(self, author: str) -> int:
         """The seq the author's next event takes (read on the writer, inside its lock, by the caller)."""
         row = await (await self.db.writer.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE author = ?", (author,))).fetchone()
+            "SELECT COALESCE(MAX(head), 0) FROM event_authors WHERE author = ?", (author,))).fetchone()
         return (int(row[0]) if row is not None else 0) + 1
 
     # -- ingest -------------------------------------------------------------------------------------------------

@@ -133,11 +133,10 @@ async def record_withdrawals(store: EventStore, events: list[Event]) -> int:
     if not replies:
         return 0
     ends: dict[str, int] = {}
-    for event in await store.recent(100_000, ALERT):
-        if event.body is not None:
-            cap = event.body_value()["cap"]
-            key = alert_key(cap)
-            ends[key] = max(ends.get(key, 0), alert_expiry(cap, event.ts), event.expires)
+    for event in await store.with_bodies(ALERT):
+        cap = event.body_value()["cap"]
+        key = alert_key(cap)
+        ends[key] = max(ends.get(key, 0), alert_expiry(cap, event.ts), event.expires)
     default = int(time.time()) + MAX_TTL
     async with store.db.write() as conn:
         await conn.executemany(
@@ -168,9 +167,8 @@ async def remember_withdrawn(store: EventStore, event_id: str, own: str) -> None
 async def held_keys(store: EventStore) -> set[str]:
     """The CAP keys (sender,identifier,sent) of every alert this node holds, from any author, or deleted."""
     held = {row[0] for row in await store.db.reader.execute_fetchall("SELECT key FROM withdrawn_alerts")}
-    for event in await store.recent(100_000, ALERT):
-        if event.body is not None:
-            held.add(alert_key(event.body_value()["cap"]))
+    for event in await store.with_bodies(ALERT):
+        held.add(alert_key(event.body_value()["cap"]))
     return held
 
 
@@ -179,7 +177,9 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
     """Alerts in force: not expired, not replaced by an Update nor withdrawn by a Cancel, for this node (its
     `location` inside a shape, or one of its `codes` named: node/safety/geocodes.py)."""
     now = int(time.time()) if now is None else now
-    events = [e for e in await store.recent(100_000, ALERT) if e.body is not None]
+    # Only alerts whose events have not expired: an expired one's body is about to be purged, and reading every
+    # alert ever held would make each request cost the store's history.
+    events = await store.with_bodies(ALERT, now=now)
     alerts = [(e, e.body_value()["cap"]) for e in events]
     replaced = {key for _, a in alerts for key in withdraws(a)}
     replaced |= {row[0] for row in await store.db.reader.execute_fetchall(
@@ -254,8 +254,7 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
             alert = event.body_value()["cap"]
             if alert["msgType"] in ("Update", "Cancel"):
                 if earlier is None:
-                    earlier = [(e, e.body_value()["cap"]) for e in await store.recent(100_000, ALERT)
-                               if e.body is not None]
+                    earlier = [(e, e.body_value()["cap"]) for e in await store.with_bodies(ALERT, now=now)]
                 for withdrawn in _withdrawn_by(alert, earlier):
                     messages.append(("alert-withdrawn", {"event": withdrawn}, ALL))
             if in_force is None:   # of several copies of one CAP alert, the earliest is the one in force

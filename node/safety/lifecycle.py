@@ -40,7 +40,7 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     teller = asyncio.create_task(_tell_pages(app, relay), name="nnode-live-events")
     await hub.purge()
     # an Update or Cancel stored just before a crash, before its listener ran, is recorded now
-    await record_withdrawals(app[STORE], await app[STORE].recent(100_000, ALERT))
+    await record_withdrawals(app[STORE], await app[STORE].with_bodies(ALERT))
     session = aiohttp.ClientSession(headers={"User-Agent": f"nnode/{__version__}"})
     poller = app[FEEDS] = FeedPoller(engine, session, config.alerts)
     escalator = sos.Escalator(desk, engine, hub.publish, config, coarse_location(config), session)

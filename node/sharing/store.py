@@ -86,6 +86,8 @@ MIGRATIONS: Sequence[Migration] = [
     ]),
     # The bundle's manifest `created`, so the agency's list shows the date `nnode verify` prints.
     (3, ["ALTER TABLE consents ADD COLUMN built TEXT"]),
+    # The running requests (`listed`: /api/requests) by expiry, not a read of every request ever received.
+    (4, ["CREATE INDEX agency_requests_expires ON agency_requests (expires)"]),
 ]
 
 _CONSENT_NAMES = ("id", "request_id", "clip_uid", "clip_id", "owner", "choice", "created", "state", "bundle_uid",
