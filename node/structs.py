@@ -140,6 +140,10 @@ def struct_info(cls: type) -> mi.StructType:
 
 
 def _dec_hook(type_: type, obj: Any) -> Any:
+    """msgspec's hook for types it has no decoder of its own for: a Path from a string.
+
+    Raising NotImplementedError for any other type is msgspec's protocol for "not mine" (it then reports the type
+    as unsupported); the config declares no other such type."""
     if type_ is Path:
         if isinstance(obj, (str, Path)):
             return Path(obj)
