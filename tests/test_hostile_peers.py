@@ -111,12 +111,15 @@ async def test_a_node_that_signed_past_the_format_before_the_fix_numbers_from_it
     held = await a.engine.publish("notice", {"text": "valid"}, ttl=3600)
     await a.stop()
     # What the old engine stored after a peer's heads said 2**53-1: an event of ours no peer accepts.
+    # Its id differs from the valid one's in the first byte (a fixed "ff" collided when the valid id began so).
+    poisoned_id = ("00" if held.id[:2] != "00" else "11") + held.id[2:]
+
     def poison():
         db = sqlite3.connect(a.config.db_path)
         with db:
             db.execute("INSERT INTO events (id, author, seq, kind, ts, expires, body_hash, sig, body, received, "
-                       "origin) SELECT 'ff' || substr(id, 3), author, ?, kind, ts, expires, body_hash, sig, body, "
-                       "received, origin FROM events WHERE id = ?", (MAX_SAFE_INT + 1, held.id))
+                       "origin) SELECT ?, author, ?, kind, ts, expires, body_hash, sig, body, "
+                       "received, origin FROM events WHERE id = ?", (poisoned_id, MAX_SAFE_INT + 1, held.id))
         db.close()
     await asyncio.to_thread(poison)
     await a.start()
