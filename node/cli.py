@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
-from node.commands import appliance, federation, people, safety, sharing
+from node.commands import appliance, federation, maps, people, safety, sharing
 from node.commands.appliance import initialise
 from node.config import Config, load
 from node.errors import ConfigError, NodeError
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     federation.add_commands(sub)
     appliance.add_backup_commands(sub)
     safety.add_commands(sub)
+    maps.add_commands(sub)
     people.add_commands(sub)
     appliance.add_upkeep_commands(sub)
     sharing.add_commands(sub)

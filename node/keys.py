@@ -16,6 +16,7 @@ from node.config import Config
 from node.names import Names
 from node.people.accounts import Accounts
 from node.people.claim import Claims
+from node.safety.basemap import Basemap
 from node.safety.feeds import FeedPoller
 from node.safety.live import Hub
 from node.safety.reports import Reports
@@ -43,6 +44,7 @@ ACCOUNTS = web.AppKey("accounts", Accounts)
 SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", RateLimiter)  # per address, for invites and manager sign-in
 FEEDS = web.AppKey("feeds", FeedPoller)
 HUB = web.AppKey("hub", Hub)
+BASEMAP = web.AppKey("basemap", Basemap)                # the offline street map (node/safety/basemap.py)
 REPORTS = web.AppKey("reports", Reports)
 SOS_DESK = web.AppKey("sos_desk", SosDesk)
 CLIPS = web.AppKey("clips", ClipIndex)

@@ -111,7 +111,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/sos/{id}/release"): {"ok": [_ok(("sos", "hold"), sos=OBJ, hold=OBJ)]},
     ("GET", "/api/timeline"): {"query": [_query("types", description="comma-separated kinds"),
                                          _query("limit", INT)], "ok": [_ok(("items",), items=LIST_OF())]},
-    ("GET", "/api/map"): {"ok": [_ok(("node",), node={"type": ["object", "null"]})]},
+    ("GET", "/api/map"): {"ok": [_ok(("node", "basemap"), node={"type": ["object", "null"]},
+                                     basemap={"type": ["object", "null"]})]},
+    ("GET", "/map/tiles/{z}/{x}/{y}"): {"ok": [_raw("image/png"), _raw("image/jpeg"), _raw("image/webp")]},
     # cameras and clips
     ("GET", "/api/cameras"): {"ok": [_ok(("cameras",), cameras=LIST_OF())]},
     ("PUT", "/api/cameras/{camera}/access"): {"ok": [_ok(("access",), access=OBJ)]},

@@ -79,6 +79,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/sos/{id}/release"): MANAGER,
     ("GET", "/api/timeline"): SIGNED_IN,
     ("GET", "/api/map"): SIGNED_IN,
+    ("GET", "/map/tiles/{z}/{x}/{y}"): SIGNED_IN,
     ("GET", "/api/cameras"): SIGNED_IN,
     ("PUT", "/api/cameras/{camera}/access"): MANAGER,
     ("GET", "/api/cameras/{camera}/snapshot"): SIGNED_IN,
@@ -113,7 +114,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/sync/v1/audit-heads"): PEERS,
 }
 MISSING = {"id": "999999", "uid": "0" * 32, "key": "ab" * 32, "camera": "nowhere", "name": "nothing.js",
-           "action": "share"}
+           "action": "share", "z": "0", "x": "0", "y": "0"}
 # Calls that end a caller's own session go last, so they do not change the answers to the others.
 LAST = {("POST", "/api/logout")}
 

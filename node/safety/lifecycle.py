@@ -14,10 +14,11 @@ from aiohttp import web
 
 from node import __version__
 from node.federation.areas import coarse_location, node_location
-from node.keys import ACCOUNTS, CONFIG, DB, ENGINE, FEEDS, HUB, REPORTS, SCHEDULER, SOS_DESK, STORE
+from node.keys import ACCOUNTS, BASEMAP, CONFIG, DB, ENGINE, FEEDS, HUB, REPORTS, SCHEDULER, SOS_DESK, STORE
 from node.periodic import Jobs
 from node.safety import sos
 from node.safety.alerts import ALERT, live_messages, purge_withdrawals, record_withdrawals
+from node.safety.basemap import Basemap
 from node.safety.feeds import FeedPoller
 from node.safety.geocodes import Geocodes
 from node.safety.live import Hub
@@ -34,6 +35,7 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     app[REPORTS] = Reports(db, config.node.data_dir / "media" / "reports",
                            hold_person_reports=config.reports.hold_person_reports)
     desk = app[SOS_DESK] = sos.SosDesk(db, config)
+    basemap = app[BASEMAP] = Basemap(config.node.data_dir)
     engine = app[ENGINE]
     relay: asyncio.Queue[list[Event]] = asyncio.Queue()
     engine.listeners.append(relay.put_nowait)
@@ -59,6 +61,7 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
         await jobs.close()
         await poller.idle()  # a poll cancelled by the shutdown unwinds before its session closes
         await session.close()
+        await basemap.close()
         engine.listeners.remove(relay.put_nowait)
         teller.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -23,9 +23,10 @@ from node.http import (
     session_of,
 )
 from node.identity import node_id
-from node.keys import CAMERAS, CONFIG, ENGINE, FEEDS, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from node.keys import BASEMAP, CAMERAS, CONFIG, ENGINE, FEEDS, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
 from node.people.accounts import Session
 from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
+from node.safety.basemap import serve_tile
 from node.safety.cap import CapError
 from node.safety.geocodes import Geocodes
 from node.safety.live import ALL, MANAGERS, RESPONDERS, resident_audience
@@ -323,8 +324,15 @@ async def map_data(request: web.Request) -> web.Response:
                               "severity": info["severity"], "area": area["areaDesc"],
                               "polygons": [[_point(p) for p in polygon.split()] for polygon in area["polygon"]],
                               "circles": circles})
+    basemap = await app[BASEMAP].info()
     return web.json_response({"ok": True, "node": {"name": node.name, "lat": here[0], "lon": here[1]} if here
-                              else None, "peers": peers, "areas": areas})
+                              else None, "peers": peers, "areas": areas,
+                              "basemap": basemap.describe() if basemap else None})
+
+
+async def map_tile(request: web.Request) -> web.Response:
+    """GET /map/tiles/{z}/{x}/{y}: one tile of the street map the manager loaded (`nnode map load`)."""
+    return await serve_tile(request.app[BASEMAP], request)
 
 
 async def _in_force(app: web.Application) -> list[dict[str, Any]]:
@@ -376,4 +384,5 @@ def routes() -> list[Route]:
         Route("POST", "/api/sos/{id}/release", release_sos_hold, manager),
         Route("GET", "/api/timeline", timeline, signed_in),
         Route("GET", "/api/map", map_data, signed_in),
+        Route("GET", "/map/tiles/{z}/{x}/{y}", map_tile, signed_in),
     ]

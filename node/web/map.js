@@ -1,4 +1,5 @@
-// The map: an inline SVG drawn from /api/map, with no tiles (the node works without internet).
+// The map: streets from the map the manager loaded, served by the node (map-streets.js), or, with none loaded, an
+// inline SVG drawn from /api/map with no tiles. Either way no request leaves the building's network.
 //
 // Equirectangular projection with the longitude scaled by cos(latitude) at the middle of the drawing, so that at
 // neighborhood scale distances and circles look right. Everything is fitted into the view with a margin, and the
@@ -19,20 +20,26 @@ export function initMap() {
   const status = $("map-status");
   let visible = false;
   let dirty = true;
+  let streets = null;
 
   const load = async () => {
     dirty = false;
     setStatus(status, "Loading…");
     try {
       const answer = await getJSON("/api/map");
-      draw(answer, holder, list);
+      if (streets) { streets.remove(); streets = null; }
+      const shown = draw(answer, holder, list);
+      if (answer.basemap && shown) {
+        const { drawStreets } = await import("./map-streets.js");
+        streets = await drawStreets(holder, answer, shown);
+      }
       setStatus(status, "");
     } catch (error) {
       setStatus(status, `Could not load the map: ${error.message}`, "error");
     }
   };
   return {
-    show() { visible = true; if (dirty) load(); },
+    show() { visible = true; if (dirty) load(); else if (streets) streets.invalidateSize(); },
     hide() { visible = false; },
     stale() { dirty = true; if (visible) load(); },
   };
@@ -61,11 +68,13 @@ function draw(answer, holder, list) {
       points.push([c.lat - dLat, c.lon - dLon], [c.lat + dLat, c.lon + dLon]);
     }
   }
-  if (points.length === 0) {
+  if (points.length === 0 && !answer.basemap) {
     holder.replaceChildren(el("p", { class: "muted" }, "No location is set for this node and there is nothing to draw yet."));
     list.replaceChildren();
-    return;
+    return null;
   }
+  list.replaceChildren(...describe(node, peers, areas));
+  if (answer.basemap) return { node, peers, areas };  // the street map draws them
 
   const lats = points.map((p) => p[0]);
   const midLat = (Math.min(...lats) + Math.max(...lats)) / 2;
@@ -118,7 +127,7 @@ function draw(answer, holder, list) {
   }
   svg.append(scaleBar(scale), northArrow());
   holder.replaceChildren(svg);
-  list.replaceChildren(...describe(node, peers, areas));
+  return { node, peers, areas };
 }
 
 /** A marker's label, to its right, or to its left in the right third so that it stays inside the drawing. */
