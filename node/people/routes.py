@@ -84,7 +84,11 @@ async def session(request: web.Request) -> web.Response:
                                                 "resident_id": None}
     claimed = await request.app[ACCOUNTS].db.reader.execute_fetchall("SELECT 1 FROM managers LIMIT 1")
     return web.json_response({"ok": True, **payload, "claimed": bool(claimed),
-                              "node": {"name": config.node.name, "emergency_number": config.sos.emergency_number}})
+                              "node": {"name": config.node.name, "emergency_number": config.sos.emergency_number},
+                              # what the pages check before sending a file (the node checks again)
+                              "limits": {"upload_bytes": config.cameras.upload_max_mb << 20,
+                                         "upload_seconds": config.cameras.upload_max_seconds,
+                                         "photo_bytes": config.reports.max_photo_bytes}})
 
 
 async def residents(request: web.Request) -> web.Response:

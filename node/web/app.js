@@ -56,7 +56,7 @@ async function main() {
 
   const timeline = initTimeline();
   const map = initMap();
-  const reports = initReports();
+  const reports = initReports(session.limits);
   const cameras = initCameras(session);
   const sos = initSos(session);
   const responder = initResponder(session, sos.isMine);

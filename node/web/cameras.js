@@ -3,7 +3,8 @@
 //
 // An uploaded clip is private to the resident who sent it: the node shows it to no one else, the manager included.
 
-import { $, debounce, el, getJSON, postForm, sendJSON, setStatus, toLocalInput, withOffset } from "./common.js";
+import { $, debounce, el, fileProblem, getJSON, postForm, sendJSON, setStatus, toLocalInput, videoSeconds, withOffset }
+  from "./common.js";
 import { ClipList, LiveView, cameraStateText, closePlayer, stopAllLive } from "./cameras-view.js";
 
 const REFRESH_MS = 15_000; // camera states while the section is on screen
@@ -90,7 +91,7 @@ export function initCameras(session) {
   const reloadClipsSoon = debounce(loadClips, 800);
   moreButton.addEventListener("click", () => clips.load({ older: true, moreButton }));
 
-  initUpload(manager, loadClips);
+  initUpload(manager, loadClips, session.limits || {});
 
   return {
     show() {
@@ -119,7 +120,7 @@ export function initCameras(session) {
 }
 
 /** The upload form: a video from the resident's own camera, private to them. */
-function initUpload(manager, onUploaded) {
+function initUpload(manager, onUploaded, limits) {
   const form = $("upload-form");
   const file = $("upload-file");
   const recorded = $("upload-recorded");
@@ -139,11 +140,37 @@ function initUpload(manager, onUploaded) {
   setMax();
   recorded.addEventListener("focus", setMax);
 
+  // What can be told before sending is told at once: the type, the size, and the length where the browser can read
+  // it (a 260 MB file is not sent in full only to be refused).
+  const problem = async (chosen) => {
+    const found = fileProblem(chosen, "video", limits.upload_bytes);
+    if (found || !limits.upload_seconds) return found;
+    const seconds = await videoSeconds(chosen);
+    if (seconds !== null && seconds > limits.upload_seconds) {
+      return `\u201c${chosen.name}\u201d is ${Math.round(seconds / 60)} min long; this building takes videos up to `
+        + `${Math.round(limits.upload_seconds / 60)} min. Trim it or choose a shorter part.`;
+    }
+    return "";
+  };
+  file.addEventListener("change", async () => {
+    const chosen = file.files && file.files[0];
+    const found = chosen ? await problem(chosen) : "";
+    file.setAttribute("aria-invalid", found ? "true" : "false");
+    if (found) setStatus(status, found, "error");
+    else if (status.classList.contains("status-error")) setStatus(status, "");
+  });
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const chosen = file.files && file.files[0];
     if (!chosen) {
       setStatus(status, "Choose a video file first.", "error");
+      file.focus();
+      return;
+    }
+    const found = await problem(chosen);
+    if (found) {
+      setStatus(status, found, "error");
       file.focus();
       return;
     }

@@ -160,6 +160,59 @@ export function setStatus(node, text, kind = "") {
   node.textContent = text;
   node.classList.toggle("status-error", kind === "error");
   node.classList.toggle("status-ok", kind === "ok");
+  // An error must be seen: bring it into view above the tab bar (.form-status has a scroll margin for it).
+  if (kind === "error" && text) node.scrollIntoView({ block: "nearest" });
+}
+
+/** A size in words: "260 MB", "750 KB". */
+export function sizeText(bytes) {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(1)} GB`;
+  if (bytes >= 1e6) return `${Math.round(bytes / 1e6)} MB`;
+  return `${Math.max(1, Math.round(bytes / 1e3))} KB`;
+}
+
+/**
+ * Check a chosen file before it is sent: its type by kind ("video" or "image") and its size against the node's
+ * limit. Returns what is wrong in words, or "" when it may be sent (the node checks everything again).
+ */
+export function fileProblem(file, kind, maxBytes) {
+  const what = kind === "video" ? "a video" : "a photo";
+  if (file.size === 0) return `“${file.name}” is empty. Choose ${what} file.`;
+  if (file.type && !file.type.startsWith(`${kind}/`)) {
+    return `“${file.name}” is not ${what} (${file.type}). Choose ${what} file.`;
+  }
+  if (maxBytes && file.size > maxBytes) {
+    return `“${file.name}” is ${sizeText(file.size)}; this building takes ${kind === "video" ? "videos"
+      : "photos"} up to ${sizeText(maxBytes)}. ${kind === "video" ? "Trim it or choose a shorter part."
+      : "Choose a smaller photo."}`;
+  }
+  return "";
+}
+
+/**
+ * A video file's length in seconds as the browser reads it, or null when the browser cannot tell (a format it
+ * does not play: the node then decides). Never waits more than `timeoutMs`.
+ */
+export function videoSeconds(file, timeoutMs = 4000) {
+  return new Promise((resolve) => {
+    const video = document.createElement("video");
+    const url = URL.createObjectURL(file);
+    let done = false;
+    const finish = (value) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      video.removeAttribute("src");
+      URL.revokeObjectURL(url);
+      resolve(value);
+    };
+    const timer = setTimeout(() => finish(null), timeoutMs);
+    video.preload = "metadata";
+    video.muted = true;
+    video.onloadedmetadata = () => finish(Number.isFinite(video.duration) ? video.duration : null);
+    video.onerror = () => finish(null);
+    video.src = url;
+  });
 }
 
 /**
@@ -287,3 +340,18 @@ export function reportArticle(report, extra = []) {
       : null,
     extra);
 }
+
+/**
+ * Mark every required field's label "(required)" where the page did not already, so that no form relies on the
+ * browser's refusal to say which fields are needed (screen readers hear `required` from the field itself).
+ */
+export function markRequired(root = document) {
+  for (const field of root.querySelectorAll("input[required], textarea[required], select[required]")) {
+    const label = field.id && root.querySelector(`label[for="${CSS.escape(field.id)}"]`);
+    if (!label || label.textContent.includes("(required)")) continue;
+    label.append(" ", el("span", { class: "req", "aria-hidden": "true" }, "(required)"));
+  }
+}
+
+// Every page imports this module: mark its required fields once the page is parsed (modules run after parsing).
+markRequired();

@@ -5,13 +5,14 @@
 // ethnicity. Race alone fits many innocent neighbors and helps no one find the person, so it is asked last and
 // never accepted on its own. The node checks this too; checking here explains it before anything is sent.
 
-import { $, el, getJSON, postForm, reportArticle, setStatus, toDate, toLocalInput, withOffset } from "./common.js";
+import { $, el, fileProblem, getJSON, postForm, reportArticle, setStatus, toDate, toLocalInput, withOffset }
+  from "./common.js";
 
 const PERSON_KEYS = ["clothing", "hair", "age", "height", "build", "shoes", "features", "vehicle"];
 const MIN_DETAILS = 2;
 
 /** Wire the report section; returns {show(), upsert(report)} for the router and the live stream. */
-export function initReports() {
+export function initReports(limits = {}) {
   const form = $("report-form");
   const status = $("report-status");
   const submit = $("report-submit");
@@ -54,7 +55,14 @@ export function initReports() {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = null;
     const file = photo.files && photo.files[0];
-    if (file && file.type.startsWith("image/")) {
+    const found = file ? fileProblem(file, "image", limits.photo_bytes) : "";
+    photo.setAttribute("aria-invalid", found ? "true" : "false");
+    // Say what is wrong with the photo, and take back only that (not the answer to a report just sent).
+    if (found) setStatus(status, found, "error");
+    else if (status.dataset.photoProblem) setStatus(status, "");
+    if (found) status.dataset.photoProblem = "1";
+    else delete status.dataset.photoProblem;
+    if (file && !found) {
       previewUrl = URL.createObjectURL(file);
       preview.replaceChildren(el("img", { src: previewUrl, alt: "Preview of the photo you chose" }));
     } else {
@@ -84,6 +92,12 @@ export function initReports() {
       }
     }
     const file = photo.files && photo.files[0];
+    const found = file ? fileProblem(file, "image", limits.photo_bytes) : "";
+    if (found) {
+      setStatus(status, found, "error");
+      photo.focus();
+      return;
+    }
     if (file) data.append("photo", file, file.name);
 
     submit.disabled = true;
