@@ -145,11 +145,12 @@ def build_range_bundle(out_path: Path | str, *, parts: Sequence[RangePart], rang
     node_key = node_signing_key.verify_key.encode().hex()
     start, end = utc_iso(range_start), utc_iso(range_end)
     ordered = sorted(parts, key=lambda p: (utc_iso(p.start), utc_iso(p.end)))
-    listed = [{"start": utc_iso(p.start), "end": utc_iso(p.end),
-               "original": {"sha256": p.original_sha256, "size": p.original_size},
-               "delivered": {"sha256": p.original_sha256, "size": p.original_size}} for p in ordered]
-    digest = range_digest(camera_id, start, end, [(p["start"], p["end"], p["original"]["sha256"],
-                                                   p["original"]["size"]) for p in listed])
+    times = [(utc_iso(p.start), utc_iso(p.end)) for p in ordered]
+    listed: list[dict[str, Any]] = [
+        {"start": a, "end": b, "original": {"sha256": p.original_sha256, "size": p.original_size},
+         "delivered": {"sha256": p.original_sha256, "size": p.original_size}} for (a, b), p in zip(times, ordered)]
+    digest = range_digest(camera_id, start, end, [(a, b, p.original_sha256, p.original_size)
+                                                  for (a, b), p in zip(times, ordered)])
     problem = consent_problem(consent, node_key=node_key, request_id=request_id, clip_sha256=digest)
     if problem or consent is None:
         raise ConsentError(f"refusing to build a bundle: {problem}")
@@ -166,8 +167,7 @@ def build_range_bundle(out_path: Path | str, *, parts: Sequence[RangePart], rang
                       "redaction": redaction_method if kind == REDACTED else None},
         "consent": consent,
         "range": {"start": start, "end": end, "parts": listed,
-                  "gaps": [{"start": a, "end": b} for a, b in gaps_between(start, end, [
-                      (p["start"], p["end"]) for p in listed])]},
+                  "gaps": [{"start": a, "end": b} for a, b in gaps_between(start, end, times)]},
     }
     with _Concat([p.video_path for p in ordered]) as source:
         return _seal(Path(out_path), manifest, source, node_signing_key, agency, chunk_size)
@@ -177,7 +177,8 @@ class _Concat:
     """The parts' files read one after another, each one's sha256 and size noted on the way."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths, self.index, self.handle = list(paths), 0, None
+        self.paths, self.index = list(paths), 0
+        self.handle: Any = None
         self.digests: list[tuple[str, int]] = []
         self._hash, self._size = hashlib.sha256(), 0
 

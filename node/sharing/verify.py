@@ -287,7 +287,7 @@ def _extract(tmp: Path, out_dir: Path, manifest: Manifest,
         os.replace(tmp, clip_path)
         done.append(clip_path)
         return clip_path, (), None
-    from node.sharing.joining import JoinError, join_videos   # loads PyAV: only range bundles need it
+    from node.sharing.joining import JoinError, join_videos  # loads PyAV: only range bundles need it
 
     parts = []
     with open(tmp, "rb") as video:
@@ -325,7 +325,7 @@ def _copy_part(video: BinaryIO, path: Path, size: int) -> tuple[str, int]:
 def _range_report(manifest: Manifest, joined: Joined | str | None) -> str:
     """The report's account of a range bundle: the range, each part (and where it starts in range.mp4), each gap."""
     r = manifest.range
-    if r is None:
+    if r is None or joined is None:
         return ""
     offsets = joined.offsets if not isinstance(joined, str) else ()
     lines = ["", f"range       {r.start} to {r.end} (UTC): {len(r.parts)} clips, {len(r.gaps)} gaps"]

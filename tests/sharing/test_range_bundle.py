@@ -12,8 +12,8 @@ import pytest
 
 from node.sharing import ConsentError, RangePart, VerifyError, build_range_bundle, range_digest, verify_bundle
 from node.sharing.manifest import utc_iso
-from tests.sharing.test_bundle import AGENCY, NODE, consent_for, key_file, nnode, sha256
 from tests.firmware.tools import need
+from tests.sharing.test_bundle import AGENCY, NODE, consent_for, key_file, nnode, sha256
 
 T0 = 1_700_000_000.0
 SPANS = [(T0 + 60, T0 + 63), (T0 + 300, T0 + 303), (T0 + 303, T0 + 306), (T0 + 1500, T0 + 1503)]
@@ -28,7 +28,7 @@ def clips(tmp_path_factory) -> list[Path]:
     for n in range(len(SPANS)):
         path = folder / f"clip{n}.mp4"
         subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-                        f"testsrc2=size=320x240:rate=10:duration=3", "-vf", f"hue=h={n * 60}", "-c:v", "libx264",
+                        "testsrc2=size=320x240:rate=10:duration=3", "-vf", f"hue=h={n * 60}", "-c:v", "libx264",
                         "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path)], check=True, timeout=60)
         paths.append(path)
     return paths
