@@ -132,6 +132,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/requests"): {"ok": [_ok(("requests",), requests=LIST_OF())]},
     ("POST", "/api/requests/{id}/clips/{uid}/consent"): {"ok": [_ok(("consent",), 201, consent=OBJ)]},
     ("DELETE", "/api/requests/{id}/clips/{uid}/consent"): {"ok": [_ok(("consent",), consent=OBJ)]},
+    ("POST", "/api/requests/{id}/ranges/preview"): {"ok": [_ok(("range",), range=OBJ)]},
+    ("POST", "/api/requests/{id}/ranges"): {"ok": [_ok(("consent",), 201, consent=OBJ)]},
     ("GET", "/api/agencies"): {"ok": [_ok(("agencies",), agencies=LIST_OF())]},
     ("POST", "/api/agencies"): {"ok": [_ok(("agency",), 201, agency=OBJ)]},
     ("POST", "/api/agencies/credentials"): {"ok": [_ok(("agency",), agency=OBJ), _ok(("agency",), 201, agency=OBJ)]},

@@ -26,8 +26,9 @@ from node.errors import Conflict, NotFound
 from node.sharing.agencies import Agency, Registry
 from node.sharing.audit import AuditLog
 from node.sharing.delivery import Delivery, built_detail
-from node.sharing.manifest import ORIGINAL, REDACTED, sign_consent
+from node.sharing.manifest import ORIGINAL, REDACTED, sign_consent, utc_iso
 from node.sharing.matching import Places
+from node.sharing.ranges import RangePlan, plan_range
 from node.sharing.requests import FootageRequest, RequestError, format_time, stored_request
 from node.sharing.store import DeskStore
 
@@ -37,6 +38,14 @@ MAX_COOLING_WAIT = 60.0   # seconds the visibility task sleeps at most before lo
 
 BUILDING = "building"
 """The owner of the building's own cameras' clips (the manager decides for them)."""
+
+
+def _range_detail(view: dict[str, Any]) -> dict[str, Any]:
+    """A cooled range consent's audit detail: which camera and range (its clips are named by the digest)."""
+    if view.get("range_start") is None:
+        return {}
+    return {"range": {"camera": view["camera"], "start": utc_iso(view["range_start"]),
+                      "end": utc_iso(view["range_end"])}}
 
 
 class Consents:
@@ -64,6 +73,7 @@ class Consents:
             if owner != BUILDING and not clips:
                 continue
             consents = await self.store.live(request.id, [c.uid for c in clips])
+            ranges = await self.store.ranges(request.id, owner) if status == "open" else []
             agency = agencies.get(request.agency)
             out.append(request.public() | {
                 "agency": {"key": request.agency, "name": agency.name if agency else "",
@@ -71,7 +81,8 @@ class Consents:
                            "contact": agency.contact if agency else ""},
                 "contact": request.contact, "status": status, "refusal": refusal, "received": received,
                 "cooling_off_seconds": self.cooling_off_for(request),
-                "clips": [self.places.clip_view(c) | {"consent": consents.get(c.uid)} for c in clips]})
+                "clips": [self.places.clip_view(c) | {"consent": consents.get(c.uid)} for c in clips],
+                "ranges": [r | {"camera_name": self.places.camera_name_of(r["camera"])} for r in ranges]})
         return out
 
     async def _candidates(self, request: FootageRequest, owner: str) -> list[ClipRow]:
@@ -126,6 +137,49 @@ class Consents:
         self.delivery.queue(consent_id)
         self._wake.set()
         return await self.store.consent(consent_id)
+
+    async def plan(self, request_id: str, *, owner: str, camera: str, start: float | None,
+                   end: float | None) -> tuple[FootageRequest, RangePlan]:
+        """The range of `owner`'s matching clips of `camera` (the request's whole window by default)."""
+        request = await self._open_request(request_id)
+        return request, plan_range(request, await self._candidates(request, owner), camera=camera, start=start,
+                                   end=end)
+
+    async def preview(self, request_id: str, *, owner: str, camera: str, start: float | None,
+                      end: float | None) -> dict[str, Any]:
+        """What sharing the range would share (clips, footage, gaps), shown before confirming; records nothing."""
+        _, plan = await self.plan(request_id, owner=owner, camera=camera, start=start, end=end)
+        return plan.view(self.places.camera_name_of(camera))
+
+    async def consent_range(self, request_id: str, *, owner: str, role: str, subject: str, camera: str,
+                            start: float | None, end: float | None, choice: Any = REDACTED) -> dict[str, Any]:
+        """The owner says yes for a range of one camera: one signed receipt naming every clip in it, one hold per
+        clip and one audit entry, then one bundle of them all is built."""
+        if choice not in (REDACTED, ORIGINAL):
+            raise RequestError(f"choice: expected {REDACTED!r} (faces and plates blurred) or {ORIGINAL!r}")
+        request, plan = await self.plan(request_id, owner=owner, camera=camera, start=start, end=end)
+        await self.registry.require(request.agency)
+        receipt = sign_consent(self.key, request_id=request_id, clip_sha256=plan.digest, role=role,
+                               subject=subject, choice=choice)
+        async with self.store.db.write() as conn:
+            if not await self.store.is_open(conn, request_id, time.time()):
+                raise Conflict(f"request {request_id} is no longer open here (expired, refused or its agency revoked)")
+            if await self.store.is_shared(conn, request_id, plan.uid):
+                raise Conflict("this range is already shared for this request; withdraw it first to change it")
+            cooling_off = self.cooling_off_for(request)
+            consent_id = await self.store.add_range(conn, request, plan.uid, plan.clips, (plan.start, plan.end),
+                                                    owner=owner, choice=choice, receipt=receipt,
+                                                    bundle_uid=secrets.token_hex(16),
+                                                    visible_at=int(time.time()) + cooling_off)
+            if consent_id is None:
+                raise Conflict("a clip of the range was deleted meanwhile; look at the range again")
+            if not cooling_off:
+                await self.audit.append("consent", agency=request.agency, request_id=request_id, clip=plan.uid,
+                                        actor=role, detail={"choice": choice, "clip_sha256": plan.digest,
+                                                            "range": plan.detail()}, conn=conn)
+        self.delivery.queue(consent_id)
+        self._wake.set()
+        return await self.store.consent(consent_id) | {"range": plan.view(self.places.camera_name_of(camera))}
 
     async def withdraw(self, request_id: str, uid: str, *, owner: str, role: str) -> dict[str, Any]:
         """Withdraw a consent until the agency has downloaded the bundle (then Conflict)."""
@@ -191,8 +245,8 @@ class Consents:
                 receipt = view["receipt"]
                 await self.audit.append("consent", agency=agency, request_id=view["request_id"],
                                         clip=view["clip_uid"], actor=receipt["by"]["role"],
-                                        detail={"choice": view["choice"], "clip_sha256": receipt["clip_sha256"]},
-                                        conn=conn)
+                                        detail={"choice": view["choice"], "clip_sha256": receipt["clip_sha256"]}
+                                        | _range_detail(view), conn=conn)
                 if view["state"] == "ready":
                     await self.audit.append("bundle_built", agency=agency, request_id=view["request_id"],
                                             clip=view["clip_uid"], detail=built_detail(

@@ -20,10 +20,11 @@ from node.camera.clips import ClipIndex, ClipRow
 from node.errors import NotFound
 from node.safety.live import MANAGERS
 from node.sharing.audit import AuditLog, nfc
-from node.sharing.bundle import SUFFIX, BundleInfo, build_bundle
+from node.sharing.bundle import SUFFIX, BundleInfo, RangePart, build_bundle, build_range_bundle
 from node.sharing.events import DISCLOSURE_KIND, DISCLOSURE_TTL
 from node.sharing.manifest import REDACTED, utc_iso
 from node.sharing.matching import Places
+from node.sharing.ranges import is_range
 from node.sharing.requests import FootageRequest, stored_request
 from node.sharing.store import DeskStore
 
@@ -113,9 +114,15 @@ class Delivery:
         path = self.path(bundle_uid)
         await asyncio.to_thread(path.unlink, missing_ok=True)  # one a crash left before its row said so is rebuilt
         try:
-            clip = await self.clips.get(uid)
-            info, redaction = await asyncio.get_running_loop().run_in_executor(
-                None, self._make, path, clip, request, receipt, choice)
+            loop = asyncio.get_running_loop()
+            if is_range(uid):
+                view = await self.store.consent(consent_id)
+                clips = [await self.clips.get(part) for part in await self.store.parts(consent_id)]
+                info, redaction = await loop.run_in_executor(None, self._make_range, path, clips, request, receipt,
+                                                             choice, (view["range_start"], view["range_end"]))
+            else:
+                clip = await self.clips.get(uid)
+                info, redaction = await loop.run_in_executor(None, self._make, path, clip, request, receipt, choice)
         except Exception as exc:
             await self._failed(consent_id, request, uid, nfc(str(exc) or type(exc).__name__))
             return
@@ -165,6 +172,41 @@ class Delivery:
         finally:
             if redacted is not None:
                 redacted.unlink(missing_ok=True)
+
+    def _make_range(self, path: Path, clips: list[ClipRow], request: FootageRequest, receipt: dict[str, Any],
+                    choice: str, span: tuple[float, float]) -> tuple[BundleInfo, str | None]:
+        """Redact each clip if asked, check that the parts join, then build one bundle of them (blocking)."""
+        from node.sharing.joining import join_videos
+        from node.sharing.redact import redact_clip
+
+        camera = self.places.cameras.get(clips[0].camera)
+        place = self.places.location(clips[0].camera) or ("0", "0")
+        made: list[Path] = []
+        methods: list[str] = []
+        try:
+            parts = []
+            for n, clip in enumerate(clips):
+                source = self.clips.path(clip.file)
+                if choice == REDACTED:
+                    made.append(self.folder / f".{path.stem}.{n}.redacted.mp4")
+                    result = redact_clip(source, made[-1], privacy_masks=camera.privacy_masks if camera else ())
+                    source = result.path
+                    methods += [result.method] if result.method not in methods else []
+                parts.append(RangePart(source, clip.start, clip.end, clip.sha256, clip.size))
+            # The agency's `nnode verify` joins the parts by stream copy; refuse here a range it could not join.
+            made.append(self.folder / f".{path.stem}.joined.mp4")
+            join_videos([p.video_path for p in parts], made[-1])
+            redaction = "; ".join(methods)[:200] if methods else None
+            info = build_range_bundle(
+                path, parts=parts, range_start=span[0], range_end=span[1], consent=receipt,
+                node_signing_key=self.key, agency_verify_key=request.agency, request_id=request.id,
+                case_number=request.case_number, camera_id=clips[0].camera,
+                camera_name=self.places.camera_name(clips[0]), latitude=place[0], longitude=place[1],
+                redaction_method=redaction, bundle_id=path.stem)
+            return info, redaction
+        finally:
+            for temporary in made:
+                temporary.unlink(missing_ok=True)
 
     # -- downloads ----------------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ The flow (DESIGN section 6, docs/agencies.md):
 
     agency-request event ─► consider(): open | refused | elsewhere ─► owners see their matching clips
     owner consents ─► consent row + hold + audit, one transaction ─► builder: redact?, build_bundle ─► ready
+    (a range of one camera: one consent row, its clips in consent_parts, one hold each ─► build_range_bundle)
     agency downloads ─► downloaded (withdrawal ends, hold period starts) ─► tick(): bundle deleted, hold released,
     clip purged once its retention has run out
 
@@ -49,7 +50,7 @@ class SharingDesk:
     Its methods are its parts' (bound here, so handlers and the lifecycle need only the desk): from `intake`
     submit, consider, reconsider, refuse_agency, agency_view, agency_requests; from `consents` for_owner,
     consent, withdraw, tick, show; from `delivery` idle, disclose, agency_bundles, open_bundle, bundle_path; from
-    `places` touches and matches.
+    `places` touches and matches; from `consents` also preview_range and consent_range (ranges.py).
     """
 
     def __init__(self, db: Database, key: nacl.signing.SigningKey, clips: ClipIndex, registry: Registry,
@@ -71,6 +72,7 @@ class SharingDesk:
         self.for_owner, self.consent, self.withdraw, self.tick = (consents.for_owner, consents.consent,
                                                                   consents.withdraw, consents.tick)
         self.show = consents.show
+        self.preview_range, self.consent_range = consents.preview, consents.consent_range
         self.idle, self.disclose, self.bundle_path = delivery.idle, delivery.disclose, delivery.path
         self.agency_bundles, self.open_bundle = delivery.agency_bundles, delivery.open_bundle
         self.note_disclosure = self.store.note_disclosure

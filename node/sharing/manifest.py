@@ -8,6 +8,7 @@ field by field when a bundle is built and again when `verify_bundle` opens it; a
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from datetime import datetime
@@ -28,6 +29,10 @@ MANIFEST_CONTEXT = b"nnode-bundle-manifest-v1:"
 """Prefix of the signed manifest bytes, so a manifest signature can never pass for another signed object's."""
 CONSENT_CONTEXT = b"nnode-consent-v1:"
 """Prefix of the signed consent receipt bytes."""
+RANGE_CONTEXT = b"nnode-range-v1:"
+"""Prefix of the bytes hashed into a range's digest (the `clip_sha256` its consent receipt names)."""
+MAX_PARTS = 500
+"""Most clips one range bundle may join (the node's own cap, ranges.MAX_CLIPS, is lower)."""
 REDACTED, ORIGINAL = "redacted", "original"
 ROLES = ("manager", "resident")
 MEDIA_FILES = {"video/mp4": "clip.mp4", "video/webm": "clip.webm"}
@@ -141,6 +146,38 @@ class Delivered(_Strict, frozen=True):
     redaction: MaybeText
 
 
+class Span(_Strict, frozen=True):
+    """A stretch of time (a gap in a range: no clip recorded from start to end)."""
+
+    start: Iso
+    end: Iso
+
+
+class PartDelivered(_Strict, frozen=True):
+    """One part as the bundle carries it (the redacted clip, or the original)."""
+
+    sha256: Hex64
+    size: Size
+
+
+class Part(_Strict, frozen=True):
+    """One clip of a range: when it was recorded, the original, and the part delivered."""
+
+    start: Iso
+    end: Iso
+    original: Original
+    delivered: PartDelivered
+
+
+class Range(_Strict, frozen=True):
+    """A range bundle's footage: the range the owner chose, its clips in time order and the gaps between them."""
+
+    start: Iso
+    end: Iso
+    parts: Annotated[list[Part], words(f"a list of 1 to {MAX_PARTS} parts", min_length=1, max_length=MAX_PARTS)]
+    gaps: Annotated[list[Span], words(f"a list of at most {MAX_PARTS + 1} gaps", max_length=MAX_PARTS + 1)]
+
+
 class Manifest(_Strict, frozen=True):
     """A bundle's manifest (format 1), signed by the node key (over MANIFEST_CONTEXT + its canonical bytes)."""
 
@@ -156,6 +193,8 @@ class Manifest(_Strict, frozen=True):
     delivered: Delivered
     consent: Annotated[dict[str, Any], words("an object")]
     """The consent receipt, checked as a ConsentReceipt on its own."""
+    range: Range | None = None
+    """A range bundle's parts and gaps (absent from a one-clip bundle); the video is the parts, one after another."""
 
 
 def utc_iso(value: float | datetime | str) -> str:
@@ -198,7 +237,66 @@ def read_manifest(manifest: Any) -> tuple[Manifest | None, str | None]:
         return None, "a redacted clip must name its redaction method (delivered.redaction)"
     if m.delivered.kind == ORIGINAL and m.delivered.redaction is not None:
         return None, "the original clip is not redacted: delivered.redaction must be null"
+    if m.range is not None:
+        problem = range_problem(m)
+        if problem:
+            return None, problem
     return m, None
+
+
+def gaps_between(start: str, end: str, spans: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The stretches of [start, end] that no span covers, in order (ISO times compare as text: one format)."""
+    gaps, reached = [], start
+    for span_start, span_end in sorted(spans):
+        if span_start > reached and reached < end:
+            gaps.append((reached, min(span_start, end)))
+        reached = max(reached, span_end)
+    if reached < end:
+        gaps.append((reached, end))
+    return gaps
+
+
+def range_digest(camera_id: str, start: str, end: str, originals: list[tuple[str, str, str, int]]) -> str:
+    """The digest a range's consent receipt names as its clip: sha256 of RANGE_CONTEXT and the canonical camera,
+    range and (start, end, sha256, size) of every original clip, in time order."""
+    body = {"camera": camera_id, "start": start, "end": end,
+            "parts": [{"start": s, "end": e, "sha256": h, "size": n} for s, e, h, n in originals]}
+    return hashlib.sha256(RANGE_CONTEXT + canonical(body)).hexdigest()
+
+
+def range_problem(m: Manifest) -> str | None:
+    """The first thing wrong with a range manifest's parts, gaps and digests, or None."""
+    r = m.range
+    assert r is not None
+    if r.end <= r.start:
+        return f"the range ends ({r.end}) before it starts ({r.start})"
+    previous = ""
+    for n, part in enumerate(r.parts):
+        if part.end < part.start:
+            return f"range part {n + 1} ends ({part.end}) before it starts ({part.start})"
+        if part.start < previous:
+            return f"range part {n + 1} starts ({part.start}) before part {n} ({previous}): not in time order"
+        if part.end <= r.start or part.start >= r.end:
+            return f"range part {n + 1} ({part.start} to {part.end}) lies outside the range"
+        if m.delivered.kind == ORIGINAL and (part.delivered.sha256, part.delivered.size) != \
+                (part.original.sha256, part.original.size):
+            return f"range part {n + 1}: the original was chosen, but the part delivered is not the original clip"
+        previous = part.start
+    stated = [(g.start, g.end) for g in r.gaps]
+    gaps = gaps_between(r.start, r.end, [(p.start, p.end) for p in r.parts])
+    if stated != gaps:
+        return f"the range's gaps {stated} are not the stretches its parts leave uncovered, {gaps}"
+    digest = range_digest(m.camera.id, r.start, r.end,
+                          [(p.start, p.end, p.original.sha256, p.original.size) for p in r.parts])
+    if m.clip.original.sha256 != digest:
+        return f"clip.original.sha256 must be the range's digest {digest}, not {m.clip.original.sha256}"
+    if (m.clip.start, m.clip.end) != (r.start, r.end):
+        return "clip.start and clip.end must be the range's start and end"
+    if m.clip.original.size != sum(p.original.size for p in r.parts):
+        return "clip.original.size must be the sum of the parts' original sizes"
+    if m.delivered.size != sum(p.delivered.size for p in r.parts):
+        return "delivered.size must be the sum of the parts' delivered sizes"
+    return None
 
 
 def sign_consent(node_signing_key: nacl.signing.SigningKey, *, request_id: str, clip_sha256: str, role: str,

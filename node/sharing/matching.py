@@ -42,10 +42,14 @@ class Places:
 
     def camera_name(self, clip: ClipRow) -> str:
         """The name owners and agencies see for the clip's camera."""
-        if clip.is_upload:
+        return self.camera_name_of(clip.camera)
+
+    def camera_name_of(self, camera: str) -> str:
+        """The name owners and agencies see for a camera (by its id)."""
+        if camera == UPLOAD_CAMERA:
             return "Resident upload"
-        config = self.cameras.get(clip.camera)
-        return config.name if config and config.name else clip.camera
+        config = self.cameras.get(camera)
+        return config.name if config and config.name else camera
 
     def clip_view(self, clip: ClipRow) -> dict[str, Any]:
         """A matching clip as the owners' pages show it."""

@@ -25,6 +25,21 @@ class ConsentBody(Body, frozen=True):
                       setting(expected="'redacted' (faces and plates blurred) or 'original'")] = "redacted"
 
 
+Seconds = Annotated[float, setting(ge=0, le=2**40, expected="a time in POSIX seconds (UTC)")] | None
+
+
+class RangeBody(Body, frozen=True):
+    """POST /api/requests/{id}/ranges (and .../ranges/preview): share one camera's footage over a range of the
+    request's window (all of it by default) as one bundle, blurred or not."""
+
+    camera: Annotated[str, setting(max_length=64, pattern="[A-Za-z0-9_.-]{1,64}",
+                                   expected="a camera id (letters, digits, '_', '.', '-')")]
+    start: Seconds = None
+    end: Seconds = None
+    choice: Annotated[Literal["redacted", "original"],
+                      setting(expected="'redacted' (faces and plates blurred) or 'original'")] = "redacted"
+
+
 class AgencyBody(Body, frozen=True):
     """POST /api/agencies (and the control socket's): register an agency by the manager's decision."""
 

@@ -45,7 +45,7 @@ from node.safety.cap import CapError
 from node.safety.models import AlertBody
 from node.sharing.agencies import Agency, AgencyRefused
 from node.sharing.heads import MAX_ANSWER
-from node.sharing.models import AgencyBody, ConsentBody, CredentialBody, RevokeBody
+from node.sharing.models import AgencyBody, ConsentBody, CredentialBody, RangeBody, RevokeBody
 from sync import AuthError, check_authority, check_content_digest, verify_request
 
 AGENCY_TAG = "nnode-agency"
@@ -229,6 +229,27 @@ async def give_consent(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "consent": consent}, status=201)
 
 
+async def preview_range(request: web.Request) -> web.Response:
+    """POST /api/requests/{id}/ranges/preview {"camera", "start", "end"}: what sharing the range would share."""
+    body = await read_body(request, RangeBody)
+    owner, _, _ = _owner(request)
+    view = await request.app[DESK].preview_range(request.match_info["id"][:64], owner=owner, camera=body.camera,
+                                                    start=body.start, end=body.end)
+    return web.json_response({"ok": True, "range": view})
+
+
+async def give_range_consent(request: web.Request) -> web.Response:
+    """POST /api/requests/{id}/ranges {"camera", "start", "end", "choice"}: share one camera's footage over the
+    range as one bundle (withdrawn like a clip's, by the consent's uid)."""
+    body = await read_body(request, RangeBody)
+    request_id = request.match_info["id"][:64]
+    owner, role, subject = _owner(request, request_id)
+    consent = await request.app[DESK].consent_range(
+        request_id, owner=owner, role=role, subject=subject, camera=body.camera, start=body.start, end=body.end,
+        choice=body.choice)
+    return web.json_response({"ok": True, "consent": consent}, status=201)
+
+
 async def withdraw_consent(request: web.Request) -> web.Response:
     """DELETE /api/requests/{id}/clips/{uid}/consent: withdraw, until the agency has downloaded it."""
     owner, role, _ = _owner(request)
@@ -346,6 +367,8 @@ def routes() -> list[Route]:
         Route("GET", "/api/requests", list_requests, signed_in),
         Route("POST", "/api/requests/{id}/clips/{uid}/consent", give_consent, signed_in, ConsentBody),
         Route("DELETE", "/api/requests/{id}/clips/{uid}/consent", withdraw_consent, signed_in),
+        Route("POST", "/api/requests/{id}/ranges/preview", preview_range, signed_in, RangeBody),
+        Route("POST", "/api/requests/{id}/ranges", give_range_consent, signed_in, RangeBody),
         Route("GET", "/api/agencies", list_agencies, manager),
         Route("POST", "/api/agencies", add_agency, manager, AgencyBody),
         Route("POST", "/api/agencies/credentials", accept_credential, manager, CredentialBody),

@@ -88,11 +88,25 @@ MIGRATIONS: Sequence[Migration] = [
     (3, ["ALTER TABLE consents ADD COLUMN built TEXT"]),
     # The running requests (`listed`: /api/requests) by expiry, not a read of every request ever received.
     (4, ["CREATE INDEX agency_requests_expires ON agency_requests (expires)"]),
+    # Range consents: one consent (clip_uid 'range-...', clip_id its first clip's) for several clips of one camera,
+    # listed here in time order; each is held (ref: the consent's bundle id) as a one-clip consent's clip is.
+    (5, [
+        """CREATE TABLE consent_parts (
+            consent_id INTEGER NOT NULL REFERENCES consents (id),
+            position INTEGER NOT NULL,
+            clip_uid TEXT NOT NULL,
+            clip_id INTEGER NOT NULL,
+            PRIMARY KEY (consent_id, position)
+        )""",
+        "ALTER TABLE consents ADD COLUMN camera TEXT",
+        "ALTER TABLE consents ADD COLUMN range_start REAL",
+        "ALTER TABLE consents ADD COLUMN range_end REAL",
+    ]),
 ]
 
 _CONSENT_NAMES = ("id", "request_id", "clip_uid", "clip_id", "owner", "choice", "created", "state", "bundle_uid",
                   "bundle_size", "bundle_sha256", "redaction", "error", "downloaded", "downloads", "release_at",
-                  "ended", "visible_at", "shown")
+                  "ended", "visible_at", "shown", "camera", "range_start", "range_end")
 _CONSENT_COLUMNS = ", ".join(_CONSENT_NAMES)
 _REQUEST_NAMES = ("id", "agency", "document", "status", "refusal", "received", "expires")
 _AGENCY_CONSENT = ("SELECT c.id, c.bundle_uid, c.request_id, c.clip_uid, r.agency, c.shown IS NOT NULL "
@@ -238,6 +252,45 @@ class DeskStore:
              f"shared with the agency for case {request.case_number}"[:200], clip.id))
         return cursor.lastrowid if held.rowcount else None
 
+    async def add_range(self, conn: aiosqlite.Connection, request: FootageRequest, uid: str, clips: Sequence[ClipRow],
+                        span: tuple[float, float], *, owner: str, choice: str, receipt: dict[str, Any],
+                        bundle_uid: str, visible_at: int) -> int | None:
+        """Record a range consent over `clips` (one camera, in time order) and hold each of them; its id, or None
+        if one of them is no longer ready (the caller then raises, and its transaction keeps nothing)."""
+        now = int(time.time())
+        cursor = await conn.execute(
+            "INSERT INTO consents (request_id, clip_uid, clip_id, owner, choice, receipt, created, state, "
+            "bundle_uid, visible_at, shown, camera, range_start, range_end) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'building', ?, ?, ?, ?, ?, ?)",
+            (request.id, uid, clips[0].id, owner, choice, json.dumps(receipt), now, bundle_uid, visible_at,
+             now if visible_at <= now else None, clips[0].camera, span[0], span[1]))
+        consent_id = cursor.lastrowid
+        note = f"shared with the agency for case {request.case_number}"[:200]
+        for position, clip in enumerate(clips):
+            await conn.execute("INSERT INTO consent_parts (consent_id, position, clip_uid, clip_id) "
+                               "VALUES (?, ?, ?, ?)", (consent_id, position, clip.uid, clip.id))
+            held = await conn.execute(
+                "INSERT INTO holds (reason, ref, start, end, created, clip_id, camera, note) SELECT 'consent', ?, "
+                "?, ?, ?, id, camera, ? FROM clips WHERE id = ? AND state = 'ready'",
+                (bundle_uid, int(clip.start), int(clip.end) + 1, now, note, clip.id))
+            if not held.rowcount:
+                return None
+        return consent_id
+
+    async def parts(self, consent_id: int) -> list[str]:
+        """A range consent's clip uids, in time order (none for a one-clip consent)."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT clip_uid FROM consent_parts WHERE consent_id = ? ORDER BY position", (consent_id,))
+        return [r[0] for r in rows]
+
+    async def ranges(self, request_id: str, owner: str) -> list[dict[str, Any]]:
+        """The owner's live range consents for a request, with how many clips each holds."""
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT {_CONSENT_COLUMNS}, (SELECT COUNT(*) FROM consent_parts p WHERE p.consent_id = consents.id) "
+            f"FROM consents WHERE request_id = ? AND owner = ? AND range_start IS NOT NULL AND "
+            f"state IN ({_marks(LIVE)}) ORDER BY range_start", (request_id, owner, *LIVE))
+        return [consent_view(r[:-1]) | {"clips": r[-1]} for r in rows]
+
     async def end(self, conn: aiosqlite.Connection, consent_id: int, bundle_uid: str, state: str,
                   allowed: Sequence[str] = WITHDRAWABLE) -> bool:
         """Move a consent in one of the `allowed` states to `state` and release its hold; False if it was not."""
@@ -253,11 +306,12 @@ class DeskStore:
     async def forget(self, conn: aiosqlite.Connection, consent_id: int, bundle_uid: str) -> bool:
         """Erase a consent still in its cooling-off period, and its hold, as if it had never been given; False if
         it was shown to the agency meanwhile (or is gone)."""
-        cursor = await conn.execute(
-            f"DELETE FROM consents WHERE id = ? AND shown IS NULL AND state IN ({_marks(WITHDRAWABLE)})",
-            (consent_id, *WITHDRAWABLE))
-        if cursor.rowcount == 0:
+        if not await conn.execute_fetchall(
+                f"SELECT 1 FROM consents WHERE id = ? AND shown IS NULL AND state IN ({_marks(WITHDRAWABLE)})",
+                (consent_id, *WITHDRAWABLE)):
             return False
+        await conn.execute("DELETE FROM consent_parts WHERE consent_id = ?", (consent_id,))
+        await conn.execute("DELETE FROM consents WHERE id = ?", (consent_id,))
         await conn.execute("DELETE FROM holds WHERE reason = 'consent' AND ref = ?", (bundle_uid,))
         return True
 

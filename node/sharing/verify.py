@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -47,7 +47,12 @@ from node.sharing.manifest import (
 )
 from sync import EventRejected, decode
 
+if TYPE_CHECKING:
+    from node.sharing.joining import Joined
+
 _OUTPUTS = ("manifest.json", "manifest.sig", "report.txt")
+RANGE_FILE = "range.mp4"
+"""The name `verify_bundle` gives a range bundle's parts joined."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -66,6 +71,8 @@ class VerifyResult:
     bundle_size: int
     chunks: int
     checks: tuple[str, ...]
+    parts: tuple[Path, ...] = ()
+    """A range bundle's clips, each as delivered (part-001.mp4...); `clip` is then them joined (range.mp4)."""
 
 
 @dataclass
@@ -250,11 +257,9 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
                 raw, manifest = _check_manifest(opened, agency_signing_key, expected)
                 clip.flush()
                 os.fsync(clip.fileno())
-            clip_path = out_dir / MEDIA_FILES[manifest.delivered.media_type]
-            os.replace(tmp, clip_path)
-            done.append(clip_path)
+            clip_path, parts, joined = _extract(tmp, out_dir, manifest, done)
             checks = _checks(opened, manifest, expected, expected_from)
-            report = _report(bundle_path, opened, manifest, clip_path, checks)
+            report = _report(bundle_path, opened, manifest, clip_path, checks) + _range_report(manifest, joined)
             signature = opened.signature.hex()
             for name, data in zip(_OUTPUTS, (opened.manifest_bytes, (signature + "\n").encode(), report.encode())):
                 _write_file(out_dir / name, data)
@@ -270,7 +275,72 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
                 raise SharingError(f"verifying {bundle_path} into {out_dir}: {exc.strerror or exc}") from exc
             raise
     return VerifyResult(clip_path, raw, out_dir / "manifest.json", signature, report, out_dir / "report.txt",
-                        opened.bundle_sha256, opened.bundle_size, opened.chunks, checks)
+                        opened.bundle_sha256, opened.bundle_size, opened.chunks, checks, parts)
+
+
+def _extract(tmp: Path, out_dir: Path, manifest: Manifest,
+             done: list[Path]) -> tuple[Path, tuple[Path, ...], Joined | str | None]:
+    """Put the checked video in place: the clip, or a range's parts (each checked against its sha256 and size)
+    and them joined into range.mp4 (or why they could not be joined: the parts then stand alone)."""
+    if manifest.range is None:
+        clip_path = out_dir / MEDIA_FILES[manifest.delivered.media_type]
+        os.replace(tmp, clip_path)
+        done.append(clip_path)
+        return clip_path, (), None
+    from node.sharing.joining import JoinError, join_videos  # loads PyAV: only range bundles need it
+
+    parts = []
+    with open(tmp, "rb") as video:
+        for n, part in enumerate(manifest.range.parts, 1):
+            path = out_dir / f"part-{n:03d}.mp4"
+            done.append(path)
+            sha256, size = _copy_part(video, path, part.delivered.size)
+            if (sha256, size) != (part.delivered.sha256, part.delivered.size):
+                raise VerifyError(f"range part {n}: its video is {size} bytes with sha256 {sha256}, the manifest "
+                                  f"says {part.delivered.size} bytes with sha256 {part.delivered.sha256}")
+            parts.append(path)
+    tmp.unlink()
+    joined: Joined | str
+    try:
+        joined = join_videos(parts, out_dir / RANGE_FILE)
+        done.append(joined.path)
+    except JoinError as exc:
+        joined = str(exc)
+    return (joined.path if not isinstance(joined, str) else parts[0]), tuple(parts), joined
+
+
+def _copy_part(video: BinaryIO, path: Path, size: int) -> tuple[str, int]:
+    """Copy the next `size` bytes of `video` into `path`; their (sha256, how many there were)."""
+    digest, copied = hashlib.sha256(), 0
+    with open(path, "wb") as out:
+        while copied < size and (data := video.read(min(MAX_CHUNK, size - copied))):
+            digest.update(data)
+            out.write(data)
+            copied += len(data)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest(), copied
+
+
+def _range_report(manifest: Manifest, joined: Joined | str | None) -> str:
+    """The report's account of a range bundle: the range, each part (and where it starts in range.mp4), each gap."""
+    r = manifest.range
+    if r is None or joined is None:
+        return ""
+    offsets = joined.offsets if not isinstance(joined, str) else ()
+    lines = ["", f"range       {r.start} to {r.end} (UTC): {len(r.parts)} clips, {len(r.gaps)} gaps"]
+    for n, part in enumerate(r.parts, 1):
+        at = f", at {offsets[n - 1]:.1f} s in {RANGE_FILE}" if offsets else ""
+        lines.append(f"  part {n:3d}  {part.start} to {part.end}: part-{n:03d}.mp4, {part.delivered.size} bytes, "
+                     f"sha256 {part.delivered.sha256} (checked){at}; original sha256 {part.original.sha256}")
+    for n, gap in enumerate(r.gaps, 1):
+        lines.append(f"  gap  {n:3d}  {gap.start} to {gap.end}: nothing recorded")
+    if not isinstance(joined, str):
+        lines.append(f"joined      {RANGE_FILE}: the {len(r.parts)} parts back to back by stream copy, {joined.frames} "
+                     f"pictures, {joined.duration:.1f} s (the gaps are not in the video; the times above are)")
+    else:
+        lines.append(f"joined      not: {joined}; play the parts one by one")
+    return "\n".join(lines) + "\n"
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -295,6 +365,11 @@ def _checks(opened: _Opened, manifest: Manifest, expected: str | None, expected_
         f"the consent receipt is signed by the same node key for request {manifest.request.id!r} and the "
         f"original clip; its owner chose the {manifest.consent['choice']} clip, which is the one delivered",
         f"the delivered video matches the manifest: {delivered.size} bytes, sha256 {delivered.sha256}",
+        *((f"the range's {len(manifest.range.parts)} parts are in time order within {manifest.range.start} to "
+           f"{manifest.range.end}, its {len(manifest.range.gaps)} gaps are exactly what they leave uncovered, and its "
+           "digest (of every original's time, sha256 and size) is the clip the consent receipt names",
+           f"each of the {len(manifest.range.parts)} parts matches its sha256 and size in the manifest")
+          if manifest.range is not None else ()),
     )
 
 

@@ -8,6 +8,7 @@
 
 import { announce, el, formatTime, getJSON, postJSON, sendJSON, setStatus, timeEl, toDate } from "./common.js";
 import { formatDuration } from "./cameras-view.js";
+import { RangeShare } from "./range-share.js";
 
 const POLL_MS = 4_000; // while a bundle is being prepared (redaction takes a while) and the list is on screen
 
@@ -157,7 +158,8 @@ export class RequestList {
   /** Poll while a bundle is being prepared, so "Preparing" turns into "Ready" without a reload. */
   schedule() {
     clearTimeout(this.timer);
-    const building = this.requests.some((request) => (request.clips || []).some((clip) => clip.consent?.state === "building"));
+    const building = this.requests.some((request) => (request.clips || []).some((clip) => clip.consent?.state === "building")
+      || (request.ranges || []).some((range) => range.state === "building"));
     if (building && this.visible) this.timer = setTimeout(() => { if (!document.hidden) this.load(); else this.schedule(); }, POLL_MS);
   }
 
@@ -190,8 +192,10 @@ class RequestCard {
     this.head = el("div", {});
     this.clipList = el("ul", { class: "request-clips" });
     this.clipNote = el("p", { class: "hint" });
+    this.request = request;
+    this.range = new RangeShare(this, consentText);
     this.node = el("article", { class: "card agency-request", dataset: { id: request.id } },
-      this.head, this.clipNote, this.clipList);
+      this.head, this.clipNote, this.range.node, this.clipList);
     this.headKey = "";
     this.update(request);
   }
@@ -215,6 +219,7 @@ class RequestCard {
     this.clips = next;
     this.clipList.replaceChildren(...clips.map((clip) => next.get(clip.uid).node));
     this.clipList.hidden = !clips.length;
+    this.range.update(request);
     const refused = request.status === "refused";
     const mineWord = this.list.manager ? "the building cameras'" : "your";
     if (refused) {
@@ -225,7 +230,8 @@ class RequestCard {
       this.clipNote.textContent = `None of ${mineWord} clips match this request. Nothing is shared.`;
     } else {
       this.clipNote.textContent = `${clips.length} of ${mineWord} clips ${clips.length === 1 ? "matches" : "match"}. `
-        + "Each is shared only if you press Share on it; if you do nothing, nothing is shared.";
+        + "Each is shared only if you press Share on it (or share a time range of one camera as one bundle); "
+        + "if you do nothing, nothing is shared.";
     }
   }
 
