@@ -16,6 +16,7 @@ from node.config import Config
 from node.names import Names
 from node.people.accounts import Accounts
 from node.people.claim import Claims
+from node.push.sender import Pusher
 from node.safety.feeds import FeedPoller
 from node.safety.live import Hub
 from node.safety.reports import Reports
@@ -45,6 +46,7 @@ FEEDS = web.AppKey("feeds", FeedPoller)
 HUB = web.AppKey("hub", Hub)
 REPORTS = web.AppKey("reports", Reports)
 SOS_DESK = web.AppKey("sos_desk", SosDesk)
+PUSH = web.AppKey("push", Pusher)                         # Web Push to subscribed devices (node/push)
 CLIPS = web.AppKey("clips", ClipIndex)
 CAMERAS = web.AppKey("cameras", Cameras)
 REGISTRY = web.AppKey("registry", Registry)

@@ -6,6 +6,7 @@ import { initCameras } from "./cameras.js";
 import { $, announce, debounce, getJSON, loadSession, notify, setStatus, wireNotifyButton, wireSignOut } from "./common.js";
 import { connectLive } from "./live.js";
 import { initMap } from "./map.js";
+import { initPush } from "./push.js";
 import { initReports } from "./report.js";
 import { initResponder } from "./responder.js";
 import { RequestList } from "./sharing.js";
@@ -53,6 +54,7 @@ async function main() {
   if (session.role === "manager") $("manage-link").hidden = false;
   wireSignOut($("signout-button"), "/", $("alerts-status"));
   wireNotifyButton($("notify-button"), $("notify-status"));
+  initPush(session);
 
   const timeline = initTimeline();
   const map = initMap();
