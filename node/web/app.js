@@ -18,6 +18,15 @@ const SIGNED_IN_ONLY = new Set(["timeline", "map", "report", "cameras", "request
 // Views without a tab of their own, and the tab they belong under.
 const TAB_OF = { requests: "cameras" };
 
+/** A tapped notification opens "/?alert=ID#alerts": mark that alert's card and bring it into view. */
+function showLinkedAlert() {
+  const id = new URLSearchParams(location.search).get("alert");
+  const card = id && document.querySelector(`#alerts-list article[data-event="${CSS.escape(id)}"]`);
+  if (!card) return;
+  card.classList.add("card-opened");
+  card.scrollIntoView({ block: "center" });
+}
+
 async function main() {
   const alerts = new AlertList($("alerts-list"), $("alerts-status"));
   const session = await loadSession();
@@ -32,6 +41,7 @@ async function main() {
     try {
       const answer = await getJSON("/api/alerts");
       alerts.set(answer.alerts || []);
+      showLinkedAlert();
     } catch (error) {
       setStatus($("alerts-status"), `Could not load alerts: ${error.message}`, "error");
     }
