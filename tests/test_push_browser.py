@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 
+from node.keys import PUSH
 from tests.conftest import wait_until
+from tests.people import PASSWORD, call, claim, invite
 from tests.people import browser as http_client
-from tests.people import call, claim, invite
-from tests.test_browser import PHONE, chromium, shot  # noqa: F401 (chromium is a fixture)
+from tests.test_browser import ARTIFACTS, PHONE, chromium, shot  # noqa: F401 (chromium is a fixture)
 from tests.test_push import PushService
 
 
@@ -101,6 +102,22 @@ async def test_a_push_shows_a_notification_and_a_tap_opens_the_alert(make_node, 
             await expect(card).to_have_class(__import__("re").compile("card-opened"))
             await expect(card).to_be_in_viewport()
             await shot(phone, "push-2-alert-opened")
+
+            # With the push service out of reach (no internet), the manager's console says what that means.
+            await service.runner.cleanup()
+            status, _ = await call(manager, "POST", node.url + "/api/alerts", json={"event": "Flood", "severity": "Severe"})
+            assert status == 200
+            await wait_until(lambda: node.app[PUSH].status.offline)
+            console = await (await chromium.new_context(viewport={"width": 1280, "height": 900})).new_page()
+            console.on("pageerror", lambda exc: errors.append(str(exc)))
+            await console.goto(node.url + "/login")
+            await console.fill("#login-password", PASSWORD)
+            await console.click("#login-submit")
+            await console.wait_for_url(node.url + "/manage")
+            await expect(console.locator("#push-delivery")).to_contain_text(
+                "no internet: pushes can't be delivered, open pages still get alerts")
+            await console.locator("#post-alert").screenshot(path=str(ARTIFACTS / "push-3-console-offline.png"))
+            await console.context.close()
             assert errors == []
         finally:
             await context.close()
