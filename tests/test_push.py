@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from node.keys import PUSH
+from node.push.notices import MAX_PAYLOAD, notice_for
 from tests.conftest import wait_until
 from tests.people import browser, call, claim, invite, join
 from tests.test_sos import _building, _close
@@ -230,7 +231,7 @@ async def test_with_the_push_service_out_of_reach_the_console_says_so(make_node)
 
 
 async def test_subscriptions_are_checked_and_bound_to_the_resident(make_node):
-    node = await make_node("home")   # loopback endpoints not allowed: a real push service is https
+    node = await make_node("home", push__max_devices=2)   # loopback endpoints not allowed: push services are https
     manager, ada, ben, stranger = browser(), browser(), browser(), browser()
     try:
         await claim(node, manager)
@@ -257,6 +258,15 @@ async def test_subscriptions_are_checked_and_bound_to_the_resident(make_node):
             assert status == 400 and words in body["error"], (bad, body)
         status, body = await call(ada, "POST", url, json=good)
         assert status == 201, body
+        status, body = await call(ada, "POST", url, json={**good, "min_severity": "Extreme"})   # same device again
+        assert status == 201 and body["device"]["min_severity"] == "Extreme"
+        second = Device("https://updates.push.services.mozilla.com/wpush/v2/x").subscription()
+        status, _ = await call(ada, "POST", url, json=second)
+        assert status == 201
+        status, body = await call(ada, "POST", url, json=Device("https://web.push.apple.com/QO3").subscription())
+        assert status == 409 and "push.max_devices" in body["error"]
+        status, _ = await call(ada, "DELETE", url, json={"endpoint": second["endpoint"]})
+        assert status == 200
         # Ben cannot unsubscribe Ada's device, nor see it; Ada can.
         status, _ = await call(ben, "DELETE", url, json={"endpoint": good["endpoint"]})
         assert status == 404
@@ -277,3 +287,11 @@ async def test_subscriptions_are_checked_and_bound_to_the_resident(make_node):
         assert await node.app[PUSH].subscriptions.recipients() == []
     finally:
         await _close(manager, ada, ben, stranger)
+
+
+def test_a_long_report_still_fits_a_push():
+    notice = notice_for("report", {"report": {"id": 7, "category": "crime", "where": "lobby " * 50,
+                                              "what": "玻璃" * 5000}}, "all")
+    assert notice is not None and len(notice.payload()) <= MAX_PAYLOAD
+    assert json.loads(notice.payload())["body"].startswith("玻璃")
+    assert notice_for("report", {"report": {"id": 8, "what": "held"}}, "managers") is None   # held: wakes no one
