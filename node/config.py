@@ -164,6 +164,12 @@ class PushSection(Strict, frozen=True):
     timeout: Annotated[int, setting("Seconds one push may take.", ge=1, le=120)] = 10
     max_devices: Annotated[int, setting("Most subscribed devices one resident may have.", ge=1, le=100)] = 10
 
+    def __post_init__(self) -> None:
+        for index, host in enumerate(self.services):
+            if ":" in host or normal_authority(host) is None:
+                raise FieldError(f"services[{index}]", f"expected a host name like \"fcm.googleapis.com\", "
+                                 f"got {host!r}")
+
 
 class SyncSection(Strict, frozen=True):
     """[sync]"""
