@@ -92,7 +92,8 @@ async def test_a_push_shows_a_notification_and_a_tap_opens_the_alert(make_node, 
 
             # A tap on it opens the alert.
             await phone.click('#tabs button[data-view="timeline"]')
-            worker = context.service_workers[0]
+            worker = context.service_workers[0] if context.service_workers else \
+                await context.wait_for_event("serviceworker")
             await worker.evaluate("""async () => {
                 const [notification] = await self.registration.getNotifications();
                 self.dispatchEvent(new NotificationEvent('notificationclick', {notification}));
