@@ -25,6 +25,7 @@ from node.keys import CAMERAS, CONFIG, DB, HUB, KEY, NAMES, PEERS, SCHEDULER, ST
 from node.names import Names
 from node.people import lifecycle as people
 from node.periodic import scheduler
+from node.push import lifecycle as push
 from node.routes import add_routes, auth_middleware, error_middleware
 from node.safety import lifecycle as safety
 from node.schema import migrate_all
@@ -79,6 +80,7 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
         people.ctx,               # claim code, accounts
         federation.engine_ctx,    # the sync engine (not yet syncing)
         safety.ctx,               # live feed, reports, SOS, alert feeds; relays new events to pages
+        push.ctx,                 # Web Push: live messages that wake someone reach their locked phones
         federation.start_ctx,     # syncing with peers from here on
         camera.ctx,               # clips and recording
         sharing.ctx,              # agency requests, consent, bundles, audit heads

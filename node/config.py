@@ -144,6 +144,33 @@ class ReportsSection(Strict, frozen=True):
                                                  "ethnicity are always held).")] = True
 
 
+PUSH_SERVICES = ("fcm.googleapis.com", "updates.push.services.mozilla.com", "push.apple.com", "notify.windows.com")
+
+
+class PushSection(Strict, frozen=True):
+    """[push]"""
+
+    enabled: Annotated[bool, setting("Send Web Push notifications to residents' subscribed devices (alerts on a "
+                                     "locked phone).")] = True
+    contact: Annotated[str, setting("Who the push services may contact about this node's pushes (the VAPID "
+                                    "`sub` claim): a mailto: or https: URL.", pattern=r"(mailto:\S+|https://\S+)",
+                                    expected="a mailto: or https:// URL")] = "mailto:manager@nnode.invalid"
+    services: Annotated[tuple[str, ...], setting(
+        "Push services a device may subscribe through: host names, each also matching its subdomains (every "
+        "endpoint is https).")] = PUSH_SERVICES
+    loopback_endpoints: Annotated[bool, setting("Also accept http:// endpoints on 127.0.0.1 (tests and local "
+                                                "development only).")] = False
+    concurrency: Annotated[int, setting("Pushes in flight at once.", ge=1, le=256)] = 16
+    timeout: Annotated[int, setting("Seconds one push may take.", ge=1, le=120)] = 10
+    max_devices: Annotated[int, setting("Most subscribed devices one resident may have.", ge=1, le=100)] = 10
+
+    def __post_init__(self) -> None:
+        for index, host in enumerate(self.services):
+            if ":" in host or normal_authority(host) is None:
+                raise FieldError(f"services[{index}]", f"expected a host name like \"fcm.googleapis.com\", "
+                                 f"got {host!r}")
+
+
 class SyncSection(Strict, frozen=True):
     """[sync]"""
 
@@ -347,6 +374,7 @@ class Sections(Strict, frozen=True):
     http: HttpSection = msgspec.field(default_factory=HttpSection)
     sos: SosSection = msgspec.field(default_factory=SosSection)
     reports: ReportsSection = msgspec.field(default_factory=ReportsSection)
+    push: PushSection = msgspec.field(default_factory=PushSection)
     sync: SyncSection = msgspec.field(default_factory=SyncSection)
     discovery: DiscoverySection = msgspec.field(default_factory=DiscoverySection)
     events: EventsSection = msgspec.field(default_factory=EventsSection)

@@ -16,6 +16,7 @@ from node.config import Config
 from node.names import Names
 from node.people.accounts import Accounts
 from node.people.claim import Claims
+from node.push.sender import Pusher
 from node.safety.basemap import Basemap
 from node.safety.feeds import FeedPoller
 from node.safety.live import Hub
@@ -47,6 +48,7 @@ HUB = web.AppKey("hub", Hub)
 BASEMAP = web.AppKey("basemap", Basemap)                # the offline street map (node/safety/basemap.py)
 REPORTS = web.AppKey("reports", Reports)
 SOS_DESK = web.AppKey("sos_desk", SosDesk)
+PUSH = web.AppKey("push", Pusher)                         # Web Push to subscribed devices (node/push)
 CLIPS = web.AppKey("clips", ClipIndex)
 CAMERAS = web.AppKey("cameras", Cameras)
 REGISTRY = web.AppKey("registry", Registry)

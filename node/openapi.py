@@ -72,6 +72,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/login"): {"ok": [HTML]},
     ("GET", "/manage"): {"ok": [HTML]},
     ("GET", "/static/{name}"): {"ok": [JS_CSS]},
+    ("GET", "/sw.js"): {"ok": [_raw("text/javascript")]},
+    ("GET", "/manifest.webmanifest"): {"ok": [_raw("application/manifest+json", schema=_obj("name", "icons"))]},
     ("GET", "/transparency"): {"ok": [HTML]},
     ("GET", "/agency"): {"ok": [HTML]},
     ("GET", "/agency/{name}"): {"ok": [JS_CSS]},
@@ -114,6 +116,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/map"): {"ok": [_ok(("node", "basemap"), node={"type": ["object", "null"]},
                                      basemap={"type": ["object", "null"]})]},
     ("GET", "/map/tiles/{z}/{x}/{y}"): {"ok": [_raw("image/png"), _raw("image/jpeg"), _raw("image/webp")]},
+    # Web Push
+    ("GET", "/api/push"): {"ok": [_ok(("enabled", "public_key", "devices"), enabled=BOOL, public_key=STR,
+                                      devices=LIST_OF())]},
+    ("POST", "/api/push/subscriptions"): {"ok": [_ok(("device",), 201, device=OBJ)]},
+    ("DELETE", "/api/push/subscriptions"): {"ok": [_ok()]},
+    ("GET", "/api/push/status"): {"ok": [_ok(("push",), push=OBJ)]},
     # cameras and clips
     ("GET", "/api/cameras"): {"ok": [_ok(("cameras",), cameras=LIST_OF())]},
     ("PUT", "/api/cameras/{camera}/access"): {"ok": [_ok(("access",), access=OBJ)]},

@@ -118,7 +118,7 @@ async def static(request: web.Request) -> web.StreamResponse:
     return _file(request, request.match_info["name"])
 
 
-AGENCY_FILES = frozenset({"agency.js", "app.css"})
+AGENCY_FILES = frozenset({"agency.js", "app.css", "icon-192.png"})
 
 
 async def agency_static(request: web.Request) -> web.StreamResponse:
@@ -127,3 +127,15 @@ async def agency_static(request: web.Request) -> web.StreamResponse:
     if name not in AGENCY_FILES:
         raise NotFound(f"no file {name!r}")
     return _file(request, name)
+
+
+async def service_worker(request: web.Request) -> web.StreamResponse:
+    """GET /sw.js: the service worker (served from the root, so its scope is the whole app; always revalidated, so
+    a new version reaches phones on their next visit)."""
+    return web.FileResponse(WEB / "sw.js", headers=HEADERS | {"Content-Type": "text/javascript; charset=utf-8",
+                                                              "Cache-Control": "no-cache"})
+
+
+async def manifest(request: web.Request) -> web.StreamResponse:
+    """GET /manifest.webmanifest: what makes the web app installable (name, icons, colours)."""
+    return _file(request, "manifest.webmanifest")

@@ -32,10 +32,11 @@ from node.http import (
     same_origin,
 )
 from node.identity import node_id
-from node.keys import CAMERAS, CONFIG, DB, ENGINE, FEEDS, KEY, PEERS, STARTED, STORE
+from node.keys import CAMERAS, CONFIG, DB, ENGINE, FEEDS, KEY, PEERS, PUSH, STARTED, STORE
 from node.names import public_url
 from node.openapi import describe
 from node.people import routes as people_routes
+from node.push import routes as push_routes
 from node.safety import routes as safety_routes
 from node.sharing import routes as sharing_routes
 from node.sharing.routes import check_agency
@@ -121,6 +122,7 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     extra = app[CAMERAS].metric_families() if CAMERAS in app else []
     extra += app[FEEDS].metric_families() if FEEDS in app else []
+    extra += app[PUSH].metric_families() if PUSH in app else []
     body = await render_metrics(app[ENGINE], app[STORE], app[PEERS], app[STARTED], extra)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -145,13 +147,16 @@ def route_table() -> list[Route]:
         Route("GET", "/login", pages.page("login.html"), local),
         Route("GET", "/manage", pages.page("manage.html"), local),
         Route("GET", "/static/{name}", pages.static, local),
+        # the service worker sits at the root so that its scope is the whole app; the manifest makes it installable
+        Route("GET", "/sw.js", pages.service_worker, local),
+        Route("GET", "/manifest.webmanifest", pages.manifest, public),
         Route("GET", "/transparency", pages.page("transparency.html"), local),
         # the agencies' portal: a page and its script, which sign every call in the browser with the agency key
         Route("GET", "/agency", pages.page("agency.html"), public),
         Route("GET", "/agency/{name}", pages.agency_static, public),
     ]
     return [*core, *people_routes.routes(), *safety_routes.routes(), *camera_routes.routes(),
-            *sharing_routes.routes(), *federation_routes.routes()]
+            *sharing_routes.routes(), *federation_routes.routes(), *push_routes.routes()]
 
 
 def add_routes(app: web.Application) -> None:

@@ -13,6 +13,7 @@ from typing import Sequence
 from node import state
 from node.camera import clips
 from node.people import accounts, claim
+from node.push import store as push
 from node.safety import alerts, live, reports, sos
 from node.sharing import agencies, audit, desk, heads
 from sync import Database, DatabaseError, Migration, setup_schema
@@ -32,6 +33,7 @@ COMPONENTS: list[Component] = [
     (audit.COMPONENT, audit.MIGRATIONS),
     (desk.COMPONENT, desk.MIGRATIONS),
     (heads.COMPONENT, heads.MIGRATIONS),
+    (push.COMPONENT, push.MIGRATIONS),
 ]
 
 # The shared "node" counter's versions 1..11, in order: which component each one created (its version 1).

@@ -49,6 +49,8 @@ def test_config_is_frozen_and_typed(tmp_path):
     ("[alerts]\nfeeds = ['https://a/x', 'https://a/x']\n", "alerts.feeds: expected a list of distinct"),
     ("[agencies]\nmax_area_sq_mi = '0'\n", "agencies.max_area_sq_mi: expected a positive decimal string"),
     ("source = 'x'\n", "source: unknown key"),
+    ("[push]\nservices = ['fcm.googleapis.com/x']\n", "push.services[0]: expected a host name"),
+    ("[push]\ncontact = 'admin@example.com'\n", "push.contact: expected a mailto: or https:// URL"),
 ])
 def test_bad_config_names_file_key_and_expectation(tmp_path, text, message):
     path = tmp_path / "bad.toml"

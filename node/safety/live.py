@@ -145,6 +145,8 @@ class Hub:
         self._pending: list[tuple[int, str, bytes]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = -MAX_COALESCE
+        # Told of each stored message (kind, data, audience), synchronously and in feed order: Web Push (node/push).
+        self.listeners: list[Callable[[str, dict[str, Any], str], None]] = []
 
     def period(self) -> float:
         """Least seconds between two flushes: COALESCE, longer with many streams (WRITE_RATE writes a second at
@@ -185,6 +187,8 @@ class Hub:
             if self._flush_handle is None and not self.closed:
                 loop = asyncio.get_running_loop()
                 self._flush_handle = loop.call_at(max(loop.time(), self._last_flush + self.period()), self.flush)
+        for listener in self.listeners:
+            listener(kind, data, audience)
         return message_id
 
     def flush(self) -> None:

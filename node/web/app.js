@@ -6,6 +6,7 @@ import { initCameras } from "./cameras.js";
 import { $, announce, debounce, getJSON, loadSession, notify, setStatus, wireNotifyButton, wireSignOut } from "./common.js";
 import { connectLive } from "./live.js";
 import { initMap } from "./map.js";
+import { initPush } from "./push.js";
 import { initReports } from "./report.js";
 import { initResponder } from "./responder.js";
 import { RequestList } from "./sharing.js";
@@ -16,6 +17,15 @@ const VIEWS = ["alerts", "timeline", "map", "report", "cameras", "requests", "so
 const SIGNED_IN_ONLY = new Set(["timeline", "map", "report", "cameras", "requests", "sos"]);
 // Views without a tab of their own, and the tab they belong under.
 const TAB_OF = { requests: "cameras" };
+
+/** A tapped notification opens "/?alert=ID#alerts": mark that alert's card and bring it into view. */
+function showLinkedAlert() {
+  const id = new URLSearchParams(location.search).get("alert");
+  const card = id && document.querySelector(`#alerts-list article[data-event="${CSS.escape(id)}"]`);
+  if (!card) return;
+  card.classList.add("card-opened");
+  card.scrollIntoView({ block: "center" });
+}
 
 async function main() {
   const alerts = new AlertList($("alerts-list"), $("alerts-status"));
@@ -31,6 +41,7 @@ async function main() {
     try {
       const answer = await getJSON("/api/alerts");
       alerts.set(answer.alerts || []);
+      showLinkedAlert();
     } catch (error) {
       setStatus($("alerts-status"), `Could not load alerts: ${error.message}`, "error");
     }
@@ -53,6 +64,7 @@ async function main() {
   if (session.role === "manager") $("manage-link").hidden = false;
   wireSignOut($("signout-button"), "/", $("alerts-status"));
   wireNotifyButton($("notify-button"), $("notify-status"));
+  initPush(session);
 
   const timeline = initTimeline();
   const map = initMap();

@@ -1,13 +1,26 @@
 // The manager console at "/manage": checks the session, loads every section, and keeps the SOS calls, the
 // moderation queue, the alerts and the clips current from the same live stream the resident app uses.
 
-import { $, debounce, getJSON, loadSession, wireNotifyButton, wireSignOut } from "./common.js";
+import { $, debounce, getJSON, loadSession, setStatus, wireNotifyButton, wireSignOut } from "./common.js";
 import { connectLive } from "./live.js";
 import { initCameras } from "./manage-cameras.js";
 import { initConsoleAlerts, initModeration, initPeers, initPostAlert } from "./manage-content.js";
 import { initInvites, initResidents, initSessions } from "./manage-people.js";
 import { initSharing } from "./manage-sharing.js";
 import { initResponder } from "./responder.js";
+
+/** How Web Push to residents' locked phones is going: "no internet" when the push services are out of reach. */
+async function showPushDelivery() {
+  const node = $("push-delivery");
+  try {
+    const { push } = await getJSON("/api/push/status");
+    const counts = `${push.devices} device(s) subscribed; ${push.sent} push(es) delivered, ${push.failed} failed since start.`;
+    setStatus(node, push.enabled ? `Locked phones: ${push.note}. ${counts}` : "Push notifications are turned off (push.enabled).",
+      push.offline ? "error" : "");
+  } catch (error) {
+    setStatus(node, `Could not read push delivery: ${error.message}`, "error");
+  }
+}
 
 async function main() {
   const session = await loadSession();
@@ -37,6 +50,8 @@ async function main() {
   const responder = initResponder(session, () => false);
 
   for (const section of [residents, invites, sessions, moderation, alerts, peers, cameras]) section.load();
+  showPushDelivery();
+  setInterval(showPushDelivery, 30_000);
   responder.load(async () => (await getJSON("/api/sos")).calls || []);
 
   // Several reports can arrive together (a peer sync); reload the queue once for the batch.
