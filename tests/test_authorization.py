@@ -101,6 +101,8 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/requests"): SIGNED_IN,
     ("POST", "/api/requests/{id}/clips/{uid}/consent"): SIGNED_IN,
     ("DELETE", "/api/requests/{id}/clips/{uid}/consent"): SIGNED_IN,
+    ("POST", "/api/requests/{id}/ranges/preview"): SIGNED_IN,
+    ("POST", "/api/requests/{id}/ranges"): SIGNED_IN,
     ("GET", "/api/agencies"): MANAGER,
     ("POST", "/api/agencies"): MANAGER,
     ("POST", "/api/agencies/credentials"): MANAGER,
