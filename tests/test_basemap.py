@@ -20,6 +20,7 @@ from node.safety import basemap
 from tests.people import browser as http_client
 from tests.people import call, claim, invite, join
 from tests.test_browser import HERE, PHONE, chromium, shot  # noqa: F401  (chromium is a fixture)
+from tests.test_reports import form
 
 LAT, LON = float(HERE["node__latitude"]), float(HERE["node__longitude"])
 STREET = (40, 40, 40)          # BGR of the drawn streets
@@ -190,6 +191,11 @@ async def test_the_residents_map_draws_streets_from_the_loaded_extract(make_node
             "event": "Water main break", "severity": "Severe", "radius_km": 0.4})
         assert status == 200
         code = (await invite(node, manager))["code"]
+        async with http_client() as neighbour:
+            await join(node, neighbour, (await invite(node, manager, unit="2A"))["code"])
+            status, _ = await call(neighbour, "POST", node.url + "/api/reports", data=form(
+                what="Someone tried every car door on the street around 2 am.", category="crime"))
+            assert status == 201
     context = await chromium.new_context(**PHONE)
     page = await context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -209,6 +215,12 @@ async def test_the_residents_map_draws_streets_from_the_loaded_extract(make_node
     await expect(page.locator("#map-canvas path.map-node-street")).to_have_count(1)
     await expect(page.locator(".leaflet-control-attribution")).to_contain_text("OpenStreetMap contributors")
     await expect(page.locator("#map-list")).to_contain_text("Water main break")
+    # The report is placed at its building (a report has no position of its own), and lists what it says.
+    report = page.locator("#map-canvas .map-report-street")
+    await expect(report).to_have_text("1")
+    await expect(page.locator("#map-list")).to_contain_text("crime at Elm Street 12: Someone tried every car door")
+    await report.click()
+    await expect(page.locator(".leaflet-popup .map-report-list")).to_contain_text("tried every car door")
     await shot(page, "map-streets")
     # The screenshot holds the streets' dark lines (the plain map has none).
     picture = cv2.imdecode(np.frombuffer(await streets.screenshot(), np.uint8), cv2.IMREAD_GRAYSCALE)

@@ -327,7 +327,42 @@ async def map_data(request: web.Request) -> web.Response:
     basemap = await app[BASEMAP].info()
     return web.json_response({"ok": True, "node": {"name": node.name, "lat": here[0], "lon": here[1]} if here
                               else None, "peers": peers, "areas": areas,
+                              "reports": await _map_reports(request, here, peers),
                               "basemap": basemap.describe() if basemap else None})
+
+
+MAP_REPORT_DAYS = 7
+MAP_REPORTS = 50
+
+
+async def _map_reports(request: web.Request, here: tuple[float, float] | None,
+                       peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last week's reports the caller may see, placed at their building: this node's at its own location, nearby
+    ones at their node's coarse location (a report carries no position of its own: where is free text)."""
+    app, session = request.app, session_of(request)
+    since = time.time() - MAP_REPORT_DAYS * 86400
+    out: list[dict[str, Any]] = []
+    if here is not None:
+        resident = session.subject if session.role == "resident" else None
+        for report in await app[REPORTS].list(resident_id=resident, manager=session.role == "manager",
+                                              limit=MAP_REPORTS):
+            if report["created"] >= since and not report["held"] and report["status"] != "hidden":
+                out.append({"lat": here[0], "lon": here[1], "building": app[CONFIG].node.name, "nearby": False,
+                            "category": report["category"], "summary": report["what"][:120],
+                            "created": report["created"]})
+    where = {peer["key"]: peer for peer in peers}
+    own = node_id(app[KEY])
+    for event in await app[STORE].recent(MAP_REPORTS, REPORT):
+        peer = where.get(event.author)
+        if event.body is None or event.author == own or peer is None:
+            continue
+        report = report_message(event)
+        if report["created"] >= since:
+            out.append({"lat": peer["lat"], "lon": peer["lon"], "building": peer["name"], "nearby": True,
+                        "category": report["category"], "summary": report["what"][:120],
+                        "created": report["created"]})
+    out.sort(key=lambda item: item["created"], reverse=True)
+    return out[:MAP_REPORTS]
 
 
 async def map_tile(request: web.Request) -> web.Response:

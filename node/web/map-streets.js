@@ -2,6 +2,8 @@
 // the map the manager loaded (`nnode map load`), served by the node itself: no request leaves the building's network.
 // Loaded only when a map is loaded, so phones of buildings without one never fetch Leaflet.
 
+import { reportPlaces } from "./map.js";
+
 let leaflet = null;
 
 /** Load Leaflet's script and stylesheet once; resolves to window.L. */
@@ -26,7 +28,7 @@ const SEVERITY_COLOURS = { extreme: "#8b0000", severe: "#c0392b", moderate: "#d3
   unknown: "#566573" };
 
 /** Draw node, peers and alert areas on the street map in `holder`; returns the Leaflet map. */
-export async function drawStreets(holder, answer, { node, peers, areas }) {
+export async function drawStreets(holder, answer, { node, peers, areas, reports }) {
   const L = await loadLeaflet();
   const basemap = answer.basemap;
   const box = document.createElement("div");
@@ -61,6 +63,21 @@ export async function drawStreets(holder, answer, { node, peers, areas }) {
   if (node) {
     shapes.push(L.circleMarker([node.lat, node.lon], { radius: 10, color: "#fff", weight: 3, fillColor: "#1f5fa8",
       fillOpacity: 1, className: "map-node-street" }).bindTooltip(`This node: ${node.name || ""}`).addTo(map));
+  }
+  for (const place of reportPlaces(reports)) {
+    const count = place.reports.length;
+    const icon = L.divIcon({ className: "map-report-street", html: "", iconSize: [26, 26], iconAnchor: [-4, 30] });
+    const marker = L.marker([place.lat, place.lon], { icon, keyboard: true,
+      title: `${count} report${count > 1 ? "s" : ""} at ${place.building}` }).addTo(map);
+    marker.getElement().textContent = String(count);
+    const list = document.createElement("ul");
+    list.className = "map-report-list";
+    for (const report of place.reports.slice(0, 10)) {
+      const item = document.createElement("li");
+      item.textContent = `${report.category.replace(/-/g, " ")}: ${report.summary}`;
+      list.append(item);
+    }
+    marker.bindPopup(list);
   }
   L.control.scale({ imperial: false }).addTo(map);
   // Open on the node and what is around it, within what the map covers.

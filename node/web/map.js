@@ -68,13 +68,14 @@ function draw(answer, holder, list) {
       points.push([c.lat - dLat, c.lon - dLon], [c.lat + dLat, c.lon + dLon]);
     }
   }
+  const reports = (answer.reports || []).filter((r) => finite(r.lat, r.lon));
   if (points.length === 0 && !answer.basemap) {
     holder.replaceChildren(el("p", { class: "muted" }, "No location is set for this node and there is nothing to draw yet."));
     list.replaceChildren();
     return null;
   }
-  list.replaceChildren(...describe(node, peers, areas));
-  if (answer.basemap) return { node, peers, areas };  // the street map draws them
+  list.replaceChildren(...describe(node, peers, areas, reports));
+  if (answer.basemap) return { node, peers, areas, reports };  // the street map draws them
 
   const lats = points.map((p) => p[0]);
   const midLat = (Math.min(...lats) + Math.max(...lats)) / 2;
@@ -126,8 +127,27 @@ function draw(answer, holder, list) {
       label(x, y, 16, node.name || "This node", "map-label")));
   }
   svg.append(scaleBar(scale), northArrow());
+  for (const place of reportPlaces(reports)) {
+    const [x, y] = at(place.lat, place.lon);
+    svg.append(svgEl("g", { class: "map-report" },
+      svgEl("title", {}, `${place.reports.length} report${place.reports.length > 1 ? "s" : ""} at ${place.building}`),
+      svgEl("circle", { cx: fmt(x + 14), cy: fmt(y - 14), r: 12 }),
+      svgEl("text", { x: fmt(x + 14), y: fmt(y - 7), "text-anchor": "middle", class: "map-report-count" },
+        String(place.reports.length))));
+  }
   holder.replaceChildren(svg);
-  return { node, peers, areas };
+  return { node, peers, areas, reports };
+}
+
+/** Reports grouped by the building they were made at (a report has no position of its own). */
+export function reportPlaces(reports) {
+  const places = new Map();
+  for (const report of reports) {
+    const key = `${report.lat},${report.lon}`;
+    if (!places.has(key)) places.set(key, { lat: report.lat, lon: report.lon, building: report.building, reports: [] });
+    places.get(key).reports.push(report);
+  }
+  return [...places.values()];
 }
 
 /** A marker's label, to its right, or to its left in the right third so that it stays inside the drawing. */
@@ -161,8 +181,8 @@ function northArrow() {
     svgEl("text", { x, y: y + 44, class: "map-label map-label-small", "text-anchor": "middle" }, "N"));
 }
 
-/** The text version: node, peers with distance and direction from the node, alert areas. */
-function describe(node, peers, areas) {
+/** The text version: node, peers with distance and direction from the node, alert areas, reports. */
+function describe(node, peers, areas, reports) {
   const out = [];
   out.push(el("h3", {}, "This node"),
     el("p", {}, node ? `${node.name || "This node"} (${node.lat.toFixed(3)}, ${node.lon.toFixed(3)})` : "No location set."));
@@ -177,6 +197,11 @@ function describe(node, peers, areas) {
       el("strong", {}, area.title || area.event || "Alert"), ` — severity: ${area.severity || "Unknown"}`,
       area.circles.map((c) => `; within ${c.radius_km} km of ${c.lat.toFixed(3)}, ${c.lon.toFixed(3)}`),
       area.polygons.length ? `; ${area.polygons.length} drawn area${area.polygons.length > 1 ? "s" : ""}` : "")))
+    : el("p", {}, "None."));
+  out.push(el("h3", {}, `Reports in the last week (${reports.length})`));
+  out.push(reports.length
+    ? el("ul", {}, reports.map((r) => el("li", {}, el("strong", {}, r.category.replace(/-/g, " ")),
+      ` at ${r.building}${r.nearby ? " (nearby)" : ""}: ${r.summary}`)))
     : el("p", {}, "None."));
   return out;
 }
