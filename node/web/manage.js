@@ -8,6 +8,7 @@ import { initConsoleAlerts, initModeration, initPeers, initPostAlert } from "./m
 import { initInvites, initResidents, initSessions } from "./manage-people.js";
 import { initSharing } from "./manage-sharing.js";
 import { initResponder } from "./responder.js";
+import "./tls.js";   // on plain http: move to the https address once this device trusts it
 
 async function main() {
   const session = await loadSession();
