@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import ipaddress
 import plistlib
+import socket
 import ssl
 import stat
 
@@ -23,6 +24,8 @@ from node.errors import ConfigError
 from node.keys import TLS
 from node.tls.authority import TlsError, Wanted, issue, write_private
 from node.tls.files import check
+from tests.conftest import free_port
+from tests.procs import NodeProcess
 
 NAME = "nnode-test.local"
 LOCAL_CA = {"http__names": [NAME], "http__tls": {"mode": "local-ca"}}
@@ -212,3 +215,23 @@ def test_tls_settings_are_checked():
         build({"http.tls": {"mode": "files"}})
     with pytest.raises(ConfigError, match=r"http\.tls\.ca_networks: expected a list of networks in CIDR form"):
         build({"http.tls": {"mode": "local-ca", "ca_networks": ["not a network"]}})
+
+
+def test_nnode_run_serves_https_beside_http_and_invites_carry_the_fingerprint(short_tmp):
+    tls_port = free_port()
+    node = NodeProcess(short_tmp, "tls", extra=f'[http.tls]\nmode = "local-ca"\nport = {tls_port}\n').start()
+    try:
+        ca_pem = (node.root / "data" / "tls" / "ca.pem").read_bytes()
+        mdns_name = socket.gethostname().lower().removesuffix(".local") + ".local"   # a name the certificate has
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw, \
+                trusting(ca_pem).wrap_socket(raw, server_hostname=mdns_name) as tls:
+            tls.sendall(f"GET /healthz HTTP/1.1\r\nHost: {mdns_name}:{tls_port}\r\nConnection: close\r\n\r\n"
+                        .encode())
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and node.id.encode() in answer
+        fingerprint = x509.load_pem_x509_certificate(ca_pem).fingerprint(hashes.SHA256()).hex(":").upper()
+        assert fingerprint in node.cli("invite", "--unit", "1A")
+    finally:
+        node.stop()
