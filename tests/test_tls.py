@@ -10,6 +10,7 @@ import plistlib
 import socket
 import ssl
 import stat
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from node.config import build
+from node.config import build, load
 from node.errors import ConfigError
 from node.keys import TLS
 from node.tls.authority import TlsError, Wanted, issue, write_private
@@ -235,3 +236,8 @@ def test_nnode_run_serves_https_beside_http_and_invites_carry_the_fingerprint(sh
         assert fingerprint in node.cli("invite", "--unit", "1A")
     finally:
         node.stop()
+
+
+def test_the_appliance_serves_https_from_its_local_ca():
+    config = load(Path(__file__).parent.parent / "firmware" / "rootfs" / "etc" / "nnode" / "config.toml")
+    assert config.http.tls.mode == "local-ca" and config.http.tls.port == 8471
