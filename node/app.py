@@ -21,7 +21,7 @@ from node.config import Config
 from node.errors import NodeError
 from node.federation import lifecycle as federation
 from node.identity import load_key, node_id
-from node.keys import CAMERAS, CONFIG, DB, HUB, KEY, NAMES, PEERS, SCHEDULER, STARTED, STORE
+from node.keys import CAMERAS, CONFIG, DB, HUB, KEY, NAMES, PEERS, SCHEDULER, STARTED, STORE, TLS
 from node.names import Names
 from node.people import lifecycle as people
 from node.periodic import scheduler
@@ -30,6 +30,7 @@ from node.routes import add_routes, auth_middleware, error_middleware
 from node.safety import lifecycle as safety
 from node.schema import migrate_all
 from node.sharing import lifecycle as sharing
+from node.tls import lifecycle as tls
 from sync import Database, EventStore, PeerStore
 
 log = logging.getLogger("nnode")
@@ -77,6 +78,7 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
         appliance.lock_ctx,       # one node per data folder
         _database_ctx,            # the database, every component's tables, the event and peer stores
         _scheduler_ctx,           # periodic work
+        tls.ctx,                  # the HTTPS certificate (made, or the manager's checked) and its renewal
         people.ctx,               # claim code, accounts
         federation.engine_ctx,    # the sync engine (not yet syncing)
         safety.ctx,               # live feed, reports, SOS, alert feeds; relays new events to pages
@@ -103,18 +105,25 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, stop: asy
     PortUnavailable, before anything starts, if the HTTP port is taken."""
     host, port = config.http.host, config.http.port
     await asyncio.to_thread(check_port, host, port)
+    if config.http.tls.mode != "off":
+        await asyncio.to_thread(check_port, host, config.http.tls.port)
     app = create_app(config, await asyncio.to_thread(load_key, config.key_path))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     pinger: asyncio.Task[None] | None = None
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:   # taken between the check and now
-            raise unavailable(host, port, exc) from exc
+        sites = [(web.TCPSite(runner, host, port, reuse_address=True), port)]
+        if TLS in app:   # the same app over HTTPS, on a port of its own
+            sites.append((web.TCPSite(runner, host, app[TLS].port, ssl_context=app[TLS].context,
+                                      reuse_address=True), app[TLS].port))
+        for site, site_port in sites:
+            try:
+                await site.start()
+            except OSError as exc:   # taken between the check and now
+                raise unavailable(host, site_port, exc) from exc
         log.info("node serving", extra={"node": node_id(app[KEY]), "host": config.http.host,
-                                        "port": config.http.port})
+                                        "port": config.http.port,
+                                        "https_port": app[TLS].port if TLS in app else None})
         systemd.notify(f"READY=1\nSTATUS=serving on {config.http.host}:{config.http.port}")
         # Everything made at start-up lives as long as the process: keep it out of the collector's way, whose
         # full passes over it were the fan-out's worst pauses (bench/fanout.py).

@@ -35,6 +35,7 @@ from node.structs import (
     setting,
     struct_info,
 )
+from node.tls.settings import TlsSection
 from sync import normal_authority
 
 LOCAL_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
@@ -99,9 +100,10 @@ class HttpSection(Strict, frozen=True):
         "Seconds a client has to send a request's line and headers, from when it connects or its previous "
         "answer ended; a slower one is disconnected. It is also how long an idle connection is kept open.",
         ge=1, le=300, unit="seconds")] = 20
+    tls: TlsSection = msgspec.field(default_factory=TlsSection)
 
     def __post_init__(self) -> None:
-        """Every network parses; every name is a host or host:port."""
+        """Every network parses; every name is a host or host:port; HTTPS on a port of its own."""
         for key in ("local_networks", "metrics_networks"):
             try:
                 for network in getattr(self, key):
@@ -113,6 +115,11 @@ class HttpSection(Strict, frozen=True):
                 raise FieldError(f"names[{index}]")
         if self.url and normal_authority(urlsplit(self.url).netloc) is None:
             raise FieldError("url")
+        if self.tls.mode != "off" and self.tls.port == self.port:
+            raise FieldError("tls.port", "expected a port other than http.port (plain HTTP stays there)")
+        if self.tls.mode == "files" and not self.url.startswith("https://"):
+            raise FieldError("url", 'http.tls.mode = "files" needs http.url: the https:// address the certificate '
+                             'is for, like "https://node.example.org:8471"')
 
 
 class SosSection(Strict, frozen=True):
@@ -483,8 +490,16 @@ def load(path: Path | str | None) -> Config:
 
 
 def keys() -> list[str]:
-    """Every key of the config file as "section.key", in the example's order."""
-    return [f"{name}.{f.name}" for name, cls in _sections() for f in msgspec.structs.fields(cls)]
+    """Every key of the config file as "section.key" ("http.tls.mode" in a nested table), in the example's order."""
+    def of(prefix: str, cls: type[msgspec.Struct]) -> list[str]:
+        found: list[str] = []
+        for field in struct_info(cls).fields:
+            if isinstance(field.type, msgspec.inspect.StructType):
+                found += of(f"{prefix}.{field.name}", field.type.cls)
+            else:
+                found.append(f"{prefix}.{field.name}")
+        return found
+    return [key for name, cls in _sections() for key in of(name, cls)]
 
 
 def _toml_value(value: Any) -> str:
@@ -502,12 +517,23 @@ def render_example() -> str:
     out = ["# Neighborhood Node configuration. Every key is optional; the values shown are the defaults.",
            "# Generated from node/config.py (nnode config-example); a test keeps the two equal."]
     for name, cls in _sections():
-        out += ["", f"[{name}]"]
-        for field in struct_info(cls).fields:
-            help = typing.cast(msgspec.inspect.Metadata, field.type).extra_json_schema or {}
-            out.extend("# " + line for line in _wrap(help["description"]))
-            out.append(f"{field.name} = {_toml_value(field.default)}")
+        out += _table(name, cls)
     return "\n".join(out) + "\n"
+
+
+def _table(name: str, cls: type[msgspec.Struct]) -> list[str]:
+    """One [table] of the example; a field that is a table of its own ([http.tls]) follows its parent's keys."""
+    out, nested = ["", f"[{name}]"], []
+    for field in struct_info(cls).fields:
+        if isinstance(field.type, msgspec.inspect.StructType):
+            nested.append((f"{name}.{field.name}", field.type.cls))
+            continue
+        help = typing.cast(msgspec.inspect.Metadata, field.type).extra_json_schema or {}
+        out.extend("# " + line for line in _wrap(help["description"]))
+        out.append(f"{field.name} = {_toml_value(field.default)}")
+    for path, inner in nested:
+        out += _table(path, inner)
+    return out
 
 
 def _wrap(text: str, width: int = 110) -> list[str]:

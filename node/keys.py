@@ -28,11 +28,13 @@ from node.sharing.crosscheck import PeerCheck
 from node.sharing.desk import SharingDesk
 from node.sharing.heads import HeadBook
 from node.sharing.limits import AgencyLimits
+from node.tls.state import TlsState
 from sync import Database, EventStore, PeerStore, RateLimiter, ReplayCache, SyncEngine, SyncServer
 
 CONFIG = web.AppKey("config", Config)
 KEY = web.AppKey("key", nacl.signing.SigningKey)
 NAMES = web.AppKey("names", Names)                        # the Host names this node answers to
+TLS = web.AppKey("tls", TlsState)                         # the HTTPS certificate, when http.tls is on
 STARTED = web.AppKey("started", float)                    # time.time() when the app was made
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)     # periodic work of every feature (node/periodic.py)
 DB = web.AppKey("db", Database)

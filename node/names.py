@@ -32,7 +32,17 @@ def public_url(config: Config) -> str:
     return f"http://{_host_part(host)}:{config.http.port}"
 
 
-def _addresses() -> set[str]:
+def host_names(config: Config) -> set[str]:
+    """This host's own names (its name and name.local) and http.host when it is not a wildcard, lower case."""
+    hostname = socket.gethostname().lower()
+    names = {hostname, hostname.removesuffix(".local") + ".local"}
+    if config.http.host not in _WILDCARDS:
+        names.add(config.http.host.lower())
+    return names
+
+
+def host_addresses() -> set[str]:
+    """This host's addresses (every interface), as strings without a zone."""
     found = set()
     for adapter in ifaddr.get_adapters():
         for ip in adapter.ips:
@@ -48,22 +58,21 @@ class Names:
     """The authorities (`host:port`, as `sync.normal_authority` spells them) this node answers to.
 
     Always: localhost, 127.0.0.1, [::1], this host's name and name.local, `http.host` and this host's addresses
-    at `http.port`; then every `http.names` entry and the authority of `http.url`. The host's addresses are read
-    again (at most every REFRESH seconds) when a name is not found, so a new DHCP lease is picked up.
+    at `http.port` (and at `http.tls.port` when HTTPS is on); then every `http.names` entry and the authority of
+    `http.url`. The host's addresses are read again (at most every REFRESH seconds) when a name is not found, so a
+    new DHCP lease is picked up.
     """
 
     def __init__(self, config: Config) -> None:
-        port = config.http.port
-        hostname = socket.gethostname().lower()
-        hosts = {"localhost", "127.0.0.1", "::1", hostname, hostname.removesuffix(".local") + ".local"}
-        if config.http.host not in _WILDCARDS:
-            hosts.add(config.http.host)
-        fixed = {normal_authority(_host_part(host), port) for host in hosts}
-        fixed |= {normal_authority(name, port) for name in config.http.names}
+        # HTTPS (http.tls) serves the same routes on a port of its own: every name answers there too.
+        ports = (config.http.port,) + ((config.http.tls.port,) if config.http.tls.mode != "off" else ())
+        hosts = {"localhost", "127.0.0.1", "::1", *host_names(config)}
+        fixed = {normal_authority(_host_part(host), port) for host in hosts for port in ports}
+        fixed |= {normal_authority(name, port) for name in config.http.names for port in ports}
         if config.http.url:
             parts = urlsplit(config.http.url)
             fixed.add(normal_authority(parts.netloc, 443 if parts.scheme == "https" else 80))
-        self.port = port
+        self.ports = ports
         self._fixed = frozenset(name for name in fixed if name is not None)
         self._read = 0.0
         self._names = self._fixed
@@ -71,7 +80,7 @@ class Names:
 
     def _refresh(self) -> None:
         self._read = time.monotonic()
-        found = {normal_authority(_host_part(address), self.port) for address in _addresses()}
+        found = {normal_authority(_host_part(address), port) for address in host_addresses() for port in self.ports}
         self._names = self._fixed | {name for name in found if name is not None}
 
     def __contains__(self, authority: object) -> bool:

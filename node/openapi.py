@@ -78,6 +78,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/agency"): {"ok": [HTML]},
     ("GET", "/agency/{name}"): {"ok": [JS_CSS]},
     ("GET", "/api/openapi.json"): {"ok": [{"status": 200, "type": JSON, "schema": _obj("openapi", "paths")}]},
+    # HTTPS on the building's network (node/tls)
+    ("GET", "/api/tls"): {"ok": [_ok(("mode",), mode={"enum": ["off", "local-ca", "files"]}, port=INT, url=STR,
+                                     fingerprint=STR, ca=STR, profile=STR)]},
+    ("GET", "/tls/ca.der"): {"ok": [_raw("application/x-x509-ca-cert")]},
+    ("GET", "/tls/ca.mobileconfig"): {"ok": [_raw("application/x-apple-aspen-config")]},
+    ("GET", "/tls/probe"): {"ok": [{"status": 204}]},
     # people
     ("GET", "/api/session"): {"ok": [_ok(("claimed",), claimed=BOOL)]},
     ("POST", "/api/join"): {"ok": [_ok()]},
@@ -217,7 +223,10 @@ def _operation(route: Route, spec: dict[str, Any]) -> dict[str, Any]:
     for answer in [*spec["ok"], *spec.get("also", [])]:
         entry = responses.setdefault(str(answer["status"]), {"description": "success" if answer["status"] < 300
                                                              else "unavailable", "content": {}})
-        entry["content"][answer["type"]] = {"schema": answer["schema"]}
+        if "type" in answer:   # else an answer without a body (204)
+            entry["content"][answer["type"]] = {"schema": answer["schema"]}
+        else:
+            del entry["content"]
     responses["4XX"] = {"description": "refused: the error says what was wrong and where",
                         "content": {JSON: {"schema": ERROR}}}
     op["responses"] = responses

@@ -12,10 +12,13 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from string import Template
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from node.errors import NodeError, NotFound
+from node.keys import CONFIG, NAMES, TLS
+from sync import normal_authority
 
 WEB = Path(__file__).parent / "web"
 PARTIALS = WEB / "partials"
@@ -78,9 +81,22 @@ STATIC = frozenset(p.name for p in WEB.iterdir() if p.is_file() and p.suffix in 
                    and not p.name.startswith("."))
 
 
+def _csp(request: web.Request) -> str:
+    """The pages' policy; on plain HTTP with HTTPS on, it also lets the page probe the node's https address
+    (web/tls.js), named from the request's Host only when that is one of the node's names."""
+    tls, authority = request.app.get(TLS), normal_authority(request.host)
+    if tls is None or request.secure or authority is None or authority not in request.app[NAMES]:
+        return CSP
+    if tls.mode == "files":
+        origin = f"https://{urlsplit(request.app[CONFIG].http.url).netloc}"
+    else:
+        origin = f"https://{authority.rpartition(':')[0]}:{tls.port}"
+    return CSP.replace("connect-src 'self'", f"connect-src 'self' {origin}")
+
+
 def _page(request: web.Request, name: str) -> web.Response:
     body, etag = PAGES[name]
-    headers = HEADERS | {"Cache-Control": "no-cache"}
+    headers = HEADERS | {"Cache-Control": "no-cache", "Content-Security-Policy": _csp(request)}
     # no-cache makes browsers revalidate each visit; answering 304 keeps that as cheap as serving the file was.
     if any(tag.value in (etag, "*") for tag in request.if_none_match or ()):
         response = web.Response(status=304, headers=headers)
@@ -118,7 +134,7 @@ async def static(request: web.Request) -> web.StreamResponse:
     return _file(request, request.match_info["name"])
 
 
-AGENCY_FILES = frozenset({"agency.js", "app.css", "icon-192.png"})
+AGENCY_FILES = frozenset({"agency.js", "app.css", "icon-192.png", "tls.js"})
 
 
 async def agency_static(request: web.Request) -> web.StreamResponse:

@@ -40,6 +40,7 @@ from node.push import routes as push_routes
 from node.safety import routes as safety_routes
 from node.sharing import routes as sharing_routes
 from node.sharing.routes import check_agency
+from node.tls import routes as tls_routes
 from sync import RateLimited, SyncError
 
 log = logging.getLogger("nnode.http")
@@ -156,7 +157,8 @@ def route_table() -> list[Route]:
         Route("GET", "/agency/{name}", pages.agency_static, public),
     ]
     return [*core, *people_routes.routes(), *safety_routes.routes(), *camera_routes.routes(),
-            *sharing_routes.routes(), *federation_routes.routes(), *push_routes.routes()]
+            *sharing_routes.routes(), *federation_routes.routes(), *push_routes.routes(),
+            *tls_routes.routes()]
 
 
 def add_routes(app: web.Application) -> None:

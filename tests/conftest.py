@@ -26,7 +26,7 @@ from node.cli import initialise
 from node.config import build
 from node.federation.lifecycle import engine_ctx
 from node.identity import load_key
-from node.keys import ENGINE, KEY, PEERS, STORE
+from node.keys import ENGINE, KEY, PEERS, STORE, TLS
 from sync import sign_request
 
 # A failed push or pull is retried this soon in tests (the defaults, seconds, suit a real network).
@@ -113,6 +113,13 @@ class Node:
                   # The sharing flow after the cooling-off period; its own tests set one.
                   "agencies.cooling_off_seconds": 0}
         values.update(overrides)
+        # HTTPS (http.tls) on a second bound socket of its own, the same way.
+        tls = values.get("http.tls")
+        self._tls_sock = self.tls_port = None
+        if isinstance(tls, dict) and tls.get("mode", "off") != "off":
+            self._tls_sock = bound_socket() if not tls.get("port") else None
+            self.tls_port = self._tls_sock.getsockname()[1] if self._tls_sock is not None else tls["port"]
+            values["http.tls"] = tls | {"port": self.tls_port}
         self.config = build(values)
         self.name = name
         self.port = port
@@ -146,6 +153,9 @@ class Node:
         try:
             await self.runner.setup()
             await web.SockSite(self.runner, sock).start()
+            if self.tls_port is not None:
+                tls_sock, self._tls_sock = self._tls_sock or bound_socket(self.tls_port), None
+                await web.SockSite(self.runner, tls_sock, ssl_context=self.app[TLS].context).start()
         except BaseException:
             await self.stop()
             sock.close()
@@ -157,9 +167,10 @@ class Node:
         """Stop serving and release the port (safe to call twice, or on a node never started)."""
         if self.runner is not None:
             await self.runner.cleanup()   # closes the listening socket with the server
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        for held in (self._sock, self._tls_sock):
+            if held is not None:
+                held.close()
+        self._sock = self._tls_sock = None
         self.app = self.runner = None
 
     @property

@@ -50,6 +50,11 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/agency"): ALL,
     ("GET", "/agency/{name}"): ALL,
     ("GET", "/api/openapi.json"): ALL,
+    # HTTPS: what pages learn about it, the CA's downloads (no secret) and the probe
+    ("GET", "/api/tls"): ALL,
+    ("GET", "/tls/ca.der"): ALL,
+    ("GET", "/tls/ca.mobileconfig"): ALL,
+    ("GET", "/tls/probe"): ALL,
     ("GET", "/api/session"): ALL,
     ("POST", "/api/join"): LOCAL,
     ("POST", "/api/login"): LOCAL,

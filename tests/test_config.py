@@ -18,7 +18,8 @@ def test_example_file_loads_and_documents_every_key():
     text = (ROOT / "config.example.toml").read_text()
     assert text == render_example(), "config.example.toml is stale: run `nnode config-example > config.example.toml`"
     for key in keys():
-        assert f"\n{key.split('.', 1)[1]} = " in text, key
+        table, _, name = key.rpartition(".")
+        assert f"\n[{table}]\n" in text and f"\n{name} = " in text.split(f"\n[{table}]\n", 1)[1], key
 
 
 def test_config_is_frozen_and_typed(tmp_path):

@@ -17,7 +17,7 @@ from node.identity import node_id
 from node.keys import ACCOUNTS, CLAIMS, CONFIG, DB, ENGINE, FEEDS, HUB, KEY, NAMES, PEERS, REGISTRY, STARTED, STORE
 from node.names import public_url
 from node.people.models import InviteBody
-from node.people.routes import invite_payload
+from node.people.routes import ca_fingerprint, invite_payload
 from node.routes import error_middleware
 from node.safety.alerts import ALERT, manager_alert, remember_withdrawn
 from node.safety.alerts import import_alerts as publish_alerts
@@ -135,7 +135,7 @@ async def invite(request: web.Request) -> web.Response:
     node = request.app[NODE]
     body = body_of(await _body(request), InviteBody)   # the same body as POST /api/invites
     made = await node[ACCOUNTS].invite(body.unit, body.name)
-    return web.json_response(invite_payload(made, _lan_base(node)))
+    return web.json_response(invite_payload(made, _lan_base(node), ca_fingerprint(node)))
 
 
 async def admin_link(request: web.Request) -> web.Response:

@@ -18,6 +18,9 @@ async def cmd_invite(config: Config, args: argparse.Namespace) -> int:
     print(f"Invite for unit {made['unit']}{' (' + made['name'] + ')' if made['name'] else ''}, single use, "
           f"valid until {expires}\n  code: {made['code']}\n  link: {made['link']}\n"
           f"Scan on the building's Wi-Fi:\n{terminal_qr(made['link'])}")
+    if made.get("ca_fingerprint"):
+        print("The invite page offers the building's certificate for the secure (https) address; its SHA-256 "
+              f"fingerprint, for the resident to check:\n  {made['ca_fingerprint']}")
     return 0
 
 

@@ -21,7 +21,7 @@ from node.http import (
     read_body,
     session_of,
 )
-from node.keys import ACCOUNTS, CONFIG, HUB, SIGN_IN_LIMITER
+from node.keys import ACCOUNTS, CONFIG, HUB, SIGN_IN_LIMITER, TLS
 from node.names import public_url
 from node.people import setup
 from node.people.claim import SESSION_TTL, qr_svg
@@ -111,11 +111,19 @@ async def set_on_call(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def invite_payload(invite: Any, base: str) -> dict[str, Any]:
-    """An invite as shown once to the manager: code, link with the code in its fragment, and QR."""
+def ca_fingerprint(app: web.Application) -> str:
+    """The SHA-256 fingerprint of the node's local CA, printed on invites so residents can check what they
+    install; "" without one (http.tls.mode is not "local-ca")."""
+    state = app.get(TLS)
+    return state.fingerprint if state is not None and state.mode == "local-ca" else ""
+
+
+def invite_payload(invite: Any, base: str, fingerprint: str = "") -> dict[str, Any]:
+    """An invite as shown once to the manager: code, link with the code in its fragment, QR, and the fingerprint
+    of the certificate the resident installs for HTTPS (when the node has a local CA)."""
     link = f"{base}/join#code={invite.code}"
     return {"id": invite.id, "unit": invite.unit, "name": invite.name, "code": invite.code, "link": link,
-            "expires": invite.expires, "qr_svg": qr_svg(link).decode()}
+            "expires": invite.expires, "qr_svg": qr_svg(link).decode(), "ca_fingerprint": fingerprint}
 
 
 async def invites(request: web.Request) -> web.Response:
@@ -127,7 +135,8 @@ async def create_invite(request: web.Request) -> web.Response:
     """POST /api/invites {unit, name?}: a one-time invite (its code is shown this once)."""
     body = await read_body(request, InviteBody)
     invite = await request.app[ACCOUNTS].invite(body.unit, body.name)
-    return web.json_response({"ok": True, "invite": invite_payload(invite, base_url(request))})
+    return web.json_response({"ok": True, "invite": invite_payload(invite, base_url(request),
+                                                                   ca_fingerprint(request.app))})
 
 
 async def revoke_invite(request: web.Request) -> web.Response:

@@ -1,9 +1,11 @@
 // Agency portal: an agency picks its key file, asks the node for footage, follows its requests and downloads
-// bundles. Self-contained (the node serves only this script and app.css under /agency/).
+// bundles. Self-contained (the node serves only this script, tls.js and app.css under /agency/).
 //
 // The private key never leaves the page: it is read from the chosen file into WebCrypto (Ed25519), and every call
 // is signed here exactly as node/sharing/client.py signs it: the request document over its canonical JSON
 // (node/sharing/requests.py), each HTTP call with RFC 9421 (sync/_httpsig.py, tag "nnode-agency").
+
+import "./tls.js";   // on plain http: move to the https address once this device trusts it
 
 const TAG = "nnode-agency";
 const LABEL = "nnode";

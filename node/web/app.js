@@ -12,6 +12,7 @@ import { initResponder } from "./responder.js";
 import { RequestList } from "./sharing.js";
 import { initSos } from "./sos.js";
 import { initTimeline } from "./timeline.js";
+import "./tls.js";   // on plain http: move to the https address once this device trusts it
 
 const VIEWS = ["alerts", "timeline", "map", "report", "cameras", "requests", "sos"];
 const SIGNED_IN_ONLY = new Set(["timeline", "map", "report", "cameras", "requests", "sos"]);

@@ -262,12 +262,25 @@ export function notify(title, options = {}) {
 
 /** The "Enable notifications" button: asks for permission only when clicked, then hides itself. */
 export function wireNotifyButton(button, statusNode) {
+  // Browsers refuse notifications to a page on plain http (and report "denied" without asking): say so, and
+  // where to get the secure address, rather than blame settings the reader never changed.
+  if (!window.isSecureContext) {
+    button.hidden = true;
+    if (statusNode) {
+      statusNode.replaceChildren("Notifications need the node's secure (https) address. ",
+        el("a", { href: "/join#secure", dataset: { testid: "secure-setup-link" } }, "Set up the secure connection"),
+        " once on this device.");
+    }
+    return;
+  }
   if (!("Notification" in window)) return;
   const refresh = () => {
     const permission = Notification.permission;
     button.hidden = permission !== "default";
-    if (statusNode && permission === "denied") {
-      statusNode.textContent = "Notifications are blocked in this browser's settings.";
+    if (statusNode) {
+      statusNode.textContent = permission === "denied"
+        ? "Notifications are turned off for this site in this browser's settings (site settings, Notifications)."
+        : "";
     }
   };
   refresh();

@@ -1,6 +1,7 @@
 // Manager sign-in: by password, or automatically with a one-time link (#token=... from `nnode admin-link`).
 
 import { $, postJSON, setStatus } from "./common.js";
+import "./tls.js";   // on plain http: move to the https address once this device trusts it
 
 const form = $("login-form");
 const password = $("login-password");

@@ -145,6 +145,8 @@ export function initInvites() {
     link.textContent = invite.link || "";
     link.href = invite.link && /^https?:\/\//i.test(invite.link) ? invite.link : "/join";
     $("invite-expires").textContent = invite.expires ? `Valid until ${formatTime(invite.expires)}.` : "";
+    $("invite-fingerprint").textContent = invite.ca_fingerprint || "";
+    $("invite-fingerprint-line").hidden = !invite.ca_fingerprint;
     const qr = $("invite-qr");
     qr.replaceChildren();
     if (invite.qr_svg) {

@@ -8,6 +8,7 @@ import { initConsoleAlerts, initModeration, initPeers, initPostAlert } from "./m
 import { initInvites, initResidents, initSessions } from "./manage-people.js";
 import { initSharing } from "./manage-sharing.js";
 import { initResponder } from "./responder.js";
+import "./tls.js";   // on plain http: move to the https address once this device trusts it
 
 /** How Web Push to residents' locked phones is going: "no internet" when the push services are out of reach. */
 async function showPushDelivery() {

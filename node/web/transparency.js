@@ -8,6 +8,7 @@
 
 import { $, el, getJSON, loadSession, setStatus, svgEl, timeEl } from "./common.js";
 import { requestFacts } from "./sharing.js";
+import "./tls.js";   // on plain http: move to the https address once this device trusts it
 
 const LOG_PAGE = 50;
 const CHART_MONTHS = 12;
