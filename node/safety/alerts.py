@@ -26,6 +26,7 @@ from node.safety.cap import (
 from node.safety.geocodes import Geocodes, alert_applies
 from node.safety.live import ALL
 from node.safety.reports import REPORT, report_message
+from node.safety.signatures import STATUSES, UNSIGNED
 from sync import Event, EventStore, SyncEngine, require_fields
 
 log = logging.getLogger("nnode.alerts")
@@ -43,11 +44,13 @@ NO_CODES = Geocodes()
 def validate_alert(body: Any) -> None:
     """An alert event's body: {"cap": <alert in JSON form>}, valid CAP 1.2, of Public scope (events are what the
     neighborhood shares: a Restricted or Private alert is for its restriction or addresses, not for every node)."""
-    require_fields(body, {"cap": dict})
+    require_fields(body, {"cap": dict}, {"signature": str})
     try:
         check_alert_dict(body["cap"])
     except CapError as exc:
         raise ValueError(str(exc)) from exc
+    if body.get("signature", UNSIGNED) not in STATUSES:
+        raise ValueError(f"signature: {body['signature']!r} is not one of {', '.join(STATUSES)}")
     if (reason := not_public(body["cap"])) is not None:
         raise ValueError(reason)
 
@@ -200,8 +203,15 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
             continue
         if not alert_applies(alert, location, codes):
             continue
-        current.append({"event": event.id, "received": event.ts, "cap": alert})
+        current.append({"event": event.id, "received": event.ts, "cap": alert, "signature": _signature(event)})
     return sorted(current, key=lambda a: a["cap"]["sent"], reverse=True)
+
+
+def _signature(event: Event) -> str | None:
+    """What the alert's XML signature was found to be when this node's author took it in (signatures.STATUSES);
+    None for an alert that came as JSON (a manager's, an agency's), which the event's own signature covers."""
+    value = event.body_value().get("signature")
+    return value if isinstance(value, str) else None
 
 
 def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str) -> bytes:
@@ -261,7 +271,8 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
                 in_force = {a["event"] for a in await current_alerts(store, location=location, codes=codes,
                                                                      now=now)}
             if event.id in in_force:
-                messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert}, ALL))
+                messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert,
+                                           "signature": _signature(event)}, ALL))
     return messages
 
 

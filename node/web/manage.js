@@ -42,7 +42,7 @@ async function main() {
   // Several reports can arrive together (a peer sync); reload the queue once for the batch.
   const reloadModeration = debounce(() => moderation.load(), 800);
   connectLive({
-    alert(data) { alerts.upsert({ event: data.event, received: Date.now() / 1000, cap: data.cap }); },
+    alert(data) { alerts.upsert({ event: data.event, received: Date.now() / 1000, cap: data.cap, signature: data.signature }); },
     "alert-withdrawn"(data) { alerts.remove(data.event); },
     report() { reloadModeration(); },
     "report-moderated"() { reloadModeration(); },
