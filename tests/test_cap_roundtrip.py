@@ -17,9 +17,10 @@ from lxml import etree
 from signxml import XMLSigner, methods
 
 from node.config import FeedConfig
-from node.safety.alerts import current_alerts, import_alerts
+from node.safety.alerts import current_alerts
 from node.safety.cap import ATOM, NS, CapError, alert_to_element, check_alert_dict, parse_document
 from node.safety.feeds import poll_feed
+from node.safety.intake import import_alerts
 from tests.cap_samples import current, sample
 from tests.conftest import serving
 

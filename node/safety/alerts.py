@@ -21,13 +21,12 @@ from node.safety.cap import (
     alert_from_element,
     alert_to_element,
     check_alert_dict,
-    parse_document,
 )
 from node.safety.geocodes import Geocodes, alert_applies
 from node.safety.live import ALL
 from node.safety.reports import REPORT, report_message
 from node.safety.signatures import STATUSES, UNSIGNED
-from sync import Event, EventStore, SyncEngine, require_fields
+from sync import Event, EventStore, require_fields
 
 log = logging.getLogger("nnode.alerts")
 
@@ -100,21 +99,6 @@ def alert_expiry(alert: dict[str, Any], now: int) -> int:
     """When the alert's last info block expires (Unix seconds), or a day from now if none says."""
     stamps = [int(datetime.fromisoformat(i["expires"]).timestamp()) for i in alert["info"] if "expires" in i]
     return max(stamps) if stamps else now + DEFAULT_TTL
-
-
-async def import_alerts(engine: SyncEngine, document: bytes) -> list[Event]:
-    """Publish every alert in a CAP document (alert or feed) as a signed event; if one is expired or an Update or
-    Cancel of another sender's alert, the document is refused before any is published."""
-    now = int(time.time())
-    alerts = parse_document(document)
-    for alert in alerts:
-        expires = alert_expiry(alert, now)
-        if expires <= now:
-            raise CapError(f"alert {alert['identifier']}: already expired ({datetime.utcfromtimestamp(expires)} UTC)")
-        if (reason := refusal(alert)) is not None:
-            raise CapError(f"alert {alert['identifier']}: {reason}")
-    return [await engine.publish(ALERT, {"cap": alert}, ttl=min(alert_expiry(alert, now) - now, MAX_TTL))
-            for alert in alerts]
 
 
 COMPONENT = "alerts"   # its own migration counter (node/schema.py)
@@ -277,8 +261,9 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
 
 
 def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple[str, str] | None,
-                  now: int | None = None) -> dict[str, Any]:
-    """A CAP alert from the console's form, in the node's canonical form (raises CapError naming the field)."""
+                  now: int | None = None, sender: str | None = None) -> dict[str, Any]:
+    """A CAP alert from the console's form, in the node's canonical form (raises CapError naming the field); its
+    <sender> is the node's (`<key>@nnode.local`) unless `sender` is given (an agency's own identity)."""
     now = int(time.time()) if now is None else now
     if not isinstance(fields, dict):
         raise CapError("the alert must be a JSON object")
@@ -324,7 +309,7 @@ def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple
         lat, lon = (round(Decimal(value), 2) for value in location)
         area["circle"] = [f"{lat},{lon} {round(float(radius) + COARSE_SLACK_KM, 3):g}"]
     info["area"] = [area]
-    alert = {"identifier": f"urn:uuid:{uuid.uuid4()}", "sender": f"{node_key[:32]}@nnode.local",
+    alert = {"identifier": f"urn:uuid:{uuid.uuid4()}", "sender": sender or f"{node_key[:32]}@nnode.local",
              "sent": stamp(now), "status": "Actual", "msgType": "Alert", "scope": "Public", "references": [],
              "code": [], "info": [info]}
     return alert_from_element(_parse_xml(tostring(alert_to_element(alert))))

@@ -266,6 +266,14 @@ def _parse_xml(data: bytes) -> Element:
         raise CapError(f"not well-formed XML: {exc}") from exc
 
 
+def parse_alert(data: bytes) -> dict[str, Any]:
+    """One CAP 1.2 <alert> document (not a feed of them)."""
+    root = _parse_xml(data)
+    if root.tag != _tag("alert"):
+        raise CapError(f"document: expected one CAP 1.2 <alert>, found <{root.tag}>")
+    return alert_from_element(root)
+
+
 def parse_document(data: bytes) -> list[dict[str, Any]]:
     """Alerts from a CAP 1.2 alert, an Atom or RSS feed whose entries carry CAP alerts, or an IPAWS <alerts>."""
     root = _parse_xml(data)

@@ -16,10 +16,11 @@ from yarl import URL
 
 from node.config import AlertsSection, FeedConfig
 from node.errors import NodeError
-from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, alert_key, held_keys, refusal
+from node.safety.alerts import held_keys
 from node.safety.cap import CapError, _parse_xml, alert_from_element
 from node.safety.feed_documents import read_feed
-from node.safety.signatures import INVALID, UNSIGNED, load_certificate, signatures
+from node.safety.intake import publish_decided, triage
+from node.safety.signatures import load_certificate, signatures
 from sync import SyncEngine, SyncError
 
 log = logging.getLogger("nnode.alerts")
@@ -184,13 +185,6 @@ async def _certificate(source: FeedConfig) -> bytes | None:
         raise FeedError(f"{source.url}: {exc}") from exc
 
 
-def _allowed(alert: dict[str, Any], source: FeedConfig) -> str | None:
-    """Why an alert from this feed is not published, or None."""
-    if source.senders and alert["sender"] not in source.senders:
-        return f"sender {alert['sender']!r} is not one this feed publishes as (alerts.feeds senders)"
-    return refusal(alert)
-
-
 async def poll_feed(engine: SyncEngine, session: aiohttp.ClientSession, source: FeedConfig | str, *,
                     settings: AlertsSection, state: dict[str, Any]) -> PollResult:
     """Fetch a feed (or single alert) and publish the alerts this node does not hold yet.
@@ -214,25 +208,14 @@ async def poll_feed(engine: SyncEngine, session: aiohttp.ClientSession, source: 
     alerts = reading.alerts + await _linked(session, source, reading.links, settings=settings, state=links_state,
                                             result=result, certificate=certificate, outcomes=outcomes)
     result.found = len(alerts)
-    held = await held_keys(engine.store)
-    now = int(time.time())
-    for alert in alerts:
-        key = alert_key(alert)
-        signature, why = outcomes.get(key, (UNSIGNED, None))
-        if key in held:
+    decisions = triage(alerts, held=await held_keys(engine.store), outcomes=outcomes, senders=source.senders,
+                       certificate=str(source.certificate))
+    for decision in decisions:
+        if decision.outcome == "known":
             result.known += 1
-        elif (reason := _allowed(alert, source)) is not None:
-            result.skipped.append({"alert": alert["identifier"], "reason": reason})
-        elif signature == INVALID:
-            result.skipped.append({"alert": alert["identifier"], "reason": f"XML signature does not verify with "
-                                   f"the feed's certificate ({source.certificate}): {why}"})
-        elif (expires := alert_expiry(alert, now)) <= now:
-            result.skipped.append({"alert": alert["identifier"],
-                                   "reason": time.strftime("expired %Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))})
-        else:
-            await engine.publish(ALERT, {"cap": alert, "signature": signature}, ttl=min(expires - now, MAX_TTL))
-            held.add(key)
-            result.published += 1
+        elif decision.outcome == "skipped":
+            result.skipped.append({"alert": decision.alert["identifier"], "reason": str(decision.reason)})
+    result.published = len(await publish_decided(engine, decisions))
     # Remembered only now: a poll that failed part-way (publishing held, say) fetches the whole feed next time.
     state.clear()
     state.update(fetched.validators, links=links_state["links"])
