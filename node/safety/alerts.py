@@ -198,20 +198,65 @@ def _signature(event: Event) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str) -> bytes:
-    """An Atom feed with each alert's CAP XML as the entry content."""
+def languages(accept_language: str | None) -> list[str]:
+    """The languages of an Accept-Language header (RFC 9110), most wanted first; "*" and q=0 left out."""
+    ranked = []
+    for index, part in enumerate((accept_language or "")[:1000].split(",")[:32]):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        if tag and tag != "*" and quality > 0:
+            ranked.append((-quality, index, tag.strip().lower()))
+    return [tag for _, _, tag in sorted(ranked)]
+
+
+def pick_info(infos: list[dict[str, Any]], wanted: list[str]) -> dict[str, Any] | None:
+    """The <info> to show a reader who wants `wanted` languages: an exact match (es-US), then the same primary
+    language (es), then the first info (as node/web/alerts-view.js picks)."""
+    if not infos:
+        return None
+    for lang in wanted:
+        if (exact := next((i for i in infos if i["language"].lower() == lang), None)) is not None:
+            return exact
+    for lang in wanted:
+        primary = lang.split("-")[0]
+        if (close := next((i for i in infos if i["language"].lower().split("-")[0] == primary), None)) is not None:
+            return close
+    return infos[0]
+
+
+def _rfc3339(stamp: str) -> str:
+    """A CAP dateTime as RFC 3339 (Atom): the same instant and offset; UTC (CAP 1.2 writes it -00:00, which RFC 3339
+    reads as "local offset unknown") written Z, the form every Atom reader takes."""
+    return stamp[:-6] + "Z" if stamp[-6:] in ("-00:00", "+00:00") else stamp
+
+
+def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str, author: str,
+              wanted: list[str] | None = None) -> bytes:
+    """An RFC 4287 Atom feed with each alert's CAP XML as the entry content: feed and entries with id, title,
+    updated (RFC 3339) and author; titles in the reader's language where the alert has an info in it."""
     feed = Element(f"{{{ATOM}}}feed")
     SubElement(feed, f"{{{ATOM}}}title").text = title
     SubElement(feed, f"{{{ATOM}}}id").text = feed_id
-    SubElement(feed, f"{{{ATOM}}}updated").text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    newest = max((datetime.fromisoformat(a["cap"]["sent"]) for a in alerts), default=None)
+    SubElement(feed, f"{{{ATOM}}}updated").text = (
+        _rfc3339(newest.astimezone(timezone.utc).isoformat()) if newest is not None
+        else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    SubElement(SubElement(feed, f"{{{ATOM}}}author"), f"{{{ATOM}}}name").text = author
     for item in alerts:
         cap = item["cap"]
+        info = pick_info(cap["info"], wanted or [])
         entry = SubElement(feed, f"{{{ATOM}}}entry")
         SubElement(entry, f"{{{ATOM}}}id").text = f"urn:nnode:event:{item['event']}"
-        SubElement(entry, f"{{{ATOM}}}title").text = (cap["info"][0].get("headline") or cap["info"][0]["event"]
-                                                      if cap["info"] else cap["identifier"])
-        SubElement(entry, f"{{{ATOM}}}updated").text = datetime.fromisoformat(cap["sent"]).strftime(
-            "%Y-%m-%dT%H:%M:%S%z")
+        SubElement(entry, f"{{{ATOM}}}title").text = (info.get("headline") or info["event"] if info
+                                                      else cap["identifier"])
+        SubElement(entry, f"{{{ATOM}}}updated").text = _rfc3339(cap["sent"])
+        SubElement(SubElement(entry, f"{{{ATOM}}}author"), f"{{{ATOM}}}name").text = (
+            (info or {}).get("senderName") or cap["sender"])
         content = SubElement(entry, f"{{{ATOM}}}content", {"type": "application/cap+xml"})
         content.append(alert_to_element(cap))
     document: bytes = tostring(feed, encoding="utf-8", xml_declaration=True)  # typeshed: Any for an encoding
@@ -291,7 +336,7 @@ def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple
     if type(radius) not in (int, float) or not 0.1 <= radius <= 50:
         raise CapError("field 'radius_km' must be a number of kilometres from 0.1 to 50")
     def stamp(t: float) -> str:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S-00:00")   # CAP 1.2's UTC
 
     info: dict[str, Any] = {"language": "en-US", "category": [choice("category", CATEGORY, "Safety")],
                             "event": text("event", 100, required=True), "responseType": [],

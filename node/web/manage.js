@@ -4,7 +4,7 @@
 import { $, debounce, getJSON, loadSession, wireNotifyButton, wireSignOut } from "./common.js";
 import { connectLive } from "./live.js";
 import { initCameras } from "./manage-cameras.js";
-import { initConsoleAlerts, initModeration, initPeers, initPostAlert } from "./manage-content.js";
+import { initConsoleAlerts, initConsoleFeeds, initModeration, initPeers, initPostAlert } from "./manage-content.js";
 import { initInvites, initResidents, initSessions } from "./manage-people.js";
 import { initSharing } from "./manage-sharing.js";
 import { initResponder } from "./responder.js";
@@ -29,6 +29,7 @@ async function main() {
   const sessions = initSessions();
   const moderation = initModeration();
   const alerts = initConsoleAlerts();
+  const feeds = initConsoleFeeds();
   const peers = initPeers();
   const cameras = initCameras();
   initPostAlert(() => alerts.load());
@@ -36,7 +37,7 @@ async function main() {
   // The manager raises no SOS from the console, so no call here is "theirs" and every one rings.
   const responder = initResponder(session, () => false);
 
-  for (const section of [residents, invites, sessions, moderation, alerts, peers, cameras]) section.load();
+  for (const section of [residents, invites, sessions, moderation, alerts, feeds, peers, cameras]) section.load();
   responder.load(async () => (await getJSON("/api/sos")).calls || []);
 
   // Several reports can arrive together (a peer sync); reload the queue once for the batch.
