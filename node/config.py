@@ -253,6 +253,9 @@ class FeedConfig(Strict, frozen=True):
         "The CAP <sender>s this feed publishes as; an alert from any other is skipped. Empty: any sender.")] = ()
     link_hosts: Annotated[tuple[Host, ...], setting(
         "Hosts (host or host:port) linked CAP files may come from besides the feed's own.")] = ()
+    certificate: Annotated[Path | None, setting(
+        "PEM file of the X.509 certificate the feed's senders sign their CAP alerts with (XML-DSig): an alert "
+        "whose signature it does not verify is refused. None: signatures are kept as not checked.")] = None
 
 
 class AlertsSection(Strict, frozen=True):
@@ -260,9 +263,10 @@ class AlertsSection(Strict, frozen=True):
 
     feeds: Annotated[tuple[HttpUrl | FeedConfig, ...], setting(
         "CAP 1.2 sources polled on a schedule: a URL of one alert, of an Atom/RSS feed carrying, escaping or linking "
-        "to CAP files, or of an IPAWS-OPEN <alerts> feed; or a table {url, senders, link_hosts} naming the CAP "
-        "senders the feed may publish as and other hosts its links may point to. Alerts this node does not hold "
-        "yet are published as signed events.",
+        "to CAP files, or of an IPAWS-OPEN <alerts> feed; or a table {url, senders, link_hosts, certificate} naming "
+        "the CAP senders the feed may publish as, other hosts its links may point to, and the PEM certificate its "
+        "alerts' XML signatures must verify with. Alerts this node does not hold yet are published as signed "
+        "events.",
         expected='a list of distinct http:// or https:// URLs or {url = "...", senders = ["..."]} tables, like '
                  '["https://alerts.example.org/cap.atom"]')] = ()
     max_linked: Annotated[int, setting("Most CAP files one poll fetches from the links of an index feed; the rest "

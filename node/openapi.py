@@ -158,6 +158,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/agency/requests"): {"body": OBJ, "signed": AGENCY_SIGNED,
                                        "ok": [_ok(("request",), request=OBJ), _ok(("request",), 201, request=OBJ)]},
     ("POST", "/api/agency/alerts"): {"signed": AGENCY_SIGNED, "ok": [_ok(("event", "cap"), 201, event=STR, cap=OBJ)]},
+    # a CAP 1.2 alert as XML (application/cap+xml) or in its JSON form, sent as the agency itself
+    ("POST", "/api/agency/cap"): {"body": OBJ, "signed": AGENCY_SIGNED,
+                                  "ok": [_ok(("event", "cap"), 201, event=STR, cap=OBJ, signature=STR),
+                                         _ok(("event", "cap", "held"), event={"type": ["string", "null"]},
+                                             cap=OBJ, held=BOOL)]},
     ("GET", "/api/agency/requests"): {"signed": AGENCY_SIGNED, "ok": [_ok(("requests",), requests=LIST_OF())]},
     ("GET", "/api/agency/requests/{id}"): {"signed": AGENCY_SIGNED, "ok": [_ok(("request",), request=OBJ)]},
     ("GET", "/api/agency/bundles"): {"signed": AGENCY_SIGNED, "ok": [_ok(("bundles",), bundles=LIST_OF())]},

@@ -400,6 +400,12 @@ class SyncEngine:
 
     async def publish(self, kind: str, body: Any, *, ttl: int) -> Event:
         """Sign and store a new event by this node, then push it to every approved peer."""
+        [event] = await self.publish_many([(kind, body, ttl)])
+        return event
+
+    async def publish_many(self, items: Sequence[tuple[str, Any, int]]) -> list[Event]:
+        """Sign and store new events by this node, (kind, body, ttl) each, in one transaction (all are stored or
+        none: a body its kind refuses raises before anything is written), then push them."""
         if self._held:
             raise SyncError(f"{self._held}: this node publishes again once it has synced with every approved peer "
                             "(or, with none, once its manager runs `nnode resume-publishing`), so that it cannot "
@@ -407,15 +413,18 @@ class SyncEngine:
         async with self._ingest_lock:
             # From our own store only: a peer's word on our seqs is never taken (see _check_claims).
             seq = await self.store.next_seq(self.node_id)
-            event = create_event(self.key, self.registry, kind=kind, seq=seq, body=body, ttl=ttl)
-            if kind == TOMBSTONE:
-                target = await self.store.get(body["target"])
-                if target is None or target.author != self.node_id:
-                    raise SyncError(f"tombstone target {body['target'][:16]} is not an event of this node")
-            stored = await self.store.commit([event], [], "local")
+            events = [create_event(self.key, self.registry, kind=kind, seq=seq + i, body=body, ttl=ttl)
+                      for i, (kind, body, ttl) in enumerate(items)]
+            for event in events:
+                if event.kind == TOMBSTONE:
+                    target = await self.store.get(event.body_value()["target"])
+                    if target is None or target.author != self.node_id:
+                        raise SyncError(f"tombstone target {event.body_value()['target'][:16]} is not an event of "
+                                        "this node")
+            stored = await self.store.commit(events, [], "local")
         self.stats.stored += len(stored)
         self._distribute(stored, "local")
-        return event
+        return events
 
     async def delete(self, event_id: str) -> Event:
         """Publish a tombstone for one of this node's events; it outlives its target."""

@@ -7,9 +7,10 @@ import aiohttp
 import nacl.signing
 
 from node.config import FeedConfig
-from node.safety.alerts import current_alerts, import_alerts, live_messages
+from node.safety.alerts import current_alerts, live_messages
 from node.safety.cap import parse_document
 from node.safety.feeds import poll_feed
+from node.safety.intake import import_alerts
 from tests.cap_samples import current, sample
 from tests.conftest import serving, signed
 from tests.test_feed_shapes import ATOM_HEAD, KINGS, Publisher, body
@@ -66,8 +67,9 @@ async def test_an_update_or_cancel_of_another_senders_alert_is_not_imported(make
         async with session.post("http://node/control/alerts/import",
                                 data=reply(original, sender="prankster@example.org", msg_type="Update")) as resp:
             status, answer = resp.status, await resp.json()
-    assert status == 400
-    assert "only the original sender may update or cancel" in answer["error"]
+    assert status == 200 and answer["events"] == []
+    [entry] = answer["entries"]
+    assert entry["outcome"] == "skipped" and "only the original sender may update or cancel" in entry["reason"]
     assert await in_force(node) == [KINGS] and await node.store.count() == 1
 
 

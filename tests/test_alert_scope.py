@@ -5,11 +5,10 @@ import time
 
 import aiohttp
 import nacl.signing
-import pytest
 
-from node.safety.alerts import import_alerts
-from node.safety.cap import CapError, parse_document
+from node.safety.cap import parse_document
 from node.safety.feeds import poll_feed
+from node.safety.intake import import_alerts
 from tests.cap_samples import current, sample
 from tests.conftest import serving, signed
 from tests.test_feed_shapes import ATOM_HEAD, KINGS, Publisher, body
@@ -49,11 +48,12 @@ async def test_a_feed_publishes_only_its_public_alerts(make_node):
     assert b"Barclays" not in atom and b"oem-duty" not in atom
 
 
-async def test_a_restricted_alert_file_is_refused_on_import(make_node):
+async def test_a_restricted_alert_is_skipped_on_import(make_node):
     node = await make_node("t")
-    with pytest.raises(CapError, match="scope Restricted: only Public alerts"):
-        await import_alerts(node.engine, scoped(2, b"Restricted", RESTRICTION))
-    assert await node.store.count() == 0
+    imported = await import_alerts(node.engine, scoped(2, b"Restricted", RESTRICTION))
+    [entry] = imported.entries
+    assert entry["outcome"] == "skipped" and entry["reason"].startswith("scope Restricted: only Public alerts")
+    assert imported.events == [] and await node.store.count() == 0
 
 
 async def test_a_peer_cannot_share_a_private_alert(make_node):

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 import aiohttp
 
-from node.safety.alerts import current_alerts, import_alerts
+from node.safety.alerts import current_alerts
+from node.safety.intake import import_alerts
 from tests.cap_samples import current, sample
 from tests.conftest import wait_until
 from tests.test_alert_authority import NWS, reply
@@ -34,7 +35,7 @@ async def test_a_cancel_outlives_its_own_body_and_a_restart(make_node):
     node = await make_node("t")
     original = current(sample("nws_winter_storm_kings.xml"))     # in force for hours
     await import_alerts(node.engine, original)
-    [cancel] = await import_alerts(node.engine, short_lived_cancel(original))
+    [cancel] = (await import_alerts(node.engine, short_lived_cancel(original))).events
     assert await public_alerts(node) == []
 
     async def recorded() -> bool:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import aiohttp
 import nacl.signing
-import pytest
 
-from node.safety.alerts import current_alerts, import_alerts
-from node.safety.cap import CapError, parse_document
+from node.safety.alerts import current_alerts
+from node.safety.cap import parse_document
+from node.safety.intake import import_alerts
 from sync import canonical
 from tests.conftest import signed, wait_until
 from tests.test_rejections import event_line
@@ -37,7 +37,7 @@ async def test_imported_alert_federates_and_shows_where_it_applies(make_node):
     b = await make_node("b", **OUTSIDE)
     await a.approve(b)
     await b.approve(a)
-    [event] = await import_alerts(a.engine, fresh(SAMPLE))
+    [event] = (await import_alerts(a.engine, fresh(SAMPLE))).events
     await wait_until(lambda: _holds(b, event.id))
     here = await current_alerts(a.store, location=(38.47, -119.9))
     assert [x["cap"]["identifier"] for x in here] == ["KSTO1055887203"]
@@ -59,7 +59,7 @@ async def _holds(node, event_id):
 
 async def test_cancel_withdraws_what_it_references(make_node):
     a = await make_node("a", **INSIDE)
-    [event] = await import_alerts(a.engine, fresh(SAMPLE))
+    [event] = (await import_alerts(a.engine, fresh(SAMPLE))).events
     cap = event.body_value()["cap"]
     reference = f"{cap['sender']},{cap['identifier']},{cap['sent']}"
     cancel = fresh(SAMPLE.replace(b"KSTO1055887203", b"KSTO1055887299"), msg_type="Cancel", references=reference)
@@ -67,10 +67,11 @@ async def test_cancel_withdraws_what_it_references(make_node):
     assert await current_alerts(a.store, location=(38.47, -119.9)) == []
 
 
-async def test_expired_alerts_are_refused_on_import(make_node):
+async def test_expired_alerts_are_skipped_on_import(make_node):
     a = await make_node("a")
-    with pytest.raises(CapError, match="already expired"):
-        await import_alerts(a.engine, SAMPLE)          # expired in 2003
+    imported = await import_alerts(a.engine, SAMPLE)          # expired in 2003
+    assert [(e["outcome"], e["reason"][:18]) for e in imported.entries] == [("skipped", "expired 2003-06-17")]
+    assert await a.store.count() == 0
 
 
 async def test_a_peer_cannot_slip_in_an_invalid_alert(make_node):

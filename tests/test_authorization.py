@@ -116,6 +116,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/transparency/log"): SIGNED_IN,
     ("POST", "/api/agency/requests"): AGENCIES,
     ("POST", "/api/agency/alerts"): AGENCIES,
+    ("POST", "/api/agency/cap"): AGENCIES,
     ("GET", "/api/agency/requests"): AGENCIES,
     ("GET", "/api/agency/requests/{id}"): AGENCIES,
     ("GET", "/api/agency/bundles"): AGENCIES,

@@ -8,8 +8,9 @@ import pytest
 
 from node.config import load
 from node.errors import ConfigError
-from node.safety.alerts import import_alerts, live_messages
+from node.safety.alerts import live_messages
 from node.safety.geocodes import Geocodes
+from node.safety.intake import import_alerts
 from tests.cap_samples import current, sample
 
 KINGS = "urn:oid:2.49.0.1.840.0.0c5f2d3e7a1b9c8d6e4f3a2b1c0d9e8f7a6b5c4d.001.1"
@@ -30,7 +31,7 @@ async def test_a_zone_warning_without_a_polygon_reaches_the_county_it_names(make
     brooklyn = await make_node("bk", **BROOKLYN)
     buffalo = await make_node("buf", **BUFFALO)
     warning = current(sample("nws_winter_storm_kings.xml"))
-    [event] = await import_alerts(brooklyn.engine, warning)
+    [event] = (await import_alerts(brooklyn.engine, warning)).events
     await import_alerts(buffalo.engine, warning)
     assert await public_alerts(brooklyn) == [KINGS]
     assert await public_alerts(buffalo) == []

@@ -20,7 +20,7 @@ from node.people.models import InviteBody
 from node.people.routes import ca_fingerprint, invite_payload
 from node.routes import error_middleware
 from node.safety.alerts import ALERT, manager_alert, remember_withdrawn
-from node.safety.alerts import import_alerts as publish_alerts
+from node.safety.intake import import_alerts as publish_alerts
 from node.sharing.agencies import check_key
 from node.sharing.models import AgencyBody
 from node.sharing.routes import register, revoke
@@ -109,13 +109,14 @@ async def release(request: web.Request) -> web.Response:
 
 
 async def import_alerts(request: web.Request) -> web.Response:
-    """POST /control/alerts/import."""
+    """POST /control/alerts/import: each entry's outcome (published, already held, skipped and why)."""
     node = request.app[NODE]
     try:
-        events = await publish_alerts(node[ENGINE], await request.read())
+        imported = await publish_alerts(node[ENGINE], await request.read())
     except SyncError as exc:
         raise BadRequest(str(exc)) from exc
-    return web.json_response([event_json(e) for e in events])
+    return web.json_response({"shape": imported.shape, "entries": imported.entries,
+                              "events": [event_json(e) for e in imported.events]})
 
 
 async def feeds(request: web.Request) -> web.Response:

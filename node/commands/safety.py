@@ -16,12 +16,12 @@ from node.config import Config
 from node.errors import NodeError, NotInitialised
 
 
-async def _import_alerts(config: Config, file: str) -> None:
+async def _import_alerts(config: Config, file: str) -> int:
     try:
         document = await asyncio.to_thread(Path(file).read_bytes)
     except OSError as exc:
         raise NodeError(f"{file}: {exc}") from exc
-    if not config.control_socket.exists():
+    if not await asyncio.to_thread(config.control_socket.exists):
         raise NotInitialised("the node is not running; start it with `nnode run`")
     connector = aiohttp.UnixConnector(path=str(config.control_socket))
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -29,16 +29,33 @@ async def _import_alerts(config: Config, file: str) -> None:
             value = await resp.json(content_type=None)
     if resp.status >= 400:
         raise NodeError(f"{file}: {value.get('error')}")
-    for event in value:
-        cap = event["body"]["cap"]
-        print(f"published {cap['msgType']} {cap['identifier']} from {cap['sender']} as event {event['id'][:16]}")
+    for line in import_lines(value):
+        print(line)
+    return 1 if any(entry["outcome"] == "skipped" for entry in value["entries"]) else 0
+
+
+def import_lines(value: dict[str, Any]) -> list[str]:
+    """What `nnode alerts import` prints: one line per entry (published, already held, skipped and why), then a
+    count."""
+    lines = []
+    for entry in value["entries"]:
+        name = entry.get("alert") or entry.get("entry")
+        if entry["outcome"] == "published":
+            lines.append(f"published {name} as event {entry['event'][:16]}")
+        elif entry["outcome"] == "already held":
+            lines.append(f"already held {name}: nothing changed")
+        else:
+            lines.append(f"skipped {name}: {entry['reason']}")
+    counts = {outcome: sum(e["outcome"] == outcome for e in value["entries"])
+              for outcome in ("published", "already held", "skipped")}
+    lines.append(f"{value['shape']}: " + ", ".join(f"{n} {outcome}" for outcome, n in counts.items()))
+    return lines
 
 
 async def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
     """Import CAP alerts from a file, or list those in force."""
     if args.action == "import":
-        await _import_alerts(config, args.file)
-        return 0
+        return await _import_alerts(config, args.file)
     for event in await control(config, "GET", "/control/events?kind=alert&limit=200"):
         cap = event["body"]["cap"] if event["body"] else None
         if cap:

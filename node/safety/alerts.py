@@ -21,12 +21,12 @@ from node.safety.cap import (
     alert_from_element,
     alert_to_element,
     check_alert_dict,
-    parse_document,
 )
 from node.safety.geocodes import Geocodes, alert_applies
 from node.safety.live import ALL
 from node.safety.reports import REPORT, report_message
-from sync import Event, EventStore, SyncEngine, require_fields
+from node.safety.signatures import STATUSES, UNSIGNED
+from sync import Event, EventStore, require_fields
 
 log = logging.getLogger("nnode.alerts")
 
@@ -43,11 +43,13 @@ NO_CODES = Geocodes()
 def validate_alert(body: Any) -> None:
     """An alert event's body: {"cap": <alert in JSON form>}, valid CAP 1.2, of Public scope (events are what the
     neighborhood shares: a Restricted or Private alert is for its restriction or addresses, not for every node)."""
-    require_fields(body, {"cap": dict})
+    require_fields(body, {"cap": dict}, {"signature": str})
     try:
         check_alert_dict(body["cap"])
     except CapError as exc:
         raise ValueError(str(exc)) from exc
+    if body.get("signature", UNSIGNED) not in STATUSES:
+        raise ValueError(f"signature: {body['signature']!r} is not one of {', '.join(STATUSES)}")
     if (reason := not_public(body["cap"])) is not None:
         raise ValueError(reason)
 
@@ -97,21 +99,6 @@ def alert_expiry(alert: dict[str, Any], now: int) -> int:
     """When the alert's last info block expires (Unix seconds), or a day from now if none says."""
     stamps = [int(datetime.fromisoformat(i["expires"]).timestamp()) for i in alert["info"] if "expires" in i]
     return max(stamps) if stamps else now + DEFAULT_TTL
-
-
-async def import_alerts(engine: SyncEngine, document: bytes) -> list[Event]:
-    """Publish every alert in a CAP document (alert or feed) as a signed event; if one is expired or an Update or
-    Cancel of another sender's alert, the document is refused before any is published."""
-    now = int(time.time())
-    alerts = parse_document(document)
-    for alert in alerts:
-        expires = alert_expiry(alert, now)
-        if expires <= now:
-            raise CapError(f"alert {alert['identifier']}: already expired ({datetime.utcfromtimestamp(expires)} UTC)")
-        if (reason := refusal(alert)) is not None:
-            raise CapError(f"alert {alert['identifier']}: {reason}")
-    return [await engine.publish(ALERT, {"cap": alert}, ttl=min(alert_expiry(alert, now) - now, MAX_TTL))
-            for alert in alerts]
 
 
 COMPONENT = "alerts"   # its own migration counter (node/schema.py)
@@ -200,24 +187,76 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
             continue
         if not alert_applies(alert, location, codes):
             continue
-        current.append({"event": event.id, "received": event.ts, "cap": alert})
+        current.append({"event": event.id, "received": event.ts, "cap": alert, "signature": _signature(event)})
     return sorted(current, key=lambda a: a["cap"]["sent"], reverse=True)
 
 
-def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str) -> bytes:
-    """An Atom feed with each alert's CAP XML as the entry content."""
+def _signature(event: Event) -> str | None:
+    """What the alert's XML signature was found to be when this node's author took it in (signatures.STATUSES);
+    None for an alert that came as JSON (a manager's, an agency's), which the event's own signature covers."""
+    value = event.body_value().get("signature")
+    return value if isinstance(value, str) else None
+
+
+def languages(accept_language: str | None) -> list[str]:
+    """The languages of an Accept-Language header (RFC 9110), most wanted first; "*" and q=0 left out."""
+    ranked = []
+    for index, part in enumerate((accept_language or "")[:1000].split(",")[:32]):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        if tag and tag != "*" and quality > 0:
+            ranked.append((-quality, index, tag.strip().lower()))
+    return [tag for _, _, tag in sorted(ranked)]
+
+
+def pick_info(infos: list[dict[str, Any]], wanted: list[str]) -> dict[str, Any] | None:
+    """The <info> to show a reader who wants `wanted` languages: an exact match (es-US), then the same primary
+    language (es), then the first info (as node/web/alerts-view.js picks)."""
+    if not infos:
+        return None
+    for lang in wanted:
+        if (exact := next((i for i in infos if i["language"].lower() == lang), None)) is not None:
+            return exact
+    for lang in wanted:
+        primary = lang.split("-")[0]
+        if (close := next((i for i in infos if i["language"].lower().split("-")[0] == primary), None)) is not None:
+            return close
+    return infos[0]
+
+
+def _rfc3339(stamp: str) -> str:
+    """A CAP dateTime as RFC 3339 (Atom): the same instant and offset; UTC (CAP 1.2 writes it -00:00, which RFC 3339
+    reads as "local offset unknown") written Z, the form every Atom reader takes."""
+    return stamp[:-6] + "Z" if stamp[-6:] in ("-00:00", "+00:00") else stamp
+
+
+def atom_feed(alerts: list[dict[str, Any]], *, title: str, feed_id: str, author: str,
+              wanted: list[str] | None = None) -> bytes:
+    """An RFC 4287 Atom feed with each alert's CAP XML as the entry content: feed and entries with id, title,
+    updated (RFC 3339) and author; titles in the reader's language where the alert has an info in it."""
     feed = Element(f"{{{ATOM}}}feed")
     SubElement(feed, f"{{{ATOM}}}title").text = title
     SubElement(feed, f"{{{ATOM}}}id").text = feed_id
-    SubElement(feed, f"{{{ATOM}}}updated").text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    newest = max((datetime.fromisoformat(a["cap"]["sent"]) for a in alerts), default=None)
+    SubElement(feed, f"{{{ATOM}}}updated").text = (
+        _rfc3339(newest.astimezone(timezone.utc).isoformat()) if newest is not None
+        else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    SubElement(SubElement(feed, f"{{{ATOM}}}author"), f"{{{ATOM}}}name").text = author
     for item in alerts:
         cap = item["cap"]
+        info = pick_info(cap["info"], wanted or [])
         entry = SubElement(feed, f"{{{ATOM}}}entry")
         SubElement(entry, f"{{{ATOM}}}id").text = f"urn:nnode:event:{item['event']}"
-        SubElement(entry, f"{{{ATOM}}}title").text = (cap["info"][0].get("headline") or cap["info"][0]["event"]
-                                                      if cap["info"] else cap["identifier"])
-        SubElement(entry, f"{{{ATOM}}}updated").text = datetime.fromisoformat(cap["sent"]).strftime(
-            "%Y-%m-%dT%H:%M:%S%z")
+        SubElement(entry, f"{{{ATOM}}}title").text = (info.get("headline") or info["event"] if info
+                                                      else cap["identifier"])
+        SubElement(entry, f"{{{ATOM}}}updated").text = _rfc3339(cap["sent"])
+        SubElement(SubElement(entry, f"{{{ATOM}}}author"), f"{{{ATOM}}}name").text = (
+            (info or {}).get("senderName") or cap["sender"])
         content = SubElement(entry, f"{{{ATOM}}}content", {"type": "application/cap+xml"})
         content.append(alert_to_element(cap))
     document: bytes = tostring(feed, encoding="utf-8", xml_declaration=True)  # typeshed: Any for an encoding
@@ -261,13 +300,15 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
                 in_force = {a["event"] for a in await current_alerts(store, location=location, codes=codes,
                                                                      now=now)}
             if event.id in in_force:
-                messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert}, ALL))
+                messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert,
+                                           "signature": _signature(event)}, ALL))
     return messages
 
 
 def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple[str, str] | None,
-                  now: int | None = None) -> dict[str, Any]:
-    """A CAP alert from the console's form, in the node's canonical form (raises CapError naming the field)."""
+                  now: int | None = None, sender: str | None = None) -> dict[str, Any]:
+    """A CAP alert from the console's form, in the node's canonical form (raises CapError naming the field); its
+    <sender> is the node's (`<key>@nnode.local`) unless `sender` is given (an agency's own identity)."""
     now = int(time.time()) if now is None else now
     if not isinstance(fields, dict):
         raise CapError("the alert must be a JSON object")
@@ -295,7 +336,7 @@ def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple
     if type(radius) not in (int, float) or not 0.1 <= radius <= 50:
         raise CapError("field 'radius_km' must be a number of kilometres from 0.1 to 50")
     def stamp(t: float) -> str:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S-00:00")   # CAP 1.2's UTC
 
     info: dict[str, Any] = {"language": "en-US", "category": [choice("category", CATEGORY, "Safety")],
                             "event": text("event", 100, required=True), "responseType": [],
@@ -313,7 +354,7 @@ def manager_alert(fields: Any, *, node_key: str, node_name: str, location: tuple
         lat, lon = (round(Decimal(value), 2) for value in location)
         area["circle"] = [f"{lat},{lon} {round(float(radius) + COARSE_SLACK_KM, 3):g}"]
     info["area"] = [area]
-    alert = {"identifier": f"urn:uuid:{uuid.uuid4()}", "sender": f"{node_key[:32]}@nnode.local",
+    alert = {"identifier": f"urn:uuid:{uuid.uuid4()}", "sender": sender or f"{node_key[:32]}@nnode.local",
              "sent": stamp(now), "status": "Actual", "msgType": "Alert", "scope": "Public", "references": [],
              "code": [], "info": [info]}
     return alert_from_element(_parse_xml(tostring(alert_to_element(alert))))

@@ -7,6 +7,8 @@ dict (strings and lists only, so it can travel in a signed event: coordinates st
 
 from __future__ import annotations
 
+import binascii
+import hashlib
 import math
 import re
 from datetime import datetime
@@ -35,6 +37,13 @@ CERTAINTY = ("Observed", "Likely", "Possible", "Unlikely", "Unknown")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}\Z")
 _POINT = re.compile(r"(-?\d{1,2}(?:\.\d+)?),(-?\d{1,3}(?:\.\d+)?)\Z")
 _FORBIDDEN_ID_CHARS = re.compile(r"[\s,<&]")
+_DECIMAL = re.compile(r"-?\d{1,9}(?:\.\d{1,9})?\Z")
+_INTEGER = re.compile(r"\d{1,12}\Z")
+_SHA1 = re.compile(r"[0-9a-fA-F]{40}\Z")
+# A resource carried inline (derefUri, base64) rides in a signed event, whose limit is 64 KiB: a bigger one is refused
+# (the publisher's uri still names it).
+MAX_DEREF_CHARS = 32 * 1024
+DSIG = "http://www.w3.org/2000/09/xmldsig#"
 
 
 class CapError(BadRequest):
@@ -156,25 +165,53 @@ def _info(element: Element, path: str) -> dict[str, Any]:
             info[name] = value
     info["eventCode"] = _pairs(element, "eventCode", path)
     info["parameter"] = _pairs(element, "parameter", path)
-    resources = []
-    for i, resource in enumerate(element.findall(_tag("resource"))):
-        where = f"{path}/resource[{i + 1}]"
-        item = {"resourceDesc": _text(resource, "resourceDesc", where, required=True),
-                "mimeType": _text(resource, "mimeType", where, required=True)}
-        for name in ("size", "uri", "digest"):
-            if (value := _text(resource, name, where)) is not None:
-                item[name] = value
-        resources.append(item)
-    info["resource"] = resources
-    areas = []
-    for i, area in enumerate(element.findall(_tag("area"))):
-        where = f"{path}/area[{i + 1}]"
-        areas.append({"areaDesc": _text(area, "areaDesc", where, required=True),
-                      "polygon": [_polygon(p, f"{where}/polygon") for p in _texts(area, "polygon")],
-                      "circle": [_circle(c, f"{where}/circle") for c in _texts(area, "circle")],
-                      "geocode": _pairs(area, "geocode", where)})
-    info["area"] = areas
+    info["resource"] = [_resource(resource, f"{path}/resource[{i + 1}]")
+                        for i, resource in enumerate(element.findall(_tag("resource")))]
+    info["area"] = [_area(area, f"{path}/area[{i + 1}]") for i, area in enumerate(element.findall(_tag("area")))]
     return info
+
+
+def _resource(resource: Element, where: str) -> dict[str, str]:
+    """A <resource>: its size an integer, its derefUri base64 within MAX_DEREF_CHARS, its digest a SHA-1 that, with a
+    derefUri, must be the SHA-1 of the content (CAP 1.2 section 3.2.3)."""
+    item = {"resourceDesc": _text(resource, "resourceDesc", where, required=True),
+            "mimeType": _text(resource, "mimeType", where, required=True)}
+    for name in ("size", "uri", "derefUri", "digest"):
+        if (value := _text(resource, name, where)) is not None:
+            item[name] = value
+    if "size" in item and not _INTEGER.match(item["size"]):
+        raise CapError(f"{where}/size: {item['size']!r} is not a whole number of bytes")
+    if "digest" in item and not _SHA1.match(item["digest"]):
+        raise CapError(f"{where}/digest: {item['digest']!r} is not a SHA-1 digest (40 hexadecimal digits)")
+    if "derefUri" in item:
+        encoded = "".join(item["derefUri"].split())
+        if len(encoded) > MAX_DEREF_CHARS:
+            raise CapError(f"{where}/derefUri: {len(encoded)} characters of base64, the limit is {MAX_DEREF_CHARS}")
+        try:
+            content = binascii.a2b_base64(encoded, strict_mode=True)
+        except binascii.Error as exc:
+            raise CapError(f"{where}/derefUri: not base64 ({exc})") from exc
+        if "digest" in item and hashlib.sha1(content).hexdigest() != item["digest"].lower():
+            raise CapError(f"{where}/digest: {item['digest']} is not the SHA-1 of the derefUri content "
+                           f"({hashlib.sha1(content).hexdigest()})")
+        item["derefUri"] = encoded
+    return item
+
+
+def _area(area: Element, where: str) -> dict[str, Any]:
+    """An <area>: shapes, codes, and altitude and ceiling (decimal feet; a ceiling only with an altitude)."""
+    item: dict[str, Any] = {"areaDesc": _text(area, "areaDesc", where, required=True),
+                            "polygon": [_polygon(p, f"{where}/polygon") for p in _texts(area, "polygon")],
+                            "circle": [_circle(c, f"{where}/circle") for c in _texts(area, "circle")],
+                            "geocode": _pairs(area, "geocode", where)}
+    for name in ("altitude", "ceiling"):
+        if (value := _text(area, name, where)) is not None:
+            if not _DECIMAL.match(value):
+                raise CapError(f"{where}/{name}: {value!r} is not a number of feet")
+            item[name] = value
+    if "ceiling" in item and "altitude" not in item:
+        raise CapError(f"{where}/ceiling: allowed only with an altitude (CAP 1.2)")
+    return item
 
 
 def alert_from_element(root: Element, path: str = "alert") -> dict[str, Any]:
@@ -227,6 +264,14 @@ def _parse_xml(data: bytes) -> Element:
         raise CapError(f"document refused: {exc.__class__.__name__} (DTDs and entities are not accepted)") from exc
     except SafeET.ParseError as exc:
         raise CapError(f"not well-formed XML: {exc}") from exc
+
+
+def parse_alert(data: bytes) -> dict[str, Any]:
+    """One CAP 1.2 <alert> document (not a feed of them)."""
+    root = _parse_xml(data)
+    if root.tag != _tag("alert"):
+        raise CapError(f"document: expected one CAP 1.2 <alert>, found <{root.tag}>")
+    return alert_from_element(root)
 
 
 def parse_document(data: bytes) -> list[dict[str, Any]]:
@@ -323,7 +368,7 @@ def alert_to_element(alert: dict[str, Any]) -> Element:
         _sub_pairs(element, "parameter", info.get("parameter", []))
         for resource in info.get("resource", []):
             item = SubElement(element, _tag("resource"))
-            for name in ("resourceDesc", "mimeType", "size", "uri", "digest"):
+            for name in ("resourceDesc", "mimeType", "size", "uri", "derefUri", "digest"):
                 if name in resource:
                     _sub(item, name, resource[name])
         for area in info.get("area", []):
@@ -334,6 +379,9 @@ def alert_to_element(alert: dict[str, Any]) -> Element:
             for circle in area.get("circle", []):
                 _sub(item, "circle", circle)
             _sub_pairs(item, "geocode", area.get("geocode", []))
+            for name in ("altitude", "ceiling"):
+                if name in area:
+                    _sub(item, name, area[name])
     return root
 
 

@@ -16,9 +16,11 @@ from yarl import URL
 
 from node.config import AlertsSection, FeedConfig
 from node.errors import NodeError
-from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, alert_key, held_keys, refusal
+from node.safety.alerts import held_keys
 from node.safety.cap import CapError, _parse_xml, alert_from_element
 from node.safety.feed_documents import read_feed
+from node.safety.intake import publish_decided, triage
+from node.safety.signatures import load_certificate, signatures
 from sync import SyncEngine, SyncError
 
 log = logging.getLogger("nnode.alerts")
@@ -130,9 +132,10 @@ def link_allowed(link: URL, feed: URL, hosts: Iterable[str]) -> bool:
 
 
 async def _linked(session: aiohttp.ClientSession, source: FeedConfig, links: list[tuple[str, str]], *,
-                  settings: AlertsSection, state: dict[str, Any], result: PollResult) -> list[dict[str, Any]]:
-    """The alerts of the CAP files an index feed links to (each fetched with the feed's bounds); `state["links"]`
-    holds each file's validators, so an unchanged file costs a 304."""
+                  settings: AlertsSection, state: dict[str, Any], result: PollResult, certificate: bytes | None,
+                  outcomes: dict[str, tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """The alerts of the CAP files an index feed links to (each fetched with the feed's bounds), their signatures'
+    outcomes added to `outcomes`; `state["links"]` holds each file's validators, so an unchanged file costs a 304."""
     feed = URL(source.url)
     before: dict[str, dict[str, str]] = state.get("links", {})
     after: dict[str, dict[str, str]] = {}
@@ -159,6 +162,7 @@ async def _linked(session: aiohttp.ClientSession, source: FeedConfig, links: lis
                 continue
             root = _parse_xml(fetched.body)
             alerts.append(alert_from_element(root, f"{entry} -> {url[:200]}"))
+            outcomes.update(await asyncio.to_thread(signatures, fetched.body, certificate))
             after[url] = fetched.validators
         except (FeedError, CapError) as exc:
             result.skipped.append({"entry": entry, "reason": str(exc) if str(exc).startswith(url) else
@@ -167,11 +171,18 @@ async def _linked(session: aiohttp.ClientSession, source: FeedConfig, links: lis
     return alerts
 
 
-def _allowed(alert: dict[str, Any], source: FeedConfig) -> str | None:
-    """Why an alert from this feed is not published, or None."""
-    if source.senders and alert["sender"] not in source.senders:
-        return f"sender {alert['sender']!r} is not one this feed publishes as (alerts.feeds senders)"
-    return refusal(alert)
+async def _certificate(source: FeedConfig) -> bytes | None:
+    """The feed's configured certificate, read for this poll (a file that cannot be read fails the poll, visibly)."""
+    if source.certificate is None:
+        return None
+    path = source.certificate
+    try:
+        pem = await asyncio.to_thread(path.read_bytes)
+        return load_certificate(pem, str(path))
+    except OSError as exc:
+        raise FeedError(f"{source.url}: its certificate {path} cannot be read: {exc.strerror}") from exc
+    except CapError as exc:
+        raise FeedError(f"{source.url}: {exc}") from exc
 
 
 async def poll_feed(engine: SyncEngine, session: aiohttp.ClientSession, source: FeedConfig | str, *,
@@ -191,25 +202,20 @@ async def poll_feed(engine: SyncEngine, session: aiohttp.ClientSession, source: 
         return result
     reading = read_feed(fetched.body)
     result.shape, result.entries, result.skipped = reading.shape, reading.entries, reading.skipped
+    certificate = await _certificate(source)
+    outcomes = await asyncio.to_thread(signatures, fetched.body, certificate)
     links_state: dict[str, Any] = {"links": state.get("links", {})}
     alerts = reading.alerts + await _linked(session, source, reading.links, settings=settings, state=links_state,
-                                            result=result)
+                                            result=result, certificate=certificate, outcomes=outcomes)
     result.found = len(alerts)
-    held = await held_keys(engine.store)
-    now = int(time.time())
-    for alert in alerts:
-        key = alert_key(alert)
-        if key in held:
+    decisions = triage(alerts, held=await held_keys(engine.store), outcomes=outcomes, senders=source.senders,
+                       certificate=str(source.certificate))
+    for decision in decisions:
+        if decision.outcome == "known":
             result.known += 1
-        elif (reason := _allowed(alert, source)) is not None:
-            result.skipped.append({"alert": alert["identifier"], "reason": reason})
-        elif (expires := alert_expiry(alert, now)) <= now:
-            result.skipped.append({"alert": alert["identifier"],
-                                   "reason": time.strftime("expired %Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))})
-        else:
-            await engine.publish(ALERT, {"cap": alert}, ttl=min(expires - now, MAX_TTL))
-            held.add(key)
-            result.published += 1
+        elif decision.outcome == "skipped":
+            result.skipped.append({"alert": decision.alert["identifier"], "reason": str(decision.reason)})
+    result.published = len(await publish_decided(engine, decisions))
     # Remembered only now: a poll that failed part-way (publishing held, say) fetches the whole feed next time.
     state.clear()
     state.update(fetched.validators, links=links_state["links"])

@@ -25,7 +25,16 @@ from node.http import (
 from node.identity import node_id
 from node.keys import BASEMAP, CAMERAS, CONFIG, ENGINE, FEEDS, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
 from node.people.accounts import Session
-from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, atom_feed, current_alerts, manager_alert
+from node.safety.alerts import (
+    ALERT,
+    MAX_TTL,
+    alert_expiry,
+    atom_feed,
+    current_alerts,
+    languages,
+    manager_alert,
+    pick_info,
+)
 from node.safety.basemap import serve_tile
 from node.safety.cap import CapError
 from node.safety.geocodes import Geocodes
@@ -252,8 +261,9 @@ async def timeline(request: web.Request) -> web.Response:
         raise BadRequest("limit must be a number") from None
     items: list[dict[str, Any]] = []
     if "alert" in types:
+        wanted = languages(request.headers.get("Accept-Language"))
         for alert in await _in_force(app):
-            info = alert["cap"]["info"][0] if alert["cap"]["info"] else {}
+            info = pick_info(alert["cap"]["info"], wanted) or {}
             items.append({"type": "alert", "time": alert["received"], "id": alert["event"],
                           "title": info.get("headline") or info.get("event") or alert["cap"]["identifier"],
                           "summary": f"{info.get('severity', '')} · {info.get('senderName', alert['cap']['sender'])}",
@@ -312,8 +322,9 @@ async def map_data(request: web.Request) -> web.Response:
             lat, lon = where
             peers.append({"name": peer.name, "key": peer.key, "lat": lat, "lon": lon, "state": peer.state})
     areas = []
+    wanted = languages(request.headers.get("Accept-Language"))
     for alert in await _in_force(app):
-        for info in alert["cap"]["info"][:1]:
+        if (info := pick_info(alert["cap"]["info"], wanted)) is not None:
             for area in info["area"]:
                 circles = []
                 for circle in area["circle"]:
@@ -387,7 +398,8 @@ async def alerts_atom(request: web.Request) -> web.Response:
     """GET /alerts.atom: the same alerts as a CAP Atom feed."""
     alerts = await _in_force(request.app)
     body = atom_feed(alerts, title=f"{request.app[CONFIG].node.name}: alerts",
-                     feed_id=f"urn:nnode:{node_id(request.app[KEY])}:alerts")
+                     feed_id=f"urn:nnode:{node_id(request.app[KEY])}:alerts", author=request.app[CONFIG].node.name,
+                     wanted=languages(request.headers.get("Accept-Language")))
     return web.Response(body=body, content_type="application/atom+xml")
 
 

@@ -48,6 +48,12 @@ MIGRATIONS: Sequence[Migration] = [
 ]
 
 
+def cap_sender(key: str) -> str:
+    """The CAP <sender> of an agency's alerts: its registered key as an address, so downstream consumers can tell a
+    police alert from a manager's, and only that agency can update or cancel it."""
+    return f"{key}@agency.nnode"
+
+
 class AgencyRefused(Forbidden):
     """The key is not a registered agency here, is revoked, or its credential is not valid."""
 
@@ -79,7 +85,7 @@ class Agency:
         return None
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"cap_sender": cap_sender(self.key)}
 
 
 _COLUMNS = "key, name, jurisdiction, contact, source, anchor, expires, added, revoked, revoke_reason"

@@ -8,6 +8,7 @@ from sync import RateLimiter
 
 REQUESTS = ("POST", "/api/agency/requests")
 ALERTS = ("POST", "/api/agency/alerts")
+CAP = ("POST", "/api/agency/cap")       # official alerts too: the same allowance as ALERTS
 DOWNLOADS = ("GET", "/api/agency/bundles/{id}")
 
 
@@ -21,9 +22,11 @@ class AgencyLimits:
 
         self.calls = RateLimiter(config.calls_per_minute / 60, config.calls_burst, what="agency calls",
                                  limit="agencies.calls_per_minute, agencies.calls_burst")
+        alerts = hourly(config.alerts_per_hour, config.alerts_burst, "official alerts", "alerts")
         self.routes = {
             REQUESTS: hourly(config.requests_per_hour, config.requests_burst, "footage requests", "requests"),
-            ALERTS: hourly(config.alerts_per_hour, config.alerts_burst, "official alerts", "alerts"),
+            ALERTS: alerts,
+            CAP: alerts,
             DOWNLOADS: hourly(config.downloads_per_hour, config.downloads_burst, "bundle downloads", "downloads"),
         }
 

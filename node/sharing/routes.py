@@ -37,13 +37,16 @@ from node.keys import (
     PEER_CHECK,
     PEERS,
     REGISTRY,
+    STORE,
     SYNC_SERVER,
 )
 from node.names import Names, public_url
-from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, manager_alert
-from node.safety.cap import CapError
+from node.safety.alerts import ALERT, MAX_TTL, alert_expiry, held_keys, manager_alert, not_authorised
+from node.safety.cap import CapError, check_alert_dict, parse_alert
+from node.safety.intake import publish_decided, triage
 from node.safety.models import AlertBody
-from node.sharing.agencies import Agency, AgencyRefused
+from node.safety.signatures import signatures
+from node.sharing.agencies import Agency, AgencyRefused, cap_sender
 from node.sharing.heads import MAX_ANSWER
 from node.sharing.models import AgencyBody, ConsentBody, CredentialBody, RangeBody, RevokeBody
 from sync import AuthError, check_authority, check_content_digest, verify_request
@@ -183,12 +186,39 @@ async def agency_post_alert(request: web.Request) -> web.Response:
     node = app[CONFIG].node
     try:
         cap = manager_alert(fields, node_key=app[DESK].node_key, node_name=agency.name,
-                            location=(node.latitude, node.longitude) if node.latitude else None)
+                            location=(node.latitude, node.longitude) if node.latitude else None,
+                            sender=cap_sender(agency.key))
     except CapError as exc:
         raise BadRequest(str(exc)) from exc
     now = int(time.time())
     event = await app[ENGINE].publish(ALERT, {"cap": cap}, ttl=min(alert_expiry(cap, now) - now, MAX_TTL))
     return web.json_response({"ok": True, "event": event.id, "cap": cap}, status=201)
+
+
+async def agency_post_cap(request: web.Request) -> web.Response:
+    """POST /api/agency/cap: a CAP 1.2 alert the agency wrote, as XML or in its JSON form, sent as the agency itself
+    (its <sender> is the agency's identity); an Update or Cancel may name only this agency's own alerts. 201 with
+    the event, 200 for an alert already held (posting twice changes nothing)."""
+    app, agency, data = request.app, request[AGENCY], request[AGENCY_BODY]
+    sender = cap_sender(agency.key)
+    try:
+        cap = (parse_alert(data) if data.lstrip()[:1] == b"<"
+               else check_alert_dict(_json(request, "a CAP 1.2 alert (XML, or its JSON form)")))
+    except CapError as exc:
+        raise BadRequest(str(exc)) from exc
+    if cap["sender"] != sender:
+        raise Forbidden(f"alert/sender: {cap['sender'][:200]!r} is not this agency; its alerts are sent as {sender}")
+    if (reason := not_authorised(cap)) is not None:
+        raise Forbidden(reason)
+    outcomes = await asyncio.to_thread(signatures, data, None) if data.lstrip()[:1] == b"<" else {}
+    [decision] = triage([cap], held=await held_keys(app[STORE]), outcomes=outcomes, senders=(sender,))
+    if decision.outcome == "skipped":
+        raise BadRequest(f"alert {cap['identifier'][:200]}: {decision.reason}")
+    if decision.outcome == "known":
+        return web.json_response({"ok": True, "event": None, "held": True, "cap": cap})
+    [event] = await publish_decided(app[ENGINE], [decision])
+    return web.json_response({"ok": True, "event": event.id, "cap": cap, "signature": decision.signature},
+                             status=201)
 
 
 # -- owners -----------------------------------------------------------------------------------------------------
@@ -377,6 +407,7 @@ def routes() -> list[Route]:
         Route("GET", "/api/transparency/log", transparency_log, signed_in),
         Route("POST", "/api/agency/requests", agency_post_request, agency),
         Route("POST", "/api/agency/alerts", agency_post_alert, agency, AlertBody),
+        Route("POST", "/api/agency/cap", agency_post_cap, agency),
         Route("GET", "/api/agency/requests", agency_list_requests, agency),
         Route("GET", "/api/agency/requests/{id}", agency_get_request, agency),
         Route("GET", "/api/agency/bundles", agency_list_bundles, agency),

@@ -34,6 +34,14 @@ export function alertSummary(cap) {
   };
 }
 
+// The outcome of the alert's XML-DSig signature check when the node took it from its feed (none: posted as JSON).
+const SIGNATURE = {
+  valid: "Verified with the publisher's certificate",
+  unsigned: "Not signed by the publisher",
+  "no certificate configured": "Signed, not checked (no certificate configured for this feed)",
+  invalid: "Signature does not verify",
+};
+
 const refKey = (sender, identifier, sent) => `${sender}\u0000${identifier}\u0000${sent}`;
 
 /** The alerts list: keeps {event, received, cap} items, sorted, and re-renders the few cards that change. */
@@ -100,6 +108,7 @@ export function alertCard(item) {
     ["Starts", starts && starts > new Date() ? timeEl(starts) : null],
     ["Until", info.expires ? timeEl(info.expires) : null],
     ["Area", areas.length ? areas.join("; ") : null],
+    ["Signature", SIGNATURE[item.signature] || null],
   ].filter(([, value]) => value);
   return el("article", { class: `card alert sev-${sev}`, dataset: { event: String(item.event) } },
     el("header", { class: "card-head" },

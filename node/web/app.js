@@ -85,7 +85,7 @@ async function main() {
 
   connectLive({
     alert(data) {
-      const { title, severity } = alerts.upsert({ event: data.event, received: Date.now() / 1000, cap: data.cap });
+      const { title, severity } = alerts.upsert({ event: data.event, received: Date.now() / 1000, cap: data.cap, signature: data.signature });
       if (data.cap?.msgType === "Cancel") {
         announce(`Alert withdrawn: ${title}`);
       } else {

@@ -1,4 +1,5 @@
-// Manager console, content: the moderation queue, posting an alert, the alerts in force, and peer nodes.
+// Manager console, content: the moderation queue, posting an alert, the alerts in force, the official feeds' status,
+// and peer nodes.
 
 import { AlertList } from "./alerts-view.js";
 import { $, announce, el, getJSON, postJSON, reportArticle, setStatus, timeEl } from "./common.js";
@@ -119,6 +120,42 @@ export function initConsoleAlerts() {
     }
   };
   return { load, upsert: (item) => alerts.upsert(item), remove: (id) => alerts.remove(id) };
+}
+
+/** One official feed's last poll, as /api/feeds (and `nnode feeds`) report it. */
+export function feedCard(feed) {
+  const last = feed.last;
+  let outcome;
+  if (!feed.last_poll) outcome = "Not polled yet.";
+  else if (feed.ok === false) outcome = `FAILED (HTTP ${feed.http_status ?? "-"}, ${feed.failures} failures so far): ${feed.error}`;
+  else if (last?.not_modified) outcome = `HTTP ${feed.http_status}: not modified since the last poll.`;
+  else if (last) {
+    outcome = `HTTP ${feed.http_status}, ${last.shape || "?"}: ${last.entries} entries, ${last.found} alerts found, ` +
+      `${last.published} published, ${last.known} already held, ${last.skipped.length} skipped.`;
+    if (last.found === 0 && last.entries) outcome += " Every entry was skipped.";
+  } else outcome = "";
+  const skipped = (last?.skipped || []).map((item) =>
+    el("li", {}, el("strong", {}, item.alert || item.entry || "entry"), `: ${item.reason}`));
+  return el("article", { class: `card feed${feed.ok === false ? " feed-failed" : ""}`, dataset: { url: feed.url } },
+    el("h4", { class: "feed-url" }, feed.url),
+    el("p", {}, feed.last_poll ? ["Last poll ", timeEl(new Date(feed.last_poll * 1000)), ". "] : null, outcome),
+    skipped.length ? el("ul", { class: "feed-skipped" }, skipped) : null);
+}
+
+/** The official feeds' status, reloaded every minute (a poll runs every alerts.poll_interval seconds). */
+export function initConsoleFeeds() {
+  const list = $("console-feeds-list");
+  const load = async () => {
+    try {
+      const feeds = (await getJSON("/api/feeds")).feeds || [];
+      list.replaceChildren(...feeds.map(feedCard));
+      setStatus($("console-feeds-status"), feeds.length ? "" : "No official feeds configured (alerts.feeds).");
+    } catch (error) {
+      setStatus($("console-feeds-status"), `Could not load the feeds: ${error.message}`, "error");
+    }
+  };
+  setInterval(load, 60_000);
+  return { load };
 }
 
 /** Peers: nearby nodes found on the network or added by hand; they sync only once approved. */

@@ -4,7 +4,7 @@
 import { $, debounce, getJSON, loadSession, setStatus, wireNotifyButton, wireSignOut } from "./common.js";
 import { connectLive } from "./live.js";
 import { initCameras } from "./manage-cameras.js";
-import { initConsoleAlerts, initModeration, initPeers, initPostAlert } from "./manage-content.js";
+import { initConsoleAlerts, initConsoleFeeds, initModeration, initPeers, initPostAlert } from "./manage-content.js";
 import { initInvites, initResidents, initSessions } from "./manage-people.js";
 import { initSharing } from "./manage-sharing.js";
 import { initResponder } from "./responder.js";
@@ -43,6 +43,7 @@ async function main() {
   const sessions = initSessions();
   const moderation = initModeration();
   const alerts = initConsoleAlerts();
+  const feeds = initConsoleFeeds();
   const peers = initPeers();
   const cameras = initCameras();
   initPostAlert(() => alerts.load());
@@ -50,7 +51,7 @@ async function main() {
   // The manager raises no SOS from the console, so no call here is "theirs" and every one rings.
   const responder = initResponder(session, () => false);
 
-  for (const section of [residents, invites, sessions, moderation, alerts, peers, cameras]) section.load();
+  for (const section of [residents, invites, sessions, moderation, alerts, feeds, peers, cameras]) section.load();
   showPushDelivery();
   setInterval(showPushDelivery, 30_000);
   responder.load(async () => (await getJSON("/api/sos")).calls || []);
@@ -58,7 +59,7 @@ async function main() {
   // Several reports can arrive together (a peer sync); reload the queue once for the batch.
   const reloadModeration = debounce(() => moderation.load(), 800);
   connectLive({
-    alert(data) { alerts.upsert({ event: data.event, received: Date.now() / 1000, cap: data.cap }); },
+    alert(data) { alerts.upsert({ event: data.event, received: Date.now() / 1000, cap: data.cap, signature: data.signature }); },
     "alert-withdrawn"(data) { alerts.remove(data.event); },
     report() { reloadModeration(); },
     "report-moderated"() { reloadModeration(); },
