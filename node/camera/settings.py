@@ -7,6 +7,8 @@ A camera table (every key but `id` and `url` is optional):
     name = "Lobby"                    # shown to people; defaults to the id
     url = "rtsp://user:pass@10.0.0.20/stream1"   # rtsp(s)://, http(s):// MJPEG, /dev/videoN, a file, or sim:
     transport = "tcp"                 # RTSP only: "tcp" or "udp"
+    detect_url = "rtsp://user:pass@10.0.0.20/stream2"   # optional low-resolution substream, used only for motion
+    hardware_decoder = true           # decode H.264 with the platform's V4L2 decoder where there is one (a Pi)
     latitude = "40.7128"              # where it looks; defaults to [node] latitude/longitude
     longitude = "-74.0060"
     retention_days = 7                # clips older than this are purged unless held
@@ -155,6 +157,9 @@ class CameraConfig(Strict, frozen=True):
     url: Annotated[str, setting(pattern=URL_RE, expected="rtsp://, rtsps://, http(s):// (MJPEG), /dev/videoN, a "
                                 "file path or sim:")]
     name: Annotated[str, Meta(max_length=80)] = ""
+    detect_url: Annotated[str, setting(pattern=f"({URL_RE})?", expected="empty, or a second stream of the camera "
+                                       "(rtsp://, http(s)://, /dev/videoN, a file or sim:) to detect motion on")] = ""
+    hardware_decoder: bool = True
     transport: Literal["tcp", "udp"] = "tcp"
     latitude: Latitude = ""
     longitude: Longitude = ""
