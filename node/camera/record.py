@@ -391,18 +391,24 @@ class Recorder:
         """Motion frames from one connection of the detect stream until it ends; True if any picture arrived."""
         feed.economise(1 / self.frame_interval if self.frame_interval else 0, hardware=self.hardware_decoder)
         clock = StreamClock(feed.time_base, READ_PAUSE)
+        pause = READ_PAUSE if feed.bursty else 0.0
         streamed = False
+        idle = time.monotonic()
         try:
             for packet in feed.packets():
-                now = time.time()
+                arrived, now = time.monotonic(), time.time()
                 for frame in feed.decode(packet):
                     if not streamed:
                         streamed = True
                         self._set(detect=f"streaming {frame.width}x{frame.height}")
                     ts = frame.pts if frame.pts is not None else packet.pts
                     self._motion_frame(frame, now if ts is None else clock.utc(ts, now))
-                if self._stop.is_set():
+                if pause and arrived - idle > CAUGHT_UP:  # read in bursts, as _record does
+                    if self._stop.wait(pause):
+                        break
+                elif self._stop.is_set():
                     break
+                idle = time.monotonic()
         except CameraError:
             if not self._stop.is_set():
                 raise

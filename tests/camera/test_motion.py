@@ -367,3 +367,29 @@ def test_frames_faster_than_the_rate_are_skipped() -> None:
     frame = np.full((90, 160), 100, np.uint8)
     done = [detector.feed(frame, t / 15) is not None for t in range(30)]
     assert sum(done) == 10 and done[:3] == [True, False, False]
+
+
+def night_walk(adaptive: bool) -> list[MotionResult]:
+    """A dark, low-contrast yard (grey levels 12..45, sensor noise) crossed by a person 12 grey levels brighter."""
+    rng = np.random.default_rng(7)
+    base = texture(rng, 640, 360) * 0.18 + 5
+    detector = MotionDetector(MotionSettings(adaptive=adaptive))
+    results = []
+    for i in range(80):
+        img = base + rng.normal(0, 1.5, base.shape)
+        if 20 <= i < 60:
+            x = 40 + (i - 20) * 13
+            img[120:300, x:x + 60] += 12
+        result = detector.feed(np.clip(img, 0, 255).astype(np.uint8), i / FPS)
+        assert result is not None
+        results.append(result)
+    return results
+
+
+def test_adaptive_contrast_sees_a_person_at_night_and_stays_quiet_without_one() -> None:
+    """At night a person differs from the yard by fewer grey levels than the daytime threshold: the threshold follows
+    the scene's contrast down, so the crossing is one event, and the empty yard's noise none."""
+    seen = night_walk(adaptive=True)
+    assert sum(r.started for r in seen) == 1
+    assert all(r.motion for r in seen[25:60]) and not any(r.motion for r in seen[:20])
+    assert not any(r.motion for r in night_walk(adaptive=False))  # the fixed threshold misses it
