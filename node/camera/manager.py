@@ -126,16 +126,24 @@ class Cameras:
             except CameraError as exc:
                 log.error("camera not started: %s", exc, extra={"camera": config.id})
                 source = _Broken(config.url, str(exc))
+            detect: Source | None = None
+            if config.detect_url and config.detect_motion:
+                try:
+                    detect = source_for(config.detect_url, config.transport)
+                except CameraError as exc:
+                    log.error("camera detect stream not used: %s", exc, extra={"camera": config.id})
+                    detect = _Broken(config.detect_url, str(exc))
             detector = MotionDetector(config.motion) if config.detect_motion else None
             ring_seconds = max(config.pre_capture, self.hold_before) + RING_MARGIN
-            camera = self._camera(loop, config, source, detector, ring, ring_seconds)
+            camera = self._camera(loop, config, source, detector, ring, ring_seconds, detect)
             self.cameras[config.id] = camera
             camera.recorder.start()
 
     def _camera(self, loop: asyncio.AbstractEventLoop, config: CameraConfig, source: Source,
-                detector: MotionDetector | None, ring: Path, ring_seconds: float) -> Camera:
+                detector: MotionDetector | None, ring: Path, ring_seconds: float, detect: Source | None) -> Camera:
         """A camera whose recorder (not started yet) calls back into this manager."""
         # The callbacks run in the recorder's thread, only once it starts: `camera` is bound by then.
+        # frame_width=0: the detector gets the decoded picture's Y plane as is, and shrinks it once, itself.
         def on_frame(gray: np.ndarray, utc: float) -> None:
             self._frame(camera, gray, utc)
 
@@ -144,7 +152,8 @@ class Cameras:
 
         recorder = Recorder(config.id, source, ring, ring_seconds=ring_seconds, frame_fps=config.motion.fps or 5.0,
                             on_frame=on_frame if detector else None, privacy_masks=config.privacy_masks,
-                            on_preview=on_preview)
+                            on_preview=on_preview, frame_width=0, detect_source=detect,
+                            hardware_decoder=config.hardware_decoder)
         camera = Camera(config, recorder, detector)
         return camera
 

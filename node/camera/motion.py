@@ -77,6 +77,7 @@ class MotionDetector:
         """Forget the background and any motion under way (the next frame seeds a new background)."""
         self._background: NDArray[np.float32] | None = None
         self._median = 0.0
+        self._contrast = 0.0
         self._last: float | None = None
         self._settle = 0
         self._above = self._below = 0
@@ -137,7 +138,7 @@ class MotionDetector:
         self._counted_px = cv2.countNonZero(self._counted)
         if self._counted_px == 0:
             raise MotionConfigError("the motion masks cover every zone (or the whole frame): nothing is left to watch")
-        self._min_px = max(1.0, s.min_area * w * h)
+        self._min_px = max(float(s.min_size), s.min_area * w * h)
         self._source = size
 
     def _small(self, frame: np.ndarray) -> NDArray[np.uint8]:
@@ -146,9 +147,7 @@ class MotionDetector:
             raise MotionFrameError(f"a frame must be a uint8 numpy array, got {_describe(frame)}")
         if frame.ndim == 3 and frame.shape[2] == 1:
             frame = frame[:, :, 0]
-        if frame.ndim == 3 and frame.shape[2] in (3, 4):
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if frame.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-        elif frame.ndim != 2:
+        if not (frame.ndim == 2 or frame.ndim == 3 and frame.shape[2] in (3, 4)):
             raise MotionFrameError(f"a frame must be gray, BGR or BGRA, got {_describe(frame)}")
         if frame.shape[0] < 8 or frame.shape[1] < 8:
             raise MotionFrameError(f"a frame must be at least 8x8 pixels, got {_describe(frame)}")
@@ -156,23 +155,29 @@ class MotionDetector:
         if size != self._source:
             self._prepare(size)
             self._background = None
-        if size != self._size:
+        frame = decimate(frame, self._size[0])  # before the colour conversion, which then costs a fraction
+        if frame.ndim == 3:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if frame.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+        if (frame.shape[1], frame.shape[0]) != self._size:
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
         if self.settings.blur > 1:
             frame = cv2.GaussianBlur(frame, (self.settings.blur, self.settings.blur), 0)
+        elif not frame.flags.owndata:  # the caller's buffer (a decoder's, reused): the background must not share it
+            frame = frame.copy()
         return _u8(frame)  # checked uint8 above, and OpenCV keeps the depth through each step
 
     def _process(self, frame: np.ndarray, timestamp: float) -> MotionResult:
         """Compare one frame with the background, update it, and apply hysteresis."""
         s = self.settings
         gray = self._small(frame)
-        median = _median(gray, self._unmasked, self._unmasked_px)
+        median, contrast = _levels(gray, self._unmasked, self._unmasked_px)
         outage = self._last is not None and timestamp - self._last > s.gap
         self._last = timestamp
         if self._background is None or outage:
             ended = self._motion
             self._motion, self._above, self._below, self._settle = False, 0, 0, 0
             self._seed(gray, median)
+            self._contrast = contrast
             return MotionResult(timestamp, False, ended=ended, reseeded=True)
 
         jump = abs(median - self._median) > s.brightness_jump
@@ -184,13 +189,19 @@ class MotionDetector:
             gain = min(2.0, max(0.5, _median(background, self._unmasked, self._unmasked_px) / max(median, 1.0)))
         current = cv2.convertScaleAbs(gray, alpha=gain) if abs(gain - 1) > 0.005 else gray
         diff = cv2.absdiff(current, background)
-        changed = _u8(cv2.threshold(diff, s.threshold, 255, cv2.THRESH_BINARY)[1])
+        # The scene's contrast moves at the background's pace: one dark frame (a passing headlight gone) must not
+        # make the next one hypersensitive.
+        self._contrast += s.alpha * (contrast - self._contrast)
+        threshold = s.threshold
+        if s.adaptive:
+            threshold = round(min(s.threshold, max(s.min_threshold, s.threshold * self._contrast / s.full_contrast)))
+        changed = _u8(cv2.threshold(diff, threshold, 255, cv2.THRESH_BINARY)[1])
         flooded = cv2.countNonZero(changed & self._unmasked) > s.light_fraction * self._unmasked_px
         if jump or flooded or self._settle:
             self._settle = s.settle_frames if jump or flooded else self._settle - 1
             self._seed(gray, median)
             return MotionResult(timestamp, self._motion, reseeded=True)
-        cv2.accumulateWeighted(gray, self._background, s.relearn_alpha if self._relearn else s.alpha)
+        alpha = s.relearn_alpha if self._relearn else s.alpha
         self._relearn = max(0, self._relearn - 1)
         previous, self._previous = self._previous, gray
 
@@ -204,8 +215,9 @@ class MotionDetector:
             changed = _u8(dilated) & self._counted
         contours = cv2.findContours(changed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
         big = [c for c in contours if cv2.contourArea(c) >= self._min_px]
+        self._learn(gray, alpha, changed, big)
         if big and s.fresh_share:
-            fresh = cv2.threshold(cv2.absdiff(gray, previous), s.threshold, 255, cv2.THRESH_BINARY)[1]
+            fresh = cv2.threshold(cv2.absdiff(gray, previous), threshold, 255, cv2.THRESH_BINARY)[1]
             big = [c for c in big if _count_in_box(fresh, c) >= s.fresh_share * self._min_px]
         moving = np.zeros_like(changed)
         cv2.drawContours(moving, big, -1, 255, cv2.FILLED)
@@ -218,6 +230,19 @@ class MotionDetector:
             zones = tuple(n for (n, _), c in zip(self._zones, counts) if c >= self._min_px / 4)
             zones = zones or (self._zones[int(np.argmax(counts))][0],)
         return self._hysteresis(timestamp, active, score, tuple(self._box(c) for c in big), zones)
+
+    def _learn(self, gray: NDArray[np.uint8], alpha: float, changed: NDArray[np.uint8], big: list[MatLike]) -> None:
+        """Update the background: at `alpha` where nothing moves, at `hold_alpha` under the objects seen."""
+        assert self._background is not None  # seeded before any frame is compared
+        hold = self.settings.hold_alpha
+        if not big or hold >= alpha:
+            cv2.accumulateWeighted(gray, self._background, alpha)
+            return
+        objects = np.zeros_like(changed)
+        cv2.drawContours(objects, big, -1, 255, cv2.FILLED)
+        cv2.accumulateWeighted(gray, self._background, alpha, mask=cv2.bitwise_not(objects))
+        if hold > 0:
+            cv2.accumulateWeighted(gray, self._background, hold, mask=objects)
 
     def _seed(self, gray: NDArray[np.uint8], median: float) -> None:
         """Start the background afresh from this frame."""
@@ -244,10 +269,37 @@ class MotionDetector:
         return MotionResult(timestamp, self._motion, active, started, ended, score, boxes, zones)
 
 
+def decimate(image: NDArray[np.uint8], width: int) -> NDArray[np.uint8]:
+    """Every k-th pixel of every k-th row, so that the image stays at least twice `width` wide (a view, no copy).
+
+    What is left for the area shrink to `width` is then at most about 4x its output, whatever the source resolution:
+    a 1080p picture costs about what a 360p one does, and the 2x area average still halves the sensor noise.
+    """
+    step = image.shape[1] // (2 * width)
+    return image[::step, ::step] if step > 1 else image
+
+
+def shrink(image: NDArray[np.uint8], width: int) -> NDArray[np.uint8]:
+    """A gray image at most `width` pixels wide (even sizes, aspect kept): decimated, then one area shrink."""
+    src_h, src_w = image.shape[:2]
+    if src_w <= width:
+        return image
+    height = max(2, round(src_h * width / src_w)) & ~1
+    small = cv2.resize(decimate(image, width), (width & ~1, height), interpolation=cv2.INTER_AREA)
+    return _u8(small)
+
+
 def _count_in_box(image: np.ndarray, contour: np.ndarray) -> int:
     """Non-zero pixels of an image within a contour's bounding box."""
     x, y, w, h = cv2.boundingRect(contour)
     return cv2.countNonZero(image[y:y + h, x:x + w])
+
+
+def _levels(image: np.ndarray, mask: np.ndarray, count: int) -> tuple[float, float]:
+    """Median grey level and contrast (10th to 90th percentile) of an 8-bit image under a mask of `count` pixels."""
+    cumulative = np.cumsum(cv2.calcHist([image], [0], mask, [256], [0, 256]).ravel())
+    low, median, high = np.searchsorted(cumulative, (count * 0.1, count / 2, count * 0.9))
+    return float(median), float(high - low)
 
 
 def _median(image: np.ndarray, mask: np.ndarray, count: int) -> float:

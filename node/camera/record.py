@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from node.camera import sources
+from node.camera.motion import shrink
 from node.camera.privacy import black_out
 from node.camera.promote import THUMBNAIL_WIDTH, Clip, promote, thumbnail_jpeg
 from node.camera.segments import PART, LiveEncoder, MakeStream, Segment, SegmentWriter, StreamClock
@@ -62,6 +63,8 @@ PREVIEW_QUALITY = 80
 
 OnSegment = Callable[[Path, str, float, float, int], None]
 OnFrame = Callable[[np.ndarray, float], None]
+"""Called with a gray picture and its UTC time: at most `frame_width` wide, or with `frame_width=0` a view of the
+decoded picture's Y plane, valid only during the call (the decoder reuses it)."""
 
 
 @dataclass
@@ -82,6 +85,10 @@ class CameraState:
     segments: int = 0
     bytes: int = 0
     reconnects: int = 0
+    hardware: bool = False
+    """True when the camera's pictures are decoded by a hardware decoder."""
+    detect: str | None = None
+    """The detect stream's state ("streaming 640x360", "reconnecting: why"), None without one."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -96,7 +103,8 @@ class Recorder:
                  segment_seconds: float | None = None, ring_seconds: float | None = 120.0,
                  on_evict: Callable[[Segment], None] | None = None, privacy_masks: tuple[Polygon, ...] = (),
                  preview_fps: float = 5.0, preview_width: int = 1280,
-                 on_preview: Callable[[int], None] | None = None) -> None:
+                 on_preview: Callable[[int], None] | None = None, detect_source: Source | None = None,
+                 hardware_decoder: bool = True) -> None:
         self.camera = camera
         self.source = source
         self.folder = Path(folder)
@@ -118,12 +126,17 @@ class Recorder:
         # Without a ring the app owns the files; the index still remembers only the newest RING_INDEX_MAX.
         self._ring: collections.deque[Segment] = collections.deque(maxlen=None if ring_seconds else RING_INDEX_MAX)
         self._keep_since: float | None = None
-        self._state = CameraState(camera, source.describe())
+        self._state = CameraState(camera, source.describe(), detect=None if detect_source is None else "starting")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._feed: Feed | None = None
         self._thread: threading.Thread | None = None
         self._next_frame = 0.0
+        self.detect_source = detect_source
+        """A second, low-resolution stream of the camera that motion frames come from (never recorded)."""
+        self.hardware_decoder = hardware_decoder
+        self._detect_feed: Feed | None = None
+        self._detect_thread: threading.Thread | None = None
 
     # -- public API, called from any thread
 
@@ -135,6 +148,10 @@ class Recorder:
                 stale.unlink(missing_ok=True)
             self._thread = threading.Thread(target=self._run, name=f"nnode-camera-{self.camera}", daemon=True)
             self._thread.start()
+            if self.detect_source is not None and self.on_frame is not None:
+                self._detect_thread = threading.Thread(target=self._run_detect, name=f"nnode-detect-{self.camera}",
+                                                       daemon=True)
+                self._detect_thread.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -144,13 +161,14 @@ class Recorder:
         sources.OPEN_TIMEOUT or READ_TIMEOUT when PyAV is blocked on a dead camera (MJPEG reads are interrupted).
         """
         self._stop.set()
-        feed = self._feed
-        if feed is not None:
-            feed.interrupt()
-        if self._thread is not None:
-            self._thread.join(sources.OPEN_TIMEOUT + 2 if timeout is None else timeout)
-            if self._thread.is_alive():
-                log.warning("camera thread did not stop in time", extra={"camera": self.camera})
+        for feed in (self._feed, self._detect_feed):
+            if feed is not None:
+                feed.interrupt()
+        for thread in (self._thread, self._detect_thread):
+            if thread is not None:
+                thread.join(sources.OPEN_TIMEOUT + 2 if timeout is None else timeout)
+                if thread.is_alive():
+                    log.warning("%s did not stop in time", thread.name, extra={"camera": self.camera})
         self._set(status="stopped")
 
     def __enter__(self) -> Recorder:
@@ -236,13 +254,18 @@ class Recorder:
         else:
             encoder = LiveEncoder(feed.width, feed.height, self.segment_seconds)
             writer = self._writer(encoder.add_stream, encoder.time_base)
-        self._set(codec=feed.codec, encoding=encoder is not None, width=feed.width, height=feed.height)
+        motion = self.on_frame is not None and self.detect_source is None
+        # The decoder serves the live view too; 0 (every picture of the stream) turns skipping off.
+        wanted = (1 / self.frame_interval if self.frame_interval else 0) if motion else 1 / self.preview_interval
+        if encoder is None:  # pictures that are encoded here must all be decoded
+            feed.economise(wanted and max(wanted, 1 / self.preview_interval), hardware=self.hardware_decoder)
+        self._set(codec=feed.codec, encoding=encoder is not None, width=feed.width, height=feed.height,
+                  hardware=feed.hardware)
         input_clock = StreamClock(feed.time_base, READ_PAUSE)
         pause = READ_PAUSE if feed.bursty else 0.0
         # This loop runs for every packet: locals instead of attribute lookups, and no lock for a float store.
         state, write, wall, mono = self._state, writer.write, time.time, time.monotonic
         wait, stopped = self._stop.wait, self._stop.is_set
-        motion = self.on_frame is not None
         streamed = False
         idle = mono()
         try:
@@ -255,7 +278,7 @@ class Recorder:
                     self._set(status="streaming", reason=None)
                 if encoder is None:
                     if motion or arrived < self._preview_until:
-                        self._frames(feed.decode(packet), packet, input_clock, now)
+                        self._frames(feed.decode(packet), packet, input_clock, now, motion)
                     write(packet, now)
                 else:
                     self._encode(feed, packet, encoder, writer, input_clock, now)
@@ -281,7 +304,7 @@ class Recorder:
                 clock: StreamClock, now: float) -> None:
         """Decode a packet of a camera without H.264, mask its pictures and encode them into the segment."""
         frames = feed.decode(packet)
-        self._frames(frames, packet, clock, now)
+        self._frames(frames, packet, clock, now, self.on_frame is not None and self.detect_source is None)
         ms = int(packet.pts * packet.time_base * 1000) if packet.pts is not None else int(now * 1000)
         for frame in frames:
             if self.privacy_masks:  # the only copy of this video is the one made here: mask it
@@ -291,11 +314,10 @@ class Recorder:
                 writer.write(out, now)
 
     def _frames(self, frames: Iterable[av.VideoFrame], packet: av.Packet[Any], clock: StreamClock,
-                now: float) -> None:
-        """Hand a small grayscale picture and its UTC time to on_frame, at most frame_fps per second of video, and
-        make live-view pictures while someone watches."""
+                now: float, motion: bool) -> None:
+        """Make live-view pictures while someone watches, and motion frames (`_motion_frame`) if `motion`."""
         previewing = time.monotonic() < self._preview_until
-        if self.on_frame is None and not previewing:
+        if not motion and not previewing:
             return
         for frame in frames:
             ts = frame.pts if frame.pts is not None else packet.pts
@@ -303,20 +325,23 @@ class Recorder:
             if previewing and not utc < self._next_preview < utc + 2:
                 self._next_preview = utc + self.preview_interval
                 self._make_preview(frame, utc)
-            if self.on_frame is None:
-                continue
-            if self._next_frame - utc > 2 * self.frame_interval:  # the clock was re-anchored backwards
-                self._next_frame = utc
-            if utc + 0.001 < self._next_frame:
-                continue
-            self._next_frame = max(self._next_frame + self.frame_interval, utc)
-            width = min(self.frame_width, frame.width) & ~1
-            height = max(2, round(frame.height * width / frame.width)) & ~1
-            gray = frame.reformat(width=width, height=height, format="gray").to_ndarray()
-            try:
-                self.on_frame(gray, utc)
-            except Exception:
-                log.exception("on_frame callback failed", extra={"camera": self.camera})
+            if motion:
+                self._motion_frame(frame, utc)
+
+    def _motion_frame(self, frame: av.VideoFrame, utc: float) -> None:
+        """Hand a small grayscale picture and its UTC time to on_frame, at most frame_fps per second of video."""
+        if self.on_frame is None:
+            return
+        if self._next_frame - utc > 2 * self.frame_interval:  # the clock was re-anchored backwards
+            self._next_frame = utc
+        if utc + 0.001 < self._next_frame:
+            return
+        self._next_frame = max(self._next_frame + self.frame_interval, utc)
+        try:
+            gray = luma(frame)
+            self.on_frame(shrink(gray, self.frame_width) if self.frame_width else gray, utc)
+        except Exception:
+            log.exception("on_frame callback failed", extra={"camera": self.camera})
 
     def _make_preview(self, frame: av.VideoFrame, utc: float) -> None:
         width = min(self.preview_width, frame.width) & ~1
@@ -333,6 +358,61 @@ class Recorder:
                 self.on_preview(self._preview_seq)
             except Exception:
                 log.exception("on_preview callback failed", extra={"camera": self.camera})
+
+    def _run_detect(self) -> None:
+        """The detect stream's thread: decode it for motion frames, reconnecting with backoff like `_run`."""
+        assert self.detect_source is not None  # started only with one
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                feed = self._detect_feed = self.detect_source.open()
+            except CameraError as exc:
+                reason = str(exc)
+            else:
+                try:
+                    failures = 0 if self._detect(feed) else failures
+                    reason = "stream ended"
+                except CameraError as exc:
+                    reason = str(exc)
+                except Exception as exc:  # a bug must not end motion detection for good
+                    log.exception("detect stream failed", extra={"camera": self.camera})
+                    reason = f"internal error: {exc!r}"
+                finally:
+                    self._detect_feed = None
+                    feed.close()
+            if self._stop.is_set():
+                break
+            failures += 1
+            self._set(detect=f"reconnecting: {reason}")
+            log.warning("camera %s detect stream: %s", self.camera, reason, extra={"camera": self.camera})
+            self._stop.wait(min(RECONNECT_MAX, RECONNECT_MIN * 2 ** (failures - 1)))
+
+    def _detect(self, feed: Feed) -> bool:
+        """Motion frames from one connection of the detect stream until it ends; True if any picture arrived."""
+        feed.economise(1 / self.frame_interval if self.frame_interval else 0, hardware=self.hardware_decoder)
+        clock = StreamClock(feed.time_base, READ_PAUSE)
+        pause = READ_PAUSE if feed.bursty else 0.0
+        streamed = False
+        idle = time.monotonic()
+        try:
+            for packet in feed.packets():
+                arrived, now = time.monotonic(), time.time()
+                for frame in feed.decode(packet):
+                    if not streamed:
+                        streamed = True
+                        self._set(detect=f"streaming {frame.width}x{frame.height}")
+                    ts = frame.pts if frame.pts is not None else packet.pts
+                    self._motion_frame(frame, now if ts is None else clock.utc(ts, now))
+                if pause and arrived - idle > CAUGHT_UP:  # read in bursts, as _record does
+                    if self._stop.wait(pause):
+                        break
+                elif self._stop.is_set():
+                    break
+                idle = time.monotonic()
+        except CameraError:
+            if not self._stop.is_set():
+                raise
+        return streamed
 
     def _segment_done(self, segment: Segment) -> None:
         evicted = []
@@ -358,3 +438,13 @@ class Recorder:
                     self.on_evict(old)
                 except Exception:
                     log.exception("on_evict callback failed", extra={"camera": self.camera})
+
+
+def luma(frame: av.VideoFrame) -> np.ndarray:
+    """The picture's brightness as a gray array: a view of the decoder's Y plane when it has one (no conversion)."""
+    if frame.format.name.startswith(("yuv", "yuvj", "nv", "gray")) and frame.planes:
+        plane = frame.planes[0]
+        rows: np.ndarray = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+        return rows[:frame.height, :frame.width]
+    gray: np.ndarray = frame.to_ndarray(format="gray")
+    return gray

@@ -7,6 +7,8 @@ A camera table (every key but `id` and `url` is optional):
     name = "Lobby"                    # shown to people; defaults to the id
     url = "rtsp://user:pass@10.0.0.20/stream1"   # rtsp(s)://, http(s):// MJPEG, /dev/videoN, a file, or sim:
     transport = "tcp"                 # RTSP only: "tcp" or "udp"
+    detect_url = "rtsp://user:pass@10.0.0.20/stream2"   # optional low-resolution substream, used only for motion
+    hardware_decoder = true           # decode H.264 with the platform's V4L2 decoder where there is one (a Pi)
     latitude = "40.7128"              # where it looks; defaults to [node] latitude/longitude
     longitude = "-74.0060"
     retention_days = 7                # clips older than this are purged unless held
@@ -62,13 +64,28 @@ class MotionSettings(Strict, frozen=True):
     alpha: Annotated[float, Meta(ge=0.001, le=1)] = 0.05
     """Background learning rate per processed frame: 0.05 at 5 fps forgets the past with a ~4 s time constant."""
     threshold: Annotated[int, Meta(ge=1, le=254)] = 20
-    """Grey levels (0..255) by which a pixel must differ from the background to count as changed."""
+    """Grey levels (0..255) by which a pixel must differ from the background to count as changed, in a scene of
+    full contrast; with `adaptive` it falls with the scene's contrast, down to `min_threshold`."""
+    adaptive: bool = True
+    """Follow the scene's contrast (the spread of its grey levels, averaged over seconds, not one frame): at night
+    or in fog a person differs from the background by a few grey levels, and the threshold comes down with it."""
+    min_threshold: Annotated[int, Meta(ge=1, le=254)] = 7
+    """The lowest the adaptive threshold goes (sensor noise after the blur stays under it)."""
+    full_contrast: Annotated[float, Meta(ge=1, le=255)] = 80.0
+    """The contrast (grey levels between the 10th and 90th percentiles) at which `threshold` applies as given."""
     open_size: Annotated[int, Meta(ge=0, le=15)] = 3
     """Morphological opening kernel (pixels) that removes isolated changed pixels (0 disables)."""
     dilate: Annotated[int, Meta(ge=0, le=10)] = 2
     """Dilation passes (3x3) that join the fragments of one object into one contour (0 disables)."""
-    min_area: Annotated[float, Meta(ge=0, le=0.5)] = 0.002
-    """Smallest contour that counts as motion, as a fraction of the working frame (0.002 = 115 px at 320x180)."""
+    min_area: Annotated[float, Meta(ge=0, le=0.5)] = 0.0
+    """Smallest contour that counts as motion, as a fraction of the working frame, on top of `min_size`."""
+    min_size: Annotated[int, Meta(ge=1, le=100000)] = 115
+    """Smallest contour that counts as motion, in pixels of the working frame (115 px at 320x180 is 0.2% of it: a
+    person a fifth of the picture high). Set it from how large what matters looks in this camera's view: a camera
+    over a wide yard, where a person is a tenth of the picture high, wants about 40."""
+    hold_alpha: Annotated[float, Meta(ge=0, le=1)] = 0.005
+    """Background learning rate under what moves (and what stopped there): a person who pauses stays out of the
+    background for about a minute at 5 fps, instead of fading into it in seconds."""
     min_score: Annotated[float, Meta(ge=0, le=1)] = 0.0
     """Smallest score (fraction of counted pixels in motion) for a frame to be active, on top of `min_area`."""
     fresh_share: Annotated[float, Meta(ge=0, le=1)] = 0.25
@@ -155,6 +172,9 @@ class CameraConfig(Strict, frozen=True):
     url: Annotated[str, setting(pattern=URL_RE, expected="rtsp://, rtsps://, http(s):// (MJPEG), /dev/videoN, a "
                                 "file path or sim:")]
     name: Annotated[str, Meta(max_length=80)] = ""
+    detect_url: Annotated[str, setting(pattern=f"({URL_RE})?", expected="empty, or a second stream of the camera "
+                                       "(rtsp://, http(s)://, /dev/videoN, a file or sim:) to detect motion on")] = ""
+    hardware_decoder: bool = True
     transport: Literal["tcp", "udp"] = "tcp"
     latitude: Latitude = ""
     longitude: Longitude = ""

@@ -39,6 +39,8 @@ MAX_PACKET_BYTES = 8 << 20
 """Largest compressed picture accepted (bytes)."""
 MAX_PIXELS = 4096 * 2304
 """Largest picture accepted (width x height)."""
+HARDWARE_DECODERS = {"h264": "h264_v4l2m2m"}
+"""Hardware decoders to try first, by codec: V4L2 memory-to-memory, as on a Raspberry Pi (absent: software)."""
 MJPEG_MAX_HEADER_LINES = 32
 MJPEG_MAX_LINE = 1024
 
@@ -77,7 +79,12 @@ class Feed(abc.ABC):
     """The input stream to copy codec parameters from (stream copy), or None when packets must be re-encoded."""
     bursty = False
     """True when packets queue up safely while nobody reads (a network socket), so they may be read in bursts."""
+    hardware = False
+    """True when pictures are decoded by a hardware decoder (see `economise`)."""
     _decoder: av.video.codeccontext.VideoCodecContext
+
+    def economise(self, fps: float, *, hardware: bool = True) -> None:  # noqa: B027 - optional: see _ContainerFeed
+        """Decode no more than pictures wanted at `fps` need, with the platform's hardware decoder if asked."""
 
     @abc.abstractmethod
     def packets(self) -> Iterator[av.Packet[Any]]:
@@ -127,6 +134,17 @@ class _ContainerFeed(Feed):
             container.close()
             raise
 
+    def economise(self, fps: float, *, hardware: bool = True) -> None:
+        """Use the hardware decoder if there is one, and skip non-reference pictures when the stream has at least
+        twice the pictures `fps` needs: nothing refers to them, so dropping them costs nothing else."""
+        if hardware and not self.hardware:
+            decoder = hardware_decoder(self.what, self.stream)
+            if decoder is not None:
+                self._decoder, self.hardware = decoder, True
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        if fps > 0 and rate and float(rate) >= 2 * fps:
+            self._decoder.skip_frame = "NONREF"
+
     def packets(self) -> Iterator[av.Packet[Any]]:
         try:
             for packet in self.container.demux(self.stream):
@@ -145,6 +163,24 @@ class _ContainerFeed(Feed):
     def close(self) -> None:
         self._closed.set()
         self.container.close()
+
+
+def hardware_decoder(what: str, stream: av.video.stream.VideoStream) -> av.video.codeccontext.VideoCodecContext | None:
+    """An open hardware decoder for the stream (HARDWARE_DECODERS), or None where the platform has none."""
+    name = HARDWARE_DECODERS.get(stream.codec_context.name)
+    if name is None or name not in av.codecs_available:
+        return None
+    try:
+        decoder = av.CodecContext.create(name, "r")
+        assert isinstance(decoder, av.video.codeccontext.VideoCodecContext)  # a video codec's context
+        decoder.extradata = stream.codec_context.extradata
+        decoder.width, decoder.height = stream.codec_context.width, stream.codec_context.height
+        decoder.open()
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        log.debug("%s: no hardware decoder %s (%s); decoding in software", what, name, exc)
+        return None
+    log.info("%s: decoding with %s", what, name)
+    return decoder
 
 
 def _open_container(what: str, url: str, **kwargs: Any) -> av.container.InputContainer:

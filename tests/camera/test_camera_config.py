@@ -68,3 +68,15 @@ def test_duplicate_camera_ids_are_refused(tmp_path):
     path = write(tmp_path, '[[cameras.devices]]\nid = "a"\nurl = "sim:"\n[[cameras.devices]]\nid = "a"\nurl = "sim:"\n')
     with pytest.raises(ConfigError, match=r"cameras.devices\[1\].id: camera 'a' is defined twice"):
         load(path)
+
+
+def test_a_detect_stream_is_checked_like_the_main_one() -> None:
+    """`detect_url` names the camera's substream for motion; a URL of no known kind is refused, naming the key."""
+    from node.camera.settings import parse_camera
+    config = parse_camera("config.toml: cameras.devices[0]", {"id": "porch", "url": "rtsp://10.0.0.5/main",
+                                                              "detect_url": "rtsp://10.0.0.5/sub"})
+    assert config.detect_url == "rtsp://10.0.0.5/sub" and config.hardware_decoder
+    assert "detect_url" not in config.public()  # it may hold a password, like the url
+    with pytest.raises(ConfigError, match=r"cameras.devices\[0\].*detect_url: expected empty, or a second stream"):
+        parse_camera("config.toml: cameras.devices[0]", {"id": "porch", "url": "rtsp://10.0.0.5/main",
+                                                         "detect_url": "ftp://10.0.0.5/sub"})

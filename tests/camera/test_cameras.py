@@ -269,3 +269,18 @@ async def test_live_viewer_limit_holds_for_viewers_arriving_together_and_shutdow
         finally:
             for response in responses:
                 response.close()
+
+
+async def test_a_camera_with_a_detect_stream_makes_motion_clips_from_it(make_node):
+    main = {**SIM, "id": "porch", "url": "sim:?width=640&height=360&fps=10&period=5&walk=1.5",
+            "detect_url": "sim:?width=320&height=240&fps=5&period=5&walk=1.5"}
+    node = await make_node("a", cameras__devices=[main])
+    async with browser() as manager:
+        await claim(node, manager)
+        clip = await first_clip(manager, node)
+        assert clip["camera"] == "porch" and clip["kind"] == "motion"
+        status, body = await call(manager, "GET", node.url + "/api/cameras")
+        assert status == 200, body
+        (camera,) = body["cameras"]
+        assert camera["state"]["detect"] == "streaming 320x240" and camera["state"]["width"] == 640
+        assert "sim:?width=320" not in str(body)  # the detect stream's URL is not shown, like the main one's

@@ -367,3 +367,55 @@ def test_frames_faster_than_the_rate_are_skipped() -> None:
     frame = np.full((90, 160), 100, np.uint8)
     done = [detector.feed(frame, t / 15) is not None for t in range(30)]
     assert sum(done) == 10 and done[:3] == [True, False, False]
+
+
+def night_walk(adaptive: bool) -> list[MotionResult]:
+    """A dark, low-contrast yard (grey levels 12..45, sensor noise) crossed by a person 12 grey levels brighter."""
+    rng = np.random.default_rng(7)
+    base = texture(rng, 640, 360) * 0.18 + 5
+    detector = MotionDetector(MotionSettings(adaptive=adaptive))
+    results = []
+    for i in range(80):
+        img = base + rng.normal(0, 1.5, base.shape)
+        if 20 <= i < 60:
+            x = 40 + (i - 20) * 13
+            img[120:300, x:x + 60] += 12
+        result = detector.feed(np.clip(img, 0, 255).astype(np.uint8), i / FPS)
+        assert result is not None
+        results.append(result)
+    return results
+
+
+def test_adaptive_contrast_sees_a_person_at_night_and_stays_quiet_without_one() -> None:
+    """At night a person differs from the yard by fewer grey levels than the daytime threshold: the threshold follows
+    the scene's contrast down, so the crossing is one event, and the empty yard's noise none."""
+    seen = night_walk(adaptive=True)
+    assert sum(r.started for r in seen) == 1
+    assert all(r.motion for r in seen[25:60]) and not any(r.motion for r in seen[:20])
+    assert not any(r.motion for r in night_walk(adaptive=False))  # the fixed threshold misses it
+
+
+def pause_in_view(hold_alpha: float) -> list[MotionResult]:
+    """A person walks in, stands still for 10 s, and walks on; stopped objects count (`fresh_share` 0)."""
+    rng = np.random.default_rng(3)
+    base = texture(rng, 640, 360)
+    detector = MotionDetector(MotionSettings(fresh_share=0, hold_alpha=hold_alpha))
+    results = []
+    for i in range(90):
+        img = base + rng.normal(0, 2, base.shape)
+        x = 40 + 20 * min(i - 10, 10) + 20 * max(0, i - 70)
+        if i >= 10:
+            img[100:300, x:x + 60] = 25.0
+        result = detector.feed(np.clip(img, 0, 255).astype(np.uint8), i / FPS)
+        assert result is not None
+        results.append(result)
+    return results
+
+
+def test_a_person_who_pauses_does_not_fade_into_the_background() -> None:
+    """Under what was seen, the background learns slowly: a person standing still for ten seconds is still there
+    (and still motion, counting stopped objects); learning at the usual rate, they fade out within that time."""
+    held = pause_in_view(hold_alpha=0.005)
+    assert all(r.active for r in held[12:70])
+    absorbed = pause_in_view(hold_alpha=1.0)  # as fast as the rest of the picture
+    assert not all(r.active for r in absorbed[12:70])
