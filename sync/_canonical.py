@@ -109,14 +109,17 @@ def _parse_int(text: str) -> int:
     raise MalformedEvent(f"integer {text} outside +/-(2**53-1)")
 
 
+# One decoder for every call (json.loads with hooks builds a decoder and its scanner each time).
+_decoder = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int)
 _BRACKETS = re.compile(r'[\[\]{}]|"(?:[^"\\]|\\.)*"')
 
 
-def _depth_exceeds(text: str) -> bool:
-    """True if brackets outside strings nest deeper than MAX_DEPTH (checked before parsing recursively)."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
+def _depth_exceeds(text: str, outer: int = 0) -> bool:
+    """True if brackets outside strings nest deeper than MAX_DEPTH (checked before parsing recursively), with
+    `outer` levels already around the text (1 for an event's body, inside the event object)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH - outer:
         return False
-    depth = 0
+    depth = outer
     for token in _BRACKETS.findall(text):
         if token in "[{":
             depth += 1
@@ -127,16 +130,18 @@ def _depth_exceeds(text: str) -> bool:
     return False
 
 
-def decode(data: bytes) -> Any:
-    """Parse `data`, which must be exactly the canonical encoding of what it holds; raise EventRejected if not."""
+def decode(data: bytes, *, outer: int = 0) -> Any:
+    """Parse `data`, which must be exactly the canonical encoding of what it holds; raise EventRejected if not.
+
+    `outer` is how many levels of nesting already enclose `data` (1 for an event's body), counted in MAX_DEPTH."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedEvent(f"not UTF-8 at byte {exc.start}") from exc
-    if _depth_exceeds(text):
+    if _depth_exceeds(text, outer):
         raise MalformedEvent(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        value = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int)
+        value = _decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise MalformedEvent(f"malformed JSON: {exc.msg} at column {exc.colno}") from exc
     except (ValueError, RecursionError) as exc:

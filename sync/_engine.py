@@ -33,6 +33,10 @@ log = logging.getLogger("nnode.sync")
 # code that still shrinks these module attributes (before creating its settings) keeps working.
 PUSH_RETRY_DELAY = 2.0
 PULL_MAX_ROUNDS = 1000
+# Pulled lines are gathered up to this many (or PULL_INGEST_BYTES) before one ingest (one verify call and one
+# transaction): TCP reads bring about 100 lines each, and every ingest has a fixed cost of queries and a commit.
+PULL_INGEST_LINES = 1000
+PULL_INGEST_BYTES = 1024 * 1024
 FAILED_PEER_RETRY = 5.0
 # Bytes of pull answers one sync with a peer reads before it stops (and goes on at its next round, soon after).
 MAX_SYNC_BYTES = 64 * 1024 * 1024
@@ -551,14 +555,17 @@ class SyncEngine:
 
     async def _pull_round(self, peer: Peer, heads: dict[str, int], gaps: Sequence[Gap], tips: dict[str, str]
                           ) -> tuple[int, bool, dict[str, int], int]:
-        """One pull request; chunks are ingested as they arrive, two at a time so that parsing the next chunk
-        overlaps with verifying and storing the previous one. Returns (stored, more, highest seq seen, bytes)."""
+        """One pull request; the lines are gathered into batches of PULL_INGEST_LINES (or PULL_INGEST_BYTES) as
+        they arrive and ingested two at a time, so that parsing the next batch overlaps with verifying and storing
+        the previous one. Returns (stored, more, highest seq seen, bytes)."""
         assert self.client is not None and peer.url
         self.stats.pull_requests += 1
         stored = received = 0
         more = False
         seen: dict[str, int] = {}
         in_flight: list[asyncio.Task[IngestResult]] = []
+        batch: list[bytes] = []
+        batch_bytes = 0
 
         def tally(result: IngestResult) -> int:
             for author, seq in result.seen.items():
@@ -568,15 +575,21 @@ class SyncEngine:
         try:
             async for lines, flag in self.client.pull(peer.url, heads, gaps, tips, self.settings.pull_limit,
                                                       interest=self.settings.interest):
-                if lines:
-                    received += sum(len(line) + 1 for line in lines)
-                    in_flight.append(asyncio.create_task(self.ingest(lines, peer.key)))
+                size = sum(len(line) + 1 for line in lines)
+                received += size
+                batch += lines
+                batch_bytes += size
+                if batch and (flag is not None or len(batch) >= PULL_INGEST_LINES or batch_bytes >= PULL_INGEST_BYTES):
+                    in_flight.append(asyncio.create_task(self.ingest(batch, peer.key)))
+                    batch, batch_bytes = [], 0
                     if len(in_flight) > 1:
                         stored += tally(await in_flight.pop(0))
                 if flag is not None:
                     more = flag
         finally:
             # Whatever arrived before a broken stream is still stored: the next round resumes after it.
+            if batch:
+                in_flight.append(asyncio.create_task(self.ingest(batch, peer.key)))
             for task in in_flight:
                 stored += tally(await task)
         return stored, more, seen, received

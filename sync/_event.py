@@ -16,6 +16,7 @@ from ._canonical import MAX_SAFE_INT, canonical, canonical_checked, decode
 from ._errors import (
     BadSignature,
     BodyHashMismatch,
+    EventRejected,
     Expired,
     FutureTimestamp,
     InvalidBody,
@@ -34,6 +35,35 @@ _INT_FIELDS = ("v", "seq", "ts", "expires")
 _HEX_FIELDS = {"author": 64, "body_hash": 64, "id": 64, "sig": 128}
 _BODY_START = len(b'{"author":"') + 64 + len(b'","body":')
 _HEX = {n: re.compile(f"[0-9a-f]{{{n}}}\\Z") for n in (64, 128)}
+# A line whose envelope is already canonical: members in JCS order, hex and integers in canonical form (no leading
+# zero, no "-0", at most 16 digits), a KIND_PATTERN kind. The body, if any, lies between '{"author":"<64 hex>",
+# "body":' and the last ',"body_hash":"' (no later member's value can hold that sequence). Such a line is canonical
+# exactly when its body is, so only the body is parsed and re-encoded; any other line takes the full path.
+_INT = rb"(0|-?[1-9][0-9]{0,15})"
+_AUTHOR = re.compile(rb'\{"author":"([0-9a-f]{64})",')
+_TAIL = re.compile(rb',?"body_hash":"([0-9a-f]{64})","expires":' + _INT + rb',"id":"([0-9a-f]{64})","kind":'
+                   rb'"([a-z][a-z0-9_.-]{0,63})","seq":' + _INT + rb',"sig":"([0-9a-f]{128})","ts":' + _INT
+                   + rb',"v":' + _INT + rb"\}")
+_BODY_KEY = len(b'"body":')
+
+
+def _split_canonical(line: bytes) -> tuple[bytes, bytes | None, tuple[bytes, ...]] | None:
+    """(author, body bytes or None, the tail's fields) of a line whose envelope is canonical, else None."""
+    head = _AUTHOR.match(line)
+    if head is None:
+        return None
+    end = line.rfind(b',"body_hash":"')
+    if end < 0:
+        return None
+    if end + 1 == _BODY_START - _BODY_KEY:     # no body: '"body_hash"' follows the author directly
+        tail = _TAIL.fullmatch(line, end + 1)
+        body = None
+    elif line.startswith(b'"body":', _BODY_START - _BODY_KEY) and end > _BODY_START:
+        tail = _TAIL.fullmatch(line, end)
+        body = line[_BODY_START:end]
+    else:
+        return None
+    return None if tail is None else (head[1], body, tail.groups())
 
 
 def sha256_hex(data: bytes) -> str:
@@ -139,6 +169,26 @@ def parse_event(line: bytes, registry: KindRegistry, *, now: int) -> Event:
     """Check everything about one wire event except its signature (see verify_signature); return it."""
     if len(line) > MAX_EVENT_BYTES:
         raise OversizedEvent(f"event is {len(line)} bytes, the limit is {MAX_EVENT_BYTES}")
+    parts = _split_canonical(line)
+    if parts is None:
+        return _parse_full(line, registry, now=now)
+    author, body_bytes, (body_hash, expires, event_id, kind, seq, sig, ts, v) = parts
+    event = Event(v=int(v), kind=kind.decode(), author=author.decode(), seq=int(seq), ts=int(ts),
+                  expires=int(expires), body_hash=body_hash.decode(), id=event_id.decode(), sig=sig.decode(),
+                  body=body_bytes)
+    try:
+        body_value = None if body_bytes is None else decode(body_bytes, outer=1)
+    except EventRejected:   # rare: refused by the full path, whose error names what is wrong in the whole line
+        return _parse_full(line, registry, now=now)
+    check_header(event, registry, now=now)
+    if body_bytes is not None:
+        check_body(event, registry, now=now, value=body_value)
+    return event
+
+
+def _parse_full(line: bytes, registry: KindRegistry, *, now: int) -> Event:
+    """parse_event for a line whose envelope is not canonical as it stands: parsed whole, so that what is wrong
+    with it is named (a missing or unknown field, a wrong type, non-canonical bytes)."""
     value = decode(line)
     if type(value) is not dict:
         raise MalformedEvent("an event must be a JSON object")

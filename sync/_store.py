@@ -282,18 +282,15 @@ class EventStore:
         authors = {e.author for e in valid}
         quarantined = await self._quarantined_among(authors)
         held: dict[tuple[str, int], tuple[str, bool]] = {}
-        by_author: dict[str, set[int]] = {}
-        for e in valid:
-            by_author.setdefault(e.author, set()).add(e.seq)
-        for author, seqs in by_author.items():
-            seq_list = sorted(seqs)
-            for start in range(0, len(seq_list), 900):
-                chunk = seq_list[start:start + 900]
-                rows = await self.db.reader.execute_fetchall(
-                    f"SELECT seq, id, body IS NOT NULL FROM events WHERE author = ? "
-                    f"AND seq IN ({','.join('?' * len(chunk))})", (author, *chunk))
-                for seq, event_id, has_body in rows:
-                    held[(author, seq)] = (event_id, bool(has_body))
+        slots = sorted({(e.author, e.seq) for e in valid})
+        for start in range(0, len(slots), 400):   # one query for a batch of any number of authors
+            chunk = slots[start:start + 400]
+            rows = await self.db.reader.execute_fetchall(
+                f"SELECT events.author, events.seq, events.id, events.body IS NOT NULL "
+                f"FROM (VALUES {','.join(['(?, ?)'] * len(chunk))}) AS slots {_BY_SLOT}",
+                [value for slot in chunk for value in slot])
+            for author, seq, event_id, has_body in rows:
+                held[(author, seq)] = (event_id, bool(has_body))
         targets = {t for e in valid if (t := tombstone_target(e))}
         target_info = await self._targets(targets)
         for e in valid:
