@@ -16,6 +16,7 @@ from aiohttp import web
 from node.appliance import lifecycle as appliance
 from node.appliance import systemd
 from node.appliance.listen import check_port, unavailable
+from node.appliance.snapshot import open_current
 from node.camera import lifecycle as camera
 from node.config import Config
 from node.errors import NodeError
@@ -27,9 +28,8 @@ from node.people import lifecycle as people
 from node.periodic import scheduler
 from node.routes import add_routes, auth_middleware, error_middleware
 from node.safety import lifecycle as safety
-from node.schema import migrate_all
 from node.sharing import lifecycle as sharing
-from sync import Database, EventStore, PeerStore
+from sync import EventStore, PeerStore
 
 log = logging.getLogger("nnode")
 
@@ -39,9 +39,8 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     if not config.db_path.exists():
         raise NodeError(f"{config.db_path}: no database; run `nnode init` first")
-    db = await Database.open(config.db_path)
+    db = await open_current(config.db_path)
     try:
-        await migrate_all(db)
         app[DB] = db
         app[STORE] = EventStore(db)
         app[PEERS] = PeerStore(db)

@@ -19,6 +19,7 @@ import nacl.signing
 
 from node.appliance.backup import restore_backup, write_backup
 from node.appliance.listen import check_port
+from node.appliance.snapshot import open_current
 from node.camera.settings import CameraConfig, parse_camera
 from node.commands.client import control, open_db
 from node.commands.federation import peer_dicts, print_peers
@@ -40,11 +41,8 @@ def _identity(config: Config) -> tuple[nacl.signing.SigningKey, bool]:
 async def initialise(config: Config) -> tuple[nacl.signing.SigningKey, bool]:
     """Create the data folder, the key (unless present) and the database; (key, created)."""
     key, created = await asyncio.to_thread(_identity, config)
-    db = await Database.open(config.db_path)
-    try:
-        await migrate_all(db)
-    finally:
-        await db.close()
+    db = await open_current(config.db_path)
+    await db.close()
     return key, created
 
 
