@@ -21,7 +21,7 @@ from node.camera import lifecycle as camera
 from node.config import Config
 from node.errors import NodeError
 from node.federation import lifecycle as federation
-from node.identity import load_key, node_id
+from node.identity import host_name, load_key, node_id
 from node.keys import CAMERAS, CONFIG, DB, HUB, KEY, NAMES, PEERS, SCHEDULER, STARTED, STORE
 from node.names import Names
 from node.people import lifecycle as people
@@ -68,8 +68,8 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
                           client_max_size=config.sync.max_batch_bytes,
                           handler_args={"keepalive_timeout": float(config.http.header_timeout)})
     app[CONFIG] = config
-    app[NAMES] = Names(config)
     app[KEY] = key or load_key(config.key_path)
+    app[NAMES] = Names(config, host_name(node_id(app[KEY])))
     app[STARTED] = time.time()
     app.cleanup_ctx.extend([
         appliance.lock_ctx,       # one node per data folder

@@ -47,15 +47,18 @@ def _addresses() -> set[str]:
 class Names:
     """The authorities (`host:port`, as `sync.normal_authority` spells them) this node answers to.
 
-    Always: localhost, 127.0.0.1, [::1], this host's name and name.local, `http.host` and this host's addresses
+    Always: localhost, 127.0.0.1, [::1], this host's name and name.local, the unit's name (nnode-XXXX) and
+    nnode-XXXX.local, `http.host` and this host's addresses
     at `http.port`; then every `http.names` entry and the authority of `http.url`. The host's addresses are read
     again (at most every REFRESH seconds) when a name is not found, so a new DHCP lease is picked up.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, unit: str = "") -> None:
         port = config.http.port
         hostname = socket.gethostname().lower()
         hosts = {"localhost", "127.0.0.1", "::1", hostname, hostname.removesuffix(".local") + ".local"}
+        if unit:   # the unit's own name (nnode-XXXX), which its mDNS advertisement gives
+            hosts |= {unit, f"{unit}.local"}
         if config.http.host not in _WILDCARDS:
             hosts.add(config.http.host)
         fixed = {normal_authority(_host_part(host), port) for host in hosts}

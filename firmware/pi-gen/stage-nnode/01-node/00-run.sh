@@ -19,5 +19,6 @@ python3 -m venv /opt/nnode/venv
 /opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels neighborhood-node
 rm -rf /tmp/nnode-wheels
 systemd-sysusers
-systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service nnode-ssh-from-boot.service
+systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service nnode-ssh-from-boot.service \
+	nnode-hostname.service nnode-claim-file.path nnode-claim-file.service
 CHROOT
