@@ -16,11 +16,12 @@ from aiohttp import web
 from node.appliance import lifecycle as appliance
 from node.appliance import systemd
 from node.appliance.listen import check_port, unavailable
+from node.appliance.snapshot import open_current
 from node.camera import lifecycle as camera
 from node.config import Config
 from node.errors import NodeError
 from node.federation import lifecycle as federation
-from node.identity import load_key, node_id
+from node.identity import host_name, load_key, node_id
 from node.keys import CAMERAS, CONFIG, DB, HUB, KEY, NAMES, PEERS, SCHEDULER, STARTED, STORE, TLS
 from node.names import Names
 from node.people import lifecycle as people
@@ -28,10 +29,9 @@ from node.periodic import scheduler
 from node.push import lifecycle as push
 from node.routes import add_routes, auth_middleware, error_middleware
 from node.safety import lifecycle as safety
-from node.schema import migrate_all
 from node.sharing import lifecycle as sharing
 from node.tls import lifecycle as tls
-from sync import Database, EventStore, PeerStore
+from sync import EventStore, PeerStore
 
 log = logging.getLogger("nnode")
 
@@ -41,9 +41,8 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     if not config.db_path.exists():
         raise NodeError(f"{config.db_path}: no database; run `nnode init` first")
-    db = await Database.open(config.db_path)
+    db = await open_current(config.db_path)
     try:
-        await migrate_all(db)
         app[DB] = db
         app[STORE] = EventStore(db)
         app[PEERS] = PeerStore(db)
@@ -71,8 +70,8 @@ def create_app(config: Config, key: nacl.signing.SigningKey | None = None) -> we
                           client_max_size=config.sync.max_batch_bytes,
                           handler_args={"keepalive_timeout": float(config.http.header_timeout)})
     app[CONFIG] = config
-    app[NAMES] = Names(config)
     app[KEY] = key or load_key(config.key_path)
+    app[NAMES] = Names(config, host_name(node_id(app[KEY])))
     app[STARTED] = time.time()
     app.cleanup_ctx.extend([
         appliance.lock_ctx,       # one node per data folder

@@ -21,9 +21,13 @@ from node.config import Config, load
 from node.errors import ConfigError, NodeError
 from node.logs import setup_logging
 
-__all__ = ["DEFAULT_CONFIG", "build_parser", "initialise", "main"]
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_CONFIGS", "build_parser", "initialise", "main"]
 
-DEFAULT_CONFIG = Path("/etc/nnode/config.toml")
+# Where the config is looked for, first found wins: the appliance keeps its settings on the data partition, which
+# updates never write (first boot seeds it from the image's /etc/nnode/config.toml.default); a hand-made install
+# puts its config in /etc.
+DEFAULT_CONFIGS = (Path("/var/lib/nnode/config.toml"), Path("/etc/nnode/config.toml"))
+DEFAULT_CONFIG = DEFAULT_CONFIGS[0]
 
 Command = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
 OfflineCommand = Callable[[argparse.Namespace], int]
@@ -31,8 +35,8 @@ OfflineCommand = Callable[[argparse.Namespace], int]
 
 def _config(args: argparse.Namespace) -> Config:
     path = args.config or os.environ.get("NNODE_CONFIG")
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
+    if path is None:
+        path = next((candidate for candidate in DEFAULT_CONFIGS if candidate.exists()), None)
     config = load(path)
     if args.data_dir:
         config = config.replace(node={"data_dir": Path(args.data_dir).expanduser().resolve()})
@@ -43,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser: the global options, then each group's subcommands in the order `--help` lists them."""
     parser = argparse.ArgumentParser(prog="nnode", description="Neighborhood Node: a privacy-first "
                                      "neighborhood safety appliance.")
-    parser.add_argument("--config", help=f"config file (default: $NNODE_CONFIG, else {DEFAULT_CONFIG} if present)")
+    parser.add_argument("--config", help="config file (default: $NNODE_CONFIG, else the first present of "
+                        f"{', '.join(map(str, DEFAULT_CONFIGS))})")
     parser.add_argument("--data-dir", help="override node.data_dir")
     parser.add_argument("--version", action="version", version=f"nnode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -59,6 +59,11 @@ class NodeSection(Strict, frozen=True):
     latitude: Annotated[Latitude, setting("Building latitude as a decimal string; published to peers rounded to "
                                           "about 1 km. Empty: not published.")] = ""
     longitude: Annotated[Longitude, setting("Building longitude as a decimal string (see latitude).")] = ""
+    claim_file: Annotated[str, setting(
+        "While the node is unclaimed, its current claim code is also written to this file (mode 0600, rewritten "
+        "when the code renews, removed once claimed), for a manager without a screen: the appliance writes it in "
+        "its data folder and copies it to the boot partition as nnode-claim.txt. Empty: no file.",
+        expected='a file path, or ""')] = ""
 
     def __post_init__(self) -> None:
         """Expand `~` in the folder; degrees in range, both coordinates or none."""

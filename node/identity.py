@@ -33,6 +33,13 @@ def derive_secret(key: nacl.signing.SigningKey, purpose: bytes) -> bytes:
                              digest_size=32, encoder=nacl.encoding.RawEncoder)
 
 
+def host_name(key_hex: str) -> str:
+    """This unit's own host name, `nnode-` and 4 hex digits of a hash of its public key: the same on every start,
+    and different for the next node in the building (1 in 65,536 alike), so `nnode-XXXX.local` names one unit."""
+    digest = nacl.hash.sha256(bytes.fromhex(key_hex), encoder=nacl.encoding.HexEncoder).decode()
+    return f"nnode-{digest[:4]}"
+
+
 def short_id(key_hex: str) -> str:
     """The first 16 hex digits of a key, for display."""
     return key_hex[:16]

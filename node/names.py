@@ -32,10 +32,13 @@ def public_url(config: Config) -> str:
     return f"http://{_host_part(host)}:{config.http.port}"
 
 
-def host_names(config: Config) -> set[str]:
-    """This host's own names (its name and name.local) and http.host when it is not a wildcard, lower case."""
+def host_names(config: Config, unit: str = "") -> set[str]:
+    """This host's own names (its name and name.local; the unit's name nnode-XXXX and nnode-XXXX.local, which its
+    mDNS advertisement gives) and http.host when it is not a wildcard, lower case."""
     hostname = socket.gethostname().lower()
     names = {hostname, hostname.removesuffix(".local") + ".local"}
+    if unit:
+        names |= {unit, f"{unit}.local"}
     if config.http.host not in _WILDCARDS:
         names.add(config.http.host.lower())
     return names
@@ -57,16 +60,17 @@ def host_addresses() -> set[str]:
 class Names:
     """The authorities (`host:port`, as `sync.normal_authority` spells them) this node answers to.
 
-    Always: localhost, 127.0.0.1, [::1], this host's name and name.local, `http.host` and this host's addresses
+    Always: localhost, 127.0.0.1, [::1], this host's name and name.local, the unit's name (nnode-XXXX) and
+    nnode-XXXX.local, `http.host` and this host's addresses
     at `http.port` (and at `http.tls.port` when HTTPS is on); then every `http.names` entry and the authority of
     `http.url`. The host's addresses are read again (at most every REFRESH seconds) when a name is not found, so a
     new DHCP lease is picked up.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, unit: str = "") -> None:
         # HTTPS (http.tls) serves the same routes on a port of its own: every name answers there too.
         ports = (config.http.port,) + ((config.http.tls.port,) if config.http.tls.mode != "off" else ())
-        hosts = {"localhost", "127.0.0.1", "::1", *host_names(config)}
+        hosts = {"localhost", "127.0.0.1", "::1", *host_names(config, unit)}
         fixed = {normal_authority(_host_part(host), port) for host in hosts for port in ports}
         fixed |= {normal_authority(name, port) for name in config.http.names for port in ports}
         if config.http.url:

@@ -16,7 +16,7 @@ from node.people import accounts, claim
 from node.push import store as push
 from node.safety import alerts, live, reports, sos
 from node.sharing import agencies, audit, desk, heads
-from sync import Database, DatabaseError, Migration, setup_schema
+from sync import SCHEMA_COMPONENT, SCHEMA_MIGRATIONS, Database, DatabaseError, Migration, SchemaTooNew, setup_schema
 
 Component = tuple[str, Sequence[Migration]]
 
@@ -60,8 +60,7 @@ async def _convert_legacy(db: Database) -> None:
         return
     version = int(rows[0][0])
     if version > len(LEGACY):
-        raise DatabaseError(f"{db.path}: schema of 'node' is version {version}, newer than this software knows "
-                            f"({len(LEGACY)}); refusing to run an older version on it")
+        raise SchemaTooNew(db.path, "node", version, len(LEGACY))
     async with db.write() as conn:
         for component in LEGACY[:version]:
             await conn.execute("INSERT INTO schema_version (component, version) VALUES (?, 1) "
@@ -76,3 +75,12 @@ async def migrate_all(db: Database, components: Sequence[Component] = COMPONENTS
     await _convert_legacy(db)
     for name, migrations in components:
         await db.migrate(name, migrations)
+
+
+def known_versions(components: Sequence[Component] = COMPONENTS) -> dict[str, int]:
+    """The version this software's migrations reach for each component it knows, the sync library's and the
+    legacy shared counter included."""
+    known = {name: max((version for version, _ in migrations), default=0) for name, migrations in components}
+    known[SCHEMA_COMPONENT] = max(version for version, _ in SCHEMA_MIGRATIONS)
+    known["node"] = len(LEGACY)
+    return known

@@ -6,7 +6,7 @@ sync/ knows nothing of cameras, residents or agencies; node/ registers its event
 from ._area import EARTH_RADIUS_M, Circle, distance_m, touches, touches_any
 from ._canonical import MAX_SAFE_INT, canonical, decode
 from ._client import BadAnswer, PeerClient, peer_session
-from ._db import Database, DatabaseError, Migration
+from ._db import Database, DatabaseError, Migration, SchemaTooNew
 from ._descriptor import BadDescriptor, check_descriptor, make_descriptor
 from ._discovery import SERVICE_TYPE, Discovery
 from ._engine import IngestResult, SyncEngine, SyncSettings, add_discovered
@@ -54,7 +54,7 @@ from ._httpsig import (
 from ._kinds import TOMBSTONE, KindRegistry, require_fields
 from ._peers import APPROVED, PENDING, Peer, PeerStore
 from ._ratelimit import RateLimiter
-from ._schema import setup_schema
+from ._schema import SCHEMA_COMPONENT, SCHEMA_MIGRATIONS, setup_schema
 from ._server import ENDPOINTS as SYNC_ENDPOINTS
 from ._server import SyncServer
 from ._store import EventStore
@@ -66,7 +66,8 @@ __all__ = [
     "Discovery", "Equivocation", "Event", "EventRejected", "EventStore", "Expired", "FloatNotAllowed",
     "FutureTimestamp", "IngestResult", "InvalidBody", "KindRegistry", "MalformedEvent", "Migration", "Misdirected",
     "NonCanonical", "OversizedEvent", "Peer", "PeerClient", "PeerNotApproved", "PeerStore", "PeerUnreachable",
-    "RateLimited", "RateLimiter", "ReplayCache", "SyncEngine", "SyncError", "SyncServer", "SyncSettings",
+    "RateLimited", "RateLimiter", "ReplayCache", "SCHEMA_COMPONENT", "SCHEMA_MIGRATIONS", "SchemaTooNew",
+    "SyncEngine", "SyncError", "SyncServer", "SyncSettings",
     "UnknownKind", "add_discovered", "canonical", "check_authority", "check_content_digest", "check_descriptor",
     "create_event", "decode", "distance_m", "make_descriptor", "normal_authority", "parse_event", "peer_session",
     "require_fields", "setup_schema", "sha256_hex", "sign_request", "touches", "touches_any", "verify_request",

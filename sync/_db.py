@@ -20,6 +20,16 @@ class DatabaseError(SyncError):
     """The database could not be opened, migrated or written."""
 
 
+class SchemaTooNew(DatabaseError):
+    """A component's tables are at a version newer than this software's migrations reach (a newer release wrote
+    them); nothing was migrated."""
+
+    def __init__(self, path: Path, component: str, found: int, known: int) -> None:
+        super().__init__(f"{path}: schema of {component!r} is version {found}, newer than this software knows "
+                         f"({known}); refusing to run an older version on it")
+        self.component, self.found, self.known = component, found, known
+
+
 async def _connect(path: Path, *, writer: bool) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -71,8 +81,7 @@ class Database:
             current: int = row[0] if row else 0
             known = max((v for v, _ in migrations), default=0)
             if current > known:
-                raise DatabaseError(f"{self.path}: schema of {component!r} is version {current}, newer than this "
-                                    f"software knows ({known}); refusing to run an older version on it")
+                raise SchemaTooNew(self.path, component, current, known)
             for version, statements in sorted(migrations):
                 if version <= current:
                     continue
@@ -87,6 +96,14 @@ class Database:
                     raise DatabaseError(f"{self.path}: migration {component} v{version} failed: {exc}") from exc
                 current = version
             return current
+
+    async def vacuum_into(self, path: Path) -> None:
+        """Write a consistent copy of the database to the new file `path` (SQLite's VACUUM INTO), between writes."""
+        async with self._lock:
+            try:
+                await self.writer.execute("VACUUM INTO ?", (str(path),))
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"{self.path}: cannot copy the database to {path}: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -39,8 +39,10 @@ def _instance_name(name: str, key: str) -> str:
 class Discovery:
     """Advertises this node and reports every other node seen, until `close()` (idempotent)."""
 
-    def __init__(self, *, key: str, name: str, port: int, interfaces: list[str], on_found: Found) -> None:
+    def __init__(self, *, key: str, name: str, port: int, interfaces: list[str], on_found: Found,
+                 host: str = "") -> None:
         self.key = key
+        self.host = host   # the host name its address records answer to (`<host>.local.`); empty: the instance
         self.name = name
         self.port = port
         self.addresses = local_addresses(interfaces)
@@ -58,6 +60,7 @@ class Discovery:
         self._info = AsyncServiceInfo(
             SERVICE_TYPE, _instance_name(self.name, self.key),
             addresses=[socket.inet_aton(a) for a in self.addresses], port=self.port,
+            server=f"{self.host}.local." if self.host else None,
             properties={"key": self.key, "v": "1", "name": self.name[:100]})
         await self._zc.async_register_service(self._info, allow_name_change=True)
         self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_change])

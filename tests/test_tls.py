@@ -241,5 +241,5 @@ def test_nnode_run_serves_https_beside_http_and_invites_carry_the_fingerprint(sh
 
 
 def test_the_appliance_serves_https_from_its_local_ca():
-    config = load(Path(__file__).parent.parent / "firmware" / "rootfs" / "etc" / "nnode" / "config.toml")
+    config = load(Path(__file__).parent.parent / "firmware" / "rootfs" / "etc" / "nnode" / "config.toml.default")
     assert config.http.tls.mode == "local-ca" and config.http.tls.port == 8471

@@ -146,6 +146,17 @@ async def admin_link(request: web.Request) -> web.Response:
     return web.json_response({"link": f"{_lan_base(node)}/login#token={link.code}", "expires": link.expires})
 
 
+async def claim_code(request: web.Request) -> web.Response:
+    """GET /control/claim-code: the live claim code while unclaimed (what the console and the claim file show)."""
+    node = request.app[NODE]
+    claims = node[CLAIMS]
+    if await claims.claimed():
+        return web.json_response({"claimed": True, "host": claims.host})
+    await claims.ensure_code(_lan_base(node))
+    return web.json_response({"claimed": False, "code": claims.current, "expires": claims.current_expires,
+                              "host": claims.host, "setup": f"{_lan_base(node)}/setup"})
+
+
 async def residents(request: web.Request) -> web.Response:
     """GET /control/residents."""
     node = request.app[NODE]
@@ -223,6 +234,7 @@ def control_app(node: web.Application) -> web.Application:
     app.router.add_post("/control/invite", invite)
     app.router.add_post("/control/admin-link", admin_link)
     app.router.add_get("/control/residents", residents)
+    app.router.add_get("/control/claim-code", claim_code)
     app.router.add_post("/control/residents/revoke", revoke_resident)
     app.router.add_post("/control/resume-publishing", resume_publishing)
     app.router.add_post("/control/alerts/import", import_alerts)

@@ -19,12 +19,13 @@ import nacl.signing
 
 from node.appliance.backup import restore_backup, write_backup
 from node.appliance.listen import check_port
+from node.appliance.snapshot import open_current
 from node.camera.settings import CameraConfig, parse_camera
 from node.commands.client import control, open_db
 from node.commands.federation import peer_dicts, print_peers
 from node.config import Config, render_example
 from node.errors import NodeError, NotInitialised
-from node.identity import create_data_dir, create_key, load_key, node_id, short_id
+from node.identity import create_data_dir, create_key, host_name, load_key, node_id, short_id
 from node.people.claim import Claims
 from node.schema import migrate_all
 from sync import Database, EventStore
@@ -40,11 +41,8 @@ def _identity(config: Config) -> tuple[nacl.signing.SigningKey, bool]:
 async def initialise(config: Config) -> tuple[nacl.signing.SigningKey, bool]:
     """Create the data folder, the key (unless present) and the database; (key, created)."""
     key, created = await asyncio.to_thread(_identity, config)
-    db = await Database.open(config.db_path)
-    try:
-        await migrate_all(db)
-    finally:
-        await db.close()
+    db = await open_current(config.db_path)
+    await db.close()
     return key, created
 
 
@@ -53,6 +51,12 @@ async def cmd_init(config: Config, args: argparse.Namespace) -> int:
     key, created = await initialise(config)
     print(f"{'initialised' if created else 'already initialised'}: {config.node.data_dir}")
     print(f"node id: {node_id(key)}")
+    return 0
+
+
+async def cmd_hostname(config: Config, args: argparse.Namespace) -> int:
+    """Print the unit's host name (`nnode-XXXX`), from its key: the name its mDNS advertisement and claim card use."""
+    print(host_name(node_id(await asyncio.to_thread(load_key, config.key_path))))
     return 0
 
 
@@ -258,6 +262,8 @@ def add_node_commands(sub: Any) -> None:
     demo = sub.add_parser("demo", help="initialise if needed and run a demo node (loopback only, ./demo-data)")
     demo.add_argument("--port", type=int, help="HTTP port (default 8470, or http.port of a given config)")
     demo.set_defaults(func=cmd_demo)
+    sub.add_parser("hostname", help="print this unit's host name (nnode-XXXX, from its key)"
+                   ).set_defaults(func=cmd_hostname)
     status = sub.add_parser("status", help="show the node, its events and peers")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)

@@ -1,4 +1,5 @@
-"""`nnode invite`, `admin-link` and `residents`: the people who use the node, through the running node."""
+"""`nnode claim-code`, `invite`, `admin-link` and `residents`: the people who use the node, through the running
+node."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ from typing import Any
 
 from node.commands.client import control
 from node.config import Config
+from node.errors import NodeError
 from node.people.claim import terminal_qr
+
+
+async def cmd_claim_code(config: Config, args: argparse.Namespace) -> int:
+    """Print the running node's current claim code, for an operator with SSH; refuse once the node is claimed."""
+    answer = await control(config, "GET", "/control/claim-code")
+    if answer["claimed"]:
+        raise NodeError(f"{answer['host']} is already claimed: there is no claim code; its manager signs in at "
+                        "/login (`nnode admin-link` prints a one-time sign-in link)")
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(answer["expires"]))
+    print(f"{answer['host']} ({answer['host']}.local) is not claimed yet.\nClaim code: {answer['code']}\n"
+          f"Valid until: {until}, once. Open {answer['setup']} and type it.")
+    return 0
 
 
 async def cmd_invite(config: Config, args: argparse.Namespace) -> int:
@@ -44,7 +58,9 @@ async def cmd_residents(config: Config, args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    """Register invite, admin-link and residents on the `nnode` subparsers."""
+    """Register claim-code, invite, admin-link and residents on the `nnode` subparsers."""
+    sub.add_parser("claim-code", help="print the current claim code of the running, unclaimed node"
+                   ).set_defaults(func=cmd_claim_code)
     invite = sub.add_parser("invite", help="print a one-time invite (code, link, QR) for a resident")
     invite.add_argument("--unit", required=True, help="the resident's apartment or unit, like 4B")
     invite.add_argument("--name", help="the resident's name, shown to the manager and responders")

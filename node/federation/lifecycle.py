@@ -10,7 +10,7 @@ from aiohttp import web
 from node.config import Config
 from node.federation.areas import coarse_location, interest
 from node.federation.kinds import build_registry
-from node.identity import node_id
+from node.identity import host_name, node_id
 from node.keys import CONFIG, DB, ENGINE, KEY, NAMES, PEERS, SCHEDULER, STORE, SYNC_SERVER
 from node.names import Names
 from node.periodic import Jobs
@@ -89,7 +89,8 @@ async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("node discovered", extra={"peer": key, "peer_name": peer.name, "url": url, "state": peer.state})
 
     discovery = Discovery(key=node_id(app[KEY]), name=config.node.name, port=config.http.port,
-                          interfaces=list(config.discovery.interfaces), on_found=found)
+                          interfaces=list(config.discovery.interfaces), on_found=found,
+                          host=host_name(node_id(app[KEY])))
     await discovery.start()
     try:
         yield

@@ -3,7 +3,9 @@
 The running node keeps one code at a time: in its database only as an scrypt hash (single use, expiring), the code
 itself in memory, printed on the console with a terminal QR (stdout, which systemd connects to the attached screen
 and not to the journal) and shown as a QR on the setup page to the device's own screen (requests from loopback),
-never to the rest of the LAN.
+never to the rest of the LAN. A headless unit also writes it, while unclaimed, to the configured `node.claim_file`
+(mode 0600; rewritten when the code renews, removed once claimed), which the appliance copies to its boot partition
+for a manager to read on a PC, and `nnode claim-code` asks the running node for it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import asyncio
 import hashlib
 import io
 import logging
+import os
 import secrets
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 import segno
@@ -29,6 +33,9 @@ CODE_LENGTH = 12                                   # 60 bits
 CODE_TTL = 24 * 3600
 SESSION_TTL = 30 * 86_400
 MIN_PASSWORD = 12
+# A code is renewed this long before it expires: longer than the lifecycle's check interval (300 s), so neither the
+# console nor the claim file ever shows an expired code while the node runs.
+RENEW_BEFORE = 600
 
 COMPONENT = "claim"   # its own migration counter (node/schema.py)
 MIGRATIONS: Sequence[Migration] = [
@@ -86,9 +93,11 @@ def setup_url(base: str, code: str | None = None) -> str:
 class Claims:
     """Claim codes, the manager account and sessions, in the node's database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, host: str = "", claim_file: Path | None = None) -> None:
         self.db = db
-        self.current: str | None = None   # the live code's plaintext, in memory only
+        self.host = host                  # this unit's host name (nnode-XXXX), for the banner and the file
+        self.claim_file = claim_file
+        self.current: str | None = None   # the live code's plaintext, in memory (and in claim_file) only
         self.current_expires = 0
 
     async def claimed(self) -> bool:
@@ -109,11 +118,21 @@ class Claims:
         return code
 
     async def ensure_code(self, base: str) -> None:
-        """While unclaimed, keep an unexpired code and show it on the console."""
-        if await self.claimed() or (self.current and self.current_expires > time.time() + 60):
+        """While unclaimed, keep an unexpired code, show it on the console and write it to the claim file; once
+        claimed, leave no claim file behind."""
+        if await self.claimed():
+            await self._forget_file()
+            return
+        if self.current and self.current_expires > time.time() + RENEW_BEFORE:
             return
         code = await self.issue()
-        print_banner(code, base)
+        if self.claim_file is not None:
+            await asyncio.to_thread(_write_file, self.claim_file, card(code, base, self.host, self.current_expires))
+        print_banner(code, base, self.host)
+
+    async def _forget_file(self) -> None:
+        if self.claim_file is not None:
+            await asyncio.to_thread(self.claim_file.unlink, missing_ok=True)
 
     async def claim(self, code: str, password: str, *, now: int | None = None) -> str:
         """Use the code to become the manager; returns a new session token."""
@@ -143,6 +162,7 @@ class Claims:
                                "VALUES (?, 'manager', ?, ?, ?)",
                                (_token_hash(token), cursor.lastrowid, now, now + SESSION_TTL))
         self.current = None
+        await self._forget_file()
         log.info("node claimed by its manager")
         return token
 
@@ -166,7 +186,28 @@ def terminal_qr(data: str) -> str:
     return qr.getvalue()
 
 
-def print_banner(code: str, base: str) -> None:
-    """The console banner: the code in text and a terminal QR of the setup link carrying it."""
-    print(f"\nNeighborhood Node is not claimed yet.\nClaim code: {code}  (valid 24 h; open "
+def card(code: str, base: str, host: str, expires: int) -> str:
+    """The claim card's text: which unit, the code, until when, and where to type it."""
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+    unit = f"Neighborhood Node {host} ({host}.local)" if host else "Neighborhood Node"
+    return (f"{unit} is not claimed yet.\nClaim code: {code}\nValid until: {until}\n"
+            f"Open {setup_url(base)} and type the code; it works once.\n")
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write `path` whole, mode 0600 (where the file system keeps modes): temporary file, fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def print_banner(code: str, base: str, host: str = "") -> None:
+    """The console banner: the unit's host name, the code in text and a terminal QR of the setup link carrying it."""
+    unit = f"Neighborhood Node {host} ({host}.local)" if host else "Neighborhood Node"
+    print(f"\n{unit} is not claimed yet.\nClaim code: {code}  (valid 24 h; open "
           f"{setup_url(base)} or scan:)\n{terminal_qr(setup_url(base, code))}", file=sys.stdout, flush=True)

@@ -7,7 +7,8 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from node.keys import CONFIG, SCHEDULER, TLS
+from node.identity import host_name, node_id
+from node.keys import CONFIG, KEY, SCHEDULER, TLS
 from node.periodic import Jobs
 from node.tls.state import TlsState
 
@@ -20,7 +21,7 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     if config.http.tls.mode == "off":
         yield
         return
-    state = app[TLS] = await asyncio.to_thread(TlsState.start, config)
+    state = app[TLS] = await asyncio.to_thread(TlsState.start, config, host_name(node_id(app[KEY])))
 
     async def refresh() -> None:
         await asyncio.to_thread(state.refresh)

@@ -28,10 +28,10 @@ def _host(authority: str | None) -> str | None:
     return authority.rpartition(":")[0].strip("[]")
 
 
-def wanted(config: Config) -> Wanted:
+def wanted(config: Config, unit: str = "") -> Wanted:
     """The names the node's certificate should carry: this host's names and addresses, `http.names` and the host of
     `http.url`; never loopback or link-local ones (a phone never reaches the node by them)."""
-    hosts = set(host_names(config)) | host_addresses()
+    hosts = set(host_names(config, unit)) | host_addresses()
     hosts |= {h for name in config.http.names if (h := _host(normal_authority(name))) is not None}
     if config.http.url:
         hosts.add(urlsplit(config.http.url).hostname or "")
@@ -52,8 +52,9 @@ class TlsState:
 
     Blocking (keys, files): made with `start` and refreshed in a thread."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, unit: str = "") -> None:
         self.config = config
+        self.unit = unit   # the unit's name (nnode-XXXX), which its mDNS advertisement gives
         tls = config.http.tls
         self.mode, self.port = tls.mode, tls.port
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -64,9 +65,9 @@ class TlsState:
         self._files_seen: tuple[float, float] | None = None
 
     @classmethod
-    def start(cls, config: Config) -> TlsState:
+    def start(cls, config: Config, unit: str = "") -> TlsState:
         """Make or read the certificate and load it; TlsError, before anything serves, if it cannot be used."""
-        state = cls(config)
+        state = cls(config, unit)
         state.refresh(first=True)
         return state
 
@@ -83,7 +84,7 @@ class TlsState:
             return False
 
     def _local(self, first: bool) -> bool:
-        ca, changed = self.local.ensure(wanted(self.config))
+        ca, changed = self.local.ensure(wanted(self.config, self.unit))
         if first:
             self.ca_der = self.local.der(ca)
             self.fingerprint = fingerprint(self.ca_der)

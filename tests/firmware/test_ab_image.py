@@ -69,6 +69,10 @@ def test_ab_layout(tools, tmp_path):
     assert "PARTUUID=1234abcd-02" in _run("debugfs", "-R", "cat /etc/fstab", str(a)).stdout
     data = _partition(output, parts[3], tmp_path / "p4")
     assert "Filesystem volume name:   nnode-data" in _run("dumpe2fs", "-h", str(data)).stdout
+    # Its folders: node/ (bind-mounted at /var/lib/nnode) private, ssh/ root's and not writable by others.
+    for folder, mode in (("/node", "0700"), ("/ssh", "0755"), ("/ssh/authorized_keys", "0755")):
+        stat = _run("debugfs", "-R", f"stat {folder}", str(data)).stdout
+        assert f"Mode:  {mode}" in stat and "User:     0" in stat, (folder, stat)
     _run("e2fsck", "-fn", str(a))
     _run("e2fsck", "-fn", str(data))
 

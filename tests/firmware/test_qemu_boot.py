@@ -9,6 +9,7 @@ normal test run. It needs root and the tools below; on CI (CI=true) a missing on
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -158,6 +159,9 @@ def test_the_image_holds_no_identity_no_password_and_no_ssh(image):
     shadow = {line.split(":")[0]: line.split(":")[1] for line in _read(disk, "/etc/shadow").decode().splitlines()}
     assert all(field.startswith(("!", "*")) for field in shadow.values()), "an account has a usable password"
     assert _stat(disk, "/usr/sbin/sshd") is None
+    # Settings ship as a default only: the node's own copy is made on the data folder at first boot.
+    assert _stat(disk, "/etc/nnode/config.toml.default") is not None
+    assert _stat(disk, "/etc/nnode/config.toml") is None and _stat(disk, "/var/lib/nnode/config.toml") is None
     for unit in ("nnode.service", "nnode-firstboot.service"):
         assert _stat(disk, f"/etc/systemd/system/multi-user.target.wants/{unit}") is not None, f"{unit} not enabled"
 
@@ -199,6 +203,15 @@ def test_first_boot_makes_the_identity_and_healthz_answers(image, workdir):
     seed = _read(disk, "/var/lib/nnode/node.key")
     assert nacl.signing.SigningKey(seed).verify_key.encode().hex() == node
     assert _stat(image / "disk.img", "/var/lib/nnode/node.key") is None
+    # First boot also seeded the settings into the data folder, where the node reads them and updates never write.
+    config = _stat(disk, "/var/lib/nnode/config.toml")
+    assert config is not None and config["mode"] & 0o777 == 0o600 and config["uid"] == _uid(disk, "nnode"), config
+    assert _read(disk, "/var/lib/nnode/config.toml") == _read(disk, "/etc/nnode/config.toml.default")
+    # The claim code the console showed is on the "boot partition" too, for a manager without a screen, in a file
+    # naming the unit by its own host name, which comes from its key.
+    host = "nnode-" + hashlib.sha256(bytes.fromhex(node)).hexdigest()[:4]
+    card = _read(disk, "/boot/firmware/nnode-claim.txt").decode()
+    assert f"Claim code: {code}\n" in card and f"{host}.local" in card, card
 
     # `nnode status` on the data folder first boot made (copied out of the image) names the same node, and the
     # claim code is not stored in the clear.

@@ -11,6 +11,7 @@ from tests.firmware.tools import need
 
 ROOTFS = Path(__file__).resolve().parents[2] / "firmware" / "rootfs"
 UNITS = sorted((ROOTFS / "etc/systemd/system").glob("*.service"))
+PATH_UNITS = sorted((ROOTFS / "etc/systemd/system").glob("*.path"))
 EXPOSURE_THRESHOLD = 2.0
 # systemd-analyze takes the threshold as an integer score out of 100 (2.0 on the 0-10 scale printed = 20).
 _THRESHOLD_ARG = int(EXPOSURE_THRESHOLD * 10)
@@ -38,10 +39,12 @@ def root(tmp_path_factory):
 
 
 def test_the_units_exist():
-    assert {u.name for u in UNITS} >= {"nnode.service", "nnode-firstboot.service"}
+    assert {u.name for u in UNITS} >= {"nnode.service", "nnode-firstboot.service", "nnode-hostname.service",
+                                       "nnode-claim-file.service"}
+    assert {u.name for u in PATH_UNITS} == {"nnode-claim-file.path"}
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", UNITS + PATH_UNITS, ids=lambda u: u.name)
 def test_systemd_analyze_verify_is_silent(root, unit):
     tool = _tool("systemd-analyze")
     result = subprocess.run([tool, "verify", f"--root={root}", str(root / unit.relative_to(ROOTFS))],

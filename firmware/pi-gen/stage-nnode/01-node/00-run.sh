@@ -1,7 +1,8 @@
 #!/bin/bash -e
 # Install the node from wheels built on the build host (firmware/pi-gen/build-wheels), then the rootfs overlay.
 install -d "${ROOTFS_DIR}/tmp/nnode-wheels"
-cp "${NNODE_SRC}"/firmware/pi-gen/wheels/*.whl "${ROOTFS_DIR}/tmp/nnode-wheels/"
+cp "${NNODE_SRC}"/firmware/pi-gen/wheels/*.whl "${NNODE_SRC}"/firmware/pi-gen/wheels/requirements.lock \
+	"${ROOTFS_DIR}/tmp/nnode-wheels/"
 cp -a "${NNODE_SRC}/firmware/rootfs/." "${ROOTFS_DIR}/"
 # Which CA the device trusts for updates. Fail closed: the development signing key is public (it is in the
 # repository), so an image trusts it only when asked for by name.
@@ -16,8 +17,13 @@ fi
 
 on_chroot <<'CHROOT'
 python3 -m venv /opt/nnode/venv
-/opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels neighborhood-node
+# The pinned set, each wheel checked against its hash, then the node itself; pip check proves the set is whole.
+/opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels --require-hashes --no-deps \
+	-r /tmp/nnode-wheels/requirements.lock
+/opt/nnode/venv/bin/pip install --no-index --no-deps /tmp/nnode-wheels/neighborhood_node-*.whl
+/opt/nnode/venv/bin/pip check
 rm -rf /tmp/nnode-wheels
 systemd-sysusers
-systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service nnode-ssh-from-boot.service
+systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service nnode-ssh-from-boot.service \
+	nnode-hostname.service nnode-claim-file.path nnode-claim-file.service
 CHROOT
