@@ -3,6 +3,8 @@ skipped with the reason (the same outcome a feed poll of the same document gives
 import a no-op, and what one file publishes stored in one transaction (all or none)."""
 
 import argparse
+import re
+from datetime import datetime, timedelta
 
 import aiohttp
 import pytest
@@ -115,3 +117,23 @@ async def test_what_one_document_publishes_is_stored_all_or_none(make_node):
     events = await node.engine.publish_many([(ALERT, good, 3600), (ALERT, {"cap": parse_document(numbered(2))[0]},
                                                                        3600)])
     assert [e.seq for e in events] == [1, 2] and await node.store.count() == 2
+
+
+async def test_an_alert_without_expires_lasts_a_day_from_when_it_was_sent(make_node, tmp_path, capsys):
+    """CAP makes <expires> optional: such an alert is in force for a day after its <sent>, not a day from whenever
+    the node reads it (an old one would otherwise come back as current on every import or poll)."""
+    def without_expires(number: int, ago: timedelta) -> bytes:
+        document = numbered(number, current(sample("nws_winter_storm_kings.xml"), ago=ago))
+        return re.sub(rb"<expires>[^<]*</expires>", b"", document)
+    old, fresh = without_expires(7, timedelta(days=2)), without_expires(8, timedelta(hours=1))
+    assert b"<expires>" not in old + fresh
+    (tmp_path / "old.xml").write_bytes(old)
+    (tmp_path / "fresh.xml").write_bytes(fresh)
+    node = await make_node("cli")
+    status, lines = await control_import(node, tmp_path / "old.xml", capsys)
+    assert status == 1 and lines[0].startswith("skipped") and "expired" in lines[0], lines
+    status, lines = await control_import(node, tmp_path / "fresh.xml", capsys)
+    assert status == 0 and lines[0].startswith("published"), lines
+    (event,) = await node.store.recent(10, ALERT)
+    sent = parse_document(fresh)[0]["sent"]
+    assert abs(event.expires - (datetime.fromisoformat(sent).timestamp() + 86_400)) <= 1   # a day after <sent>

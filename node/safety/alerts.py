@@ -96,9 +96,12 @@ def not_authorised(alert: dict[str, Any]) -> str | None:
 
 
 def alert_expiry(alert: dict[str, Any], now: int) -> int:
-    """When the alert's last info block expires (Unix seconds), or a day from now if none says."""
+    """When the alert's last info block expires (Unix seconds); if none says, a day after it was sent (never later
+    than a day from `now`: a <sent> in the future buys no more time), so an old alert without `expires` is over."""
     stamps = [int(datetime.fromisoformat(i["expires"]).timestamp()) for i in alert["info"] if "expires" in i]
-    return max(stamps) if stamps else now + DEFAULT_TTL
+    if stamps:
+        return max(stamps)
+    return min(int(datetime.fromisoformat(alert["sent"]).timestamp()), now) + DEFAULT_TTL
 
 
 COMPONENT = "alerts"   # its own migration counter (node/schema.py)
