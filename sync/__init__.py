@@ -9,7 +9,7 @@ from ._client import BadAnswer, PeerClient, peer_session
 from ._db import Database, DatabaseError, Migration, SchemaTooNew
 from ._descriptor import BadDescriptor, check_descriptor, make_descriptor
 from ._discovery import SERVICE_TYPE, Discovery
-from ._engine import IngestResult, SyncEngine, SyncSettings, add_discovered
+from ._engine import SyncEngine, SyncSettings, add_discovered
 from ._errors import (
     AuthError,
     AuthorQuarantined,
@@ -54,6 +54,7 @@ from ._httpsig import (
 from ._kinds import TOMBSTONE, KindRegistry, require_fields
 from ._peers import APPROVED, PENDING, Peer, PeerStore
 from ._ratelimit import RateLimiter
+from ._results import IngestResult
 from ._schema import SCHEMA_COMPONENT, SCHEMA_MIGRATIONS, setup_schema
 from ._server import ENDPOINTS as SYNC_ENDPOINTS
 from ._server import SyncServer

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from ._errors import BadSignature, EventRejected, MalformedEvent, PeerUnreachabl
 from ._event import Event, create_event, parse_event
 from ._kinds import TOMBSTONE, KindRegistry
 from ._peers import APPROVED, Peer, PeerStore
+from ._results import IngestResult, Stats
 from ._store import EventStore, Gap, Status, equivocation_error
 from ._verifier import Verifier
 
@@ -76,38 +76,6 @@ class SyncSettings:
     min_rate: float = field(default_factory=lambda: MIN_RATE)
     rate_grace: float = field(default_factory=lambda: RATE_GRACE)
     max_sync_bytes: int = field(default_factory=lambda: MAX_SYNC_BYTES)
-
-
-@dataclass
-class IngestResult:
-    """What became of a batch: counts, and the rejections by input position."""
-
-    stored: list[Event] = field(default_factory=list)
-    duplicates: int = 0
-    out_of_area: int = 0     # readable events that do not touch this node's area of interest: not kept
-    rejected: list[tuple[int, EventRejected]] = field(default_factory=list)
-    seen: dict[str, int] = field(default_factory=dict)  # highest seq per author among readable events
-
-    def as_json(self) -> dict[str, Any]:
-        """The per-batch report a push caller receives."""
-        return {"accepted": len(self.stored), "duplicates": self.duplicates, "out_of_area": self.out_of_area,
-                "rejected": [{"index": i, "reason": e.reason, "status": e.status, "error": str(e)}
-                             for i, e in self.rejected]}
-
-
-@dataclass
-class Stats:
-    """Counters the node exports as metrics."""
-
-    rejected: Counter[str] = field(default_factory=Counter)
-    refused: Counter[str] = field(default_factory=Counter)
-    stored: int = 0
-    duplicates: int = 0
-    push_dropped: int = 0
-    pull_requests: int = 0
-    out_of_area: int = 0       # events received and not kept, or not pushed to a peer, for their area
-    false_claims: int = 0      # syncs after which a peer claimed more of our own events than we hold
-    sync_failed: Counter[str] = field(default_factory=Counter)   # failed syncs with a peer, by reason
 
 
 @dataclass
