@@ -57,7 +57,7 @@ tracker (node/sharing/track.py) carries the boxes over the others."""
 PLATE_EVERY = 6
 """The same for plates (their search costs half a face search, and plates move with cars, not faster). The plate
 cascade, most of that cost and the smaller share of plates found, runs in every other plate search."""
-CARRY = 5
+CARRY = 7
 """A box is also kept this many pictures before its first search and after its last, and every search is at most
 CARRY + 1 pictures from the next one."""
 DETECTORS = ("centerface", "haar")

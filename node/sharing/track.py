@@ -25,13 +25,13 @@ import numpy as np
 
 from node.sharing.boxes import Box
 
-LINK_DISTANCE = 1.0
+LINK_DISTANCE = 2.0
 """Largest distance between the centres of two boxes linked across searches, in the larger box's longer side."""
 LINK_SCALE = 2.0
 """Largest ratio between the sides of two linked boxes."""
 MOTION_MARGIN = 0.25
 """A box moving between two linked searches is grown on each side by this share of the distance it moves."""
-HOLD_GROWTH = 0.05
+HOLD_GROWTH = 0.08
 """A box kept past its last search (or before its first) grows on each side by this share of its side per
 picture."""
 
