@@ -180,7 +180,7 @@ def main() -> None:
         print(f"{name:7s} {rate[name]:5.1f} pictures per CPU second = {rate[name] / FPS:.2f} s of video per CPU "
               f"second; recall {ratio[name]:.1%} of {shown} faces shown")
     print(f"redact_recall_ratio={ratio['ours'] / ratio['deface']:.3f}")
-    print(f"redact_speed_ratio={rate['ours'] / FPS:.2f}")
+    print(f"redact_speed_ratio={rate['ours'] / FPS:.3f}")
 
 
 if __name__ == "__main__":
