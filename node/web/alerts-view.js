@@ -1,14 +1,16 @@
 // CAP 1.2 alerts (as JSON) rendered as cards, most severe first, in the reader's language when the alert has it.
 
 import { el, timeEl, toDate } from "./common.js";
+import { currentLanguage } from "./i18n.js";
 
 const SEVERITY_RANK = { Extreme: 0, Severe: 1, Moderate: 2, Minor: 3, Unknown: 4 };
 
 /**
  * The info block to show: an exact language match (en-US), then the same primary language (en), then English,
- * then the first. CAP says a missing language means en-US.
+ * then the first. CAP says a missing language means en-US. The language chosen on this device comes first.
  */
-export function pickInfo(infos, languages = navigator.languages?.length ? navigator.languages : [navigator.language]) {
+export function pickInfo(infos, languages = [currentLanguage(),
+  ...(navigator.languages?.length ? navigator.languages : [navigator.language])]) {
   if (!Array.isArray(infos) || infos.length === 0) return null;
   const langOf = (info) => String(info.language || "en-US").toLowerCase();
   const wanted = languages.filter(Boolean).map((lang) => lang.toLowerCase());

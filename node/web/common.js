@@ -1,5 +1,7 @@
 // Helpers shared by every page: JSON calls to the node, safe DOM building, times, announcements.
 //
+import { currentLanguage, startTranslating, wireLanguageMenu } from "./i18n.js";
+
 // Server text only ever reaches the page as text nodes (el() and textContent), so a report or alert that
 // contains markup shows the markup instead of running it; the CSP backs this up but is not the only guard.
 
@@ -30,7 +32,9 @@ async function answer(response) {
 async function call(path, init) {
   let response;
   try {
-    response = await fetch(path, { credentials: "same-origin", ...init });
+    // The node answers in this language where it can (CAP alerts carry one info per language).
+    const headers = { "Accept-Language": currentLanguage(), ...(init && init.headers) };
+    response = await fetch(path, { credentials: "same-origin", ...init, headers });
   } catch {
     throw new ApiError("Cannot reach the node. Check that you are on the building's Wi-Fi.", 0);
   }
@@ -366,5 +370,8 @@ export function markRequired(root = document) {
   }
 }
 
-// Every page imports this module: mark its required fields once the page is parsed (modules run after parsing).
+// Every page imports this module: mark its required fields once the page is parsed (modules run after parsing),
+// then show the page in the resident's language (node/web/i18n.js), with the language menu where a page has one.
 markRequired();
+startTranslating();
+wireLanguageMenu(document.getElementById("language-select"));

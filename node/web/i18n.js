@@ -1,0 +1,154 @@
+// The interface in the resident's language: English (the text the pages are written in), Spanish and Simplified
+// Chinese. The choice is the one made on this device (the language menu, kept in localStorage), else the browser's
+// first language we have, else English.
+//
+// The pages and modules are written in English; this module translates what they put on the page, as they put it
+// there: every text node and the placeholder, aria-label, title and alt attributes, looked up whole (trimmed, spaces
+// collapsed) in the language's STRINGS, or matched against its PATTERNS, whose {0}, {1}... stand for variable parts
+// (names, counts, times). A MutationObserver does the same for everything added later, so no module needs to call a
+// translation function. What the node sends (alert texts, reports, names) is not in a catalogue and stays as it is;
+// CAP alerts come in the reader's language from the node itself (Accept-Language, which call() sends).
+
+import * as es from "./i18n-es.js";
+import * as zh from "./i18n-zh.js";
+
+export const LANGUAGES = { en: "English", es: "Español", zh: "中文" };
+const CATALOGUES = { es, zh };
+const STORE_KEY = "nnode-language";
+const ATTRIBUTES = ["placeholder", "aria-label", "title", "alt"];
+
+/** The language this page is shown in: "en", "es" or "zh". */
+export function currentLanguage() {
+  let chosen = null;
+  try {
+    chosen = localStorage.getItem(STORE_KEY);
+  } catch {
+    // storage refused (a private window): the browser's language decides
+  }
+  if (chosen && chosen in LANGUAGES) return chosen;
+  for (const tag of navigator.languages || [navigator.language || "en"]) {
+    const base = String(tag).toLowerCase().split("-")[0];
+    if (base in LANGUAGES) return base;
+  }
+  return "en";
+}
+
+/** Keep `language` for this device and show the page in it. */
+export function chooseLanguage(language) {
+  try {
+    localStorage.setItem(STORE_KEY, language);
+  } catch {
+    // not kept: this page still changes
+  }
+  location.reload();
+}
+
+function compile(catalogue) {
+  const strings = new Map(Object.entries(catalogue.STRINGS || {}));
+  const patterns = (catalogue.PATTERNS || []).map(([english, translated]) => {
+    const parts = english.split(/\{(\d+)\}/);
+    let source = "^";
+    const order = [];
+    parts.forEach((part, i) => {
+      if (i % 2) {
+        source += "(.+?)";
+        order.push(Number(part));
+      } else {
+        source += part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      }
+    });
+    return { regex: new RegExp(`${source}$`, "s"), order, translated };
+  });
+  return { strings, patterns };
+}
+
+/** The translation of one text (whole), or null when the catalogue has none. */
+function lookup(table, text) {
+  const key = text.replace(/\s+/g, " ").trim();
+  if (!key) return null;
+  const exact = table.strings.get(key);
+  if (exact !== undefined) return exact;
+  for (const { regex, order, translated } of table.patterns) {
+    const found = key.match(regex);
+    if (found) {
+      const values = {};
+      order.forEach((index, i) => { values[index] = lookup(table, found[i + 1]) ?? found[i + 1]; });
+      return translated.replace(/\{(\d+)\}/g, (_, index) => values[index] ?? "");
+    }
+  }
+  return null;
+}
+
+function translateText(table, node) {
+  const text = node.data;
+  const translated = lookup(table, text);
+  if (translated === null) return;
+  const lead = text.match(/^\s*/)[0];
+  const trail = text.match(/\s*$/)[0];
+  const next = lead + translated + trail;
+  if (next !== text) node.data = next;   // never the same value: that would be a mutation of its own
+}
+
+function translateAttributes(table, element) {
+  for (const name of ATTRIBUTES) {
+    const value = element.getAttribute(name);
+    if (!value) continue;
+    const translated = lookup(table, value);
+    if (translated !== null && translated !== value) element.setAttribute(name, translated);
+  }
+}
+
+function translateTree(table, root) {
+  if (root.nodeType === Node.TEXT_NODE) {
+    if (!root.parentElement?.closest("script, style, [translate=no]")) translateText(table, root);
+    return;
+  }
+  if (root.nodeType !== Node.ELEMENT_NODE || root.closest("[translate=no]")) return;
+  translateAttributes(table, root);
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT, {
+    acceptNode: (node) => (node.nodeType === Node.ELEMENT_NODE
+      && (node.matches("script, style") || node.getAttribute("translate") === "no")
+      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+  });
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.nodeType === Node.TEXT_NODE) translateText(table, node);
+    else translateAttributes(table, node);
+  }
+}
+
+/** Translate this page now and everything added to it later; set <html lang>. Does nothing in English. */
+export function startTranslating(language = currentLanguage()) {
+  // The manager's console and the transparency page are in English only for now: half translated would be worse.
+  if (document.body.matches(".console, .transparency")) return;
+  document.documentElement.lang = language === "zh" ? "zh-Hans" : language;
+  const catalogue = CATALOGUES[language];
+  if (!catalogue) return;
+  const table = compile(catalogue);
+  translateTree(table, document.documentElement);
+  const title = lookup(table, document.title);
+  if (title !== null) document.title = title;
+  new MutationObserver((records) => {
+    for (const record of records) {
+      if (record.type === "childList") record.addedNodes.forEach((node) => translateTree(table, node));
+      else if (record.type === "characterData") translateTree(table, record.target);
+      else if (record.type === "attributes") translateAttributes(table, record.target);
+    }
+  }).observe(document.documentElement, { childList: true, subtree: true, characterData: true, attributes: true,
+    attributeFilter: ATTRIBUTES });
+}
+
+/** Wire a <select> to the languages: shows the current one, and a choice reloads the page in it. */
+export function wireLanguageMenu(select) {
+  if (!select) return;
+  const language = currentLanguage();
+  select.replaceChildren(...Object.entries(LANGUAGES).map(([code, name]) => {
+    const option = document.createElement("option");
+    option.value = code;
+    option.textContent = name;
+    option.lang = code === "zh" ? "zh-Hans" : code;
+    option.translate = false;
+    option.selected = code === language;
+    return option;
+  }));
+  select.addEventListener("change", () => chooseLanguage(select.value));
+}
