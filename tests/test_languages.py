@@ -105,6 +105,9 @@ async def test_a_phone_in_spanish_gets_the_interface_and_the_warning_in_spanish(
     await expect(page.locator("html")).to_have_attribute("lang", "zh-Hans")
     zh = catalogue("zh")["strings"]
     await expect(page.locator('#tabs button[data-view="alerts"]')).to_contain_text(zh["Alerts"])
+    # The alert's own words are never touched by the interface's catalogue (no Chinese info: the next language)
+    await expect(page.locator("#alerts-list article h3")).to_have_text(
+        "Aviso de Inundaciones Repentinas emitido el 4 de agosto a las 4:05PM EDT hasta las 7:15PM EDT por NWS Upton NY")
     await shot(page, "language-zh-alerts")
     await page.reload()
     await expect(page.locator('#tabs button[data-view="map"]')).to_contain_text(zh["Map"])

@@ -117,11 +117,11 @@ export function alertCard(item) {
       el("span", { class: `badge sev-${sev}` }, el("span", { "aria-hidden": "true" }, severityIcon(severity)), ` ${severity}`),
       el("span", { class: "visually-hidden" }, " severity. "),
       notes),
-    el("h3", { class: "alert-title" }, title),
-    info.event && info.event !== title ? el("p", { class: "alert-event" }, info.event) : null,
-    info.description ? el("p", { class: "prewrap" }, info.description) : null,
+    el("h3", { class: "alert-title", translate: "no" }, title),
+    info.event && info.event !== title ? el("p", { class: "alert-event", translate: "no" }, info.event) : null,
+    info.description ? el("p", { class: "prewrap", translate: "no" }, info.description) : null,
     info.instruction
-      ? el("div", { class: "instruction" }, el("h4", {}, "What to do"), el("p", { class: "prewrap" }, info.instruction))
+      ? el("div", { class: "instruction" }, el("h4", {}, "What to do"), el("p", { class: "prewrap", translate: "no" }, info.instruction))
       : null,
     el("dl", { class: "facts" }, facts.map(([label, value]) => [el("dt", {}, label), el("dd", {}, value)])));
 }

@@ -340,14 +340,14 @@ export function reportArticle(report, extra = []) {
         : el("span", { class: `report-state state-${report.status}` }, REPORT_STATUS[report.status] || report.status || ""),
       report.held ? el("span", { class: "tag tag-held" }, "Held for review") : null,
       report.mine ? el("span", { class: "tag tag-mine" }, "Yours") : null),
-    el("p", { class: "report-what" }, report.what || ""),
+    el("p", { class: "report-what", translate: "no" }, report.what || ""),
     report.held && report.held_reason
       ? el("p", { class: "held-reason" }, report.mine
         ? `Only you and the manager see this for now: it ${report.held_reason.split(":")[0]}.`
         : `Held: it ${report.held_reason}`)
       : null,
     el("dl", { class: "facts" },
-      report.where ? [el("dt", {}, "Where"), el("dd", {}, report.where)] : null,
+      report.where ? [el("dt", {}, "Where"), el("dd", { translate: "no" }, report.where)] : null,
       report.when ? [el("dt", {}, "When"), el("dd", {}, timeEl(report.when))] : null,
       el("dt", {}, "Posted"), el("dd", {}, timeEl(report.created))),
     details.length ? el("div", { class: "person" }, el("h4", {}, "Person described"), el("dl", { class: "facts" }, details)) : null,

@@ -6,7 +6,8 @@
 // there: every text node and the placeholder, aria-label, title and alt attributes, looked up whole (trimmed, spaces
 // collapsed) in the language's STRINGS, or matched against its PATTERNS, whose {0}, {1}... stand for variable parts
 // (names, counts, times). A MutationObserver does the same for everything added later, so no module needs to call a
-// translation function. What the node sends (alert texts, reports, names) is not in a catalogue and stays as it is;
+// translation function. What the node sends (alert texts, reports, names) is not in a catalogue and stays as it is
+// (the elements that show it say translate="no", so no pattern can match inside them);
 // CAP alerts come in the reader's language from the node itself (Accept-Language, which call() sends).
 
 import * as es from "./i18n-es.js";
@@ -45,7 +46,10 @@ export function chooseLanguage(language) {
 
 function compile(catalogue) {
   const strings = new Map(Object.entries(catalogue.STRINGS || {}));
-  const patterns = (catalogue.PATTERNS || []).map(([english, translated]) => {
+  // A pattern needs a few letters of its own: "{0} h{1}" would match any text with " h" in it (an alert's headline).
+  const usable = (catalogue.PATTERNS || []).filter(([english]) => english.replace(/\{\d+\}/g, "")
+    .replace(/[^A-Za-z]/g, "").length >= 5);
+  const patterns = usable.map(([english, translated]) => {
     const parts = english.split(/\{(\d+)\}/);
     let source = "^";
     const order = [];
