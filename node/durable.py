@@ -59,3 +59,16 @@ def sha256_file(path: Path) -> tuple[int, str]:
             digest.update(block)
             size += len(block)
     return size, digest.hexdigest()
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner alone (0600, where the file system keeps modes), whole or not at all: a
+    temporary file beside it, fsynced, renamed over it."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from node.durable import fsync_file, sync_folder
 from node.errors import NodeError
 from node.schema import COMPONENTS, Component, known_versions, migrate_all
 from node.state import RESTORED, NodeState
@@ -64,22 +65,14 @@ def _too_new(versions: dict[str, int], known: dict[str, int]) -> list[tuple[str,
             if name in known and found > known[name]]
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _install(source: Path, target: Path) -> None:
     """Copy `source` over `target` whole: a temporary file, fsynced, renamed, the folder fsynced."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.copyfile(source, tmp)
     os.chmod(tmp, 0o600)
-    _fsync(tmp)
+    fsync_file(tmp)
     os.replace(tmp, target)
-    _fsync(target.parent)
+    sync_folder(target.parent)
 
 
 def _restore(db_path: Path, snapshot: Path) -> Path:
@@ -91,7 +84,7 @@ def _restore(db_path: Path, snapshot: Path) -> Path:
         source = db_path.with_name(db_path.name + suffix)
         if source.exists():
             source.rename(aside.with_name(aside.name + suffix))
-    _fsync(db_path.parent)
+    sync_folder(db_path.parent)
     _install(snapshot, db_path)
     return aside
 
@@ -102,9 +95,9 @@ async def _take_snapshot(db: Database) -> Path:
     tmp = target.with_name(target.name + ".tmp")
     await asyncio.to_thread(tmp.unlink, missing_ok=True)
     await db.vacuum_into(tmp)
-    await asyncio.to_thread(_fsync, tmp)
+    await asyncio.to_thread(fsync_file, tmp)
     await asyncio.to_thread(os.replace, tmp, target)
-    await asyncio.to_thread(_fsync, target.parent)
+    await asyncio.to_thread(sync_folder, target.parent)
     return target
 
 

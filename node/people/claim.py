@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import io
 import logging
-import os
 import secrets
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Sequence
 
 import segno
 
+from node.durable import write_private
 from node.people.passwords import check_secret, hash_secret
 from sync import Database, Migration
 
@@ -127,7 +127,8 @@ class Claims:
             return
         code = await self.issue()
         if self.claim_file is not None:
-            await asyncio.to_thread(_write_file, self.claim_file, card(code, base, self.host, self.current_expires))
+            await asyncio.to_thread(write_private, self.claim_file,
+                                    card(code, base, self.host, self.current_expires).encode())
         print_banner(code, base, self.host)
 
     async def _forget_file(self) -> None:
@@ -192,18 +193,6 @@ def card(code: str, base: str, host: str, expires: int) -> str:
     unit = f"Neighborhood Node {host} ({host}.local)" if host else "Neighborhood Node"
     return (f"{unit} is not claimed yet.\nClaim code: {code}\nValid until: {until}\n"
             f"Open {setup_url(base)} and type the code; it works once.\n")
-
-
-def _write_file(path: Path, text: str) -> None:
-    """Write `path` whole, mode 0600 (where the file system keeps modes): temporary file, fsync, rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def print_banner(code: str, base: str, host: str = "") -> None:

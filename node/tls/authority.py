@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import ipaddress
 import logging
-import os
 import plistlib
 import uuid
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from node.durable import write_private
 from node.errors import NodeError
 
 log = logging.getLogger("nnode.tls")
@@ -59,18 +59,6 @@ def _now() -> datetime.datetime:
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner alone (0600), whole or not at all: a temporary file, fsync, rename."""
-    temporary = path.with_name(path.name + ".new")
-    temporary.unlink(missing_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def make_ca(name: str, wanted: Wanted, networks: tuple[IPNetwork, ...], now: datetime.datetime | None = None

@@ -16,21 +16,12 @@ import time
 import numpy as np
 import pytest
 
-from node.camera import record, sources
+from node.camera import sources
 from node.camera.record import Recorder
 from node.camera.sources import FileSource, RtspSource
 from tests.camera.streams import Publisher, RtspServer
-from tests.camera.test_record import Segments, decode_all, wait_for
+from tests.camera.test_record import Segments, decode_all, short_timings, wait_for  # noqa: F401  (a fixture)
 from tests.conftest import free_port
-
-
-@pytest.fixture(autouse=True)
-def short_timings(monkeypatch):
-    """Reconnect and time out quickly so tests stay short."""
-    monkeypatch.setattr(record, "RECONNECT_MIN", 0.2)
-    monkeypatch.setattr(record, "RECONNECT_MAX", 1.0)
-    monkeypatch.setattr(sources, "OPEN_TIMEOUT", 5.0)
-    monkeypatch.setattr(sources, "READ_TIMEOUT", 2.0)
 
 
 @pytest.fixture(scope="module")
