@@ -12,7 +12,7 @@ import json
 import re
 import time
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import aiosqlite
@@ -232,4 +232,4 @@ class Registry:
         reason = _text("reason", reason)
         now = int(time.time())
         await conn.execute("UPDATE agencies SET revoked = ?, revoke_reason = ? WHERE key = ?", (now, reason, key))
-        return Agency(**{**agency.as_json(), "revoked": now, "revoke_reason": reason})
+        return replace(agency, revoked=now, revoke_reason=reason)
