@@ -2,6 +2,8 @@
 install from it only: two builds from one commit get the same package set. No network: the file is read as is."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -51,6 +53,18 @@ def test_the_image_recipes_install_only_the_pinned_set():
     qemu = (REPO / "firmware/image/build-qemu-image").read_text()
     assert "--require-hashes --no-deps" in qemu and "requirements.lock" in qemu and "pip check" in qemu
     wheels = (REPO / "firmware/pi-gen/build-wheels").read_text()
-    assert "--require-hashes --no-deps -r \"$repo/firmware/requirements.lock\"" in wheels
+    assert 'split-lock" "$repo/firmware/requirements.lock"' in wheels
+    assert '--require-hashes --no-deps -r "$out/binary.lock"' in wheels
+    assert '--no-deps --require-hashes -r "$out/source.lock"' in wheels
     stage = (REPO / "firmware/pi-gen/stage-nnode/01-node/00-run.sh").read_text()
     assert "--require-hashes --no-deps" in stage and "pip check" in stage
+
+
+def test_the_lock_splits_into_wheels_and_the_few_sources_with_every_pin_kept(tmp_path):
+    subprocess.run([sys.executable, str(REPO / "firmware/split-lock"), str(LOCK), str(tmp_path)], check=True)
+    binary, source = (tmp_path / "binary.lock").read_text(), (tmp_path / "source.lock").read_text()
+    assert source.startswith("http-ece==") and "--hash=sha256:" in source
+    assert "http-ece==" not in binary and "pywebpush==" in binary
+    pins = {line.split("==")[0] for line in LOCK.read_text().splitlines() if "==" in line}
+    split = {line.split("==")[0] for line in (binary + source).splitlines() if "==" in line}
+    assert split == pins
