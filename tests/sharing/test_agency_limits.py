@@ -117,6 +117,7 @@ async def test_downloads_and_calls_have_their_own_limits(make_node, tmp_path):
         await register(manager, node, agency, other)
         try:
             fields = request_fields(start=start)
+            first_call = time.monotonic()
             status, body, _ = await agency_call(agency, "POST", node.url + "/api/agency/requests",
                                                 sign_document(fields, agency.key))
             assert status == 201, body
@@ -141,7 +142,9 @@ async def test_downloads_and_calls_have_their_own_limits(make_node, tmp_path):
                 assert status == 200, body
             status, body, headers = await agency_call(agency, "GET", node.url + "/api/agency/requests")
             retry = assert_limited(status, body, headers, "agency calls", "calls")
-            assert 50 <= retry <= 60
+            # 1 call a minute refills the burst: the next one is due a minute after the first, less what has passed
+            # since (a loaded machine takes many seconds to build the bundle in between)
+            assert 60 - (time.monotonic() - first_call) - 2 <= retry <= 60
             status, body, _ = await agency_call(other, "GET", node.url + "/api/agency/requests")
             assert status == 200, body
         finally:
