@@ -73,6 +73,10 @@ async def test_a_push_shows_a_notification_and_a_tap_opens_the_alert(make_node, 
             await wait_until(lambda: service.count("phone") >= 1)
             payload = device.decrypt(service.received["phone"][0][1])
 
+            # The open page shows the alert (and its own notification, same tag) first: a push delivered while the
+            # live message is still on its way would be replaced by the page's notification, which the service
+            # worker's getNotifications() does not list.
+            await expect(phone.locator(f'#alerts-list article[data-event="{posted["event"]}"]')).to_be_visible()
             # The browser delivers the push to the service worker, which shows the notification.
             cdp = await context.new_cdp_session(phone)
             registrations: list[dict] = []
