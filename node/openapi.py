@@ -89,6 +89,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/join"): {"ok": [_ok()]},
     ("POST", "/api/login"): {"ok": [_ok()]},
     ("POST", "/api/logout"): {"ok": [_ok()]},
+    ("POST", "/api/account/language"): {"ok": [_ok(("language",), language={"enum": ["en", "es", "zh", None]})]},
     ("GET", "/api/residents"): {"ok": [_ok(("residents",), residents=LIST_OF())]},
     ("POST", "/api/residents/{id}/revoke"): {"ok": [_ok()]},
     ("POST", "/api/residents/{id}/on-call"): {"ok": [_ok()]},

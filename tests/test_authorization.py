@@ -59,6 +59,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/join"): LOCAL,
     ("POST", "/api/login"): LOCAL,
     ("POST", "/api/logout"): SIGNED_IN,
+    ("POST", "/api/account/language"): SIGNED_IN,
     ("GET", "/api/residents"): MANAGER,
     ("POST", "/api/residents/{id}/revoke"): MANAGER,
     ("POST", "/api/residents/{id}/on-call"): MANAGER,

@@ -53,7 +53,31 @@ MIGRATIONS: Sequence[Migration] = [
         )""",
         "CREATE INDEX sessions_subject ON sessions (role, subject)",
     ]),
+    (2, [
+        # The language each account chose in the app, applied on every device it signs in on (no row: the
+        # browser's language decides, then English).
+        """CREATE TABLE account_languages (
+            role TEXT NOT NULL CHECK (role IN ('resident', 'manager')),
+            subject INTEGER NOT NULL,
+            language TEXT NOT NULL,
+            PRIMARY KEY (role, subject)
+        )""",
+    ]),
 ]
+
+LANGUAGES = ("en", "es", "zh")   # the interface's languages (node/web/i18n.js has their catalogues)
+
+
+def best_language(accept_language: str | None) -> str:
+    """The interface language an Accept-Language header asks for first (es-MX is es, zh-Hans-CN is zh), else ""."""
+    for part in (accept_language or "")[:1000].split(",")[:32]:
+        tag, _, params = part.strip().partition(";")
+        if params.strip().replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            continue
+        base = tag.strip().lower().split("-")[0]
+        if base in LANGUAGES:
+            return base
+    return ""
 
 
 @dataclass(frozen=True)
@@ -66,11 +90,12 @@ class Session:
     unit: str = ""
     name: str = ""
     on_call: bool = False
+    language: str = ""   # the account's chosen language ("": none chosen)
 
     def public(self) -> dict[str, Any]:
         """What the web app is told about its own session."""
         return {"role": self.role, "unit": self.unit or None, "name": self.name or None, "on_call": self.on_call,
-                "resident_id": self.subject if self.role == "resident" else None}
+                "resident_id": self.subject if self.role == "resident" else None, "language": self.language or None}
 
 
 @dataclass(frozen=True)
@@ -220,15 +245,30 @@ class Accounts:
             return None
         now = int(time.time()) if now is None else now
         rows = list(await self.db.reader.execute_fetchall(
-            "SELECT s.rowid, s.role, s.subject, r.unit, r.name, r.on_call, r.revoked FROM sessions s "
+            "SELECT s.rowid, s.role, s.subject, r.unit, r.name, r.on_call, r.revoked, l.language FROM sessions s "
             "LEFT JOIN residents r ON s.role = 'resident' AND r.id = s.subject "
+            "LEFT JOIN account_languages l ON l.role = s.role AND l.subject = s.subject "
             "WHERE s.token_hash = ? AND s.revoked IS NULL AND s.expires > ?", (digest(token), now)))
         if not rows:
             return None
-        row_id, role, subject, unit, name, on_call, revoked = rows[0]
+        row_id, role, subject, unit, name, on_call, revoked, language = rows[0]
         if role == "resident" and (unit is None or revoked is not None):
             return None
-        return Session(row_id, role, subject, unit or "", name or "", bool(on_call))
+        return Session(row_id, role, subject, unit or "", name or "", bool(on_call), language or "")
+
+    async def set_language(self, session: Session, language: str | None) -> None:
+        """Keep `language` as the caller's account's choice (None: forget it, the browser's language decides)."""
+        if language is not None and language not in LANGUAGES:
+            raise BadRequest(f"field 'language' must be one of {', '.join(LANGUAGES)} or null, got {language!r}")
+        async with self.db.write() as conn:
+            if language is None:
+                await conn.execute("DELETE FROM account_languages WHERE role = ? AND subject = ?",
+                                   (session.role, session.subject))
+            else:
+                await conn.execute(
+                    "INSERT INTO account_languages (role, subject, language) VALUES (?, ?, ?) "
+                    "ON CONFLICT (role, subject) DO UPDATE SET language = excluded.language",
+                    (session.role, session.subject, language))
 
     async def revoke_session(self, session_id: int, *, now: int | None = None) -> None:
         """End one session."""

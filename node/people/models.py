@@ -5,7 +5,7 @@ The accounts store keeps its own checks (a required text that is blank, whitespa
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from msgspec import UNSET, Meta, UnsetType
 
@@ -58,3 +58,11 @@ class InviteBody(Body, frozen=True):
     unit: Annotated[str, setting(f"the resident's unit (at most {MAX_UNIT} characters)", max_length=MAX_UNIT,
                                  expected=f"text of at most {MAX_UNIT} characters")]
     name: Name = None
+
+
+class LanguageBody(Body, frozen=True):
+    """POST /api/account/language: the language the caller's account is shown in on every device (null: follow
+    each browser's language)."""
+
+    language: Annotated[Literal["en", "es", "zh"] | None,
+                        setting("the interface language: en, es or zh; null to follow the browser")]

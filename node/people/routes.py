@@ -25,7 +25,7 @@ from node.keys import ACCOUNTS, CONFIG, HUB, SIGN_IN_LIMITER, TLS
 from node.names import public_url
 from node.people import setup
 from node.people.claim import SESSION_TTL, qr_svg
-from node.people.models import ClaimBody, InviteBody, JoinBody, LoginBody, OnCallBody
+from node.people.models import ClaimBody, InviteBody, JoinBody, LanguageBody, LoginBody, OnCallBody
 from sync import RateLimited
 
 
@@ -81,7 +81,7 @@ async def session(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     current = request.get(SESSION)
     payload = current.public() if current else {"role": None, "unit": None, "name": None, "on_call": False,
-                                                "resident_id": None}
+                                                "resident_id": None, "language": None}
     claimed = await request.app[ACCOUNTS].db.reader.execute_fetchall("SELECT 1 FROM managers LIMIT 1")
     return web.json_response({"ok": True, **payload, "claimed": bool(claimed),
                               "node": {"name": config.node.name, "emergency_number": config.sos.emergency_number},
@@ -89,6 +89,13 @@ async def session(request: web.Request) -> web.Response:
                               "limits": {"upload_bytes": config.cameras.upload_max_mb << 20,
                                          "upload_seconds": config.cameras.upload_max_seconds,
                                          "photo_bytes": config.reports.max_photo_bytes}})
+
+
+async def set_language(request: web.Request) -> web.Response:
+    """POST /api/account/language {language}: the caller's language, kept with their account for every device."""
+    body = await read_body(request, LanguageBody)
+    await request.app[ACCOUNTS].set_language(session_of(request), body.language)
+    return web.json_response({"ok": True, "language": body.language})
 
 
 async def residents(request: web.Request) -> web.Response:
@@ -170,6 +177,7 @@ def routes() -> list[Route]:
         Route("POST", "/api/join", join, local, JoinBody),
         Route("POST", "/api/login", login, local, LoginBody),
         Route("POST", "/api/logout", logout, frozenset({RESIDENT, MANAGER})),
+        Route("POST", "/api/account/language", set_language, frozenset({RESIDENT, MANAGER}), LanguageBody),
         Route("GET", "/api/residents", residents, manager),
         Route("POST", "/api/residents/{id}/revoke", revoke_resident, manager),
         Route("POST", "/api/residents/{id}/on-call", set_on_call, manager, OnCallBody),

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from node.push.store import Subscription, rank
+from node.push.texts import say
 from node.safety.live import ALL, RESPONDERS
 
 MAX_TITLE = 120
@@ -18,6 +19,13 @@ MAX_PAYLOAD = 3000   # push services take 4096 bytes after encryption (RFC 8291'
 ALERT, REPORT, SOS = "alert", "report", "sos"
 SOS_KINDS = {"sos": "SOS", "sos-escalated": "SOS still unanswered", "sos-ack": "SOS answered",
              "sos-ended": "SOS ended"}
+
+
+def _in_language(infos: list[Any], language: str) -> list[dict[str, Any]]:
+    """The alert's infos in `language` (CAP: a missing language is en-US), or all of them when it has none."""
+    usable = [i for i in infos if isinstance(i, dict)]
+    chosen = [i for i in usable if str(i.get("language") or "en-US").lower().split("-")[0] == language]
+    return chosen or usable
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,55 +68,60 @@ def _cut(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _alert(data: dict[str, Any]) -> Notice | None:
+def _alert(data: dict[str, Any], language: str) -> Notice | None:
     cap = data.get("cap")
     infos = cap.get("info") if isinstance(cap, dict) else None
     if not isinstance(infos, list) or not infos or not isinstance(infos[0], dict):
         return None
-    info = max(infos, key=lambda i: rank(str(i.get("severity", ""))) if isinstance(i, dict) else -1)
+    info = max(_in_language(infos, language), key=lambda i: rank(str(i.get("severity", ""))))
     severity = str(info.get("severity", "Unknown"))
-    headline = info.get("headline") or info.get("event") or "Alert"
+    headline = info.get("headline") or info.get("event") or say(language, "Alert")
     event_id = str(data.get("event", ""))
-    return Notice(ALERT, _cut(f"{severity} alert: {headline}", MAX_TITLE),
+    title = say(language, "{severity} alert: {headline}", severity=say(language, severity), headline=str(headline))
+    return Notice(ALERT, _cut(title, MAX_TITLE),
                   _cut(info.get("instruction") or info.get("description") or info.get("areaDesc") or "", MAX_BODY),
                   f"alert-{event_id}", f"/?alert={quote(event_id)}#alerts", severity,
                   "high" if rank(severity) >= rank("Severe") else "normal", 6 * 3600)
 
 
-def _report(data: dict[str, Any]) -> Notice | None:
+def _report(data: dict[str, Any], language: str) -> Notice | None:
     report = data.get("report")
     if not isinstance(report, dict):
         return None
-    category = str(report.get("category", "report")).replace("-", " ")
+    category = say(language, str(report.get("category", "report")).replace("-", " "))
     where = f" ({_cut(report['where'], 60)})" if report.get("where") else ""
-    return Notice(REPORT, _cut(f"Neighbor report: {category}{where}", MAX_TITLE), _cut(report.get("what"), MAX_BODY),
+    title = say(language, "Neighbor report: {category}{where}", category=category, where=where)
+    return Notice(REPORT, _cut(title, MAX_TITLE), _cut(report.get("what"), MAX_BODY),
                   f"report-{report.get('id', '')}", f"/?report={quote(str(report.get('id', '')))}#report",
                   ttl=6 * 3600)
 
 
-def _sos(kind: str, data: dict[str, Any], audience: str) -> Notice | None:
+def _sos(kind: str, data: dict[str, Any], audience: str, language: str) -> Notice | None:
     call = data.get("sos")
     if not isinstance(call, dict):
         return None
-    who = call.get("name") or (f"unit {call['unit']}" if call.get("unit") else "a neighbor")
+    who = str(call.get("name") or (say(language, "unit {unit}", unit=str(call["unit"])) if call.get("unit")
+                                   else say(language, "a neighbor")))
     if kind in ("sos", "sos-escalated"):
-        body = _cut(call.get("note") or "A neighbor asked for help.", MAX_BODY)
-        title = f"{SOS_KINDS[kind]}: {who}"
+        body = _cut(call.get("note") or say(language, "A neighbor asked for help."), MAX_BODY)
+        title = say(language, f"{SOS_KINDS[kind]}: {{who}}", who=who)
     else:
-        body = _cut(call.get("resolution") or (f"By {call['acked_by']}." if call.get("acked_by") else ""), MAX_BODY)
+        body = _cut(call.get("resolution") or (say(language, "By {name}.", name=str(call["acked_by"]))
+                                               if call.get("acked_by") else ""), MAX_BODY)
         state = call.get("state")
-        title = f"SOS {state} ({who})" if kind == "sos-ended" and state in ("resolved", "cancelled") \
-            else f"{SOS_KINDS[kind]} ({who})"
+        title = say(language, f"SOS {state} ({{who}})", who=who) if kind == "sos-ended" and state in (
+            "resolved", "cancelled") else say(language, f"{SOS_KINDS[kind]} ({{who}})", who=who)
     return Notice(SOS, _cut(title, MAX_TITLE), body, f"sos-{call.get('id', '')}", "/#sos", urgency="high",
                   ttl=600, audience=audience)
 
 
-def notice_for(kind: str, data: dict[str, Any], audience: str) -> Notice | None:
-    """The notice a live message makes, or None for messages that wake nobody (held reports, withdrawals...)."""
+def notice_for(kind: str, data: dict[str, Any], audience: str, language: str = "en") -> Notice | None:
+    """The notice a live message makes, written in `language` (en, es or zh; an alert in its info for that
+    language when it has one), or None for messages that wake nobody (held reports, withdrawals...)."""
     if kind == "alert" and audience == ALL:
-        return _alert(data)
+        return _alert(data, language)
     if kind == "report" and audience == ALL:
-        return _report(data)
+        return _report(data, language)
     if kind in SOS_KINDS and (audience == RESPONDERS or audience.startswith("resident:")):
-        return _sos(kind, data, audience)
+        return _sos(kind, data, audience, language)
     return None

@@ -14,6 +14,7 @@ from node.config import PushSection
 from node.errors import BadRequest, Conflict, NotFound
 from node.http import MANAGER, RESIDENT, Route, read_body, session_of
 from node.keys import CONFIG, PUSH
+from node.people.accounts import best_language
 from node.push.models import SubscribeBody, UnsubscribeBody
 
 
@@ -71,7 +72,8 @@ async def subscribe(request: web.Request) -> web.Response:
         raise Conflict(f"you already have {settings.max_devices} devices subscribed (push.max_devices); unsubscribe "
                        "one first")
     device_id = await subscriptions.save(session, body.endpoint, body.keys.p256dh, body.keys.auth,
-                                         min_severity=body.min_severity, alerts=body.alerts, reports=body.reports)
+                                         min_severity=body.min_severity, alerts=body.alerts, reports=body.reports,
+                                         language=best_language(request.headers.get("Accept-Language")))
     mine = {device.id: device for device in await subscriptions.mine(session)}
     return web.json_response({"ok": True, "device": mine[device_id].public()}, status=201)
 

@@ -98,13 +98,15 @@ class Pusher:
         self.public_key = public_key(vapid)
         self.session = session
         self.status = Status()
-        self.queue: asyncio.Queue[Notice] = asyncio.Queue(QUEUE_LIMIT)
+        # Messages waiting to be pushed: each becomes a notice per language as it is sent, so every device gets
+        # it in its own account's language.
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any], str]] = asyncio.Queue(QUEUE_LIMIT)
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._task: asyncio.Task[None] | None = None
         self._busy = 0
 
     def offer(self, kind: str, data: dict[str, Any], audience: str) -> None:
-        """The live hub's listener: queue the notice this message makes, if any (never blocks, never raises)."""
+        """The live hub's listener: queue the message if it makes a notice (never blocks, never raises)."""
         try:
             notice = notice_for(kind, data, audience)
         except Exception:
@@ -113,7 +115,7 @@ class Pusher:
         if notice is None:
             return
         try:
-            self.queue.put_nowait(notice)
+            self.queue.put_nowait((kind, data, audience))
         except asyncio.QueueFull:
             self.status.dropped += 1
 
@@ -134,12 +136,19 @@ class Pusher:
 
     async def _run(self) -> None:
         while True:
-            notice = await self.queue.get()
+            kind, data, audience = await self.queue.get()
             try:
-                devices = [d for d in await self.subscriptions.recipients() if notice.wakes(d)]
-                await asyncio.gather(*(self._push(notice, device) for device in devices))
+                notices: dict[str, Notice | None] = {}
+                sends = []
+                for device in await self.subscriptions.recipients():
+                    if device.language not in notices:
+                        notices[device.language] = notice_for(kind, data, audience, device.language)
+                    notice = notices[device.language]
+                    if notice is not None and notice.wakes(device):
+                        sends.append(self._push(notice, device))
+                await asyncio.gather(*sends)
             except Exception:
-                log.exception("pushing a notice failed", extra={"tag": notice.tag})
+                log.exception("pushing a notice failed", extra={"kind": kind})
             finally:
                 self.queue.task_done()
 

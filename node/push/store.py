@@ -35,6 +35,9 @@ MIGRATIONS: Sequence[Migration] = [
         )""",
         "CREATE INDEX push_by_subject ON push_subscriptions (role, subject)",
     ]),
+    # The browser's language when the device subscribed: what its pushes are written in while the account has
+    # chosen none (node/people/accounts.py's account_languages wins).
+    (2, ["ALTER TABLE push_subscriptions ADD COLUMN language TEXT NOT NULL DEFAULT ''"]),
 ]
 
 # CAP severities, least to most severe; "Unknown" ranks lowest (a subscriber asking for Minor gets it too).
@@ -60,6 +63,7 @@ class Subscription:
     min_severity: str
     alerts: bool
     reports: bool
+    language: str = "en"   # the account's language, else the browser's when it subscribed, else English
 
     def public(self) -> dict[str, object]:
         """What the device's owner is told about it (never the keys)."""
@@ -68,15 +72,17 @@ class Subscription:
 
 
 _SELECT = ("SELECT p.id, p.endpoint, p.p256dh, p.auth, p.role, p.subject, COALESCE(r.on_call, 0), p.min_severity, "
-           "p.alerts, p.reports FROM push_subscriptions p JOIN sessions s ON s.rowid = p.session_id "
+           "p.alerts, p.reports, COALESCE(l.language, NULLIF(p.language, ''), 'en') "
+           "FROM push_subscriptions p JOIN sessions s ON s.rowid = p.session_id "
            "LEFT JOIN residents r ON p.role = 'resident' AND r.id = p.subject "
+           "LEFT JOIN account_languages l ON l.role = p.role AND l.subject = p.subject "
            "WHERE s.revoked IS NULL AND s.expires > ? AND (p.role != 'resident' OR (r.id IS NOT NULL AND "
            "r.revoked IS NULL))")
 
 
 def _row(row: Sequence[object]) -> Subscription:
     return Subscription(int(str(row[0])), str(row[1]), str(row[2]), str(row[3]), str(row[4]), int(str(row[5])),
-                        bool(row[6]), str(row[7]), bool(row[8]), bool(row[9]))
+                        bool(row[6]), str(row[7]), bool(row[8]), bool(row[9]), str(row[10]))
 
 
 class Subscriptions:
@@ -86,18 +92,19 @@ class Subscriptions:
         self.db = db
 
     async def save(self, session: Session, endpoint: str, p256dh: str, auth: str, *, min_severity: str,
-                   alerts: bool, reports: bool) -> int:
+                   alerts: bool, reports: bool, language: str = "") -> int:
         """Subscribe a device for `session` (a device subscribing again, even after signing in anew, replaces its
         row); returns its id."""
         async with self.db.write() as conn:
             await conn.execute(
                 "INSERT INTO push_subscriptions (endpoint, p256dh, auth, session_id, role, subject, min_severity, "
-                "alerts, reports, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint) DO UPDATE SET "
+                "alerts, reports, created, language) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (endpoint) DO UPDATE SET language = excluded.language, "
                 "p256dh = excluded.p256dh, auth = excluded.auth, session_id = excluded.session_id, "
                 "role = excluded.role, subject = excluded.subject, min_severity = excluded.min_severity, "
                 "alerts = excluded.alerts, reports = excluded.reports, failures = 0",
                 (endpoint, p256dh, auth, session.id, session.role, session.subject, min_severity, int(alerts),
-                 int(reports), int(time.time())))
+                 int(reports), int(time.time()), language))
         rows = list(await self.db.reader.execute_fetchall(
             "SELECT id FROM push_subscriptions WHERE endpoint = ?", (endpoint,)))
         return int(rows[0][0])

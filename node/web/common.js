@@ -1,6 +1,6 @@
 // Helpers shared by every page: JSON calls to the node, safe DOM building, times, announcements.
 //
-import { currentLanguage, startTranslating, wireLanguageMenu } from "./i18n.js";
+import { adoptAccountLanguage, currentLanguage, startTranslating, wireLanguageMenu } from "./i18n.js";
 
 // Server text only ever reaches the page as text nodes (el() and textContent), so a report or alert that
 // contains markup shows the markup instead of running it; the CSP backs this up but is not the only guard.
@@ -233,7 +233,9 @@ export function announce(text, urgent = false) {
 /** The caller's session; a signed-out or unreachable node both come back as role null (with `error`). */
 export async function loadSession() {
   try {
-    return await getJSON("/api/session");
+    const session = await getJSON("/api/session");
+    if (adoptAccountLanguage(session)) await new Promise(() => {});   // reloading in the account's language
+    return session;
   } catch (error) {
     return { ok: false, role: null, error: error.message };
   }

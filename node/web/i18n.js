@@ -1,6 +1,7 @@
 // The interface in the resident's language: English (the text the pages are written in), Spanish and Simplified
-// Chinese. The choice is the one made on this device (the language menu, kept in localStorage), else the browser's
-// first language we have, else English.
+// Chinese. The choice is the signed-in account's (kept on the node, POST /api/account/language, so it follows the
+// resident to every device they sign in on; this device keeps a copy in localStorage to show the first paint in it),
+// else the one made on this device before signing in, else the browser's first language we have, else English.
 //
 // The pages and modules are written in English; this module translates what they put on the page, as they put it
 // there: every text node and the placeholder, aria-label, title and alt attributes, looked up whole (trimmed, spaces
@@ -34,14 +35,61 @@ export function currentLanguage() {
   return "en";
 }
 
-/** Keep `language` for this device and show the page in it. */
-export function chooseLanguage(language) {
+function keepOnDevice(language) {
   try {
     localStorage.setItem(STORE_KEY, language);
   } catch {
     // not kept: this page still changes
   }
+}
+
+function chosenOnDevice() {
+  try {
+    const chosen = localStorage.getItem(STORE_KEY);
+    return chosen in LANGUAGES ? chosen : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Save `language` with the signed-in account (a signed-out page is refused, and the device's copy decides). */
+async function saveOnAccount(language) {
+  try {
+    await fetch("/api/account/language", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ language }),
+    });
+  } catch {
+    // the node is out of reach: this device still changes, and the next choice is saved
+  }
+}
+
+/** Keep `language` for this device and the signed-in account, and show the page in it. */
+export async function chooseLanguage(language) {
+  keepOnDevice(language);
+  await saveOnAccount(language);
   location.reload();
+}
+
+/**
+ * Apply the language a signed-in account chose (GET /api/session's `language`): a device that shows another one
+ * takes it and reloads once. An account with none takes the choice made on this device (the invite page's menu).
+ * Returns true when the page reloads.
+ */
+export function adoptAccountLanguage(session) {
+  if (!session || !session.role) return false;
+  if (session.language && session.language in LANGUAGES) {
+    if (chosenOnDevice() === session.language) return false;
+    const shown = currentLanguage();
+    keepOnDevice(session.language);
+    if (shown === session.language) return false;
+    location.reload();
+    return true;
+  }
+  const chosen = chosenOnDevice();
+  if (chosen) saveOnAccount(chosen);
+  return false;
 }
 
 function compile(catalogue) {
