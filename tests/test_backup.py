@@ -124,3 +124,52 @@ async def test_a_restored_node_without_peers_waits_for_its_manager(make_node, sh
         assert (await restored.engine.publish("notice", {"text": "ok"}, ttl=3600)).seq == 2
     finally:
         await restored.stop()
+
+
+async def test_the_push_key_and_the_local_ca_come_back_with_a_restore(make_node, short_tmp):
+    """Residents' phones subscribed with the node's VAPID key and installed its CA: a restored node keeps both, so
+    no phone has to subscribe or install a certificate again."""
+    from node.keys import PUSH, TLS
+    from tests.test_tls import LOCAL_CA
+
+    a = await make_node("a", **LOCAL_CA)
+    vapid_public, ca_fingerprint = a.app[PUSH].public_key, a.app[TLS].fingerprint
+    assert ca_fingerprint and (a.config.node.data_dir / "tls" / "ca.key").exists()
+    tls_files = {p.name: p.read_bytes() for p in (a.config.node.data_dir / "tls").iterdir() if p.is_file()}
+    backup = short_tmp / "a.nnbk"
+    manifest = await asyncio.to_thread(_write, a.config, backup, b"a long passphrase")
+    assert "vapid.pem" in manifest["files"] and "tls/ca.key" in manifest["files"]
+    assert (a.config.node.data_dir / "vapid.pem").read_bytes() not in backup.read_bytes()   # never in the clear
+    await a.stop()
+
+    restored = Node(short_tmp / "a2", 0, "a", {k.replace("__", "."): v for k, v in LOCAL_CA.items()})
+    await asyncio.to_thread(_restore, restored.config, backup, b"a long passphrase")
+    folder = restored.config.node.data_dir
+    for path in (folder / "vapid.pem", folder / "tls" / "ca.key", folder / "tls" / "server.key"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    assert stat.S_IMODE(os.stat(folder / "tls").st_mode) == 0o700
+    assert {p.name: p.read_bytes() for p in (folder / "tls").iterdir() if p.is_file()} == tls_files
+    await restored.start()
+    try:
+        assert restored.app[PUSH].public_key == vapid_public          # the phones' subscriptions still work
+        assert restored.app[TLS].fingerprint == ca_fingerprint        # the CA the residents installed
+    finally:
+        await restored.stop()
+
+
+async def test_a_backup_with_a_stray_member_is_refused(make_node, short_tmp, monkeypatch):
+    """Only the node's own files come back: a member outside node.key, node.db, vapid.pem and tls/ is refused
+    before anything is written."""
+    from node.appliance import backup as module
+
+    a = await make_node("a")
+    original = module._extras
+    # what a crafted file would hold: a member that would land outside the data folder
+    monkeypatch.setattr(module, "_extras", lambda data_dir: [*original(data_dir), ("../evil", b"x")])
+    backup = short_tmp / "a.nnbk"
+    await asyncio.to_thread(_write, a.config, backup, b"a long passphrase")
+    monkeypatch.setattr(module, "_extras", original)
+    target = Node(short_tmp / "other", 1, "x", {})
+    with pytest.raises(BackupError, match="unexpected members"):
+        await asyncio.to_thread(_restore, target.config, backup, b"a long passphrase")
+    assert not target.config.key_path.exists() and not (short_tmp / "evil").exists()

@@ -1,7 +1,9 @@
 """`nnode backup` and `nnode restore`: the node's identity and database in one passphrase-encrypted file.
 
 The file holds the private key, so it is never written in the clear: a tar of node.key, a consistent snapshot of
-node.db (SQLite's online backup, safe while the node runs) and a manifest, encrypted with libsodium secretstream
+node.db (SQLite's online backup, safe while the node runs), the Web Push key vapid.pem (without it every phone's
+subscription is dead after a restore) and the tls/ folder (the local CA and its certificate: residents installed
+that CA once, and a new one would have them do it again), when the node has them, and a manifest, encrypted with libsodium secretstream
 (XChaCha20-Poly1305, 1 MiB chunks, constant memory) under a key derived from the passphrase with Argon2id.
 
 Layout: b"NNODEBK1" | salt (16) | opslimit (u64) | memlimit (u64) | secretstream header (24) |
@@ -19,6 +21,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import sqlite3
 import struct
 import tarfile
@@ -35,6 +38,7 @@ import nacl.utils
 
 from node import __version__
 from node.config import Config
+from node.durable import write_private
 from node.errors import NodeError
 from node.identity import create_data_dir, load_key, node_id
 from node.state import RESTORED
@@ -46,6 +50,32 @@ MEMLIMIT = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 _TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 _TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 RESTORED_FLAG = RESTORED
+REQUIRED = {"manifest.json", "node.key", "node.db"}
+VAPID = "vapid.pem"              # node/push/sender.py's VAPID_FILE
+TLS_FOLDER = "tls"               # node/tls/state.py's LocalCA folder
+MAX_EXTRA_FILE = 1 << 20         # a key or a certificate chain: far smaller
+MAX_TLS_FILES = 32
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _extras(data_dir: Path) -> list[tuple[str, bytes]]:
+    """vapid.pem and the regular files of tls/, as (name in the archive, content), when the node has them."""
+    found = []
+    vapid = data_dir / VAPID
+    if vapid.is_file():
+        found.append((VAPID, vapid.read_bytes()))
+    folder = data_dir / TLS_FOLDER
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.is_symlink() and _FILE_NAME.fullmatch(path.name) \
+                    and not path.name.endswith(".new"):
+                found.append((f"{TLS_FOLDER}/{path.name}", path.read_bytes()))
+    return found
+
+
+def _allowed_extra(name: str) -> bool:
+    folder, _, file = name.partition("/")
+    return name == VAPID or (folder == TLS_FOLDER and bool(_FILE_NAME.fullmatch(file)))
 
 
 class BackupError(NodeError):
@@ -83,9 +113,12 @@ def write_backup(config: Config, out: BinaryIO, passphrase: bytes) -> dict[str, 
         _snapshot(config.db_path, snapshot)
         manifest = {"format": 1, "node": node_id(key), "created": int(time.time()), "software": __version__,
                     "own_max_seq": _own_max_seq(snapshot, node_id(key))}
+        extras = _extras(config.node.data_dir)
+        manifest["files"] = [name for name, _ in extras]
         archive = Path(tmp) / "backup.tar"
         with tarfile.open(archive, "w") as tar:
-            for name, data in (("manifest.json", json.dumps(manifest).encode()), ("node.key", key.encode())):
+            for name, data in (("manifest.json", json.dumps(manifest).encode()), ("node.key", key.encode()),
+                               *extras):
                 info = tarfile.TarInfo(name)
                 info.size, info.mode = len(data), 0o600
                 tar.addfile(info, io.BytesIO(data))
@@ -157,14 +190,23 @@ def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force
             for chunk in _decrypt(source, passphrase):
                 plain.write(chunk)
         with tarfile.open(archive) as tar:
-            names = set(tar.getnames())
-            if names != {"manifest.json", "node.key", "node.db"}:
+            names = tar.getnames()
+            extra_names = [name for name in names if name not in REQUIRED]
+            if not REQUIRED <= set(names) or len(set(names)) != len(names) or \
+                    not all(_allowed_extra(name) for name in extra_names) or len(extra_names) > MAX_TLS_FILES + 1:
                 raise BackupError(f"backup holds unexpected members: {sorted(names)}")
             manifest_file, key_file = tar.extractfile("manifest.json"), tar.extractfile("node.key")
             if manifest_file is None or key_file is None:   # a member that is not a regular file
                 raise BackupError("backup holds a manifest or key that is not a file")
             manifest = json.load(manifest_file)
             key = key_file.read()
+            extras: list[tuple[str, bytes]] = []
+            for name in extra_names:
+                member = tar.getmember(name)
+                handle = tar.extractfile(member) if member.isfile() else None
+                if handle is None or member.size > MAX_EXTRA_FILE:
+                    raise BackupError(f"backup member {name} is not a file of at most {MAX_EXTRA_FILE} bytes")
+                extras.append((name, handle.read()))
             tar.extract("node.db", tmp, filter="data")
         if not isinstance(manifest, dict):
             raise BackupError("the backup's manifest is not a JSON object")
@@ -184,7 +226,7 @@ def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force
         create_data_dir(data_dir)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         # A stale WAL next to the restored database would be applied to it: always move those aside.
-        for name in ("node.key", "node.db", "node.db-wal", "node.db-shm"):
+        for name in ("node.key", "node.db", "node.db-wal", "node.db-shm", *([VAPID, TLS_FOLDER] if extras else [])):
             if (data_dir / name).exists() and (force or name.endswith(("-wal", "-shm"))):
                 (data_dir / name).rename(data_dir / f"{name}.before-restore-{stamp}")
         fd = os.open(config.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -192,12 +234,19 @@ def restore_backup(config: Config, source: BinaryIO, passphrase: bytes, *, force
             handle.write(key)
             handle.flush()
             os.fsync(handle.fileno())
+        restored = [config.key_path]
+        for name, data in extras:
+            if name.startswith(TLS_FOLDER + "/"):
+                (data_dir / TLS_FOLDER).mkdir(mode=0o700, exist_ok=True)
+            write_private(data_dir / name, data)
+            restored.append(data_dir / name)
         os.replace(db, config.db_path)
         os.chmod(config.db_path, 0o600)
+        restored.append(config.db_path)
         # Restored by root into the service's folder: the files belong to the folder's owner (the nnode user).
         owner = data_dir.stat()
         if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
-            for path in (config.key_path, config.db_path):
+            for path in [*restored, *([data_dir / TLS_FOLDER] if (data_dir / TLS_FOLDER).is_dir() else [])]:
                 os.chown(path, owner.st_uid, owner.st_gid)
     return manifest
 
