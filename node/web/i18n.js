@@ -11,11 +11,16 @@
 // (the elements that show it say translate="no", so no pattern can match inside them);
 // CAP alerts come in the reader's language from the node itself (Accept-Language, which call() sends).
 
+import * as esConsole from "./i18n-es-console.js";
 import * as es from "./i18n-es.js";
+import * as zhConsole from "./i18n-zh-console.js";
 import * as zh from "./i18n-zh.js";
 
 export const LANGUAGES = { en: "English", es: "Español", zh: "中文" };
-const CATALOGUES = { es, zh };
+// The resident app's catalogue first (its entries win), then the console's and the transparency page's.
+const merged = (app, console) => ({ STRINGS: { ...console.STRINGS, ...app.STRINGS },
+  PATTERNS: [...(app.PATTERNS || []), ...(console.PATTERNS || [])] });
+const CATALOGUES = { es: merged(es, esConsole), zh: merged(zh, zhConsole) };
 const STORE_KEY = "nnode-language";
 const ATTRIBUTES = ["placeholder", "aria-label", "title", "alt"];
 
@@ -170,8 +175,6 @@ function translateTree(table, root) {
 
 /** Translate this page now and everything added to it later; set <html lang>. Does nothing in English. */
 export function startTranslating(language = currentLanguage()) {
-  // The manager's console and the transparency page are in English only for now: half translated would be worse.
-  if (document.body.matches(".console, .transparency")) return;
   document.documentElement.lang = language === "zh" ? "zh-Hans" : language;
   const catalogue = CATALOGUES[language];
   if (!catalogue) return;
