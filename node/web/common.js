@@ -120,17 +120,26 @@ export function toDate(value) {
   return Number.isNaN(date.getTime()) ? null : date;
 }
 
+/** The locale dates are written in: the browser's own when it speaks the page's language (es-MX keeps its own
+ * order), else the page's language (an account in Chinese on a phone set to English). */
+function dateLocale() {
+  const language = currentLanguage();
+  const browser = navigator.language || "en";
+  if (browser.toLowerCase().split("-")[0] === language) return undefined;
+  return language === "zh" ? "zh-CN" : language;
+}
+
 /** "12 May 2025, 14:05" in the reader's locale; unparseable values are shown as they came. */
 export function formatTime(value) {
   const date = toDate(value);
   if (!date) return value ? String(value) : "";
-  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  return date.toLocaleString(dateLocale(), { dateStyle: "medium", timeStyle: "short" });
 }
 
 /** "14:05" (or "2:05 PM"), for the SOS status lines. */
 export function formatClock(value) {
   const date = toDate(value) || new Date();
-  return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  return date.toLocaleTimeString(dateLocale(), { hour: "2-digit", minute: "2-digit" });
 }
 
 /** "2025-05-12T14:05" for a datetime-local input, in local time. */
