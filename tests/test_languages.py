@@ -16,8 +16,8 @@ import pytest
 from node.safety.intake import import_alerts
 from tests.cap_samples import current, sample
 from tests.firmware.tools import require
-from tests.people import browser as http_client
 from tests.people import PASSWORD, claim, invite
+from tests.people import browser as http_client
 from tests.test_browser import PHONE, chromium, shot  # noqa: F401  (chromium is a fixture)
 
 WEB = Path(__file__).parent.parent / "node" / "web"
