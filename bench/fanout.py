@@ -41,7 +41,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -51,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _fanout_clients import TOPIC, mqtt_connect, mqtt_publish  # noqa: E402 - found through the sys.path line above
+from _fanout_figures import Result, percentile, py_spy_summary  # noqa: E402
 
 CLIENTS = Path(__file__).resolve().parent / "_fanout_clients.py"
 MQTT_C = Path(__file__).resolve().parent / "_fanout_mqtt.c"
@@ -79,57 +79,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of sorted `values`."""
-    return values[max(0, math.ceil(q / 100 * len(values)) - 1)]
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
-
-
-@dataclass
-class Result:
-    """One system's figures."""
-
-    name: str
-    payload_bytes: int = 0
-    latencies: list[float] = field(default_factory=list)    # ms, measured rounds, every subscriber, sorted
-    burst: list[float] = field(default_factory=list)        # ms, the bursts' alerts, every subscriber, sorted
-    round_p99: list[float] = field(default_factory=list)
-    round_first: list[float] = field(default_factory=list)  # ms to the first subscriber: the time before the fan-out
-    publish_ms: list[float] = field(default_factory=list)   # how long the publishing call took
-    missed: int = 0
-    warmup_missed: int = 0
-    extra: int = 0
-    lost: int = 0
-    server_cpu: float = 0.0
-    client_cpu: float = 0.0
-
-    def p(self, q: float) -> float:
-        return percentile(self.latencies, q) if self.latencies else math.nan
-
-    def summarise(self, sent: list[int], times: list[list[int | None]], warmup: int, singles: int) -> None:
-        """The figures from the publish times and each connection's receive times (numbers from `singles` on are
-        the bursts')."""
-        for number, t0 in enumerate(sent):
-            row = [t[number] for t in times]
-            missing = sum(1 for t in row if t is None)
-            if number < warmup:
-                self.warmup_missed += missing
-                continue
-            self.missed += missing
-            latencies = sorted((t - t0) / 1e6 for t in row if t is not None)
-            if number >= singles:
-                self.burst += latencies
-            elif latencies:
-                self.round_p99.append(percentile(latencies, 99))
-                self.round_first.append(latencies[0])
-                self.latencies += latencies
-        self.latencies.sort()
-        self.burst.sort()
 
 
 def _die_with_parent() -> None:
@@ -399,31 +352,7 @@ class Node(System):
         if hasattr(self, "spy"):
             await self.processes.stop(self.spy, signal.SIGINT)   # py-spy writes its samples on SIGINT
             print("\n--- node profile (py-spy, the measured rounds) ---", file=sys.stderr)
-            print(_py_spy_summary(self.root / "node.pyspy"), file=sys.stderr)
-
-
-def _py_spy_summary(path: Path, top: int = 30) -> str:
-    """Where the node's main thread was while not waiting for events: by own and total samples."""
-    own: dict[str, int] = {}
-    total: dict[str, int] = {}
-    samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = [re.sub(r" \(/.*?/(site-packages|lib/python3\.\d+|main)/", " (", frame) for frame in stack.split(";")]
-        # Other threads (aiosqlite's, executors') wait on locks that py-spy does not always see as idle.
-        if not frames[0].startswith("_run_module_as_main") or frames[-1].startswith("EpollSelector.select"):
-            continue
-        n = int(count)
-        samples += n
-        own[frames[-1]] = own.get(frames[-1], 0) + n
-        for frame in set(frames):
-            total[frame] = total.get(frame, 0) + n
-    lines = [f"{samples} samples of the main thread at work (sending included)"]
-    for title, table in (("own", own), ("total (callees included)", total)):
-        lines.append(f"by {title}:")
-        for frame, n in sorted(table.items(), key=lambda item: -item[1])[:top]:
-            lines.append(f"  {100 * n / samples:5.1f}%  {frame}")
-    return "\n".join(lines)
+            print(py_spy_summary(self.root / "node.pyspy"), file=sys.stderr)
 
 
 def _alert(number: int) -> bytes:
@@ -470,7 +399,7 @@ class Mosquitto(System):
         self.result.payload_bytes = len(message)
         print(f"mosquitto: {self.args.connections} subscribers over {self.args.procs} client processes ...",
               flush=True)
-        binary = None
+        binary: Path | None = None
         if self.args.reference_client == "c":   # Python subscribers, not the broker, would limit it at 1,000
             binary = self.root / "fanout_mqtt"
             gcc = await self.processes.start("gcc", "-O2", "-D_GNU_SOURCE", "-o", str(binary), str(MQTT_C))
