@@ -399,13 +399,13 @@ class Mosquitto(System):
         self.result.payload_bytes = len(message)
         print(f"mosquitto: {self.args.connections} subscribers over {self.args.procs} client processes ...",
               flush=True)
-        binary: Path | None = None
+        subscriber: Path | None = None
         if self.args.reference_client == "c":   # Python subscribers, not the broker, would limit it at 1,000
-            binary = self.root / "fanout_mqtt"
-            gcc = await self.processes.start("gcc", "-O2", "-D_GNU_SOURCE", "-o", str(binary), str(MQTT_C))
+            subscriber = self.root / "fanout_mqtt"
+            gcc = await self.processes.start("gcc", "-O2", "-D_GNU_SOURCE", "-o", str(subscriber), str(MQTT_C))
             if await gcc.wait() != 0:
                 raise RuntimeError(f"gcc could not build {MQTT_C}")
-        self.clients = Clients("mqtt", port, self.args, binary=binary)
+        self.clients = Clients("mqtt", port, self.args, binary=subscriber)
         await self.clients.start(self.processes)
 
     async def publish(self, number: int) -> int:
