@@ -1,18 +1,22 @@
-"""Benchmark: one alert reaching 1,000 residents' open live streams, against Mosquitto fanning out to 1,000 subscribers.
+"""Benchmark: alerts reaching 100 and 1,000 residents' open live streams, against Mosquitto with as many subscribers.
 
 A real node (`nnode init`, then `nnode run` in its own process on a free loopback port, discovery off) is claimed over
-HTTP; one resident session opens CONNECTIONS streams on /api/stream, spread over client processes; the manager posts
+HTTP; one resident session opens the streams on /api/stream, spread over Python client processes; the manager posts
 alerts with POST /api/alerts. Debian's Mosquitto, started on another free port in the same run, gets as many
-subscribers on `alerts/bench` (QoS 0) in the same client layout, and a separate connection publishes the node's own
-alert message (same bytes, ~1.5 KB) to them. Latency runs from just before a publish is sent to the message's arrival
-at each subscriber, on CLOCK_MONOTONIC, which is one clock for every process on Linux.
+subscribers on `alerts/bench` (QoS 0), held by a small C program (bench/_fanout_mqtt.c, built with gcc) so that the
+broker, not its subscribers, limits it; a separate connection publishes the node's own alert message (same bytes,
+~1.5 KB). Latency runs from just before a publish is sent to the message's arrival at each subscriber, on
+CLOCK_MONOTONIC, which is one clock for every process on Linux.
 
-The two systems take turns, a round each, and a round starts only when the previous one has reached every
-subscriber: they see the same background load, and neither one's fan-out overlaps the other's. Prints a table
-(p50/p99 over every (publish, subscriber) pair, the median of each round's p99...), then last
-`fanout_p99_ratio=<node p99 / mosquitto p99>` (target: at most 3).
+Each run has single alerts, then bursts of 20 published back to back (the node's POSTs one after another, each timed
+from its own send). The interval between publishes (0.27 s) is no multiple of the node's coalescing period, so a
+burst's batching delay shows. The two systems take turns, a round each, and a round starts only when the previous
+one has reached every subscriber. Prints a table per connection count (p50/p99 of singles and of bursts, server
+and subscriber CPU), `fanout_p99_ratio_<connections>=<the worse of node p99 / mosquitto p99, singles or bursts>`,
+then last `fanout_p99_ratio=<the worse of those>` (target: at most 3).
 
-    python bench/fanout.py [--connections 1000] [--procs 4] [--rounds 20] [--interval 0.2] [--verbose]
+    python bench/fanout.py [--connections 100,1000] [--procs 4] [--rounds 20] [--bursts 5] [--burst 20]
+                           [--interval 0.27] [--reference-client c|python] [--verbose]
 
 NNODE_BENCH_PROFILE=py-spy samples the node during the measured rounds (py-spy from the venv, attached to its
 process); NNODE_BENCH_PROFILE=cprofile runs the whole node under cProfile. Either prints where the node's time went to
@@ -37,7 +41,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -47,8 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _fanout_clients import TOPIC, mqtt_connect, mqtt_publish  # noqa: E402 - found through the sys.path line above
+from _fanout_figures import Result, percentile, py_spy_summary  # noqa: E402
 
 CLIENTS = Path(__file__).resolve().parent / "_fanout_clients.py"
+MQTT_C = Path(__file__).resolve().parent / "_fanout_mqtt.c"
 PASSWORD = "fanout bench password"
 START_TIMEOUT = 30.0    # seconds for a server to start answering
 READY_TIMEOUT = 90.0    # seconds for the client processes to open every connection
@@ -74,52 +79,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of sorted `values`."""
-    return values[max(0, math.ceil(q / 100 * len(values)) - 1)]
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
-
-
-@dataclass
-class Result:
-    """One system's figures."""
-
-    name: str
-    payload_bytes: int = 0
-    latencies: list[float] = field(default_factory=list)    # ms, measured rounds, every subscriber, sorted
-    round_p99: list[float] = field(default_factory=list)
-    round_first: list[float] = field(default_factory=list)  # ms to the first subscriber: the time before the fan-out
-    publish_ms: list[float] = field(default_factory=list)   # how long the publishing call took
-    missed: int = 0
-    warmup_missed: int = 0
-    extra: int = 0
-    lost: int = 0
-    server_cpu: float = 0.0
-    client_cpu: float = 0.0
-
-    def p(self, q: float) -> float:
-        return percentile(self.latencies, q) if self.latencies else math.nan
-
-    def summarise(self, sent: list[int], times: list[list[int | None]], warmup: int) -> None:
-        """The figures from the publish times and each connection's receive times."""
-        for number, t0 in enumerate(sent):
-            row = [t[number] for t in times]
-            missing = sum(1 for t in row if t is None)
-            if number < warmup:
-                self.warmup_missed += missing
-                continue
-            self.missed += missing
-            latencies = sorted((t - t0) / 1e6 for t in row if t is not None)
-            if latencies:
-                self.round_p99.append(percentile(latencies, 99))
-                self.round_first.append(latencies[0])
-                self.latencies += latencies
-        self.latencies.sort()
 
 
 def _die_with_parent() -> None:
@@ -164,9 +127,10 @@ class Processes:
 class Clients:
     """The subscriber processes of one system, and what they report on stdout."""
 
-    def __init__(self, kind: str, port: int, args: argparse.Namespace, env: dict[str, str] | None = None) -> None:
-        self.kind, self.port, self.env = kind, port, env or {}
-        self.rounds = args.warmup + args.rounds
+    def __init__(self, kind: str, port: int, args: argparse.Namespace, env: dict[str, str] | None = None,
+                 binary: Path | None = None) -> None:
+        self.kind, self.port, self.env, self.binary = kind, port, env or {}, binary
+        self.rounds = args.warmup + args.rounds + args.bursts * args.burst
         self.shares = [args.connections // args.procs + (i < args.connections % args.procs)
                        for i in range(args.procs)]
         self.children: list[asyncio.subprocess.Process] = []
@@ -180,8 +144,9 @@ class Clients:
     async def start(self, processes: Processes) -> None:
         loop = asyncio.get_running_loop()
         for share in self.shares:
+            argv = [str(self.binary)] if self.binary else [sys.executable, str(CLIENTS), self.kind]
             child = await processes.start(
-                sys.executable, str(CLIENTS), self.kind, str(self.port), str(share), str(self.rounds),
+                *argv, str(self.port), str(share), str(self.rounds),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env={**os.environ, **self.env},
                 limit=1 << 24)   # the report is one long JSON line
             self.children.append(child)
@@ -387,31 +352,7 @@ class Node(System):
         if hasattr(self, "spy"):
             await self.processes.stop(self.spy, signal.SIGINT)   # py-spy writes its samples on SIGINT
             print("\n--- node profile (py-spy, the measured rounds) ---", file=sys.stderr)
-            print(_py_spy_summary(self.root / "node.pyspy"), file=sys.stderr)
-
-
-def _py_spy_summary(path: Path, top: int = 30) -> str:
-    """Where the node's main thread was while not waiting for events: by own and total samples."""
-    own: dict[str, int] = {}
-    total: dict[str, int] = {}
-    samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = [re.sub(r" \(/.*?/(site-packages|lib/python3\.\d+|main)/", " (", frame) for frame in stack.split(";")]
-        # Other threads (aiosqlite's, executors') wait on locks that py-spy does not always see as idle.
-        if not frames[0].startswith("_run_module_as_main") or frames[-1].startswith("EpollSelector.select"):
-            continue
-        n = int(count)
-        samples += n
-        own[frames[-1]] = own.get(frames[-1], 0) + n
-        for frame in set(frames):
-            total[frame] = total.get(frame, 0) + n
-    lines = [f"{samples} samples of the main thread at work (sending included)"]
-    for title, table in (("own", own), ("total (callees included)", total)):
-        lines.append(f"by {title}:")
-        for frame, n in sorted(table.items(), key=lambda item: -item[1])[:top]:
-            lines.append(f"  {100 * n / samples:5.1f}%  {frame}")
-    return "\n".join(lines)
+            print(py_spy_summary(self.root / "node.pyspy"), file=sys.stderr)
 
 
 def _alert(number: int) -> bytes:
@@ -454,11 +395,17 @@ class Mosquitto(System):
         if connack != b"\x20\x02\x00\x00":
             raise RuntimeError(f"mosquitto refused the publisher: {connack!r}")
         self.packets = [mqtt_publish(TOPIC, message.replace(f"fanout#{PRIMER}#".encode(), f"fanout#{n}#".encode()))
-                        for n in range(self.args.warmup + self.args.rounds)]
+                        for n in range(self.args.warmup + self.args.rounds + self.args.bursts * self.args.burst)]
         self.result.payload_bytes = len(message)
         print(f"mosquitto: {self.args.connections} subscribers over {self.args.procs} client processes ...",
               flush=True)
-        self.clients = Clients("mqtt", port, self.args)
+        subscriber: Path | None = None
+        if self.args.reference_client == "c":   # Python subscribers, not the broker, would limit it at 1,000
+            subscriber = self.root / "fanout_mqtt"
+            gcc = await self.processes.start("gcc", "-O2", "-D_GNU_SOURCE", "-o", str(subscriber), str(MQTT_C))
+            if await gcc.wait() != 0:
+                raise RuntimeError(f"gcc could not build {MQTT_C}")
+        self.clients = Clients("mqtt", port, self.args, binary=subscriber)
         await self.clients.start(self.processes)
 
     async def publish(self, number: int) -> int:
@@ -481,18 +428,24 @@ class Mosquitto(System):
 # -- rounds and report ---------------------------------------------------------------------------------------------
 
 async def run_rounds(systems: list[System], args: argparse.Namespace) -> None:
-    """Warm-up and measured rounds, the systems taking turns; then each one's figures."""
+    """Warm-up and measured rounds (one alert each), then bursts (`args.burst` alerts published back to back), the
+    systems taking turns; then each one's figures."""
     sent: dict[str, list[int]] = {s.name: [] for s in systems}
     cpu: dict[str, tuple[float, float]] = {}
-    for number in range(args.warmup + args.rounds):
-        if number == args.warmup:
+    singles = args.warmup + args.rounds
+    groups = [[n] for n in range(singles)] + [list(range(singles + b * args.burst, singles + (b + 1) * args.burst))
+                                              for b in range(args.bursts)]
+    for numbers in groups:
+        if numbers[0] == args.warmup:
             for system in systems:
                 await system.profile_start()
             cpu = {s.name: (_cpu_seconds(s.server.pid), s.clients.cpu_seconds()) for s in systems}
         for system in systems:
             start = time.monotonic()
-            sent[system.name].append(await system.publish(number))
-            await system.clients.round_done(number, ROUND_TIMEOUT)   # a miss shows in the counts
+            for number in numbers:
+                sent[system.name].append(await system.publish(number))
+            for number in numbers:
+                await system.clients.round_done(number, ROUND_TIMEOUT)   # a miss shows in the counts
             await asyncio.sleep(max(SETTLE, start + args.interval / len(systems) - time.monotonic()))
     for system in systems:
         await system.profile_stop()
@@ -500,25 +453,27 @@ async def run_rounds(systems: list[System], args: argparse.Namespace) -> None:
         result.server_cpu = _cpu_seconds(system.server.pid) - cpu[system.name][0]
         result.client_cpu = system.clients.cpu_seconds() - cpu[system.name][1]
         times, result.extra, result.lost = await system.clients.collect(system.processes)
-        result.summarise(sent[system.name], times, args.warmup)
+        result.summarise(sent[system.name], times, args.warmup, singles)
 
 
-def report(results: list[Result], args: argparse.Namespace) -> None:
-    print(f"\n{args.connections} subscribers in {args.procs} client processes; {args.rounds} measured publishes per "
-          f"system after {args.warmup} warm-up, {args.interval * 1000:.0f} ms apart at least, the systems taking "
-          f"turns; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'system':<10} {'payload B':>9} {'pairs':>6} {'missed':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-          f"{'max ms':>8} {'med round p99':>13} {'med first':>9} {'publish ms':>10} {'server CPU s':>12} "
-          f"{'client CPU s':>12}")
+def report(results: list[Result], args: argparse.Namespace, wall: float) -> None:
+    print(f"\n{args.connections} subscribers in {args.procs} client processes; {args.rounds} single publishes per "
+          f"system after {args.warmup} warm-up, {args.interval * 1000:.0f} ms apart at least, then {args.bursts} "
+          f"bursts of {args.burst}; the systems taking turns; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'system':<10} {'payload B':>9} {'missed':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'burst p50':>9} {'burst p99':>9} {'med first':>9} {'publish ms':>10} {'server CPU s':>12} "
+          f"{'client CPU s':>12} {'client CPU %':>12}")
 
     def median(values: list[float]) -> float:
         return statistics.median(values) if values else math.nan
 
     for r in results:
-        print(f"{r.name:<10} {r.payload_bytes:>9} {len(r.latencies):>6} {r.missed:>6} {r.p(50):>8.2f} "
-              f"{r.p(90):>8.2f} {r.p(99):>8.2f} {r.latencies[-1] if r.latencies else math.nan:>8.2f} "
-              f"{median(r.round_p99):>13.2f} {median(r.round_first):>9.2f} {median(r.publish_ms):>10.2f} "
-              f"{r.server_cpu:>12.2f} {r.client_cpu:>12.2f}")
+        burst = [percentile(r.burst, q) if r.burst else math.nan for q in (50, 99)]
+        print(f"{r.name:<10} {r.payload_bytes:>9} {r.missed:>6} {r.p(50):>7.2f} {r.p(99):>7.2f} "
+              f"{r.latencies[-1] if r.latencies else math.nan:>7.2f} {burst[0]:>9.2f} {burst[1]:>9.2f} "
+              f"{median(r.round_first):>9.2f} {median(r.publish_ms):>10.2f} {r.server_cpu:>12.2f} "
+              f"{r.client_cpu:>12.2f} {100 * r.client_cpu / args.procs / wall:>12.1f}")
         if args.verbose:
             print(f"  {r.name} each round, first/p99 ms: "
                   f"{' '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(r.round_first, r.round_p99))}")
@@ -527,10 +482,11 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
                   f"{r.lost} connections lost")
     print("med first: median over rounds of the latency to the first subscriber (what comes before the fan-out); "
           "publish ms: the node's POST /api/alerts round trip, Mosquitto's write of the PUBLISH; CPU: during the "
-          "measured rounds")
+          "measured rounds and bursts; client CPU %: of one core per client process, over the measured time")
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def run_one(args: argparse.Namespace) -> float:
+    """Both systems at `args.connections`; prints the figures and returns the worse of the two p99 ratios."""
     root = Path(tempfile.mkdtemp(prefix="nnfanout"))
     processes = Processes()
     systems: list[System] = []
@@ -541,13 +497,21 @@ async def main_async(args: argparse.Namespace) -> None:
         mosquitto = Mosquitto(processes, root, args)
         systems.append(mosquitto)
         await mosquitto.start(message)
+        began = time.monotonic()
         await run_rounds(systems, args)
+        wall = time.monotonic() - began
         for system in systems:
             await system.close()
-        report([node.result, mosquitto.result], args)
-        if node.result.missed or mosquitto.result.missed:
-            print(f"WARNING: messages missed (node {node.result.missed}, mosquitto {mosquitto.result.missed})")
-        print(f"fanout_p99_ratio={node.result.p(99) / mosquitto.result.p(99):.2f}")
+        n, m = node.result, mosquitto.result
+        report([n, m], args, wall)
+        if n.missed or m.missed:
+            print(f"WARNING: messages missed (node {n.missed}, mosquitto {m.missed})")
+        single = n.p(99) / m.p(99)
+        burst = percentile(n.burst, 99) / percentile(m.burst, 99) if n.burst and m.burst else math.nan
+        print(f"single alerts: node p99 / mosquitto p99 = {single:.2f}; bursts of {args.burst}: {burst:.2f}")
+        worse = max(single, burst) if not math.isnan(burst) else single
+        print(f"fanout_p99_ratio_{args.connections}={worse:.2f}")
+        return worse
     finally:
         for system in systems:
             with contextlib.suppress(Exception):
@@ -556,18 +520,30 @@ async def main_async(args: argparse.Namespace) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+async def main_async(args: argparse.Namespace) -> None:
+    ratios = [await run_one(argparse.Namespace(**{**vars(args), "connections": n})) for n in args.connections]
+    print(f"fanout_p99_ratio={max(ratios):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--connections", type=lambda v: [int(n) for n in v.split(",")], default=[100, 1000],
+                        help="comma-separated: each count is one run of both systems")
     parser.add_argument("--procs", type=int, default=4, help="client processes the connections are spread over")
-    parser.add_argument("--rounds", type=int, default=20, help="measured publishes per system")
+    parser.add_argument("--rounds", type=int, default=20, help="measured single publishes per system")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--interval", type=float, default=0.2, help="least seconds between one system's publishes")
+    parser.add_argument("--bursts", type=int, default=5, help="bursts per system, after the single publishes")
+    parser.add_argument("--burst", type=int, default=20, help="alerts in a burst, published back to back")
+    # Not a multiple of the node's coalescing period (0.1 s, 0.2 s at 1,000 streams), so that a publish can find
+    # the node inside one and its batching delay shows.
+    parser.add_argument("--interval", type=float, default=0.27, help="least seconds between one system's publishes")
+    parser.add_argument("--reference-client", choices=("c", "python"), default="c",
+                        help="Mosquitto's subscribers: bench/_fanout_mqtt.c (gcc) or the Python ones the node's use")
     parser.add_argument("--verbose", action="store_true", help="also print each round's figures")
     args = parser.parse_args()
     # Every connection is a descriptor on both sides: the node and Mosquitto inherit this limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 2 * args.connections + 256
+    want = 2 * max(args.connections) + 256
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
     try:

@@ -233,8 +233,16 @@ class DiscoverySection(Strict, frozen=True):
 class EventsSection(Strict, frozen=True):
     """[events]"""
 
-    purge_interval: Annotated[int, setting("Seconds between purges of expired event bodies (headers and tombstones "
-                                           "are kept).", ge=1, le=86400)] = 300
+    purge_interval: Annotated[int, setting("Seconds between purges of expired event bodies and prunes of old "
+                                           "headers (see keep_headers_days).", ge=1, le=86400)] = 300
+    keep_headers_days: Annotated[int, setting(
+        "Days an event's signed header is kept after the event expires (its body goes at expiry); then the header "
+        "is pruned and its slot settled: the event is refused if a peer offers it again. Each author's latest "
+        "event is always kept. Peers that keep headers longer or shorter still agree (docs/sync.md).",
+        ge=0, le=3650)] = 30
+    max_headers: Annotated[int, setting(
+        "Most event headers kept: past it, expired headers go before keep_headers_days is up, the longest "
+        "expired first (an event still in force is never pruned).", ge=1, le=1_000_000_000)] = 2_000_000
 
 
 class LogSection(Strict, frozen=True):

@@ -55,6 +55,7 @@ from ._kinds import TOMBSTONE, KindRegistry, require_fields
 from ._peers import APPROVED, PENDING, Peer, PeerStore
 from ._ratelimit import RateLimiter
 from ._results import IngestResult
+from ._retention import Retention
 from ._schema import SCHEMA_COMPONENT, SCHEMA_MIGRATIONS, setup_schema
 from ._server import ENDPOINTS as SYNC_ENDPOINTS
 from ._server import SyncServer
@@ -67,7 +68,7 @@ __all__ = [
     "Discovery", "Equivocation", "Event", "EventRejected", "EventStore", "Expired", "FloatNotAllowed",
     "FutureTimestamp", "IngestResult", "InvalidBody", "KindRegistry", "MalformedEvent", "Migration", "Misdirected",
     "NonCanonical", "OversizedEvent", "Peer", "PeerClient", "PeerNotApproved", "PeerStore", "PeerUnreachable",
-    "RateLimited", "RateLimiter", "ReplayCache", "SCHEMA_COMPONENT", "SCHEMA_MIGRATIONS", "SchemaTooNew",
+    "RateLimited", "RateLimiter", "ReplayCache", "Retention", "SCHEMA_COMPONENT", "SCHEMA_MIGRATIONS", "SchemaTooNew",
     "SyncEngine", "SyncError", "SyncServer", "SyncSettings",
     "UnknownKind", "add_discovered", "canonical", "check_authority", "check_content_digest", "check_descriptor",
     "create_event", "decode", "distance_m", "make_descriptor", "normal_authority", "parse_event", "peer_session",

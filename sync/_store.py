@@ -16,6 +16,7 @@ from ._db import Database, Migration
 from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
 from ._event import Event, encode_line, tombstone_target
 from ._ledger import LEDGER_MIGRATION
+from ._retention import RETENTION_MIGRATION, Retention, horizon, prune, settled_slots
 
 MIGRATIONS: Sequence[Migration] = [
     (1, [
@@ -52,11 +53,14 @@ MIGRATIONS: Sequence[Migration] = [
     # Heads, tips, gaps and counts kept as events are written, and indexes for reads by kind (sync/_ledger.py);
     # versions 2 and 3 are the peers' tables (sync/_peers.py).
     (4, LEDGER_MIGRATION),
+    # Pruning of expired headers and the settled slots it leaves (sync/_retention.py).
+    (5, RETENTION_MIGRATION),
 ]
 
 MAX_GAP_RANGES = 256
 MAX_SCAN = 50_000     # rows one pull with an area of interest may read (most of them may be for elsewhere)
 GAPS_PER_AUTHOR = 8
+PURGE_BATCH = 500     # bodies dropped per transaction
 _COLUMNS = "id, author, seq, kind, ts, expires, body_hash, sig, body"
 _SLOT_COLUMNS = ", ".join(f"events.{c}" for c in _COLUMNS.split(", "))
 # Events at a list of (author, seq) slots: CROSS JOIN keeps the list outside, so each slot is one index lookup
@@ -87,6 +91,7 @@ class Status(Enum):
     FILL_BODY = "fill_body"      # we hold its header only; the body (already hash-checked) can be added
     DUPLICATE = "duplicate"      # already held as it is: nothing to do
     EQUIVOCATION = "equivocation"  # same (author, seq), other id: verify, then quarantine the author
+    SETTLED = "settled"          # its slot was pruned (below the author's head, in no gap): ignored, not stored
 
 
 @dataclass
@@ -291,6 +296,7 @@ class EventStore:
                 [value for slot in chunk for value in slot])
             for author, seq, event_id, has_body in rows:
                 held[(author, seq)] = (event_id, bool(has_body))
+        settled = await self._settled_among([s for s in slots if s not in held], authors)
         targets = {t for e in valid if (t := tombstone_target(e))}
         target_info = await self._targets(targets)
         for e in valid:
@@ -306,6 +312,8 @@ class EventStore:
             target = tombstone_target(e)
             if e.author in quarantined:
                 status = AuthorQuarantined(f"author {e.author[:16]} is quarantined for equivocation")
+            elif known is None and (e.author, e.seq) in settled:
+                status = Status.SETTLED
             elif known is None:
                 status = Status.NEW
                 if target and target in target_info:
@@ -328,6 +336,16 @@ class EventStore:
             plan.statuses.append(status)
             plan.events.append(e)
         return plan
+
+    async def _settled_among(self, slots: list[tuple[str, int]], authors: set[str]) -> set[tuple[str, int]]:
+        """The settled slots among these unheld ones: only a slot below its author's head can be one."""
+        if not slots:
+            return set()
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT author, head FROM event_authors WHERE author IN ({','.join('?' * len(authors))})", tuple(authors))
+        heads = {r[0]: r[1] for r in rows}
+        below = [(a, seq) for a, seq in slots if seq < heads.get(a, 0)]
+        return await settled_slots(self.db.reader, below) if below else set()
 
     async def _quarantined_among(self, authors: set[str]) -> set[str]:
         if not authors:
@@ -405,12 +423,28 @@ class EventStore:
             cursor = await conn.execute("DELETE FROM events WHERE author = ? AND seq > ?", (author, MAX_SAFE_INT))
             return cursor.rowcount
 
+    async def prune_headers(self, policy: Retention, *, now: int | None = None) -> int:
+        """Delete headers past the retention policy, in short batches (sync/_retention.py); returns how many.
+        Only body-less headers are pruned: purge expired bodies first."""
+        return await prune(self.db, policy, now=now)
+
+    async def horizon(self) -> tuple[int, int]:
+        """(latest expiry pruned, headers pruned in all)."""
+        return await horizon(self.db)
+
     async def purge_expired(self, *, now: int | None = None) -> int:
-        """Drop the bodies of expired events; headers and the tombstone index stay. Returns how many."""
-        async with self.db.write() as conn:
-            cursor = await conn.execute("UPDATE events SET body = NULL WHERE body IS NOT NULL AND expires <= ?",
-                                        (int(time.time()) if now is None else now,))
-            return cursor.rowcount
+        """Drop the bodies of expired events, in transactions of a few hundred (other writers run between them);
+        headers and the tombstone index stay. Returns how many."""
+        cutoff = int(time.time()) if now is None else now
+        total = 0
+        while True:
+            async with self.db.write() as conn:
+                cursor = await conn.execute(
+                    "UPDATE events SET body = NULL WHERE rowid IN (SELECT rowid FROM events INDEXED BY "
+                    "events_expiring WHERE body IS NOT NULL AND expires <= ? LIMIT ?)", (cutoff, PURGE_BATCH))
+            total += cursor.rowcount
+            if cursor.rowcount < PURGE_BATCH:
+                return total
 
 
 def equivocation_error(event: Event, held_id: str) -> Equivocation:

@@ -286,8 +286,8 @@ async def test_the_write_period_grows_with_the_number_of_streams(make_node):
     from node.people.accounts import Session
     node_ = await make_node("n")
     hub = node_.app[HUB]
-    assert hub.period() == node.safety.live.COALESCE == 0.1
-    for count, period in ((100, 0.1), (1000, 0.2), (2000, 0.4), (10_000, 0.5)):
+    assert hub.period() == node.safety.live.COALESCE == 0.02
+    for count, period in ((10, 0.02), (100, 0.02), (500, 0.1), (1000, 0.2), (2000, 0.4), (10_000, 0.5)):
         while len(hub.subscribers) < count:
             hub.subscribers.add(node.safety.live.Subscriber(Session(id=len(hub.subscribers), role="resident", subject=1), ""))
         assert hub.period() == pytest.approx(period)

@@ -31,6 +31,8 @@ def test_every_target_in_the_readme_is_a_check():
     assert checks["motion"] == {("motion_fps_720_vs_360", "least", "0.7"), ("motion_min_f1", "least", "0.9")}
     assert checks["camera"] == {("record_motion_cpu_ratio_main", "most", "6"), ("record_motion_cpu_ratio", "most", "3"),
                                 ("record_cpu_ratio", "most", "1.5")}
+    assert checks["fanout"] == {("fanout_p99_ratio_100", "most", "3"), ("fanout_p99_ratio_1000", "most", "3"),
+                                ("fanout_p99_ratio", "most", "3")}
     assert checks["city"] == set()
 
 

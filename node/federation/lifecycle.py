@@ -1,4 +1,5 @@
-"""The sync engine's lifecycle: the engine and its server, expiry purging, starting sync, and mDNS discovery."""
+"""The sync engine's lifecycle: the engine and its server, expiry purging and header pruning, starting sync, and
+mDNS discovery."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from node.keys import CONFIG, DB, ENGINE, KEY, NAMES, PEERS, SCHEDULER, STORE, S
 from node.names import Names
 from node.periodic import Jobs
 from node.state import RESTORED, NodeState
-from sync import Discovery, SyncEngine, SyncServer, SyncSettings, add_discovered, make_descriptor
+from sync import Discovery, Retention, SyncEngine, SyncServer, SyncSettings, add_discovered, make_descriptor
 
 log = logging.getLogger("nnode")
 
@@ -53,12 +54,21 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
         app[KEY], name=config.node.name, location=coarse_location(config), nonce=nonce), names)
     store = app[STORE]
 
+    retention = Retention(keep_after=config.events.keep_headers_days * 86_400,
+                          max_headers=config.events.max_headers)
+
     async def purge() -> None:
         if dropped := await store.purge_expired():
             log.info("expired bodies purged", extra={"count": dropped})
+
+    async def purge_and_prune() -> None:
+        await purge()
+        # Pruning waits for the scheduler, off start-up: a first run on a large old store takes many batches.
+        if pruned := await store.prune_headers(retention):
+            log.info("expired headers pruned", extra={"count": pruned})
     await purge()
     jobs = Jobs(app[SCHEDULER], "federation")
-    jobs.every(config.events.purge_interval, purge, name="purge-expired")
+    jobs.every(config.events.purge_interval, purge_and_prune, name="purge-expired")
     try:
         yield
     finally:

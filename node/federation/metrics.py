@@ -46,6 +46,11 @@ async def render_metrics(engine: SyncEngine, store: EventStore, peers: PeerStore
                                         value=stats.stored))
     families.append(CounterMetricFamily("nnode_events_duplicate", "Events received again and ignored (by id).",
                                         value=stats.duplicates))
+    watermark, pruned = await store.horizon()
+    families.append(CounterMetricFamily("nnode_events_pruned", "Expired event headers pruned by retention "
+                                        "(their slots settled), over the store's life.", value=pruned))
+    families.append(GaugeMetricFamily("nnode_events_horizon_timestamp_seconds", "Latest expiry among pruned headers: "
+                                      "every header expired by then, but each author's latest, is pruned.", value=watermark))
     families.append(_by_reason("nnode_events_rejected", "Events refused since start, by reason.", stats.rejected))
     families.append(_by_reason("nnode_sync_requests_refused", "Sync requests refused (auth, approval, rate), "
                                "by reason.", stats.refused))

@@ -40,6 +40,24 @@ COARSE_SLACK_KM = 0.8
 NO_CODES = Geocodes()
 
 
+
+# Decoded alert bodies by event id: an event's body never changes (its hash is signed), and every new alert is
+# checked against every alert in force, which decoding them all again made the most of a POST's cost (bench/fanout.py).
+# Callers only read them. Bounded: the oldest entries go first.
+_BODIES: dict[str, Any] = {}
+_MAX_BODIES = 4096
+
+
+def _body(event: Event) -> Any:
+    """event.body_value(), decoded once per event id."""
+    value = _BODIES.get(event.id)
+    if value is None:
+        value = event.body_value()
+        if len(_BODIES) >= _MAX_BODIES:
+            del _BODIES[next(iter(_BODIES))]
+        _BODIES[event.id] = value
+    return value
+
 def validate_alert(body: Any) -> None:
     """An alert event's body: {"cap": <alert in JSON form>}, valid CAP 1.2, of Public scope (events are what the
     neighborhood shares: a Restricted or Private alert is for its restriction or addresses, not for every node)."""
@@ -119,12 +137,12 @@ async def record_withdrawals(store: EventStore, events: list[Event]) -> int:
     """Record what the Updates and Cancels among `events` withdraw, each until the withdrawn alert's own end (its
     CAP expiry or its event's, the later; MAX_TTL from now if this node does not hold it). Returns how many."""
     replies = [(event.id, key) for event in events if event.kind == ALERT and event.body is not None
-               for key in withdraws(event.body_value()["cap"])]
+               for key in withdraws(_body(event)["cap"])]
     if not replies:
         return 0
     ends: dict[str, int] = {}
     for event in await store.with_bodies(ALERT):
-        cap = event.body_value()["cap"]
+        cap = _body(event)["cap"]
         key = alert_key(cap)
         ends[key] = max(ends.get(key, 0), alert_expiry(cap, event.ts), event.expires)
     default = int(time.time()) + MAX_TTL
@@ -148,7 +166,7 @@ async def remember_withdrawn(store: EventStore, event_id: str, own: str) -> None
     event = await store.get(event_id)
     if event is None or event.kind != ALERT or event.body is None or event.author != own:
         return
-    cap = event.body_value()["cap"]
+    cap = _body(event)["cap"]
     async with store.db.write() as conn:
         await conn.execute("INSERT OR IGNORE INTO withdrawn_alerts (key, event_id, deleted) VALUES (?, ?, ?)",
                            (_key(cap["sender"], cap["identifier"], cap["sent"]), event_id, int(time.time())))
@@ -158,7 +176,7 @@ async def held_keys(store: EventStore) -> set[str]:
     """The CAP keys (sender,identifier,sent) of every alert this node holds, from any author, or deleted."""
     held = {row[0] for row in await store.db.reader.execute_fetchall("SELECT key FROM withdrawn_alerts")}
     for event in await store.with_bodies(ALERT):
-        held.add(alert_key(event.body_value()["cap"]))
+        held.add(alert_key(_body(event)["cap"]))
     return held
 
 
@@ -170,7 +188,7 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
     # Only alerts whose events have not expired: an expired one's body is about to be purged, and reading every
     # alert ever held would make each request cost the store's history.
     events = await store.with_bodies(ALERT, now=now)
-    alerts = [(e, e.body_value()["cap"]) for e in events]
+    alerts = [(e, _body(e)["cap"]) for e in events]
     replaced = {key for _, a in alerts for key in withdraws(a)}
     replaced |= {row[0] for row in await store.db.reader.execute_fetchall(
         "SELECT key FROM alert_withdrawals WHERE until > ?", (now,))}
@@ -197,7 +215,7 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
 def _signature(event: Event) -> str | None:
     """What the alert's XML signature was found to be when this node's author took it in (signatures.STATUSES);
     None for an alert that came as JSON (a manager's, an agency's), which the event's own signature covers."""
-    value = event.body_value().get("signature")
+    value = _body(event).get("signature")
     return value if isinstance(value, str) else None
 
 
@@ -293,10 +311,10 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
         elif event.kind == REPORT and event.body is not None:
             messages.append(("report", {"report": report_message(event)}, ALL))
         elif event.kind == ALERT and event.body is not None:
-            alert = event.body_value()["cap"]
+            alert = _body(event)["cap"]
             if alert["msgType"] in ("Update", "Cancel"):
                 if earlier is None:
-                    earlier = [(e, e.body_value()["cap"]) for e in await store.with_bodies(ALERT, now=now)]
+                    earlier = [(e, _body(e)["cap"]) for e in await store.with_bodies(ALERT, now=now)]
                 for withdrawn in _withdrawn_by(alert, earlier):
                     messages.append(("alert-withdrawn", {"event": withdrawn}, ALL))
             if in_force is None:   # of several copies of one CAP alert, the earliest is the one in force

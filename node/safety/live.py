@@ -25,7 +25,7 @@ log = logging.getLogger("nnode.live")
 
 HEARTBEAT = 15.0          # seconds between keep-alive comments on an idle stream
 QUEUE_LIMIT = 1000        # batches a slow page may fall behind before it is cut off (it resumes from its last id)
-COALESCE = 0.1            # seconds: when messages come faster than this, each stream gets them in one write per period
+COALESCE = 0.02           # seconds: when messages come faster than this, each stream gets them in one write per period
 WRITE_RATE = 5000         # ...and it grows so that all the streams together get at most this many writes a second
 MAX_COALESCE = 0.5        # ...up to this
 WRITE_BUFFER_LIMIT = 1 << 20   # bytes a live page may fall behind (unsent) before it is cut off

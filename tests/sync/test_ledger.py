@@ -102,7 +102,7 @@ async def test_migration_fills_the_ledger_from_events_already_held(tmp_path):
             [(e.id, e.author, e.seq, e.kind, e.ts, e.expires, e.body_hash, e.sig, e.body) for e in events])
     assert (await db.reader.execute_fetchall(
         "SELECT name FROM sqlite_master WHERE name = 'event_authors'")) == []
-    assert await setup_schema(db) == 4
+    assert await setup_schema(db) == 5
     await _check(store)
     assert len(await store.gaps(limit=1000, per_author=1000)) == 9
     await db.close()
