@@ -28,6 +28,7 @@ def test_every_target_in_the_readme_is_a_check():
     assert checks["bundle"] == {("bundle_peak_mb", "most", "100"), ("bundle_ratio", "least", "0.5")}
     assert checks["soak"] == {("soak_memory_growth", "most", "1.1"), ("soak_errors", "equal", "0")}
     assert checks["store_scale"] == {("store_scale_ratio", "most", "2")}
+    assert checks["startup"] == {("startup_growth", "most", "1.25"), ("startup_seconds", "most", "2")}
     assert checks["motion"] == {("motion_fps_720_vs_360", "least", "0.7"), ("motion_min_f1", "least", "0.9")}
     assert checks["camera"] == {("record_motion_cpu_ratio_main", "most", "6"), ("record_motion_cpu_ratio", "most", "3"),
                                 ("record_cpu_ratio", "most", "1.5")}

@@ -20,20 +20,27 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Coroutine
 
-import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.camera.clips import BUILDING, ClipIndex, ClipRow, free_bytes_needed
-from node.camera.motion import MotionDetector, MotionResult
-from node.camera.record import SEGMENT_SECONDS, Recorder, promote
 from node.camera.settings import CameraConfig
 from node.camera.sources import CameraError, Feed, Source, source_for
 from node.errors import NotFound, Unavailable
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from node.camera.motion import MotionDetector, MotionResult
+    from node.camera.record import Recorder
+
 log = logging.getLogger("nnode.camera")
 
+SEGMENT_SECONDS = 3.0
+"""node.camera.record's segment length (a test checks they agree): the recorder, motion detection and promotion
+are imported when a camera starts, not with this module, as they load OpenCV and NumPy (a third of the node's
+start-up, bench/startup.py)."""
 SEGMENT_WAIT = 3 * SEGMENT_SECONDS + 5
 """Seconds past an event's end to wait for the segment that covers it before promoting what there is."""
 RING_MARGIN = 30.0
@@ -133,6 +140,7 @@ class Cameras:
                 except CameraError as exc:
                     log.error("camera detect stream not used: %s", exc, extra={"camera": config.id})
                     detect = _Broken(config.detect_url, str(exc))
+            from node.camera.motion import MotionDetector
             detector = MotionDetector(config.motion) if config.detect_motion else None
             ring_seconds = max(config.pre_capture, self.hold_before) + RING_MARGIN
             camera = self._camera(loop, config, source, detector, ring, ring_seconds, detect)
@@ -150,6 +158,7 @@ class Cameras:
         def on_preview(seq: int) -> None:
             loop.call_soon_threadsafe(self._picture_made, camera)
 
+        from node.camera.record import Recorder
         recorder = Recorder(config.id, source, ring, ring_seconds=ring_seconds, frame_fps=config.motion.fps or 5.0,
                             on_frame=on_frame if detector else None, privacy_masks=config.privacy_masks,
                             on_preview=on_preview, frame_width=0, detect_source=detect,
@@ -218,6 +227,7 @@ class Cameras:
                 row = await self.index.begin(camera=config.id, owner=BUILDING, kind="sos", start=start, end=end,
                                              note=f"SOS {ref} (saved after a restart)")
                 try:
+                    from node.camera.record import promote
                     clip = await asyncio.get_running_loop().run_in_executor(
                         None, promote, covered, *self.index.reserved_paths(row), config.privacy_masks)
                 except Exception as exc:
@@ -388,6 +398,7 @@ class Cameras:
                                          start=segments[0].start_utc, end=segments[-1].end_utc,
                                          motion_score=round(event.score, 4), note=event.note)
             loop = asyncio.get_running_loop()
+            from node.camera.record import promote
             try:
                 clip = await loop.run_in_executor(None, promote, [s.path for s in segments],
                                                   *self.index.reserved_paths(row), camera.config.privacy_masks)

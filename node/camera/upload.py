@@ -27,11 +27,10 @@ from typing import Any
 
 import av
 import av.error
-import cv2
 
 from node.camera.h264 import ENCODER, add_h264_stream, frame_rate
 from node.camera.h264 import av_reason as _why
-from node.camera.record import PART, THUMBNAIL_WIDTH
+from node.camera.segments import PART
 from node.durable import fsync_file, publish, sha256_file, write_synced
 from node.errors import NodeError
 
@@ -393,9 +392,11 @@ def _inspect(clip: Path) -> tuple[float, int, int, bytes]:
                 break
         if picture is None:
             raise StopIteration("no picture in the clip")
+    from node.camera.promote import THUMBNAIL_WIDTH
     width = min(THUMBNAIL_WIDTH, picture.width) & ~1
     height = max(2, round(picture.height * width / picture.width)) & ~1
     image = picture.reformat(width=width, height=height, format="bgr24").to_ndarray()
+    import cv2   # here, not at the top: OpenCV (and NumPy) load when an upload needs them, not at start-up
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if not ok:
         raise OSError("JPEG encoding failed")
