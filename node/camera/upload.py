@@ -396,7 +396,7 @@ def _inspect(clip: Path) -> tuple[float, int, int, bytes]:
     width = min(THUMBNAIL_WIDTH, picture.width) & ~1
     height = max(2, round(picture.height * width / picture.width)) & ~1
     image = picture.reformat(width=width, height=height, format="bgr24").to_ndarray()
-    import cv2   # here, not at the top: OpenCV (and NumPy) load when an upload needs them, not at start-up
+    import cv2  # here, not at the top: OpenCV (and NumPy) load when an upload needs them, not at start-up
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
     if not ok:
         raise OSError("JPEG encoding failed")
