@@ -225,15 +225,7 @@ class SyncEngine:
         the store lock is taken, so that while one batch is verified the next can be parsed and the previous one
         committed.
         """
-        now = int(time.time())
-        parsed: list[Event | EventRejected] = []
-        for line in lines:
-            try:
-                parsed.append(parse_event(line, self.registry, now=now))
-            except EventRejected as exc:
-                parsed.append(exc)
-            except (ValueError, TypeError, RecursionError) as exc:  # never let one line sink its batch
-                parsed.append(MalformedEvent(f"unreadable event: {exc.__class__.__name__}"))
+        parsed = self._parse(lines)
         result = IngestResult()
         for e in parsed:
             if isinstance(e, Event) and e.seq > result.seen.get(e.author, 0):
@@ -300,6 +292,19 @@ class SyncEngine:
         self._account(result)
         self._distribute(result.stored, origin)
         return result
+
+    def _parse(self, lines: Sequence[bytes]) -> list[Event | EventRejected]:
+        """Each wire line as an event, or the reason it was refused (one bad line never sinks its batch)."""
+        now = int(time.time())
+        parsed: list[Event | EventRejected] = []
+        for line in lines:
+            try:
+                parsed.append(parse_event(line, self.registry, now=now))
+            except EventRejected as exc:
+                parsed.append(exc)
+            except (ValueError, TypeError, RecursionError) as exc:
+                parsed.append(MalformedEvent(f"unreadable event: {exc.__class__.__name__}"))
+        return parsed
 
     async def _admit(self, events: Sequence[Event]) -> dict[str, EventRejected]:
         refused: dict[str, EventRejected] = {}
