@@ -1,11 +1,13 @@
 """Benchmark: alerts reaching 100 and 1,000 residents' open live streams, against Mosquitto with as many subscribers.
 
 A real node (`nnode init`, then `nnode run` in its own process on a free loopback port, discovery off) is claimed over
-HTTP; one resident session opens the streams on /api/stream, spread over Python client processes; the manager posts
-alerts with POST /api/alerts. Debian's Mosquitto, started on another free port in the same run, gets as many
-subscribers on `alerts/bench` (QoS 0), held by a small C program (bench/_fanout_mqtt.c, built with gcc) so that the
-broker, not its subscribers, limits it; a separate connection publishes the node's own alert message (same bytes,
-~1.5 KB). Latency runs from just before a publish is sent to the message's arrival at each subscriber, on
+HTTP; one resident session opens the streams on /api/stream; the manager posts alerts with POST /api/alerts on a
+keep-alive connection. Debian's Mosquitto, started on another free port in the same run, gets as many subscribers on
+`alerts/bench` (QoS 0); a separate connection publishes the node's own alert message (same bytes, ~1.5 KB). Both
+systems' subscribers are one small C program (bench/_fanout_subscribers.c, built with gcc; `--client python` for the
+Python ones), spread over client processes, so that the servers, not their subscribers, limit them; both publishers
+write bytes made before the clock starts (the node's: whole HTTP requests), so neither publisher's own client library
+is measured. Latency runs from just before a publish is sent to the message's arrival at each subscriber, on
 CLOCK_MONOTONIC, which is one clock for every process on Linux.
 
 Each run has single alerts, then bursts of 20 published back to back (the node's POSTs one after another, each timed
@@ -16,7 +18,7 @@ and subscriber CPU), `fanout_p99_ratio_<connections>=<the worse of node p99 / mo
 then last `fanout_p99_ratio=<the worse of those>` (target: at most 3).
 
     python bench/fanout.py [--connections 100,1000] [--procs 4] [--rounds 20] [--bursts 5] [--burst 20]
-                           [--interval 0.27] [--reference-client c|python] [--verbose]
+                           [--interval 0.27] [--client c|python] [--verbose]
 
 NNODE_BENCH_PROFILE=py-spy samples the node during the measured rounds (py-spy from the venv, attached to its
 process); NNODE_BENCH_PROFILE=cprofile runs the whole node under cProfile. Either prints where the node's time went to
@@ -53,7 +55,7 @@ from _fanout_clients import TOPIC, mqtt_connect, mqtt_publish  # noqa: E402 - fo
 from _fanout_figures import Result, percentile, py_spy_summary  # noqa: E402
 
 CLIENTS = Path(__file__).resolve().parent / "_fanout_clients.py"
-MQTT_C = Path(__file__).resolve().parent / "_fanout_mqtt.c"
+SUBSCRIBERS_C = Path(__file__).resolve().parent / "_fanout_subscribers.c"
 PASSWORD = "fanout bench password"
 START_TIMEOUT = 30.0    # seconds for a server to start answering
 READY_TIMEOUT = 90.0    # seconds for the client processes to open every connection
@@ -144,7 +146,7 @@ class Clients:
     async def start(self, processes: Processes) -> None:
         loop = asyncio.get_running_loop()
         for share in self.shares:
-            argv = [str(self.binary)] if self.binary else [sys.executable, str(CLIENTS), self.kind]
+            argv = [str(self.binary), self.kind] if self.binary else [sys.executable, str(CLIENTS), self.kind]
             child = await processes.start(
                 *argv, str(self.port), str(share), str(self.rounds),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env={**os.environ, **self.env},
@@ -206,6 +208,18 @@ class Clients:
             reader.cancel()
         times = [row for report in reports for row in report["times"]]
         return (times, sum(r["extra"] + r["duplicates"] for r in reports), sum(r["lost"] for r in reports))
+
+
+async def subscribers(processes: Processes, root: Path, args: argparse.Namespace) -> Path | None:
+    """The C subscriber program (built once per run), or None for the Python ones (`--client python`)."""
+    if args.client != "c":
+        return None
+    binary = root / "fanout_subscribers"
+    if not binary.exists():
+        gcc = await processes.start("gcc", "-O2", "-D_GNU_SOURCE", "-o", str(binary), str(SUBSCRIBERS_C))
+        if await gcc.wait() != 0:
+            raise RuntimeError(f"gcc could not build {SUBSCRIBERS_C}")
+    return binary
 
 
 class System:
@@ -277,7 +291,9 @@ class Node(System):
                              separators=(",", ":"), ensure_ascii=False).encode()
         self.result.payload_bytes = len(message)
         print(f"node: {self.args.connections} streams over {self.args.procs} client processes ...", flush=True)
-        self.clients = Clients("sse", self.port, self.args, {"NNODE_BENCH_COOKIE": cookie})
+        await self._open_publisher()
+        self.clients = Clients("sse", self.port, self.args, {"NNODE_BENCH_COOKIE": cookie},
+                               binary=await subscribers(self.processes, self.root, self.args))
         await self.clients.start(self.processes)
         return message
 
@@ -314,14 +330,26 @@ class Node(System):
                 raise RuntimeError(f"POST {path}: {resp.status} {answer}")
             return answer
 
+    async def _open_publisher(self) -> None:
+        """The manager's keep-alive connection for the measured POSTs: each request's bytes are made before its
+        clock starts, as Mosquitto's PUBLISH packets are, so that the bench's own HTTP client is not measured."""
+        cookie = self.manager.cookie_jar.filter_cookies(yarl.URL(self.url))["nnode_session"].value
+        self.requests = []
+        for number in range(self.args.warmup + self.args.rounds + self.args.bursts * self.args.burst):
+            body = _alert(number)
+            self.requests.append(f"POST /api/alerts HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                                 f"Cookie: nnode_session={cookie}\r\nContent-Type: application/json\r\n"
+                                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
     async def publish(self, number: int) -> int:
-        body = _alert(number)
         t0 = time.monotonic_ns()
-        async with self.manager.post(self.url + "/api/alerts", data=body, headers={"Content-Type": "application/json"},
-                                     timeout=aiohttp.ClientTimeout(total=30)) as resp:
-            answer = await resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"POST /api/alerts: {resp.status} {answer[:300]!r}")
+        self.writer.write(self.requests[number])
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 30)
+        length = re.search(rb"(?im)^content-length: *(\d+)", head)
+        answer = await self.reader.readexactly(int(length[1])) if length else b""
+        if not head.startswith(b"HTTP/1.1 200") or not length:
+            raise RuntimeError(f"POST /api/alerts: {head[:200]!r} {answer[:300]!r}")
         if number >= self.args.warmup:
             self.result.publish_ms.append((time.monotonic_ns() - t0) / 1e6)
         return t0
@@ -331,6 +359,8 @@ class Node(System):
             return
         if hasattr(self, "manager"):
             await self.manager.close()
+        if hasattr(self, "writer"):
+            self.writer.close()
         await super().close()
         if hasattr(self, "drainer"):
             self.drainer.cancel()
@@ -399,13 +429,7 @@ class Mosquitto(System):
         self.result.payload_bytes = len(message)
         print(f"mosquitto: {self.args.connections} subscribers over {self.args.procs} client processes ...",
               flush=True)
-        subscriber: Path | None = None
-        if self.args.reference_client == "c":   # Python subscribers, not the broker, would limit it at 1,000
-            subscriber = self.root / "fanout_mqtt"
-            gcc = await self.processes.start("gcc", "-O2", "-D_GNU_SOURCE", "-o", str(subscriber), str(MQTT_C))
-            if await gcc.wait() != 0:
-                raise RuntimeError(f"gcc could not build {MQTT_C}")
-        self.clients = Clients("mqtt", port, self.args, binary=subscriber)
+        self.clients = Clients("mqtt", port, self.args, binary=await subscribers(self.processes, self.root, self.args))
         await self.clients.start(self.processes)
 
     async def publish(self, number: int) -> int:
@@ -537,8 +561,8 @@ def main() -> None:
     # Not a multiple of the node's coalescing period (0.1 s, 0.2 s at 1,000 streams), so that a publish can find
     # the node inside one and its batching delay shows.
     parser.add_argument("--interval", type=float, default=0.27, help="least seconds between one system's publishes")
-    parser.add_argument("--reference-client", choices=("c", "python"), default="c",
-                        help="Mosquitto's subscribers: bench/_fanout_mqtt.c (gcc) or the Python ones the node's use")
+    parser.add_argument("--client", choices=("c", "python"), default="c",
+                        help="both systems' subscribers: bench/_fanout_subscribers.c (gcc) or bench/_fanout_clients.py")
     parser.add_argument("--verbose", action="store_true", help="also print each round's figures")
     args = parser.parse_args()
     # Every connection is a descriptor on both sides: the node and Mosquitto inherit this limit.
