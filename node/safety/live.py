@@ -1,8 +1,15 @@
 """Live delivery to open pages: a persisted feed of messages and a Server-Sent Events stream that resumes.
 
-Every message is first written to the `feed` table, which gives it its increasing id, then handed to the streams of
-its audience. A page that reconnects says the last id it saw (the browser's `Last-Event-ID`, or `?after=`) and gets
-what it missed, in order, before live messages; so a dropped connection loses nothing.
+Every message gets the next feed id from the hub, is handed to the streams of its audience and is written to the
+`feed` table meanwhile (the disk's fsync is not on the way to the pages). A page that reconnects says the last id it
+saw (the browser's `Last-Event-ID`, or `?after=`) and gets what it missed, in order, before live messages (the
+message being written comes from memory until its row is in); so a dropped connection loses nothing.
+
+The feed is a replay buffer of messages about what is stored elsewhere (events, reports, SOS calls are written
+before their message is published), not one of the writes DESIGN invariant 6 makes durable. Ids stay increasing
+across restarts: the hub takes its first id from SQLite's AUTOINCREMENT counter plus two, since the one message a
+crash can catch unwritten (written under the hub's lock, one at a time) was at most the counter plus one, and a page
+that saw it must not take a later message with the same id for one it already has.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ from typing import Any, Awaitable, Callable, Sequence
 from aiohttp import web
 
 from node.people.accounts import Session
-from node.sql import inserted_id
 from sync import Database, Migration
 
 log = logging.getLogger("nnode.live")
@@ -145,6 +151,9 @@ class Hub:
         self._pending: list[tuple[int, str, bytes]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = -MAX_COALESCE
+        self._next_id: int | None = None   # the next feed id (read from the database on first use)
+        # The message whose row is being written (under _lock, so at most one): (id, type, audience, data).
+        self._unwritten: tuple[int, str, str, str] | None = None
         # Told of each stored message (kind, data, audience), synchronously and in feed order: Web Push (node/push).
         self.listeners: list[Callable[[str, dict[str, Any], str], None]] = []
 
@@ -175,18 +184,32 @@ class Hub:
                 else:
                     self._offer(subscriber, KEEP_ALIVE)
 
+    async def _first_id(self) -> int:
+        """The id after every one this feed has given (see the module's notes for the two)."""
+        rows = list(await self.db.reader.execute_fetchall(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'feed'), 0), COALESCE(MAX(id), 0) "
+            "FROM feed"))
+        return max(int(rows[0][0]), int(rows[0][1])) + 2
+
     async def publish(self, kind: str, data: dict[str, Any], audience: str = ALL) -> int:
-        """Store a message and send it to every open stream in its audience; returns its feed id."""
+        """Send a message to every open stream in its audience (at the next flush) and store it; returns its feed
+        id once its row is written. If the write fails, the streams have it, a replay will not, and this raises."""
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         async with self._lock:
-            async with self.db.write() as conn:
-                cursor = await conn.execute("INSERT INTO feed (created, type, audience, data) VALUES (?, ?, ?, ?)",
-                                            (int(time.time()), kind, audience, text))
-            message_id = inserted_id(cursor)
+            if self._next_id is None:
+                self._next_id = await self._first_id()
+            message_id, self._next_id = self._next_id, self._next_id + 1
+            self._unwritten = (message_id, kind, audience, text)
             self._pending.append((message_id, audience, encode(message_id, kind, text)))
             if self._flush_handle is None and not self.closed:
                 loop = asyncio.get_running_loop()
                 self._flush_handle = loop.call_at(max(loop.time(), self._last_flush + self.period()), self.flush)
+            try:
+                async with self.db.write() as conn:
+                    await conn.execute("INSERT INTO feed (id, created, type, audience, data) VALUES (?, ?, ?, ?, ?)",
+                                       (message_id, int(time.time()), kind, audience, text))
+            finally:
+                self._unwritten = None
         for listener in self.listeners:
             listener(kind, data, audience)
         return message_id
@@ -266,21 +289,26 @@ class Hub:
                 subscriber.session = session
 
     async def last_id(self) -> int:
-        """The newest feed id (0 when empty)."""
-        rows = list(await self.db.reader.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM feed"))
-        return int(rows[0][0])
+        """The newest feed id given out (at start, before the first message: one past the newest stored)."""
+        if self._next_id is None:
+            return await self._first_id() - 1
+        return self._next_id - 1
 
     async def missed(self, session: Session, after: int) -> list[tuple[int, bytes]] | None:
-        """Messages after `after` for `session`, oldest first; None if more than REPLAY_LIMIT were missed."""
+        """Messages after `after` for `session`, oldest first (the one being written, from memory); None if more
+        than REPLAY_LIMIT were missed."""
+        unwritten = self._unwritten   # taken before the read: if its row lands meanwhile, the read has it too
         rows = list(await self.db.reader.execute_fetchall(
             "SELECT id, type, audience, data FROM feed WHERE id > ? ORDER BY id LIMIT ?", (after, REPLAY_LIMIT + 1)))
+        if unwritten is not None and unwritten[0] > after and all(row[0] != unwritten[0] for row in rows):
+            rows.append(unwritten)
         if len(rows) > REPLAY_LIMIT:
             return None
         return [(row[0], encode(row[0], row[1], row[3])) for row in rows if may_receive(session, row[2])]
 
     async def forget(self, kind: str, report_id: int) -> None:
         """Drop stored messages about one building report (it was hidden), so no replay shows it again."""
-        async with self.db.write() as conn:
+        async with self._lock, self.db.write() as conn:   # the lock: after any message being written
             await conn.execute("DELETE FROM feed WHERE type = ? AND json_extract(data, '$.report.id') = ? "
                                "AND json_extract(data, '$.report.source') = 'building'", (kind, report_id))
 
