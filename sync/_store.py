@@ -205,6 +205,14 @@ class EventStore:
             "ORDER BY rowid DESC", args)
         return [_row_event(r) for r in rows]
 
+    async def live_slots(self, kind: str, *, now: int) -> list[tuple[str, int, str, int]]:
+        """(id, ts, author, seq) of the events with_bodies(kind, now=now) returns, in its order, without reading
+        their bodies: for callers that keep what they decoded by event id (node/safety/alerts.py)."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT id, ts, author, seq FROM events INDEXED BY events_live WHERE kind = ? AND body IS NOT NULL "
+            "AND expires > ? ORDER BY rowid DESC", (kind, now))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def quarantined(self) -> dict[str, Quarantine]:
         """{author: {reason, evidence, at}} for quarantined authors."""
         rows = await self.db.reader.execute_fetchall("SELECT author, reason, evidence, at FROM quarantine")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -180,35 +181,82 @@ async def held_keys(store: EventStore) -> set[str]:
     return held
 
 
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What current_alerts asks of one alert event, worked out once per event id (its body never changes)."""
+
+    cap: dict[str, Any]
+    key: str
+    withdraws: frozenset[str]
+    listed: bool               # an Alert or Update of Public scope (one stored before Public was required stays off)
+    actual: bool
+    expires: int | None        # its last info block's expiry; None: a day after <sent> (alert_expiry)
+    sent: int
+    signature: str | None
+    applies: dict[tuple[tuple[float, float] | None, Geocodes], bool]   # alert_applies by (location, codes)
+
+
+_FACTS: dict[str, _Facts] = {}   # by event id, bounded like _BODIES
+
+
+def _facts(event: Event) -> _Facts:
+    facts = _FACTS.get(event.id)
+    if facts is None:
+        cap = _body(event)["cap"]
+        stamps = [int(datetime.fromisoformat(i["expires"]).timestamp()) for i in cap["info"] if "expires" in i]
+        facts = _Facts(cap, alert_key(cap), frozenset(withdraws(cap)),
+                       cap["msgType"] in ("Alert", "Update") and cap["scope"] == "Public", cap["status"] == "Actual",
+                       max(stamps) if stamps else None, int(datetime.fromisoformat(cap["sent"]).timestamp()),
+                       _signature(event), {})
+        if len(_FACTS) >= _MAX_BODIES:
+            del _FACTS[next(iter(_FACTS))]
+        _FACTS[event.id] = facts
+    return facts
+
+
+async def _live_facts(store: EventStore, now: int) -> list[tuple[tuple[int, str, int], str, _Facts]]:
+    """((ts, author, seq), id, facts) of every alert event alive; bodies are read only for ids not decoded yet."""
+    slots = await store.live_slots(ALERT, now=now)
+    if sum(1 for slot in slots if slot[0] not in _FACTS) > 8:   # many new ones (a start): one read of them all
+        for event in await store.with_bodies(ALERT, now=now):
+            _facts(event)
+    found = []
+    for event_id, ts, author, seq in slots:
+        facts = _FACTS.get(event_id)
+        if facts is None:
+            event = await store.get(event_id)
+            if event is None or event.body is None:   # tombstoned or purged since the read
+                continue
+            facts = _facts(event)
+        found.append(((ts, author, seq), event_id, facts))
+    return found
+
+
 async def current_alerts(store: EventStore, *, location: tuple[float, float] | None, codes: Geocodes = NO_CODES,
                          now: int | None = None, include_tests: bool = False) -> list[dict[str, Any]]:
     """Alerts in force: not expired, not replaced by an Update nor withdrawn by a Cancel, for this node (its
     `location` inside a shape, or one of its `codes` named: node/safety/geocodes.py)."""
     now = int(time.time()) if now is None else now
     # Only alerts whose events have not expired: an expired one's body is about to be purged, and reading every
-    # alert ever held would make each request cost the store's history.
-    events = await store.with_bodies(ALERT, now=now)
-    alerts = [(e, _body(e)["cap"]) for e in events]
-    replaced = {key for _, a in alerts for key in withdraws(a)}
+    # alert ever held would make each request cost the store's history. What each one says is decoded once.
+    alerts = await _live_facts(store, now)
+    replaced = {key for _, _, f in alerts for key in f.withdraws}
     replaced |= {row[0] for row in await store.db.reader.execute_fetchall(
         "SELECT key FROM alert_withdrawals WHERE until > ?", (now,))}
     current, seen = [], set()
-    for event, alert in sorted(alerts, key=lambda pair: (pair[0].ts, pair[0].author, pair[0].seq)):
-        key = _key(alert["sender"], alert["identifier"], alert["sent"])
-        if key in seen:   # the same CAP alert published by two nodes (both poll the feed): show it once
+    for (ts, _, _), event_id, f in sorted(alerts, key=lambda found: found[0]):
+        if f.key in seen:   # the same CAP alert published by two nodes (both poll the feed): show it once
             continue
-        seen.add(key)
-        if alert["msgType"] not in ("Alert", "Update") or key in replaced:
+        seen.add(f.key)
+        if not f.listed or f.key in replaced or (not f.actual and not include_tests):
             continue
-        if alert["status"] != "Actual" and not include_tests:
+        if (f.expires if f.expires is not None else min(f.sent, now) + DEFAULT_TTL) <= now:
             continue
-        if alert["scope"] != "Public":   # refused on arrival since; one stored before stays off the public routes
-            continue
-        if alert_expiry(alert, now) <= now:
-            continue
-        if not alert_applies(alert, location, codes):
-            continue
-        current.append({"event": event.id, "received": event.ts, "cap": alert, "signature": _signature(event)})
+        applies = f.applies.get((location, codes))
+        if applies is None:
+            applies = f.applies[(location, codes)] = alert_applies(f.cap, location, codes)
+        if applies:
+            current.append({"event": event_id, "received": ts, "cap": f.cap, "signature": f.signature})
     return sorted(current, key=lambda a: a["cap"]["sent"], reverse=True)
 
 
@@ -318,6 +366,9 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
                 for withdrawn in _withdrawn_by(alert, earlier):
                     messages.append(("alert-withdrawn", {"event": withdrawn}, ALL))
             if in_force is None:   # of several copies of one CAP alert, the earliest is the one in force
+                for new in events:   # decoded from what is in hand, not read back
+                    if new.kind == ALERT and new.body is not None:
+                        _facts(new)
                 in_force = {a["event"] for a in await current_alerts(store, location=location, codes=codes,
                                                                      now=now)}
             if event.id in in_force:
