@@ -91,3 +91,41 @@ async def test_cancelled_event_commits_leave_the_store_consistent(db):
     last = create_event(KEY, REG, kind="notice", seq=3 * WRITERS + 1, body={"text": "after"}, ttl=3600)
     assert await store.commit([last], [], "local") == [last]
     assert (await store.heads())[last.author] == last.seq
+
+
+async def test_one_trip_transactions_roll_back_on_error_and_survive_cancellation(db):
+    """Database.transact: the work runs in the writer's thread as one transaction; an error inside it rolls all of
+    it back and reaches the caller; a cancelled caller gets its cancellation after the transaction has ended."""
+    def three_rows(w: int):
+        def work(conn):
+            for part in range(3):
+                conn.execute("INSERT INTO rows (writer, part) VALUES (?, ?)", (w, part))
+            return w
+        return work
+
+    def fails_halfway(conn):
+        conn.execute("INSERT INTO rows (writer, part) VALUES (-2, 0)")
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    import sqlite3
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+        await db.transact(fails_halfway)
+    assert not db.writer.in_transaction
+    assert (await db.reader.execute_fetchall("SELECT COUNT(*) FROM rows WHERE writer = -2"))[0][0] == 0
+    assert await db.transact(three_rows(-3)) == -3
+
+    async def writer(w: int) -> None:   # one-trip and statement-by-statement writers, mixed
+        if w % 2:
+            await db.transact(three_rows(w))
+        else:
+            async with db.write() as conn:
+                for part in range(3):
+                    await conn.execute("INSERT INTO rows (writer, part) VALUES (?, ?)", (w, part))
+
+    finished, cancelled = await run_rounds(writer, seed=21)
+    assert finished and cancelled, (finished, cancelled)
+    assert not db.writer.in_transaction
+    rows = await db.reader.execute_fetchall("SELECT writer, COUNT(*) FROM rows GROUP BY writer")
+    assert all(count == 3 for _, count in rows), [r for r in rows if r[1] != 3]
+    assert len(rows) >= finished + 1
+    assert await db.integrity_ok()
