@@ -150,6 +150,11 @@ class Database:
                 raise cancelled
             return result
 
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(connection)` on the reader in one trip to its thread (several queries, one hop); plain
+        sqlite3 calls only. Each statement sees committed data (WAL), not necessarily one snapshot across them."""
+        return await self.reader._execute(lambda: work(self.reader._conn))
+
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The transaction of write(), for a caller that holds the lock."""

@@ -205,10 +205,12 @@ class EventStore:
             "ORDER BY rowid DESC", args)
         return [_row_event(r) for r in rows]
 
-    async def live_slots(self, kind: str, *, now: int) -> list[tuple[str, int, str, int]]:
+    @staticmethod
+    def live_slots(conn: sqlite3.Connection, kind: str, now: int) -> list[tuple[str, int, str, int]]:
         """(id, ts, author, seq) of the events with_bodies(kind, now=now) returns, in its order, without reading
-        their bodies: for callers that keep what they decoded by event id (node/safety/alerts.py)."""
-        rows = await self.db.reader.execute_fetchall(
+        their bodies: for callers that keep what they decoded by event id and read it with other tables in one
+        trip (`await store.db.read(lambda conn: store.live_slots(conn, ...) ...)`: node/safety/alerts.py)."""
+        rows = conn.execute(
             "SELECT id, ts, author, seq FROM events INDEXED BY events_live WHERE kind = ? AND body IS NOT NULL "
             "AND expires > ? ORDER BY rowid DESC", (kind, now))
         return [(r[0], r[1], r[2], r[3]) for r in rows]

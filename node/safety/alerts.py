@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -214,9 +215,14 @@ def _facts(event: Event) -> _Facts:
     return facts
 
 
-async def _live_facts(store: EventStore, now: int) -> list[tuple[tuple[int, str, int], str, _Facts]]:
-    """((ts, author, seq), id, facts) of every alert event alive; bodies are read only for ids not decoded yet."""
-    slots = await store.live_slots(ALERT, now=now)
+async def _live_facts(store: EventStore, now: int) -> tuple[list[tuple[tuple[int, str, int], str, _Facts]], set[str]]:
+    """((ts, author, seq), id, facts) of every alert event alive, and the CAP keys withdrawn until after `now`; in
+    one trip to the database, and bodies are read only for ids not decoded yet."""
+    def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, int, str, int]], set[str]]:
+        return (store.live_slots(conn, ALERT, now),
+                {row[0] for row in conn.execute("SELECT key FROM alert_withdrawals WHERE until > ?", (now,))})
+
+    slots, withdrawn = await store.db.read(read)
     if sum(1 for slot in slots if slot[0] not in _FACTS) > 8:   # many new ones (a start): one read of them all
         for event in await store.with_bodies(ALERT, now=now):
             _facts(event)
@@ -229,7 +235,7 @@ async def _live_facts(store: EventStore, now: int) -> list[tuple[tuple[int, str,
                 continue
             facts = _facts(event)
         found.append(((ts, author, seq), event_id, facts))
-    return found
+    return found, withdrawn
 
 
 async def current_alerts(store: EventStore, *, location: tuple[float, float] | None, codes: Geocodes = NO_CODES,
@@ -239,10 +245,8 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
     now = int(time.time()) if now is None else now
     # Only alerts whose events have not expired: an expired one's body is about to be purged, and reading every
     # alert ever held would make each request cost the store's history. What each one says is decoded once.
-    alerts = await _live_facts(store, now)
-    replaced = {key for _, _, f in alerts for key in f.withdraws}
-    replaced |= {row[0] for row in await store.db.reader.execute_fetchall(
-        "SELECT key FROM alert_withdrawals WHERE until > ?", (now,))}
+    alerts, replaced = await _live_facts(store, now)
+    replaced |= {key for _, _, f in alerts for key in f.withdraws}
     current, seen = [], set()
     for (ts, _, _), event_id, f in sorted(alerts, key=lambda found: found[0]):
         if f.key in seen:   # the same CAP alert published by two nodes (both poll the feed): show it once
