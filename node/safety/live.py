@@ -205,9 +205,9 @@ class Hub:
                 loop = asyncio.get_running_loop()
                 self._flush_handle = loop.call_at(max(loop.time(), self._last_flush + self.period()), self.flush)
             try:
-                async with self.db.write() as conn:
-                    await conn.execute("INSERT INTO feed (id, created, type, audience, data) VALUES (?, ?, ?, ?, ?)",
-                                       (message_id, int(time.time()), kind, audience, text))
+                row = (message_id, int(time.time()), kind, audience, text)
+                await self.db.transact(lambda conn: conn.execute(
+                    "INSERT INTO feed (id, created, type, audience, data) VALUES (?, ?, ?, ?, ?)", row))
             finally:
                 self._unwritten = None
         for listener in self.listeners:
