@@ -44,6 +44,7 @@ SEED_AGENCY = bytes(range(1, 33))
 
 def child_bundle(source: Path, out: Path) -> None:
     """Build a bundle of `source` into `out`."""
+    import nacl.public
     import nacl.signing
 
     from node.sharing import build_bundle, sign_consent
@@ -51,7 +52,7 @@ def child_bundle(source: Path, out: Path) -> None:
     node, agency = nacl.signing.SigningKey(SEED_NODE), nacl.signing.SigningKey(SEED_AGENCY)
     consent = sign_consent(node, request_id="bench", clip_sha256="ab" * 32, role="manager", subject="bench")
     build_bundle(out, video_path=source, consent=consent, node_signing_key=node, agency_verify_key=agency.verify_key,
-                 request_id="bench", case_number="BENCH-1", camera_id="bench", camera_name="Bench",
+                 encryption_key=nacl.public.PrivateKey(SEED_AGENCY).public_key, request_id="bench", case_number="BENCH-1", camera_id="bench", camera_name="Bench",
                  latitude="40.7128", longitude="-74.0060", clip_start=0, clip_end=60, original_sha256="ab" * 32,
                  original_size=1, redaction_method="bench", chunk_size=CHUNK)
 

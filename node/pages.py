@@ -134,11 +134,11 @@ async def static(request: web.Request) -> web.StreamResponse:
     return _file(request, request.match_info["name"])
 
 
-AGENCY_FILES = frozenset({"agency.js", "app.css", "icon-192.png", "tls.js"})
+AGENCY_FILES = frozenset({"agency.js", "app.css", "icon-192.png"})
 
 
 async def agency_static(request: web.Request) -> web.StreamResponse:
-    """GET /agency/{name}: the agency portal's script and stylesheet (nothing else of the web app is public)."""
+    """GET /agency/{name}: the script and stylesheet of the page saying where the agency portal lives now."""
     name = request.match_info["name"]
     if name not in AGENCY_FILES:
         raise NotFound(f"no file {name!r}")

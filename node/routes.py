@@ -152,7 +152,7 @@ def route_table() -> list[Route]:
         Route("GET", "/sw.js", pages.service_worker, local),
         Route("GET", "/manifest.webmanifest", pages.manifest, public),
         Route("GET", "/transparency", pages.page("transparency.html"), local),
-        # the agencies' portal: a page and its script, which sign every call in the browser with the agency key
+        # where the agency portal lives now (`nnode agency-client portal`, on the agency's own computer); no key here
         Route("GET", "/agency", pages.page("agency.html"), public),
         Route("GET", "/agency/{name}", pages.agency_static, public),
     ]

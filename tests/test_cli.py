@@ -213,7 +213,8 @@ def test_demo_prints_working_links(short_tmp):
         # It claims itself before serving: no claim code (or its QR) that it would then use up, but its password.
         assert "Claim code" not in text and "not claimed" not in text and "█" not in text, text
         assert re.search(r"manager password: \S{12,}", text), text
-        assert "nnode agency-key new" in text and f"127.0.0.1:{port}/agency" in text, text
+        assert "nnode agency-key new" in text and f"agency-client portal --key demo.key --node " \
+            f"http://127.0.0.1:{port}`" in text, text
         import threading
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the node's log from blocking it
 

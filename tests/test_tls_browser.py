@@ -17,19 +17,18 @@ import shutil
 import ssl
 import subprocess
 import tempfile
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from node.sharing import write_agency_key
 from node.tls.authority import Wanted, issue
 from tests.conftest import bound_socket
 from tests.firmware.tools import require
 from tests.people import browser as http_client
 from tests.people import call, claim, invite
+from tests.sharing.flow import Agency, request_fields
 from tests.test_browser import ARTIFACTS as BROWSER_ARTIFACTS
 from tests.test_browser import CHROMIUM, FLAGS, PHONE
 
@@ -108,13 +107,12 @@ async def test_https_at_a_host_name_with_the_ca_in_the_browsers_store(make_node,
     http, https = f"http://{NAME}:{node.port}", f"https://{NAME}:{node.tls_port}"
     ca_pem = node.config.node.data_dir / "tls" / "ca.pem"
     fingerprint = x509.load_pem_x509_certificate(ca_pem.read_bytes()).fingerprint(hashes.SHA256()).hex(":").upper()
-    key_path = tmp_path / "metro.key"
-    agency_key = await asyncio.to_thread(write_agency_key, key_path)
+    agency = Agency()
     async with http_client() as manager:
         await claim(node, manager)
         status, body = await call(manager, "POST", node.url + "/api/agencies", json={
-            "key": agency_key.verify_key.encode().hex(), "name": "Metro Police Department",
-            "jurisdiction": "Metro City", "contact": "records@metro.example"})
+            "key": agency.id, "name": "Metro Police Department", "jurisdiction": "Metro City",
+            "contact": "records@metro.example"})
         assert status in (200, 201), body
         first, second = await invite(node, manager, "2C"), await invite(node, manager, "4B")
     assert first["ca_fingerprint"] == fingerprint   # on the invite the manager hands out (console, print, CLI)
@@ -171,26 +169,22 @@ async def test_https_at_a_host_name_with_the_ca_in_the_browsers_store(make_node,
             await page.goto(f"{http}/transparency")
             await page.wait_for_url(f"{https}/transparency")
 
-            # The agency portal at the host name: WebCrypto loads the key, and a request is signed in the page.
+            # The node's /agency page at the host name names the portal command with this https address and the
+            # node's key (the portal itself runs on the agency's computer: tests/sharing/test_agency_portal.py).
             portal = await browser.new_page()
             await portal.set_viewport_size({"width": 1100, "height": 900})   # an agency's desk, not a phone
             portal.on("pageerror", lambda exc: errors.append(str(exc)))
             await portal.goto(f"{https}/agency")
+            await expect(portal.locator("#node-address")).to_have_text(https)
             await expect(portal.locator("#node-key")).to_have_text(node.id)
-            await portal.set_input_files("#key-file", str(key_path))
-            await expect(portal.locator("#key-public")).to_have_text(agency_key.verify_key.encode().hex())
-            start = (datetime.now().astimezone() - timedelta(minutes=40)).replace(second=0, microsecond=0)
-            for field, value in (("#req-case", "2026-004513"), ("#req-reason", "bicycle theft"),
-                                 ("#req-start", start.strftime("%Y-%m-%dT%H:%M")),
-                                 ("#req-end", (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M")),
-                                 ("#req-lat", "40.7128"), ("#req-lon", "-74.0060"), ("#req-radius", "150"),
-                                 ("#req-contact", "Det. R. Diaz, +1 212 555 0100")):
-                await portal.fill(field, value)
-            await portal.click("#req-submit")
-            await expect(portal.locator("#req-status")).to_contain_text("sent", timeout=10_000)
+            await expect(portal.get_by_test_id("portal-command")).to_contain_text("nnode agency-client portal")
             await shot(portal, "4-agency-portal-on-https")
 
-            # The transparency page checks the log head's signature in the browser.
+            # A request signed by the agency's own portal (here its client code) enters the log; the transparency page
+            # checks the log head's signature in the browser.
+            status, answer = await agency.ask(node.url, request_fields())
+            await agency.close()
+            assert status == 201, answer
             await page.reload()
             await expect(page.locator("#head-check")).to_contain_text("checked the signature", timeout=15_000)
             await shot(page, "5-transparency-on-https")

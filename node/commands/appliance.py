@@ -135,7 +135,8 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
           f"  cameras: {camera_note}\n"
           f"  agency walk-through (docs/agencies.md): `nnode agency-key new demo.key`, then\n"
           f"    `nnode --data-dir demo-data agency add <its public key> --name \"Demo PD\" --jurisdiction Demo`,\n"
-          f"    and ask for footage at {demo['app'].rstrip('/')}/agency with demo.key\n"
+          f"    and ask for footage in the portal on your own computer: `nnode agency-client portal --key demo.key "
+          f"--node {demo['app'].rstrip('/')}`\n"
           f"  more: `nnode --data-dir demo-data invite --unit 2C`, `... admin-link`, `... status`", flush=True)
     await server
     return 0

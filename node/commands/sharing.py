@@ -32,6 +32,8 @@ async def cmd_agency(config: Config, args: argparse.Namespace) -> int:
         agency = await control(config, "POST", "/control/agencies", {
             "key": args.key, "name": args.name, "jurisdiction": args.jurisdiction or "", "contact": args.contact or ""})
         print(f"agency {agency['name']!r} registered ({agency['key']})")
+        # The agency's client pins the node's key; the manager hands it over with the registration (docs/agencies.md).
+        print(f"give the agency this node's key with its address: --node-key {node_id(load_key(config.key_path))}")
         return 0
     if args.action == "revoke":
         agency = await control(config, "POST", "/control/agencies/revoke", {"key": args.key,
@@ -142,16 +144,21 @@ def cmd_agency_key(args: argparse.Namespace) -> int:
         print(f"nnode agency-key: {exc}", file=sys.stderr)
         return 2
     if args.action == "new":
-        print(f"agency key written to {args.file} (private: keep it safe, mode 0600)")
+        print(f"agency key written to {args.file} (private: keep it safe, mode 0600): a signing key and a separate "
+              "encryption key")
         print("public key (give this to the node's manager):")
-    print(key.verify_key.encode().hex())
+    print(key.public)
+    if args.action == "public":
+        print(f"encryption key (named in each request; bundles are sealed to it): {key.encryption_key}"
+              if not key.legacy else "encryption key: none (an old single-key file: it opens old bundles but "
+              "posts no request; make a new one with nnode agency-key new)", file=sys.stderr)
     return 0
 
 
 def cmd_agency_credential(args: argparse.Namespace) -> int:
     """For a trust anchor: sign an agency's credential with the anchor key and print it as JSON."""
     try:
-        credential = sign_credential(load_agency_key(args.anchor_key), agency=args.agency, name=args.name,
+        credential = sign_credential(load_agency_key(args.anchor_key).signing, agency=args.agency, name=args.name,
                                      jurisdiction=args.jurisdiction or "", contact=args.contact or "",
                                      days=args.days)
     except NodeError as exc:
@@ -170,7 +177,7 @@ def _add_verify(sub: Any) -> None:
                             "the bundle could not be checked.")
     verify.add_argument("bundle", metavar="BUNDLE")
     verify.add_argument("--key", required=True, metavar="AGENCY_KEY_FILE",
-                        help="the agency's ed25519 private seed: 64 hex digits or 32 raw bytes")
+                        help="the agency key file (nnode agency-key new; an old single-seed file opens old bundles)")
     verify.add_argument("--out", metavar="DIR", help="folder for the results (default: BUNDLE without .nnbundle, "
                         "plus .verified); if it is not empty, a new subfolder run-<UTC time> in it")
     verify.add_argument("--force", action="store_true", help="write into DIR even if it is not empty, replacing "

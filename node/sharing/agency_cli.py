@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "agency-client", help="ask a node for footage, follow requests, fetch bundles (agencies)",
         description="The agency side of sharing: every call is signed with the agency key. Exit status 0 done, "
         "1 the node refused, 2 usage or network error, 3 a bundle failed verification.")
-    actions = group.add_subparsers(dest="agency_command", required=True, metavar="{request,status,fetch}")
+    actions = group.add_subparsers(dest="agency_command", required=True, metavar="{request,status,fetch,portal}")
 
     request = actions.add_parser("request", help="post a signed footage request")
     _common(request)
@@ -63,13 +63,37 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     _common(fetch)
     fetch.add_argument("--out", required=True, metavar="DIR", help="folder for the bundles and their contents")
     fetch.add_argument("--request", metavar="ID", help="only the bundles of this request")
-    fetch.add_argument("--node-key", metavar="HEX", help="the node's key as its manager gave it (else the key "
-                       "pinned at first contact, or pinned now)")
-    fetch.add_argument("--known-nodes", metavar="FILE", help=f"the pinned node keys (default: {FILE_NAME} next "
-                       "to the key file)")
+    _pinning(fetch)
     fetch.set_defaults(func=cmd_fetch)
+
+    portal = actions.add_parser("portal", help="serve the agency portal on this computer (127.0.0.1 only)",
+                                description="Serve the agency portal page on 127.0.0.1: it signs every call to the "
+                                "node here, with the key file, and verifies bundles into --out; the key never goes "
+                                "into the page. Runs until Ctrl-C.")
+    _common(portal)
+    portal.add_argument("--port", type=int, default=8471, metavar="N", help="the local port (default 8471; 0: any "
+                        "free port)")
+    portal.add_argument("--out", metavar="DIR", help="folder for fetched and verified bundles (default: bundles/ "
+                        "next to the key file)")
+    _pinning(portal)
+    portal.set_defaults(func=cmd_portal)
     group.set_defaults(offline=True)
     return group
+
+
+def _pinning(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--node-key", metavar="HEX", help="the node's key as its manager gave it at registration "
+                        "(else the key pinned at first contact, or pinned now)")
+    parser.add_argument("--known-nodes", metavar="FILE", help=f"the pinned node keys (default: {FILE_NAME} next "
+                        "to the key file)")
+
+
+def _given(args: argparse.Namespace) -> str | None:
+    """--node-key, checked (Usage otherwise)."""
+    given = args.node_key.strip().lower() if args.node_key else None
+    if given is not None and (len(given) != 64 or any(c not in "0123456789abcdef" for c in given)):
+        raise Usage(f"--node-key: expected 64 hex digits of the node's ed25519 key, got {args.node_key!r}")
+    return given
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -213,10 +237,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         print(f"{PROG} fetch: {out}: {exc.strerror or exc}", file=sys.stderr)
         return USAGE
 
-    given = args.node_key.strip().lower() if args.node_key else None
-    if given is not None and (len(given) != 64 or any(c not in "0123456789abcdef" for c in given)):
-        print(f"{PROG} fetch: --node-key: expected 64 hex digits of the node's ed25519 key, got {args.node_key!r}",
-              file=sys.stderr)
+    try:
+        given = _given(args)
+    except Usage as exc:
+        print(f"{PROG} fetch: {exc}", file=sys.stderr)
         return USAGE
     pins = KnownNodes(args.known_nodes or Path(args.key).parent / FILE_NAME)
 
@@ -241,7 +265,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 continue
             await client.download(bundle_id, path, expected_sha256=bundle.get("sha256"))
             try:
-                result = await asyncio.to_thread(verify_bundle, path, client.key, target, expected_node_key=node_key,
+                result = await asyncio.to_thread(verify_bundle, path, client.keys, target, expected_node_key=node_key,
                                                  expected_from=expected.origin)
             except VerifyError as exc:
                 failed += 1
@@ -258,3 +282,34 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                   f"{manifest['delivered']['kind']} clip in {target}; node key {expected.origin}")
         return FAILED if failed else 0
     return _run("fetch", args, body)
+
+
+def cmd_portal(args: argparse.Namespace) -> int:
+    """Serve the agency portal on 127.0.0.1 until interrupted (node/sharing/portal.py)."""
+    from node.sharing.portal import Portal, describe_address, serve
+
+    try:
+        given = _given(args)
+    except Usage as exc:
+        print(f"{PROG} portal: {exc}", file=sys.stderr)
+        return USAGE
+    if not 0 <= args.port <= 65535:
+        print(f"{PROG} portal: --port: expected 0 to 65535, got {args.port}", file=sys.stderr)
+        return USAGE
+    pins = KnownNodes(args.known_nodes or Path(args.key).parent / FILE_NAME)
+    out = Path(args.out) if args.out else Path(args.key).parent / "bundles"
+
+    def ready(url: str) -> None:
+        print(describe_address(url), flush=True)
+
+    async def body(client: AgencyClient) -> int:
+        portal = Portal(client=client, pins=pins, out=out, given=given)
+        try:
+            expected = await portal.expected()
+        except NodeKeyChanged as exc:
+            print(f"{PROG} portal: FAILED: {exc}", file=sys.stderr)
+            return FAILED
+        print(f"node {client.base}: node key {expected.key}, {expected.origin}", flush=True)
+        await serve(portal, args.port, ready)
+        return 0
+    return _run("portal", args, body)

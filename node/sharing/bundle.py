@@ -3,7 +3,8 @@
 Layout (docs/bundles.md has it byte by byte):
 
     header  b"NNBUNDLE" | version (1 byte) | agency ed25519 public key (32)
-            | random content key sealed to the agency's X25519 key (80) | secretstream header (24)      = 145 bytes
+            | random content key sealed to the request's X25519 encryption key (80)
+            | secretstream header (24)                                                                = 145 bytes
     chunks  ciphertext length (u32 big-endian) + XChaCha20-Poly1305 secretstream ciphertext, repeated:
             the video in chunks tagged TAG_MESSAGE, then one chunk tagged TAG_FINAL holding
             manifest length (u32 big-endian) | canonical manifest JSON | ed25519 signature of it by the node key (64)
@@ -33,7 +34,7 @@ import nacl.signing
 
 from node import __version__
 from node.durable import sync_folder
-from node.sharing.agency_keys import verify_key, x25519_public
+from node.sharing.agency_keys import box_key, verify_key
 from node.sharing.errors import ConsentError, SharingError
 from node.sharing.manifest import (
     MANIFEST_CONTEXT,
@@ -81,11 +82,12 @@ class BundleInfo:
 
 def build_bundle(out_path: Path | str, *, video_path: Path | str, consent: dict[str, Any] | None,
                  node_signing_key: nacl.signing.SigningKey, agency_verify_key: nacl.signing.VerifyKey | str,
-                 request_id: str, case_number: str, camera_id: str, camera_name: str, latitude: str,
+                 encryption_key: nacl.public.PublicKey | str, request_id: str, case_number: str, camera_id: str, camera_name: str, latitude: str,
                  longitude: str, clip_start: float | datetime | str, clip_end: float | datetime | str,
                  original_sha256: str, original_size: int, redaction_method: str | None = None,
                  media_type: str = "video/mp4", chunk_size: int = CHUNK, bundle_id: str | None = None) -> BundleInfo:
-    """Encrypt the clip at `video_path` and its signed manifest to the agency's key, into `out_path`.
+    """Encrypt the clip at `video_path` and its signed manifest to the agency, into `out_path`: the content key
+    is sealed to `encryption_key`, the X25519 key the agency's signed request names (the manifest names it too).
 
     The one code path that builds bundles: it refuses (ConsentError) unless `consent` is a receipt signed by this
     node's key for `request_id` and the original clip `original_sha256`. The file at `video_path` is delivered as
@@ -99,10 +101,11 @@ def build_bundle(out_path: Path | str, *, video_path: Path | str, consent: dict[
     if problem or consent is None:
         raise ConsentError(f"refusing to build a bundle: {problem}")
     agency = verify_key(agency_verify_key, "agency key")
+    box = box_key(encryption_key)
     kind = consent["choice"]
     manifest = {
         "format": VERSION, "bundle_id": bundle_id or secrets.token_hex(16), "created": "", "software": f"nnode {__version__}",
-        "node_key": node_key, "agency_key": agency.encode().hex(),
+        "node_key": node_key, "agency_key": agency.encode().hex(), "encryption_key": box.encode().hex(),
         "request": {"id": request_id, "case_number": case_number},
         "camera": {"id": camera_id, "name": camera_name, "latitude": latitude, "longitude": longitude},
         "clip": {"start": utc_iso(clip_start), "end": utc_iso(clip_end),
@@ -114,7 +117,7 @@ def build_bundle(out_path: Path | str, *, video_path: Path | str, consent: dict[
     if kind == ORIGINAL and redaction_method is not None:
         raise SharingError("cannot build the bundle: the consent chose the original, which has no redaction method")
     with _open_video(video_path) as source:
-        return _seal(out_path, manifest, source, node_signing_key, agency, chunk_size)
+        return _seal(out_path, manifest, source, node_signing_key, agency, box, chunk_size)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class RangePart:
 def build_range_bundle(out_path: Path | str, *, parts: Sequence[RangePart], range_start: float | str,
                        range_end: float | str, consent: dict[str, Any] | None,
                        node_signing_key: nacl.signing.SigningKey, agency_verify_key: nacl.signing.VerifyKey | str,
-                       request_id: str, case_number: str, camera_id: str, camera_name: str, latitude: str,
+                       encryption_key: nacl.public.PublicKey | str, request_id: str, case_number: str, camera_id: str, camera_name: str, latitude: str,
                        longitude: str, redaction_method: str | None = None, chunk_size: int = CHUNK,
                        bundle_id: str | None = None) -> BundleInfo:
     """Encrypt a range's clips (one camera, in time order) with one signed manifest to the agency's key.
@@ -155,11 +158,13 @@ def build_range_bundle(out_path: Path | str, *, parts: Sequence[RangePart], rang
     if problem or consent is None:
         raise ConsentError(f"refusing to build a bundle: {problem}")
     agency = verify_key(agency_verify_key, "agency key")
+    box = box_key(encryption_key)
     kind = consent["choice"]
     total = sum(p.original_size for p in ordered)
     manifest = {
         "format": VERSION, "bundle_id": bundle_id or secrets.token_hex(16), "created": "",
         "software": f"nnode {__version__}", "node_key": node_key, "agency_key": agency.encode().hex(),
+        "encryption_key": box.encode().hex(),
         "request": {"id": request_id, "case_number": case_number},
         "camera": {"id": camera_id, "name": camera_name, "latitude": latitude, "longitude": longitude},
         "clip": {"start": start, "end": end, "original": {"sha256": digest, "size": total}},
@@ -170,7 +175,7 @@ def build_range_bundle(out_path: Path | str, *, parts: Sequence[RangePart], rang
                   "gaps": [{"start": a, "end": b} for a, b in gaps_between(start, end, times)]},
     }
     with _Concat([p.video_path for p in ordered]) as source:
-        return _seal(Path(out_path), manifest, source, node_signing_key, agency, chunk_size)
+        return _seal(Path(out_path), manifest, source, node_signing_key, agency, box, chunk_size)
 
 
 class _Concat:
@@ -221,7 +226,7 @@ def _open_video(path: Path | str) -> Any:
 
 
 def _seal(out_path: Path, manifest: dict[str, Any], source: Any, node_signing_key: nacl.signing.SigningKey,
-          agency: nacl.signing.VerifyKey, chunk_size: int) -> BundleInfo:
+          agency: nacl.signing.VerifyKey, box: nacl.public.PublicKey, chunk_size: int) -> BundleInfo:
     """Check the consent and the draft manifest, then stream `source` and the final manifest into `out_path`
     (atomically). Every bundle is written here, and nothing is without the consent its manifest names."""
     problem = consent_problem(manifest["consent"], node_key=manifest["node_key"], request_id=manifest["request"]["id"],
@@ -246,7 +251,7 @@ def _seal(out_path: Path, manifest: dict[str, Any], source: Any, node_signing_ke
     tmp = out_path.with_name(f".{out_path.name}.part")
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            size, sha256 = _write_bundle(source, out, manifest, node_signing_key, agency, chunk_size)
+            size, sha256 = _write_bundle(source, out, manifest, node_signing_key, agency, box, chunk_size)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, out_path)
@@ -261,10 +266,10 @@ def _seal(out_path: Path, manifest: dict[str, Any], source: Any, node_signing_ke
 
 
 def _write_bundle(source: Any, out: Any, manifest: dict[str, Any], node_signing_key: nacl.signing.SigningKey,
-                  agency: nacl.signing.VerifyKey, chunk_size: int) -> tuple[int, str]:
+                  agency: nacl.signing.VerifyKey, box: nacl.public.PublicKey, chunk_size: int) -> tuple[int, str]:
     """Write header, video chunks and the final manifest chunk; fills in `manifest`; (bundle size, sha256)."""
     content_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-    sealed = nacl.public.SealedBox(x25519_public(agency)).encrypt(content_key)
+    sealed = nacl.public.SealedBox(box).encrypt(content_key)
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     header = HEADER.pack(MAGIC, VERSION, agency.encode(), sealed,
                           sodium.crypto_secretstream_xchacha20poly1305_init_push(state, content_key))

@@ -26,6 +26,8 @@ import nacl.signing
 from yarl import URL
 
 from node.errors import NodeError
+from node.sharing.agency_keys import AgencyKey, agency_key
+from node.sharing.errors import RequestError
 from node.sharing.requests import FORMAT_VERSION, format_time, sign_request
 from sync import SyncError, canonical, check_descriptor
 from sync import sign_request as sign_http
@@ -103,16 +105,19 @@ def _normalise(url: URL) -> URL:
 class AgencyClient:
     """Signed calls to one node's agency API (RFC 9421, tag "nnode-agency"), as the agency holding `key`."""
 
-    def __init__(self, base_url: str, key: nacl.signing.SigningKey, *, session: aiohttp.ClientSession | None = None,
+    def __init__(self, base_url: str, key: AgencyKey | nacl.signing.SigningKey, *, session: aiohttp.ClientSession | None = None,
                  credential: dict[str, Any] | None = None, timeout: float = 30) -> None:
         url = URL(base_url.strip().rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:
             raise AgencyClientError(f"{base_url!r}: expected the node's address, like https://node.example")
         self.base = _normalise(url.with_query(None).with_fragment(None))
-        self.key = key
+        self.keys = agency_key(key)
+        """Both of the agency's keys (a bare signing key: a legacy one, which posts no request)."""
+        self.key = self.keys.signing
         self.agency = key.verify_key.encode().hex()
         self.credential = _encode_credential(credential) if credential is not None else None
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10, timeout), sock_read=timeout)
+        self._given = key
         self._session = session
         self._own_session = session is None
 
@@ -176,7 +181,10 @@ class AgencyClient:
         fields.setdefault("v", FORMAT_VERSION)
         fields.setdefault("id", secrets.token_hex(16))
         fields.setdefault("created", format_time(time.time()))
-        document = sign_request(fields, self.key)
+        try:
+            document = sign_request(fields, self.keys if isinstance(self._given, AgencyKey) else self.key)
+        except RequestError as exc:
+            raise AgencyClientError(str(exc)) from None
         return _field(await self._json("POST", "/api/agency/requests", document), "request", dict)
 
     async def requests(self) -> list[Any]:

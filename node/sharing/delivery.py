@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import nacl.public
 import nacl.signing
 
 from node.camera.clips import ClipIndex, ClipRow
 from node.errors import NotFound
 from node.safety.live import MANAGERS
+from node.sharing.agency_keys import verify_key, x25519_public
 from node.sharing.audit import AuditLog, nfc
 from node.sharing.bundle import SUFFIX, BundleInfo, RangePart, build_bundle, build_range_bundle
 from node.sharing.events import DISCLOSURE_KIND, DISCLOSURE_TTL
@@ -36,6 +38,14 @@ Publish = Callable[..., Awaitable[Any]]
 def built_detail(bundle_uid: str, choice: str, size: int, sha256: str, redaction: str | None) -> dict[str, Any]:
     """The detail of a `bundle_built` audit entry."""
     return {"bundle": bundle_uid, "choice": choice, "size": size, "sha256": sha256, "redaction": redaction or ""}
+
+
+def sealed_to(request: FootageRequest) -> nacl.public.PublicKey | str:
+    """The X25519 key a request's bundles are sealed to: the one it names, or, for a request stored before keys
+    were separated, the conversion of the agency's signing key (which its old key file opens)."""
+    if request.encryption_key is not None:
+        return request.encryption_key
+    return x25519_public(verify_key(request.agency, "agency key"))
 
 
 class Delivery:
@@ -164,7 +174,8 @@ class Delivery:
                 source, redaction = result.path, result.method
             info = build_bundle(
                 path, video_path=source, consent=receipt, node_signing_key=self.key,
-                agency_verify_key=request.agency, request_id=request.id, case_number=request.case_number,
+                agency_verify_key=request.agency, encryption_key=sealed_to(request), request_id=request.id,
+                case_number=request.case_number,
                 camera_id=clip.camera, camera_name=self.places.camera_name(clip), latitude=place[0],
                 longitude=place[1], clip_start=clip.start, clip_end=clip.end, original_sha256=clip.sha256,
                 original_size=clip.size, redaction_method=redaction, bundle_id=path.stem)
@@ -199,7 +210,8 @@ class Delivery:
             redaction = "; ".join(methods)[:200] if methods else None
             info = build_range_bundle(
                 path, parts=parts, range_start=span[0], range_end=span[1], consent=receipt,
-                node_signing_key=self.key, agency_verify_key=request.agency, request_id=request.id,
+                node_signing_key=self.key, agency_verify_key=request.agency, encryption_key=sealed_to(request),
+                request_id=request.id,
                 case_number=request.case_number, camera_id=clips[0].camera,
                 camera_name=self.places.camera_name(clips[0]), latitude=place[0], longitude=place[1],
                 redaction_method=redaction, bundle_id=path.stem)

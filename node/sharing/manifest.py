@@ -193,6 +193,9 @@ class Manifest(_Strict, frozen=True):
     delivered: Delivered
     consent: Annotated[dict[str, Any], words("an object")]
     """The consent receipt, checked as a ConsentReceipt on its own."""
+    encryption_key: Hex64 | None = None
+    """The X25519 key the content key is sealed to, as the request named it (absent from bundles made before keys
+    were separated, which are sealed to the conversion of agency_key)."""
     range: Range | None = None
     """A range bundle's parts and gaps (absent from a one-clip bundle); the video is the parts, one after another."""
 

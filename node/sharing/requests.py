@@ -7,10 +7,13 @@ A request is a JSON object signed by the agency's ed25519 key over its canonical
      "area": {"circle": {"lat": "40.7128", "lon": "-74.0060", "radius_m": 300}}
           or {"polygon": [["40.7128", "-74.0060"], ...]},
      "urgency": "normal" | "emergency", "contact": "Det. R. Diaz, +1 212 555 0100", "expires": "2026-12-20T00:00:00Z",
-     "created": "2026-11-21T09:00:00Z"}
+     "created": "2026-11-21T09:00:00Z", "encryption_key": "<the agency's X25519 key, 64 hex>"}
 
 plus "sig": the ed25519 signature (hex) of the canonical bytes of everything else. Degrees are decimal strings and
-the radius an integer in metres, because signed JSON carries no floats (docs/events.md). The Structs below declare
+the radius an integer in metres, because signed JSON carries no floats (docs/events.md). "encryption_key" is the
+agency's X25519 public key, separate from its signing key: the bundles made for the request are sealed to it. A
+request arriving now must name one; a request stored before keys were separated lacks it, and its bundles are
+sealed to the conversion of the agency's signing key, as they were then. The Structs below declare
 that form; the document itself is kept as received, so what is stored and forwarded is what the agency signed.
 
 The policy limits default to Ring's former rules for police requests (window 15 minutes to 12 hours, area at most
@@ -29,6 +32,7 @@ import nacl.exceptions
 import nacl.signing
 
 from node.sharing._decode import MISSING, FieldError, Mismatch, Problem, decode, full, short, words
+from node.sharing.agency_keys import AgencyKey, is_box_point
 from node.sharing.errors import RequestError
 from node.sharing.geometry import SQUARE_MILE_M2, Area
 from sync import canonical
@@ -132,6 +136,8 @@ class RequestDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sig: Hex128
     case_number: CaseNumber = ""
     """Optional only where the policy asks for none."""
+    encryption_key: Hex64 | None = None
+    """The X25519 key the bundles are sealed to; required of requests arriving (absent only from old stored ones)."""
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -165,6 +171,8 @@ class FootageRequest(msgspec.Struct, frozen=True):
     created: float
     document: dict[str, Any]
     """The signed JSON object as received (with "sig"), to store and forward unchanged."""
+    encryption_key: str | None = None
+    """The agency's X25519 key its bundles are sealed to (None: a request stored before keys were separated)."""
 
     def public(self) -> dict[str, Any]:
         """The request's public fields (the transparency page shows every request with these)."""
@@ -233,10 +241,18 @@ def signing_bytes(document: dict[str, Any]) -> bytes:
     return canonical({k: v for k, v in document.items() if k != "sig"})
 
 
-def sign_request(fields: dict[str, Any], key: nacl.signing.SigningKey) -> dict[str, Any]:
-    """Sign a request's fields with an agency key (the agency side: its CLI and the tests)."""
+def sign_request(fields: dict[str, Any], key: AgencyKey | nacl.signing.SigningKey) -> dict[str, Any]:
+    """Sign a request's fields with an agency key (the agency side: its CLI, portal and the tests), naming its
+    encryption key; a bare signing key signs the fields as given (their encryption_key, if any)."""
     document = dict(fields)
     document.pop("sig", None)
+    if isinstance(key, AgencyKey):
+        if key.legacy:
+            raise RequestError("this agency key file holds one key for signing and opening bundles (the old form); "
+                               "make a new one with `nnode agency-key new FILE` and have the node's manager "
+                               "register its public key")
+        document["encryption_key"] = key.encryption_key
+        key = key.signing
     document["agency"] = key.verify_key.encode().hex()
     document["sig"] = key.sign(signing_bytes(document)).signature.hex()
     return document
@@ -273,7 +289,7 @@ def _request(fields: RequestDocument, area: Area, document: dict[str, Any]) -> F
         id=fields.id, agency=fields.agency, case_number=fields.case_number, reason=fields.reason,
         start=parse_time("window.start", fields.window.start), end=parse_time("window.end", fields.window.end),
         area=area, urgency=fields.urgency, contact=fields.contact, expires=parse_time("expires", fields.expires),
-        created=parse_time("created", fields.created), document=dict(document))
+        created=parse_time("created", fields.created), document=dict(document), encryption_key=fields.encryption_key)
 
 
 def _check_times(request: FootageRequest, now: float) -> None:
@@ -315,6 +331,11 @@ def parse_request(document: Any, *, now: float, policy: Policy = DEFAULT_POLICY)
     fields, area = _decode_request(document)
     if policy.require_case_number and "case_number" not in document:
         raise RequestError("missing field 'case_number'")
+    if fields.encryption_key is None:
+        raise RequestError("missing field 'encryption_key' (the agency's X25519 key its bundles are sealed to; "
+                           "an agency key file from `nnode agency-key new` has one)")
+    if not is_box_point(bytes.fromhex(fields.encryption_key)):
+        raise RequestError(f"encryption_key: {fields.encryption_key} is a low-order point, not an X25519 key")
     _check_signature(document)
     request = _request(fields, area, document)
     _check_times(request, now)

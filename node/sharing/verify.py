@@ -22,7 +22,7 @@ import nacl.public
 import nacl.signing
 
 from node.durable import sync_folder
-from node.sharing.agency_keys import verify_key, x25519_private
+from node.sharing.agency_keys import AgencyKey, agency_key, verify_key
 from node.sharing.bundle import (
     ABYTES,
     HEADER,
@@ -88,17 +88,18 @@ class _Opened:
     bundle_size: int
 
 
-def _open_content_key(header: bytes, agency_key: nacl.signing.SigningKey) -> bytes:
+def _open_content_key(header: bytes, agency_key: AgencyKey) -> bytes:
     _, _, recipient, sealed, _ = HEADER.unpack(header)
     ours = agency_key.verify_key.encode()
     try:
-        content_key = nacl.public.SealedBox(x25519_private(agency_key)).decrypt(sealed)
+        content_key = nacl.public.SealedBox(agency_key.box).decrypt(sealed)
     except nacl.exceptions.CryptoError:
         if recipient != ours:
             raise VerifyError(f"wrong key: this bundle was not made for this agency key (it is for agency key "
                               f"{recipient.hex()}; this key is {ours.hex()})") from None
-        raise VerifyError("the sealed content key (bytes 41-120) does not open with this agency key, which the "
-                          "header names: altered or corrupt") from None
+        raise VerifyError(f"the sealed content key (bytes 41-120) does not open with this key file's encryption key "
+                          f"({agency_key.encryption_key}): sealed to another key of this agency (a request posted "
+                          "with another key file, or before its keys were separated), or altered") from None
     if recipient != ours:
         raise VerifyError("the header's agency key field (bytes 9-40) was altered: it does not name the key that "
                           "opens the bundle")
@@ -107,7 +108,7 @@ def _open_content_key(header: bytes, agency_key: nacl.signing.SigningKey) -> byt
     return content_key
 
 
-def _decrypt(source: BinaryIO, agency_key: nacl.signing.SigningKey, clip: BinaryIO) -> _Opened:
+def _decrypt(source: BinaryIO, agency_key: AgencyKey, clip: BinaryIO) -> _Opened:
     """Check the header, open the content key and decrypt every chunk, writing the video to `clip`."""
     header = source.read(HEADER.size)
     if len(header) < len(MAGIC) or header[:len(MAGIC)] != MAGIC:
@@ -172,7 +173,7 @@ def _decrypt(source: BinaryIO, agency_key: nacl.signing.SigningKey, clip: Binary
                    index, bundle.hexdigest(), offset)
 
 
-def _check_manifest(opened: _Opened, agency_key: nacl.signing.SigningKey,
+def _check_manifest(opened: _Opened, agency_key: AgencyKey,
                     expected_node_key: str | None) -> tuple[dict[str, Any], Manifest]:
     """Check the manifest, its signature, the consent receipt and the delivered video; the manifest as sent and
     as read."""
@@ -198,6 +199,9 @@ def _check_manifest(opened: _Opened, agency_key: nacl.signing.SigningKey,
     if manifest.agency_key != ours:
         raise VerifyError(f"the manifest says the clip was disclosed to agency key {manifest.agency_key}, not "
                           f"this key ({ours}): re-encrypted by someone else")
+    if manifest.encryption_key is not None and manifest.encryption_key != agency_key.encryption_key:
+        raise VerifyError(f"the manifest says the bundle was sealed to encryption key {manifest.encryption_key}, not "
+                          f"this key file's ({agency_key.encryption_key}): re-encrypted by someone else")
     problem = consent_problem(manifest.consent, node_key=node_key, request_id=manifest.request.id,
                               clip_sha256=manifest.clip.original.sha256)
     if problem:
@@ -217,7 +221,8 @@ def _expected(value: nacl.signing.VerifyKey | bytes | str | None) -> str | None:
     return None if value is None else verify_key(value, "expected node key").encode().hex()
 
 
-def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.SigningKey, out_dir: Path | str, *,
+def verify_bundle(bundle_path: Path | str, agency_signing_key: AgencyKey | nacl.signing.SigningKey,
+                  out_dir: Path | str, *,
                   expected_node_key: nacl.signing.VerifyKey | bytes | str | None = None,
                   expected_from: str = "given on the command line", replace: bool = False) -> VerifyResult:
     """Check a bundle offline and extract it into `out_dir` (new or empty): the clip, manifest.json (the signed
@@ -234,6 +239,7 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
     others are left alone.
     """
     bundle_path, out_dir = Path(bundle_path), Path(out_dir)
+    keys = agency_key(agency_signing_key)
     expected = _expected(expected_node_key)
     try:
         source = open(bundle_path, "rb")
@@ -253,8 +259,8 @@ def verify_bundle(bundle_path: Path | str, agency_signing_key: nacl.signing.Sign
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             with open(tmp, "xb") as clip:
-                opened = _decrypt(source, agency_signing_key, clip)
-                raw, manifest = _check_manifest(opened, agency_signing_key, expected)
+                opened = _decrypt(source, keys, clip)
+                raw, manifest = _check_manifest(opened, keys, expected)
                 clip.flush()
                 os.fsync(clip.fileno())
             clip_path, parts, joined = _extract(tmp, out_dir, manifest, done)
@@ -356,7 +362,10 @@ def _checks(opened: _Opened, manifest: Manifest, expected: str | None, expected_
     delivered = manifest.delivered
     return (
         f"format: {MAGIC.decode()} version {VERSION}",
-        "the content key opens with this agency key, which the header names",
+        "the content key opens with this key file's encryption key"
+        + (f" ({manifest.encryption_key}, which the manifest names)" if manifest.encryption_key else
+           " (converted from the signing key: a bundle made before the keys were separated)")
+        + "; the header names this agency key",
         f"all {opened.chunks} chunks authenticate (the first also covers the header); the stream ends with its "
         "final chunk and nothing follows",
         f"the manifest is signed by node key {manifest.node_key}"
@@ -385,7 +394,8 @@ def _report(bundle_path: Path, opened: _Opened, manifest: Manifest, clip_path: P
         f"bundle      {bundle_path} ({opened.bundle_size} bytes, sha256 {opened.bundle_sha256})",
         f"bundle id   {m.bundle_id}, made {m.created} by {m.software}",
         f"signed by   node key {m.node_key}",
-        f"made for    agency key {m.agency_key} (the key that opened it)",
+        f"made for    agency key {m.agency_key}, sealed to encryption key "
+        f"{m.encryption_key or '(converted from the agency key)'} (the key that opened it)",
         f"request     {m.request.id}, case number {m.request.case_number}",
         f"camera      {camera.name} (id {camera.id}) at latitude {camera.latitude}, longitude {camera.longitude}",
         f"clip        {clip.start} to {clip.end} (UTC)",

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nacl.public
 import nacl.signing
 
 from node.durable import sha256_file
 from node.keys import CLIPS
+from node.sharing.agency_keys import AgencyKey
 from node.sharing.requests import format_time
 from node.sharing.requests import sign_request as sign_document
 from sync import canonical, sign_request
@@ -72,6 +74,8 @@ class Agency:
 
     def __init__(self, key: nacl.signing.SigningKey | None = None, credential: dict | None = None) -> None:
         self.key = key or nacl.signing.SigningKey.generate()
+        self.keys = AgencyKey(self.key, nacl.public.PrivateKey.generate())
+        """Its signing key and its separate encryption key (which its requests name and its bundles open with)."""
         self.credential = credential
         self.session = aiohttp.ClientSession()
 
@@ -104,4 +108,4 @@ class Agency:
 
     async def ask(self, node_url: str, fields: dict) -> tuple[int, Any]:
         """Sign a request with the agency key and post it."""
-        return await self.call("POST", node_url + "/api/agency/requests", sign_document(fields, self.key))
+        return await self.call("POST", node_url + "/api/agency/requests", sign_document(fields, self.keys))

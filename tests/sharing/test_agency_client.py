@@ -185,7 +185,7 @@ async def test_a_request_out_of_policy_is_refused_with_the_reason(make_node, key
 
 async def test_unsigned_garbled_replayed_and_unregistered_calls_are_refused(make_node, key_file, tmp_path):
     node = await make_node("a", **HERE)
-    key = await asyncio.to_thread(load_agency_key, key_file)
+    key = (await asyncio.to_thread(load_agency_key, key_file)).signing
     url = node.url + "/api/agency/requests"
     async with browser() as manager:
         await claim(node, manager)
@@ -244,7 +244,7 @@ async def test_usage_file_and_network_errors_exit_2(make_node, key_file, tmp_pat
     bad = tmp_path / "bad.key"
     bad.write_text("not a key\n")
     status, _, err = await run("status", "--key", str(bad), "--node", node.url)
-    assert status == 2 and "64 hex digits" in err
+    assert status == 2 and "bad.key: not an agency key file" in err
     status, _, err = await run("status", "--key", str(key_file), "--node", "ftp://example")
     assert status == 2 and "expected the node's address" in err
     status, _, err = await run("status", "--key", str(key_file), "--node", "http://127.0.0.1:9")

@@ -99,7 +99,7 @@ async def test_a_request_made_at_a_reaches_b_and_only_the_consented_clip_leaves(
             status, data = await agency.call("GET", b.url + listed["url"], raw=True)
             assert status == 200 and len(data) == listed["size"]
             (tmp_path / "got.nnbundle").write_bytes(data)
-            result = await asyncio.to_thread(verify_bundle, tmp_path / "got.nnbundle", agency.key,
+            result = await asyncio.to_thread(verify_bundle, tmp_path / "got.nnbundle", agency.keys,
                                              tmp_path / "out", expected_node_key=b.id)
             manifest = result.manifest
             assert manifest["clip"]["original"]["sha256"] == shared.sha256

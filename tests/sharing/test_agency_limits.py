@@ -51,7 +51,7 @@ async def test_forty_requests_at_once_are_cut_to_the_burst_and_only_those_reach_
         await register(manager, a, hasty, other)
         try:
             answers = [await agency_call(hasty, "POST", a.url + "/api/agency/requests",
-                                         sign_document(request_fields(), hasty.key)) for _ in range(40)]
+                                         sign_document(request_fields(), hasty.keys)) for _ in range(40)]
             accepted = [body["request"]["id"] for status, body, _ in answers if status == 201]
             assert len(accepted) == 10, f"{len(accepted)} of 40 accepted"     # the default burst
             for status, body, headers in answers[10:]:
@@ -59,7 +59,7 @@ async def test_forty_requests_at_once_are_cut_to_the_burst_and_only_those_reach_
                 assert retry <= 3600 // 30 + 1                     # 30 per hour after it
             # another agency has its own allowance
             status, body, _ = await agency_call(other, "POST", a.url + "/api/agency/requests",
-                                                sign_document(request_fields(), other.key))
+                                                sign_document(request_fields(), other.keys))
             assert status == 201, body
             accepted.append(body["request"]["id"])
 
@@ -119,7 +119,7 @@ async def test_downloads_and_calls_have_their_own_limits(make_node, tmp_path):
             fields = request_fields(start=start)
             first_call = time.monotonic()
             status, body, _ = await agency_call(agency, "POST", node.url + "/api/agency/requests",
-                                                sign_document(fields, agency.key))
+                                                sign_document(fields, agency.keys))
             assert status == 201, body
             status, body = await call(manager, "POST",
                                       f"{node.url}/api/requests/{fields['id']}/clips/{clip.uid}/consent",

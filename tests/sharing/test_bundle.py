@@ -34,6 +34,7 @@ from node.sharing import (
     sign_consent,
     verify_bundle,
 )
+from node.sharing.agency_keys import x25519_public
 from tests.firmware.tools import need
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +71,9 @@ def consent_for(clip_sha256: str = ORIGINAL_SHA, request_id: str = "req-7", choi
 
 def build(out: Path, video: Path, **overrides):
     """build_bundle with a plausible set of arguments; a redacted clip unless `overrides` say otherwise."""
+    # AGENCY is a bare signing key, as old key files hold: its bundles are sealed to the key converted from it.
     args = dict(video_path=video, consent=consent_for(), node_signing_key=NODE, agency_verify_key=AGENCY.verify_key,
+                encryption_key=x25519_public(AGENCY.verify_key),
                 request_id="req-7", case_number="2024-001234", camera_id="courtyard", camera_name="Courtyard",
                 latitude="40.7128", longitude="-74.0060", clip_start=1_700_000_000.25, clip_end=1_700_000_003.25,
                 original_sha256=ORIGINAL_SHA, original_size=123_456, redaction_method=REDACTION, chunk_size=CHUNK)
@@ -420,13 +423,22 @@ def test_agency_key_tool(tmp_path):
     path = tmp_path / "mine.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     public = run.stdout.splitlines()[-1]
-    assert public == load_agency_key(path).verify_key.encode().hex()
-    assert nnode("agency-key", "public", "mine.key", cwd=tmp_path).stdout.strip() == public
+    keys = load_agency_key(path)
+    assert public == keys.verify_key.encode().hex() and not keys.legacy
+    # Two keys: the encryption key is not the one converted from the signing key.
+    assert keys.encryption_key != x25519_public(keys.verify_key).encode().hex()
+    shown = nnode("agency-key", "public", "mine.key", cwd=tmp_path)
+    assert shown.stdout.strip() == public and "encryption key (named in each request" in shown.stderr
+    assert keys.encryption_key in shown.stderr
     again = nnode("agency-key", "new", "mine.key", cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr
     (tmp_path / "bad.key").write_text("not a key\n")
-    with pytest.raises(SharingError, match="as 64 hex digits or 32 raw bytes"):
+    with pytest.raises(SharingError, match="bad.key: not an agency key file"):
         load_agency_key(tmp_path / "bad.key")
+    (tmp_path / "half.key").write_text(f"signing {'ab' * 32}\n")
+    with pytest.raises(SharingError, match="half.key: an agency key file holds a 'signing' and an 'encryption' line "
+                                           r"\(found signing\)"):
+        load_agency_key(tmp_path / "half.key")
 
 
 def test_verify_needs_an_empty_output_folder_and_a_readable_bundle(bundle, tmp_path):
@@ -444,17 +456,20 @@ def test_verify_needs_an_empty_output_folder_and_a_readable_bundle(bundle, tmp_p
 # -- constant memory --------------------------------------------------------------------------------------------
 
 MEMORY_SCRIPT = textwrap.dedent("""
-    import os, resource, sys, nacl.signing
+    import os, resource, sys, nacl.public, nacl.signing
     from pathlib import Path
     from node.sharing import build_bundle, sign_consent, verify_bundle
+    from node.sharing.agency_keys import AgencyKey
 
     folder, size = Path(sys.argv[1]), int(sys.argv[2])
-    node, agency = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    node = nacl.signing.SigningKey.generate()
+    agency = AgencyKey(nacl.signing.SigningKey.generate(), nacl.public.PrivateKey.generate())
 
     def run(video, name):
         consent = sign_consent(node, request_id="r", clip_sha256="ab" * 32, role="manager", subject="m")
         info = build_bundle(folder / (name + ".nnbundle"), video_path=video, consent=consent, node_signing_key=node,
-                            agency_verify_key=agency.verify_key, request_id="r", case_number="c", camera_id="cam",
+                            agency_verify_key=agency.verify_key, encryption_key=agency.encryption_key,
+                            request_id="r", case_number="c", camera_id="cam",
                             camera_name="Cam", latitude="1", longitude="2", clip_start=0, clip_end=1,
                             original_sha256="ab" * 32, original_size=1, redaction_method="m")
         result = verify_bundle(info.path, agency, folder / (name + ".out"))

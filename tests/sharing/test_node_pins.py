@@ -14,6 +14,7 @@ from aiohttp import ClientSession, web
 
 from node.durable import sha256_file
 from node.sharing import build_bundle, load_agency_key, sign_consent, write_agency_key
+from node.sharing.agency_keys import AgencyKey
 from node.sharing.pins import KnownNodes, PinError
 from sync import make_descriptor
 from tests.conftest import serving
@@ -57,14 +58,15 @@ class Middle:
         return web.Response(body=self.bundle, content_type="application/octet-stream")
 
 
-def forged_bundle(tmp_path, signer: nacl.signing.SigningKey, agency: nacl.signing.VerifyKey) -> bytes:
+def forged_bundle(tmp_path, signer: nacl.signing.SigningKey, agency: AgencyKey) -> bytes:
     """A well-formed bundle for the agency, signed (manifest and consent) by `signer`."""
     video = make_video(tmp_path, "forged.mp4")
     size, digest = sha256_file(video)
     receipt = sign_consent(signer, request_id="req-1", clip_sha256=digest, role="manager", subject="manager",
                            choice="original")
     path = tmp_path / "forged.nnbundle"
-    build_bundle(path, video_path=video, consent=receipt, node_signing_key=signer, agency_verify_key=agency,
+    build_bundle(path, video_path=video, consent=receipt, node_signing_key=signer, agency_verify_key=agency.verify_key,
+                 encryption_key=agency.encryption_key,
                  request_id="req-1", case_number="C-42", camera_id="yard", camera_name="Yard", latitude="40.7128",
                  longitude="-74.0060", clip_start=time.time() - 600, clip_end=time.time() - 598,
                  original_sha256=digest, original_size=size, redaction_method=None)
@@ -83,7 +85,7 @@ async def middle(make_node, tmp_path):
     key_file = tmp_path / "agency" / "agency.key"   # the agency's own folder, where the pins go too
     agency = await asyncio.to_thread(make_key, key_file)
     stand_in = Middle(node.url, b"", "f" * 32)
-    stand_in.bundle = await asyncio.to_thread(forged_bundle, tmp_path, stand_in.key, agency.verify_key)
+    stand_in.bundle = await asyncio.to_thread(forged_bundle, tmp_path, stand_in.key, agency)
     async with serving(stand_in.app) as url:
         yield node, stand_in, url, key_file
 

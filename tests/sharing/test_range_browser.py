@@ -39,7 +39,7 @@ def verify_offline(data: bytes, folder: Path, agency: Agency, node_key: str) -> 
     bundle = folder / "case.nnbundle"
     bundle.write_bytes(data)
     key = folder / "agency.key"
-    key.write_text(agency.key.encode().hex() + "\n")
+    key.write_text(agency.keys.encoded())
     env = os.environ | {"NNODE_CONFIG": str(folder / "no-such-config.toml"), "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-m", "node", "verify", str(bundle), "--key", str(key), "--out",
                           str(folder / "evidence"), "--node-key", node_key], cwd=folder, env=env,

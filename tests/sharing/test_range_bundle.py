@@ -11,6 +11,7 @@ import av
 import pytest
 
 from node.sharing import ConsentError, RangePart, VerifyError, build_range_bundle, range_digest, verify_bundle
+from node.sharing.agency_keys import x25519_public
 from node.sharing.manifest import utc_iso
 from tests.firmware.tools import need
 from tests.sharing.test_bundle import AGENCY, NODE, consent_for, key_file, nnode, sha256
@@ -46,7 +47,7 @@ def digest(parts: list[RangePart], start: float = T0, end: float = T0 + 1800) ->
 def build(out: Path, parts: list[RangePart], **overrides):
     args = dict(parts=parts, range_start=T0, range_end=T0 + 1800,
                 consent=consent_for(digest(sorted(parts, key=lambda p: p.start)), choice="original"), node_signing_key=NODE,
-                agency_verify_key=AGENCY.verify_key, request_id="req-7", case_number="2024-001234",
+                agency_verify_key=AGENCY.verify_key, encryption_key=x25519_public(AGENCY.verify_key), request_id="req-7", case_number="2024-001234",
                 camera_id="yard", camera_name="Back yard", latitude="40.7128", longitude="-74.0060")
     return build_range_bundle(out, **(args | overrides))
 

@@ -94,7 +94,7 @@ async def test_a_range_is_one_consent_one_entry_one_bundle_the_agency_verifies(b
 def check_offline(data: bytes, folder: Path, agency: Agency, node_key: str, originals: list[Path]) -> None:
     """What the agency does with the file, offline: verify it, then play every picture of the joined video."""
     (folder / "case.nnbundle").write_bytes(data)
-    result = verify_bundle(folder / "case.nnbundle", agency.key, folder / "out", expected_node_key=node_key)
+    result = verify_bundle(folder / "case.nnbundle", agency.keys, folder / "out", expected_node_key=node_key)
     assert [p.read_bytes() for p in result.parts] == [p.read_bytes() for p in originals]
     assert len(result.manifest["range"]["gaps"]) == 5
     with av.open(str(result.clip)) as container:

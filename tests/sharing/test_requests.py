@@ -3,14 +3,16 @@
 import copy
 import secrets
 
+import nacl.public
 import nacl.signing
 import pytest
 
+from node.sharing.agency_keys import AgencyKey
 from node.sharing.geometry import SQUARE_MILE_M2, haversine_m
 from node.sharing.requests import Area, Policy, RequestError, format_time, parse_area, parse_request, sign_request
 
 NOW = 1_795_300_000.0  # 2026-11-21
-AGENCY = nacl.signing.SigningKey(bytes(range(32)))
+AGENCY = AgencyKey(nacl.signing.SigningKey(bytes(range(32))), nacl.public.PrivateKey(bytes(range(1, 33))))
 
 
 def request(**changes) -> dict:

@@ -14,6 +14,7 @@ import nacl.signing
 import pytest
 
 from node.keys import AUDIT, DESK, STORE
+from node.sharing.agency_keys import AgencyKey
 from node.sharing.audit import HEAD_CONTEXT, entry_hash
 from node.sharing.requests import sign_request as sign_document
 from node.sharing.verify import verify_bundle
@@ -58,7 +59,7 @@ async def test_refusals_name_what_is_wrong(building):
 
     async with session.post(url, json={}) as resp:
         assert resp.status == 403 and "not signed" in (await resp.json())["error"]
-    body = json.dumps(sign_document(request_fields(start=start), agency.key)).encode()
+    body = json.dumps(sign_document(request_fields(start=start), agency.keys)).encode()
     sync_signed = sign_request(agency.key, "POST", url, body) | {"Content-Type": "application/json"}
     async with session.post(url, data=body, headers=sync_signed) as resp:
         assert resp.status == 403 and 'tag="nnode-agency"' in (await resp.json())["error"]
@@ -88,7 +89,7 @@ async def test_refusals_name_what_is_wrong(building):
         status, answer = await agency.ask(node.url, fields)
         assert status == 400 and expected in answer["error"], answer
     other = nacl.signing.SigningKey.generate()
-    status, answer = await agency.call("POST", url, sign_document(request_fields(start=start), other))
+    status, answer = await agency.call("POST", url, sign_document(request_fields(start=start), AgencyKey(other, agency.keys.box)))
     assert status == 403 and "another agency key" in answer["error"]
 
     # Revoked: every call is refused, naming the revocation.
@@ -136,7 +137,7 @@ async def test_residents_see_only_their_own_uploads_and_share_the_original_only_
     (listed,) = (await agency.call("GET", node.url + "/api/agency/bundles"))[1]["bundles"]
     status, data = await agency.call("GET", node.url + listed["url"], raw=True)
     (tmp_path / "b.nnbundle").write_bytes(data)
-    result = await asyncio.to_thread(verify_bundle, tmp_path / "b.nnbundle", agency.key, tmp_path / "out",
+    result = await asyncio.to_thread(verify_bundle, tmp_path / "b.nnbundle", agency.keys, tmp_path / "out",
                                      expected_node_key=node.id)
     manifest = result.manifest
     assert manifest["delivered"]["kind"] == "original" and manifest["delivered"]["redaction"] is None
@@ -363,7 +364,7 @@ async def test_a_relayed_request_cannot_borrow_another_agencys_credential(make_n
     try:
         credential = sign_credential(anchor, agency=accredited.id, name="State Police", jurisdiction="",
                                      contact="")
-        document = sign_document(request_fields(), impostor.key)
+        document = sign_document(request_fields(), impostor.keys)
         await a.engine.publish("agency-request", {"request": document, "credential": credential}, ttl=3600)
 
         async def seen():

@@ -11,9 +11,11 @@ import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import nacl.public
 import nacl.signing
 import pytest
 
+from node.sharing.agency_keys import AgencyKey
 from node.sharing.requests import format_time, sign_request
 from sync import sign_request as sign_http
 from tests.camera.test_camera_browser import SIM, UNNAMED_CONTROLS, doorbell  # noqa: F401 (a fixture)
@@ -46,7 +48,7 @@ async def shot(target, name: str, full_page: bool = True) -> None:
         await target.page.evaluate(STICKY, "")
 
 
-def footage_request(key: nacl.signing.SigningKey, now: float) -> dict:
+def footage_request(key: AgencyKey, now: float) -> dict:
     """An emergency request for the last 20 minutes within 200 m of the building, signed by the agency."""
     fields = {"v": 1, "id": secrets.token_hex(16), "case_number": "2026-0042",
               "reason": "Burglary reported at the back of the building; looking for people crossing the yard.",
@@ -104,7 +106,7 @@ async def test_sharing_with_an_agency_in_a_real_browser(make_node, chromium, doo
         await shot(console.locator("#agencies"), "1-console-agency-registered")
 
         # The agency posts an emergency request, signed with its key.
-        document = footage_request(agency_key, time.time())
+        document = footage_request(AgencyKey(agency_key, nacl.public.PrivateKey.generate()), time.time())
         url = node.url + "/api/agency/requests"
         body = json.dumps(document).encode()
         headers = sign_http(agency_key, "POST", url, body, tag="nnode-agency") | {"Content-Type": "application/json"}
