@@ -138,14 +138,15 @@ class Database:
             return result
 
         async with self._lock:
-            task = asyncio.ensure_future(self.writer._execute(run))
+            task: asyncio.Future[T] = asyncio.ensure_future(
+                self.writer._execute(run))  # type: ignore[no-untyped-call] # aiosqlite's own, untyped
             cancelled: asyncio.CancelledError | None = None
             while not task.done():
                 try:
                     await asyncio.shield(task)
                 except asyncio.CancelledError as exc:
                     cancelled = cancelled or exc
-            result = task.result()
+            result: T = task.result()
             if cancelled is not None:
                 raise cancelled
             return result
@@ -153,7 +154,9 @@ class Database:
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(connection)` on the reader in one trip to its thread (several queries, one hop); plain
         sqlite3 calls only. Each statement sees committed data (WAL), not necessarily one snapshot across them."""
-        return await self.reader._execute(lambda: work(self.reader._conn))
+        result: T = await self.reader._execute(  # type: ignore[no-untyped-call] # aiosqlite's own, untyped
+            lambda: work(self.reader._conn))
+        return result
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:

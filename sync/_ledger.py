@@ -8,6 +8,8 @@ upsert's DO UPDATE it does not). Updates of `events` (bodies dropped by expiry o
 
 from __future__ import annotations
 
+import sqlite3
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 _TABLES = [
@@ -54,9 +56,8 @@ _ON_INSERT_NEXT = f"""CREATE TRIGGER events_ledger_next AFTER INSERT ON events W
     UPDATE event_authors SET held = held + 1, head = NEW.seq, tip = NEW.id WHERE author = NEW.author;
 END"""
 
-_ON_INSERT_OTHER = f"""CREATE TRIGGER events_ledger_other AFTER INSERT ON events
-    WHEN COALESCE({_HEAD}, -1) NOT IN (NEW.seq - 1, NEW.seq) BEGIN
-    -- a seq below the head fills part of a gap: split it around the seq
+# What an insert of any seq does to the gaps and to a new author (the general trigger's body, less the count).
+_SEQ_GAPS = """    -- a seq below the head fills part of a gap: split it around the seq
     INSERT INTO event_gaps (author, first, last) SELECT author, NEW.seq + 1, last FROM event_gaps
         WHERE author = NEW.author AND last > NEW.seq AND first <= NEW.seq;
     UPDATE event_gaps SET last = NEW.seq - 1 WHERE author = NEW.author AND last >= NEW.seq AND first < NEW.seq;
@@ -68,7 +69,11 @@ _ON_INSERT_OTHER = f"""CREATE TRIGGER events_ledger_other AFTER INSERT ON events
         WHERE NEW.seq > 1 AND NOT EXISTS (SELECT 1 FROM event_authors WHERE author = NEW.author);
     INSERT INTO event_authors (author, head, tip, held) SELECT NEW.author, NEW.seq, NEW.id, 0
         WHERE NOT EXISTS (SELECT 1 FROM event_authors WHERE author = NEW.author);
-    UPDATE event_authors SET held = held + 1, head = max(head, NEW.seq),
+"""
+
+_ON_INSERT_OTHER = f"""CREATE TRIGGER events_ledger_other AFTER INSERT ON events
+    WHEN COALESCE({_HEAD}, -1) NOT IN (NEW.seq - 1, NEW.seq) BEGIN
+{_SEQ_GAPS}    UPDATE event_authors SET held = held + 1, head = max(head, NEW.seq),
         tip = CASE WHEN NEW.seq > head THEN NEW.id ELSE tip END WHERE author = NEW.author;
 END"""
 
@@ -92,3 +97,93 @@ _ON_DELETE = """CREATE TRIGGER events_ledger_delete AFTER DELETE ON events BEGIN
 END"""
 
 LEDGER_MIGRATION: Sequence[str] = [*_TABLES, *_BACKFILL, _ON_INSERT_KIND, _ON_INSERT_NEXT, _ON_INSERT_OTHER, _ON_DELETE]
+
+
+# Version 6: `EventStore.commit` keeps the ledger once per batch (`apply_batch`), not once per row. While a row is
+# in event_batch (only inside such a commit's transaction) the insert trigger does nothing; any other writer (plain
+# SQL, an older release's code) still gets the per-row upkeep, now one trigger whose general case also covers an
+# author's next seq. The delete trigger (sync/_retention.py) is unchanged. The trigger has no upsert and calls no
+# function (max): either may abort, and a trigger that may abort makes SQLite keep a statement journal of every page
+# each multi-row INSERT touches (in a temporary file past 64 KiB), even when its WHEN is false; under the commit's
+# INSERT OR IGNORE none of its statements can.
+_ON_INSERT_ROW = f"""CREATE TRIGGER events_ledger_insert AFTER INSERT ON events
+    WHEN NOT EXISTS (SELECT 1 FROM event_batch) BEGIN
+    INSERT INTO event_kinds (kind, held) SELECT NEW.kind, 0
+        WHERE NOT EXISTS (SELECT 1 FROM event_kinds WHERE kind = NEW.kind);
+    UPDATE event_kinds SET held = held + 1 WHERE kind = NEW.kind;
+{_SEQ_GAPS}    UPDATE event_authors SET held = held + 1 WHERE author = NEW.author;
+    UPDATE event_authors SET head = NEW.seq, tip = NEW.id WHERE author = NEW.author AND NEW.seq > head;
+END"""
+
+BATCH_MIGRATION: Sequence[str] = [
+    "CREATE TABLE event_batch (flag INTEGER PRIMARY KEY CHECK (flag = 1))",
+    "DROP TRIGGER events_ledger_kind",
+    "DROP TRIGGER events_ledger_next",
+    "DROP TRIGGER events_ledger_other",
+    _ON_INSERT_ROW,
+]
+
+
+def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted distinct seqs as maximal runs [(first, last)]."""
+    runs: list[tuple[int, int]] = []
+    for seq in seqs:
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
+def _outside(first: int, last: int, runs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of the range [first, last] that none of the sorted, disjoint `runs` covers."""
+    parts: list[tuple[int, int]] = []
+    for lo, hi in runs:
+        if hi < first or lo > last:
+            continue
+        if lo > first:
+            parts.append((first, lo - 1))
+        first = hi + 1
+    if first <= last:
+        parts.append((first, last))
+    return parts
+
+
+def apply_batch(conn: sqlite3.Connection, inserted: Sequence[tuple[str, int, str, str]]) -> None:
+    """Inside the write transaction that inserted them with event_batch set: update the ledger for these rows,
+    (author, seq, id, kind) each, as the per-row trigger would have, with a few statements per author and kind."""
+    kinds = Counter(kind for _, _, _, kind in inserted)
+    conn.executemany("INSERT INTO event_kinds (kind, held) VALUES (?, ?) "
+                     "ON CONFLICT (kind) DO UPDATE SET held = held + excluded.held", kinds.items())
+    by_author: dict[str, dict[int, str]] = defaultdict(dict)
+    for author, seq, event_id, _ in inserted:
+        by_author[author][seq] = event_id
+    authors = list(by_author)
+    known: dict[str, tuple[int, str, int]] = {}
+    for start in range(0, len(authors), 500):
+        chunk = authors[start:start + 500]
+        rows = conn.execute(f"SELECT author, head, tip, held FROM event_authors WHERE author IN "
+                            f"({','.join('?' * len(chunk))})", chunk).fetchall()
+        known.update((r[0], (r[1], r[2], r[3])) for r in rows)
+    upserts, removed, added = [], [], []
+    for author, ids in by_author.items():
+        head, tip, held = known.get(author, (0, "", 0))
+        seqs = sorted(ids)
+        below = [s for s in seqs if s < head]
+        if below:   # seqs below the head fill parts of its gaps: each gap they touch gives way to what is left
+            gaps = conn.execute(
+                "SELECT first, last FROM event_gaps WHERE author = ? AND last >= ? AND first <= ?",
+                (author, below[0], below[-1])).fetchall()
+            runs = _runs(below)
+            for first, last in gaps:
+                removed.append((author, first))
+                added += [(author, lo, hi) for lo, hi in _outside(first, last, runs)]
+        above = [s for s in seqs if s > head]
+        if above:   # seqs past the head leave what lies between them missing (from 1, for a new author)
+            added += [(author, lo, hi) for lo, hi in _outside(head + 1, above[-1], _runs(above))]
+            head, tip = above[-1], ids[above[-1]]
+        upserts.append((author, head, tip, held + len(seqs)))
+    conn.executemany("DELETE FROM event_gaps WHERE author = ? AND first = ?", removed)
+    conn.executemany("INSERT INTO event_gaps (author, first, last) VALUES (?, ?, ?)", added)
+    conn.executemany("INSERT INTO event_authors (author, head, tip, held) VALUES (?, ?, ?, ?) ON CONFLICT "
+                     "(author) DO UPDATE SET head = excluded.head, tip = excluded.tip, held = excluded.held", upserts)

@@ -15,7 +15,7 @@ from ._canonical import MAX_SAFE_INT
 from ._db import Database, Migration
 from ._errors import AuthorQuarantined, Equivocation, EventRejected, InvalidBody
 from ._event import Event, encode_line, tombstone_target
-from ._ledger import LEDGER_MIGRATION
+from ._ledger import BATCH_MIGRATION, LEDGER_MIGRATION, apply_batch
 from ._retention import RETENTION_MIGRATION, Retention, horizon, prune, settled_slots
 
 MIGRATIONS: Sequence[Migration] = [
@@ -55,12 +55,16 @@ MIGRATIONS: Sequence[Migration] = [
     (4, LEDGER_MIGRATION),
     # Pruning of expired headers and the settled slots it leaves (sync/_retention.py).
     (5, RETENTION_MIGRATION),
+    # The ledger kept once per batch by `commit`, the per-row trigger left for other writers (sync/_ledger.py).
+    (6, BATCH_MIGRATION),
 ]
 
 MAX_GAP_RANGES = 256
 MAX_SCAN = 50_000     # rows one pull with an area of interest may read (most of them may be for elsewhere)
 GAPS_PER_AUTHOR = 8
 PURGE_BATCH = 500     # bodies dropped per transaction
+INSERT_ROWS = 500     # rows per INSERT statement of a commit (11 values each, within SQLite's 32,766)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _COLUMNS = "id, author, seq, kind, ts, expires, body_hash, sig, body"
 _SLOT_COLUMNS = ", ".join(f"events.{c}" for c in _COLUMNS.split(", "))
 # Events at a list of (author, seq) slots: CROSS JOIN keeps the list outside, so each slot is one index lookup
@@ -397,11 +401,7 @@ class EventStore:
                 deleted.update(f"{r[0]}:{r[1]}" for r in rows)
             deleted.update(f"{t}:{a}" for t, a, _ in new_tombstones)
             stored = [e.without_body() if f"{e.id}:{e.author}" in deleted else e for e in new]
-            conn.executemany(
-                "INSERT OR IGNORE INTO events (id, author, seq, kind, ts, expires, body_hash, sig, body, received, "
-                "origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(e.id, e.author, e.seq, e.kind, e.ts, e.expires, e.body_hash, e.sig, e.body, received, origin)
-                 for e in stored])
+            _insert(conn, stored, received, origin)
             filled = [e for e in fills if f"{e.id}:{e.author}" not in deleted]
             if filled:
                 conn.executemany("UPDATE events SET body = ? WHERE id = ? AND body IS NULL",
@@ -463,6 +463,25 @@ class EventStore:
             total += cursor.rowcount
             if cursor.rowcount < PURGE_BATCH:
                 return total
+
+
+def _insert(conn: sqlite3.Connection, events: Sequence[Event], received: int, origin: str) -> None:
+    """Insert what is not yet held of `events` and keep the ledger for what was (the rows the insert returns), once
+    for the batch: the insert trigger stands aside while event_batch holds its row (sync/_ledger.py)."""
+    if not events:
+        return
+    conn.execute("INSERT INTO event_batch (flag) VALUES (1)")
+    inserted: list[tuple[str, int, str, str]] = []
+    for start in range(0, len(events), INSERT_ROWS):
+        chunk = events[start:start + INSERT_ROWS]
+        rows = conn.execute(
+            "INSERT OR IGNORE INTO events (id, author, seq, kind, ts, expires, body_hash, sig, body, received, origin) "
+            f"VALUES {','.join([_ROW] * len(chunk))} RETURNING author, seq, id, kind",
+            [v for e in chunk for v in (e.id, e.author, e.seq, e.kind, e.ts, e.expires, e.body_hash, e.sig, e.body,
+                                        received, origin)])
+        inserted += [(r[0], r[1], r[2], r[3]) for r in rows]
+    apply_batch(conn, inserted)
+    conn.execute("DELETE FROM event_batch")
 
 
 def equivocation_error(event: Event, held_id: str) -> Equivocation:

@@ -230,10 +230,10 @@ async def _live_facts(store: EventStore, now: int) -> tuple[list[tuple[tuple[int
     for event_id, ts, author, seq in slots:
         facts = _FACTS.get(event_id)
         if facts is None:
-            event = await store.get(event_id)
-            if event is None or event.body is None:   # tombstoned or purged since the read
+            held = await store.get(event_id)
+            if held is None or held.body is None:   # tombstoned or purged since the read
                 continue
-            facts = _facts(event)
+            facts = _facts(held)
         found.append(((ts, author, seq), event_id, facts))
     return found, withdrawn
 

@@ -186,7 +186,7 @@ class Hub:
 
     async def _first_id(self) -> int:
         """The id after every one this feed has given (see the module's notes for the two)."""
-        rows = list(await self.db.reader.execute_fetchall(
+        rows: list[Any] = list(await self.db.reader.execute_fetchall(
             "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'feed'), 0), COALESCE(MAX(id), 0) "
             "FROM feed"))
         return max(int(rows[0][0]), int(rows[0][1])) + 2
@@ -298,7 +298,7 @@ class Hub:
         """Messages after `after` for `session`, oldest first (the one being written, from memory); None if more
         than REPLAY_LIMIT were missed."""
         unwritten = self._unwritten   # taken before the read: if its row lands meanwhile, the read has it too
-        rows = list(await self.db.reader.execute_fetchall(
+        rows: list[Any] = list(await self.db.reader.execute_fetchall(
             "SELECT id, type, audience, data FROM feed WHERE id > ? ORDER BY id LIMIT ?", (after, REPLAY_LIMIT + 1)))
         if unwritten is not None and unwritten[0] > after and all(row[0] != unwritten[0] for row in rows):
             rows.append(unwritten)

@@ -33,8 +33,8 @@ async def test_durability_settings(store):
 
 async def test_migrations_are_versioned_and_idempotent(store, tmp_path):
     rows = await store.db.reader.execute_fetchall("SELECT component, version FROM schema_version")
-    assert dict(rows) == {"sync": 5}
-    assert await setup_schema(store.db) == 5
+    assert dict(rows) == {"sync": 6}
+    assert await setup_schema(store.db) == 6
     await store.db.writer.execute("UPDATE schema_version SET version = 99 WHERE component = 'sync'")
     with pytest.raises(DatabaseError, match="newer than this software"):
         await setup_schema(store.db)
