@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -26,6 +28,8 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     async def guard() -> None:
         await cameras.check(config.cameras.upload_retention_days)
     await cameras.rescue()  # SOS footage a crash left in the rings, before the rings are cleared
+    if config.cameras.devices:   # the camera manager needs OpenCV, which takes a while to load: not in the loop
+        await asyncio.to_thread(importlib.import_module, "node.camera.motion")
     cameras.start()
     jobs = Jobs(app[SCHEDULER], "camera")
     jobs.every(config.cameras.check_interval, guard, name="retention", now=True)
