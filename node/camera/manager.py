@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Corou
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from node.camera.clips import BUILDING, ClipIndex, ClipRow, free_bytes_needed
+from node.camera.feed import CameraError, Feed, Source
 from node.camera.settings import CameraConfig
-from node.camera.sources import CameraError, Feed, Source, source_for
+from node.camera.sources import source_for
 from node.errors import NotFound, Unavailable
 
 if TYPE_CHECKING:

@@ -29,6 +29,10 @@ from node.errors import NodeError
 
 DUE_TOLERANCE = 0.9
 """A frame counts as due once this share of the `1 / fps` period has passed (absorbs timestamp jitter)."""
+OPENCV_THREADS: int | None = 1
+"""OpenCV's worker threads, set for the whole process (cv2.setNumThreads has no other scope) when a detector is made;
+None leaves OpenCV's default (one per core). On 320-pixel-wide pictures its pool only adds wake-ups, about 0.15 CPU s
+a minute per camera (bench/camera.py), and each camera has a thread of its own already."""
 
 
 class MotionFrameError(NodeError, ValueError):
@@ -68,6 +72,8 @@ class MotionDetector:
     def __init__(self, settings: MotionSettings | None = None, frame_size: tuple[int, int] | None = None) -> None:
         """Create a detector; give `frame_size` (width, height) to check pixel masks and zones right away."""
         self.settings = settings or MotionSettings()
+        if OPENCV_THREADS is not None and cv2.getNumThreads() != OPENCV_THREADS:
+            cv2.setNumThreads(OPENCV_THREADS)
         self._source: tuple[int, int] | None = None
         self.reset()
         if frame_size is not None:
@@ -135,6 +141,8 @@ class MotionDetector:
         else:
             self._counted = self._unmasked
         self._unmasked_px = cv2.countNonZero(self._unmasked)
+        # A histogram under a mask costs about twice one without: no mask when nothing is masked (and no masking).
+        self._histogram_mask = None if self._unmasked_px == w * h else self._unmasked
         self._counted_px = cv2.countNonZero(self._counted)
         if self._counted_px == 0:
             raise MotionConfigError("the motion masks cover every zone (or the whole frame): nothing is left to watch")
@@ -170,7 +178,7 @@ class MotionDetector:
         """Compare one frame with the background, update it, and apply hysteresis."""
         s = self.settings
         gray = self._small(frame)
-        median, contrast = _levels(gray, self._unmasked, self._unmasked_px)
+        median, contrast = _levels(gray, self._histogram_mask, self._unmasked_px)
         outage = self._last is not None and timestamp - self._last > s.gap
         self._last = timestamp
         if self._background is None or outage:
@@ -186,7 +194,7 @@ class MotionDetector:
         gain = 1.0
         if s.normalise:
             # Medians, not means: a flickering TV or a large object must not pass for a change of light.
-            gain = min(2.0, max(0.5, _median(background, self._unmasked, self._unmasked_px) / max(median, 1.0)))
+            gain = min(2.0, max(0.5, _median(background, self._histogram_mask, self._unmasked_px) / max(median, 1.0)))
         current = cv2.convertScaleAbs(gray, alpha=gain) if abs(gain - 1) > 0.005 else gray
         diff = cv2.absdiff(current, background)
         # The scene's contrast moves at the background's pace: one dark frame (a passing headlight gone) must not
@@ -196,7 +204,8 @@ class MotionDetector:
         if s.adaptive:
             threshold = round(min(s.threshold, max(s.min_threshold, s.threshold * self._contrast / s.full_contrast)))
         changed = _u8(cv2.threshold(diff, threshold, 255, cv2.THRESH_BINARY)[1])
-        flooded = cv2.countNonZero(changed & self._unmasked) > s.light_fraction * self._unmasked_px
+        unmasked = changed if self._histogram_mask is None else changed & self._unmasked
+        flooded = cv2.countNonZero(unmasked) > s.light_fraction * self._unmasked_px
         if jump or flooded or self._settle:
             self._settle = s.settle_frames if jump or flooded else self._settle - 1
             self._seed(gray, median)
@@ -205,7 +214,8 @@ class MotionDetector:
         self._relearn = max(0, self._relearn - 1)
         previous, self._previous = self._previous, gray
 
-        changed &= self._counted
+        if self._histogram_mask is not None or self._zones:
+            changed &= self._counted
         if s.open_size > 1:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (s.open_size, s.open_size))
             changed = _u8(cv2.morphologyEx(changed, cv2.MORPH_OPEN, kernel))
@@ -295,15 +305,16 @@ def _count_in_box(image: np.ndarray, contour: np.ndarray) -> int:
     return cv2.countNonZero(image[y:y + h, x:x + w])
 
 
-def _levels(image: np.ndarray, mask: np.ndarray, count: int) -> tuple[float, float]:
-    """Median grey level and contrast (10th to 90th percentile) of an 8-bit image under a mask of `count` pixels."""
+def _levels(image: np.ndarray, mask: np.ndarray | None, count: int) -> tuple[float, float]:
+    """Median grey level and contrast (10th to 90th percentile) of an 8-bit image under a mask of `count` pixels
+    (None: the whole image)."""
     cumulative = np.cumsum(cv2.calcHist([image], [0], mask, [256], [0, 256]).ravel())
     low, median, high = np.searchsorted(cumulative, (count * 0.1, count / 2, count * 0.9))
     return float(median), float(high - low)
 
 
-def _median(image: np.ndarray, mask: np.ndarray, count: int) -> float:
-    """Median grey level of the pixels of an 8-bit image under a mask holding `count` pixels."""
+def _median(image: np.ndarray, mask: np.ndarray | None, count: int) -> float:
+    """Median grey level of the pixels of an 8-bit image under a mask holding `count` pixels (None: all of it)."""
     cumulative = np.cumsum(cv2.calcHist([image], [0], mask, [256], [0, 256]).ravel())
     return float(np.searchsorted(cumulative, count / 2))
 

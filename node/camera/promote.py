@@ -14,10 +14,10 @@ import av
 import av.error
 import cv2
 
+from node.camera.feed import CameraError
 from node.camera.privacy import black_out
 from node.camera.segments import PART
 from node.camera.settings import Polygon
-from node.camera.sources import CameraError
 from node.durable import fsync_file, publish, sha256_file, write_synced
 
 THUMBNAIL_WIDTH = 320

@@ -27,12 +27,12 @@ import cv2
 import numpy as np
 
 from node.camera import sources
+from node.camera.feed import CameraError, Feed, Source
 from node.camera.motion import shrink
 from node.camera.privacy import black_out
 from node.camera.promote import THUMBNAIL_WIDTH, Clip, promote, thumbnail_jpeg
 from node.camera.segments import PART, LiveEncoder, MakeStream, Segment, SegmentWriter, StreamClock
 from node.camera.settings import Polygon
-from node.camera.sources import CameraError, Feed, Source
 
 __all__ = [
     "PART", "SEGMENT_SECONDS", "THUMBNAIL_WIDTH", "CameraState", "Clip", "Recorder", "Segment", "promote",
@@ -279,6 +279,8 @@ class Recorder:
                 if encoder is None:
                     if motion or arrived < self._preview_until:
                         self._frames(feed.decode(packet), packet, input_clock, now, motion)
+                        if state.hardware and not feed.hardware:  # it gave up: the feed decodes in software
+                            self._set(hardware=False)
                     write(packet, now)
                 else:
                     self._encode(feed, packet, encoder, writer, input_clock, now)
@@ -389,7 +391,8 @@ class Recorder:
 
     def _detect(self, feed: Feed) -> bool:
         """Motion frames from one connection of the detect stream until it ends; True if any picture arrived."""
-        feed.economise(1 / self.frame_interval if self.frame_interval else 0, hardware=self.hardware_decoder)
+        feed.economise(1 / self.frame_interval if self.frame_interval else 0, hardware=self.hardware_decoder,
+                       deblock=False)  # only motion sees these pictures
         clock = StreamClock(feed.time_base, READ_PAUSE)
         pause = READ_PAUSE if feed.bursty else 0.0
         streamed = False

@@ -18,7 +18,7 @@ from typing import Any, Final
 import av
 import av.error
 
-from node.camera.sources import CameraError
+from node.camera.feed import CameraError
 
 MAX_GAP = 5.0
 """A timestamp jump longer than this (seconds) ends the segment: the camera restarted or lost pictures."""

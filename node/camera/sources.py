@@ -9,7 +9,6 @@ translated here into `CameraError`.
 
 from __future__ import annotations
 
-import abc
 import base64
 import http.client
 import logging
@@ -20,14 +19,14 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import av
 import av.error
 import av.video.codeccontext
 
-from node.errors import NodeError
+from node.camera.feed import CameraError, Feed, Source, check_size, translate
 
 log = logging.getLogger("nnode.camera")
 
@@ -37,71 +36,13 @@ READ_TIMEOUT = 5.0
 """Seconds without a packet before a stream counts as lost."""
 MAX_PACKET_BYTES = 8 << 20
 """Largest compressed picture accepted (bytes)."""
-MAX_PIXELS = 4096 * 2304
-"""Largest picture accepted (width x height)."""
 HARDWARE_DECODERS = {"h264": "h264_v4l2m2m"}
 """Hardware decoders to try first, by codec: V4L2 memory-to-memory, as on a Raspberry Pi (absent: software)."""
+HARDWARE_PATIENCE = 30
+"""Packets in a row, from the first keyframe on, that a hardware decoder may fail on or yield no picture for before
+the feed falls back to software (it opened, but cannot decode this stream: a profile or size it does not support)."""
 MJPEG_MAX_HEADER_LINES = 32
 MJPEG_MAX_LINE = 1024
-
-
-class CameraError(NodeError):
-    """A camera cannot be opened or read, or sent something invalid."""
-
-    status = 502
-    reason = "camera"
-
-
-def _translate(what: str, exc: BaseException) -> CameraError:
-    """A CameraError that says what failed, from a PyAV or socket error."""
-    if isinstance(exc, av.error.ExitError):
-        return CameraError(f"{what}: timed out")
-    if isinstance(exc, av.error.FFmpegError):
-        return CameraError(f"{what}: {exc.strerror or exc}")
-    return CameraError(f"{what}: {exc}")
-
-
-def _check_size(what: str, width: int, height: int) -> None:
-    if width == 0 or height == 0:
-        raise CameraError(f"{what}: no picture size (no usable video arrived while opening)")
-    if width < 0 or height < 0 or width * height > MAX_PIXELS:
-        raise CameraError(f"{what}: unsupported picture size {width}x{height}")
-
-
-class Feed(abc.ABC):
-    """An open camera: its stream's parameters, its packets, and a decoder for them."""
-
-    codec: str
-    width: int
-    height: int
-    time_base: Fraction
-    template: av.video.stream.VideoStream | None = None
-    """The input stream to copy codec parameters from (stream copy), or None when packets must be re-encoded."""
-    bursty = False
-    """True when packets queue up safely while nobody reads (a network socket), so they may be read in bursts."""
-    hardware = False
-    """True when pictures are decoded by a hardware decoder (see `economise`)."""
-    _decoder: av.video.codeccontext.VideoCodecContext
-
-    def economise(self, fps: float, *, hardware: bool = True) -> None:  # noqa: B027 - optional: see _ContainerFeed
-        """Decode no more than pictures wanted at `fps` need, with the platform's hardware decoder if asked."""
-
-    @abc.abstractmethod
-    def packets(self) -> Iterator[av.Packet[Any]]:
-        """Packets in decoding order, with pts/dts in `time_base`; ends when the stream ends."""
-
-    def decode(self, packet: av.Packet[Any]) -> list[av.VideoFrame]:
-        """Decoded pictures of `packet` (none for a corrupt one: a lost packet must not stop the recording)."""
-        try:
-            return self._decoder.decode(packet)
-        except av.error.FFmpegError:
-            return []
-
-    def interrupt(self) -> None:  # noqa: B027 - an optional hook: a feed with no blocking read has nothing to do
-        """Make a blocked read return soon (called from another thread by Recorder.stop)."""
-
-    def close(self) -> None:  # noqa: B027 - an optional hook: a feed that holds nothing has nothing to release
-        """Release the connection (idempotent)."""
 
 
 class _ContainerFeed(Feed):
@@ -127,23 +68,60 @@ class _ContainerFeed(Feed):
         self.time_base = stream.time_base
         self.template = stream if self.codec == "h264" else None
         self._decoder = stream.codec_context
+        self._skip: Literal["NONREF"] | None = None
+        self._deblock = True
+        self._failing = 0
         self._closed = threading.Event()
         try:
-            _check_size(what, self.width, self.height)
+            check_size(what, self.width, self.height)
         except CameraError:
             container.close()
             raise
 
-    def economise(self, fps: float, *, hardware: bool = True) -> None:
-        """Use the hardware decoder if there is one, and skip non-reference pictures when the stream has at least
-        twice the pictures `fps` needs: nothing refers to them, so dropping them costs nothing else."""
+    def economise(self, fps: float, *, hardware: bool = True, deblock: bool = True) -> None:
+        """Use the hardware decoder if there is one; in software, skip non-reference pictures when the stream has at
+        least twice the pictures `fps` needs (nothing refers to them, so dropping them costs nothing else), and the
+        deblocking filter if not `deblock`.
+
+        Without deblocking, software decoding costs about a tenth less (bench/camera.py). The pictures keep faint
+        block edges, which drift a little until the next keyframe: at most a few grey levels once shrunk and blurred
+        to motion's working size, under its lowest threshold (docs/motion.md). Call it before the first decode.
+        """
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self._skip = "NONREF" if fps > 0 and rate and float(rate) >= 2 * fps else None
+        self._deblock = deblock
         if hardware and not self.hardware:
             decoder = hardware_decoder(self.what, self.stream)
             if decoder is not None:
-                self._decoder, self.hardware = decoder, True
-        rate = self.stream.average_rate or self.stream.guessed_rate
-        if fps > 0 and rate and float(rate) >= 2 * fps:
-            self._decoder.skip_frame = "NONREF"
+                self._decoder, self.hardware, self._failing = decoder, True, 0
+                return
+        self._economise(self._decoder)
+
+    def _economise(self, decoder: av.video.codeccontext.VideoCodecContext) -> None:
+        """Apply economise()'s software settings to a decoder that has not decoded yet."""
+        if self._skip:
+            decoder.skip_frame = self._skip
+        if not self._deblock:
+            decoder.options = {**decoder.options, "skip_loop_filter": "all"}
+
+    def decode(self, packet: av.Packet[Any]) -> list[av.VideoFrame]:
+        """Decoded pictures of `packet`; a hardware decoder that keeps giving none is replaced by software."""
+        if not self.hardware:
+            return super().decode(packet)
+        try:
+            frames: list[av.VideoFrame] = self._decoder.decode(packet)
+        except av.error.FFmpegError:
+            frames = []
+        if frames:
+            self._failing = 0
+        elif self._failing or packet.is_keyframe:  # nothing decodes before a keyframe, in hardware or not
+            self._failing += 1
+        if self._failing >= HARDWARE_PATIENCE:
+            log.warning("%s: the hardware decoder gave no picture for %d packets; decoding in software", self.what,
+                        self._failing)
+            self._decoder, self.hardware = self.stream.codec_context, False
+            self._economise(self._decoder)  # pictures come again from the next keyframe on
+        return frames
 
     def packets(self) -> Iterator[av.Packet[Any]]:
         try:
@@ -155,7 +133,7 @@ class _ContainerFeed(Feed):
                     yield packet
         except (av.error.FFmpegError, OSError) as exc:
             if not self._closed.is_set():
-                raise _translate(f"{self.what}: read", exc) from exc
+                raise translate(f"{self.what}: read", exc) from exc
 
     def interrupt(self) -> None:
         self._closed.set()
@@ -189,24 +167,8 @@ def _open_container(what: str, url: str, **kwargs: Any) -> av.container.InputCon
                                                          **kwargs)
         return container
     except (av.error.FFmpegError, OSError) as exc:
-        raise _translate(f"{what}: open", exc) from exc
+        raise translate(f"{what}: open", exc) from exc
 
-
-class Source(abc.ABC):
-    """Where a camera's video comes from; `open()` connects and returns a Feed."""
-
-    kind = "?"
-
-    @abc.abstractmethod
-    def open(self) -> Feed:
-        """Connect (bounded by OPEN_TIMEOUT) and return the live feed."""
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.describe()}>"
-
-    def describe(self) -> str:
-        """Where this source reads from, without credentials (for logs and the API)."""
-        return "?"
 
 
 def _redact(url: str) -> str:
@@ -297,7 +259,7 @@ class _LoopedFileFeed(_ContainerFeed):
             try:
                 self.container.seek(0, stream=self.stream)
             except av.error.FFmpegError as exc:
-                raise _translate(f"{self.what}: seek", exc) from exc
+                raise translate(f"{self.what}: seek", exc) from exc
             self._decoder.flush_buffers()
 
 
@@ -341,7 +303,7 @@ class _MjpegFeed(Feed):
         if not frames:
             raise CameraError(f"{what}: the first picture is not a JPEG")
         self.width, self.height = frames[0].width, frames[0].height
-        _check_size(what, self.width, self.height)
+        check_size(what, self.width, self.height)
 
     def _packet(self, data: bytes) -> av.Packet[Any]:
         packet = av.Packet(data)
@@ -363,7 +325,7 @@ class _MjpegFeed(Feed):
         except (OSError, http.client.HTTPException) as exc:
             if self._closed.is_set():
                 raise CameraError(f"{self.what}: closed") from None
-            raise _translate(f"{self.what}: read", exc) from exc
+            raise translate(f"{self.what}: read", exc) from exc
         if not chunk:
             raise EOFError
         self._buffer += chunk
@@ -479,7 +441,7 @@ class MjpegSource(Source):
             if sock is not None:
                 sock.close()
             if isinstance(exc, (OSError, http.client.HTTPException)):
-                raise _translate(f"{what}: open", exc) from exc
+                raise translate(f"{what}: open", exc) from exc
             raise
 
 

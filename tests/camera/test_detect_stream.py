@@ -13,11 +13,13 @@ import subprocess
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
 from node.camera import sources
-from node.camera.record import Recorder
+from node.camera.motion import MotionSettings, shrink
+from node.camera.record import Recorder, luma
 from node.camera.sources import FileSource, RtspSource
 from tests.camera.streams import Publisher, RtspServer
 from tests.camera.test_record import Segments, decode_all, short_timings, wait_for  # noqa: F401  (a fixture)
@@ -119,3 +121,53 @@ def test_the_main_stream_decodes_only_reference_pictures_in_software_without_a_h
         lean.close()
     assert every >= 85  # all but the decoder's delay
     assert 25 <= reference <= 35  # the I and P pictures: one in three
+
+
+def encode(path, size: str, rate: int, gop: int, seconds: int = 4) -> None:
+    """An H.264 test pattern file as the camera tests' publisher encodes it."""
+    subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"testsrc2=size={size}:rate={rate}", "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
+                    "-g", str(gop), "-pix_fmt", "yuv420p", str(path)], check=True, timeout=120)
+
+
+def test_detect_pictures_skip_the_deblocking_filter_without_changing_what_motion_sees(tmp_path):
+    path = tmp_path / "sub.mp4"
+    encode(path, "640x360", 5, 10)
+    filtered, lean = FileSource(str(path), loop=False).open(), FileSource(str(path), loop=False).open()
+    try:
+        filtered.economise(5, hardware=False)
+        lean.economise(5, hardware=False, deblock=False)
+        pairs = []
+        for packet in filtered.packets():  # the same packets through both decoders (4 s, played in real time)
+            pairs += zip(filtered.decode(packet), lean.decode(packet))
+    finally:
+        filtered.close()
+        lean.close()
+    assert len(pairs) >= 15
+    lumas = [(luma(a).astype(np.int16), luma(b).astype(np.int16)) for a, b in pairs]
+    assert any(not np.array_equal(a, b) for a, b in lumas), "the deblocking filter still ran"
+    settings = MotionSettings()
+    worst = 0
+    for a, b in lumas:  # as the detector sees them: shrunk to its working width and blurred
+        small = [cv2.GaussianBlur(shrink(x.astype(np.uint8), settings.width), (settings.blur,) * 2, 0) for x in (a, b)]
+        worst = max(worst, int(np.abs(small[0].astype(np.int16) - small[1]).max()))
+    assert worst < settings.min_threshold  # under the lowest threshold motion ever uses
+
+
+def test_a_hardware_decoder_that_gives_no_pictures_falls_back_to_software(tmp_path, monkeypatch, caplog):
+    # A real decoder that opens but cannot decode H.264 stands in for a V4L2 one that cannot take this stream.
+    monkeypatch.setitem(sources.HARDWARE_DECODERS, "h264", "mjpeg")
+    monkeypatch.setattr(sources, "HARDWARE_PATIENCE", 10)
+    path = tmp_path / "main.mp4"
+    encode(path, "1280x720", 15, 15, seconds=30)
+    pictures = Pictures()
+    recorder = Recorder("garage", FileSource(str(path)), tmp_path / "garage", on_frame=pictures, frame_width=0,
+                        frame_fps=5, ring_seconds=None)
+    with caplog.at_level("WARNING", logger="nnode.camera"), recorder:
+        wait_for(lambda: recorder.state.codec is not None, 30, "the file to open")
+        wait_for(lambda: len(pictures) >= 5, 30, "motion frames from the software decoder")
+        state = recorder.state
+    assert not state.hardware and state.status == "streaming"
+    assert any("decoding in software" in r.getMessage() for r in caplog.records)
+    with pictures.lock:
+        assert {gray.shape for gray, _ in pictures.items} == {(720, 1280)}

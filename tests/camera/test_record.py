@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from node.camera import record, sources
+from node.camera.feed import CameraError
 from node.camera.record import Recorder, promote
-from node.camera.sources import CameraError, MjpegSource, RtspSource
+from node.camera.sources import MjpegSource, RtspSource
 from tests.camera.streams import MjpegServer, Publisher, RtspServer
 
 
