@@ -33,21 +33,21 @@ def test_a_request_names_the_encryption_key_and_its_signature_covers_it():
     keys = AgencyKey(nacl.signing.SigningKey.generate(), nacl.public.PrivateKey.generate())
     document = signed(keys)
     assert document["encryption_key"] == keys.encryption_key
-    assert parse_request(document, now=NOW).encryption_key == keys.encryption_key
+    assert parse_request(document, now=time.time()).encryption_key == keys.encryption_key
     swapped = dict(document, encryption_key=nacl.public.PrivateKey.generate().public_key.encode().hex())
     with pytest.raises(RequestError, match="sig: the signature does not match"):
-        parse_request(swapped, now=NOW)
+        parse_request(swapped, now=time.time())
 
 
 def test_a_request_without_a_usable_encryption_key_is_refused_naming_it():
     bare = nacl.signing.SigningKey.generate()
     with pytest.raises(RequestError, match="missing field 'encryption_key'"):
-        parse_request(signed(bare), now=NOW)
+        parse_request(signed(bare), now=time.time())
     with pytest.raises(RequestError, match=f"encryption_key: {LOW_ORDER} is a low-order point"):
-        parse_request(signed(bare, encryption_key=LOW_ORDER), now=NOW)
+        parse_request(signed(bare, encryption_key=LOW_ORDER), now=time.time())
     for bad in ("AB" * 32, "ab" * 31, 7):
         with pytest.raises(RequestError, match="encryption_key: expected 64 lowercase hex digits"):
-            parse_request(signed(bare, encryption_key=bad), now=NOW)
+            parse_request(signed(bare, encryption_key=bad), now=time.time())
     with pytest.raises(SharingError, match="low-order point"):
         box_key(LOW_ORDER)
 
