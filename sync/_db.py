@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -138,15 +138,9 @@ class Database:
             return result
 
         async with self._lock:
-            task: asyncio.Future[T] = asyncio.ensure_future(
+            result: T
+            result, cancelled = await _to_the_end(
                 self.writer._execute(run))  # type: ignore[no-untyped-call] # aiosqlite's own, untyped
-            cancelled: asyncio.CancelledError | None = None
-            while not task.done():
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError as exc:
-                    cancelled = cancelled or exc
-            result: T = task.result()
             if cancelled is not None:
                 raise cancelled
             return result
@@ -181,14 +175,7 @@ class Database:
     async def _settle(self, sql: str) -> asyncio.CancelledError | None:
         """Run one statement on the writer to its end, whatever cancels the caller meanwhile; return that
         cancellation (for the caller to raise once the connection is in a known state) or None."""
-        task = asyncio.ensure_future(self.writer.execute(sql))
-        cancelled: asyncio.CancelledError | None = None
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError as exc:
-                cancelled = cancelled or exc
-        task.result()
+        _, cancelled = await _to_the_end(self.writer.execute(sql))
         return cancelled
 
     async def _rollback(self) -> None:
@@ -224,3 +211,16 @@ class Database:
         for conn in (self.reader, self.writer):
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+async def _to_the_end(work: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:
+    """Await `work` to its end, whatever cancels the caller meanwhile: its result, and that cancellation (for the
+    caller to raise once the connection is in a known state) or None."""
+    task = asyncio.ensure_future(work)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+    return task.result(), cancelled
