@@ -88,8 +88,13 @@ async def test_a_push_shows_a_notification_and_a_tap_opens_the_alert(make_node, 
                 "origin": node.url, "registrationId": registration["registrationId"], "data": json.dumps(payload)})
             shown = """async () => (await (await navigator.serviceWorker.ready).getNotifications())
                 .map((n) => ({title: n.title, body: n.body, tag: n.tag, url: n.data.url}))"""
-            await phone.wait_for_function(f"({shown})().then((list) => list.length > 0)")
-            notifications = await phone.evaluate(shown)
+            # Polled from here: wait_for_function takes the returned Promise itself as truthy and returns at once.
+            notifications: list[dict] = []
+
+            async def shown_yet() -> bool:
+                notifications[:] = await phone.evaluate(shown)
+                return bool(notifications)
+            await wait_until(shown_yet)
             assert notifications == [{"title": "Extreme alert: Gas leak on Elm Street",
                                       "body": "Leave by the east stairs.", "tag": f"alert-{posted['event']}",
                                       "url": f"{node.url}/?alert={posted['event']}#alerts"}]
