@@ -52,7 +52,7 @@ async def test_a_push_shows_a_notification_and_a_tap_opens_the_alert(make_node, 
             }""")
             assert manifest["type"] == "application/manifest+json" and manifest["display"] == "standalone"
             assert ["192x192", 192, 192] in manifest["icons"] and ["512x512", 512, 512] in manifest["icons"]
-            await phone.wait_for_function("navigator.serviceWorker.controller !== null")
+            await phone.wait_for_function("() => navigator.serviceWorker.controller !== null")
             await expect(phone.locator("#push-panel")).to_be_visible()
             await phone.click("#push-panel summary")
             await shot(phone, "push-1-panel")
