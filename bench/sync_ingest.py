@@ -20,6 +20,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -198,8 +199,14 @@ async def ingest_once(root: Path, server_url: str, server_id: str, server_config
     try:
         held_before = await app[STORE].count()
         peer = await app[PEERS].seen(server_id, name="server", url=server_url, source="manual", approve=True)
-        profiler = None
-        if os.environ.get("NNODE_BENCH_PROFILE"):
+        profiler = perf = None
+        if os.environ.get("NNODE_BENCH_PROFILE") == "perf" and stored is not None:
+            # Linux perf on this process and its verify worker, for the pull into the stored node only.
+            perf = await asyncio.create_subprocess_exec(
+                "perf", "record", "-F", "999", "-g", "-o", f"perf-{os.getpid()}.data", "-p", str(os.getpid()),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1)   # perf attaches asynchronously; a profile is no measurement
+        elif os.environ.get("NNODE_BENCH_PROFILE"):
             import cProfile
             profiler = cProfile.Profile()
             profiler.enable()
@@ -211,6 +218,9 @@ async def ingest_once(root: Path, server_url: str, server_id: str, server_config
         stored_now = await app[ENGINE].sync_with(peer)
         elapsed = time.perf_counter() - start
         sampling.cancel()
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)
+            await perf.wait()
         cpu.sample()
         threads_after = cpu.threads()
         print("  CPU s by thread: " + ", ".join(f"{name} {spent - threads_before.get(name, 0.0):.2f}"

@@ -18,6 +18,7 @@ from node.people.accounts import Accounts
 from node.people.claim import Claims
 from node.push.sender import Pusher
 from node.safety.basemap import Basemap
+from node.safety.early import Announcer
 from node.safety.feeds import FeedPoller
 from node.safety.live import Hub
 from node.safety.reports import Reports
@@ -47,6 +48,7 @@ ACCOUNTS = web.AppKey("accounts", Accounts)
 SIGN_IN_LIMITER = web.AppKey("sign_in_limiter", RateLimiter)  # per address, for invites and manager sign-in
 FEEDS = web.AppKey("feeds", FeedPoller)
 HUB = web.AppKey("hub", Hub)
+ANNOUNCER = web.AppKey("announcer", Announcer)  # a manager's alert to the pages while it is written
 BASEMAP = web.AppKey("basemap", Basemap)                # the offline street map (node/safety/basemap.py)
 REPORTS = web.AppKey("reports", Reports)
 SOS_DESK = web.AppKey("sos_desk", SosDesk)

@@ -379,14 +379,20 @@ class SyncEngine:
         if approved and approved <= self._synced_while_held:
             await self.resume_publishing()
 
-    async def publish(self, kind: str, body: Any, *, ttl: int) -> Event:
+    async def publish(self, kind: str, body: Any, *, ttl: int,
+                      before_commit: Callable[[list[Event]], Any] | None = None) -> Event:
         """Sign and store a new event by this node, then push it to every approved peer."""
-        [event] = await self.publish_many([(kind, body, ttl)])
+        [event] = await self.publish_many([(kind, body, ttl)], before_commit=before_commit)
         return event
 
-    async def publish_many(self, items: Sequence[tuple[str, Any, int]]) -> list[Event]:
+    async def publish_many(self, items: Sequence[tuple[str, Any, int]], *,
+                           before_commit: Callable[[list[Event]], Any] | None = None) -> list[Event]:
         """Sign and store new events by this node, (kind, body, ttl) each, in one transaction (all are stored or
-        none: a body its kind refuses raises before anything is written), then push them."""
+        none: a body its kind refuses raises before anything is written), then push them.
+
+        `before_commit` is handed the signed events once every check has passed, just before the transaction
+        (node/safety/early.py announces a manager's alert to open pages while it is written); what it raises is
+        logged, never in the way of the write."""
         if self._held:
             raise SyncError(f"{self._held}: this node publishes again once it has synced with every approved peer "
                             "(or, with none, once its manager runs `nnode resume-publishing`), so that it cannot "
@@ -402,6 +408,11 @@ class SyncEngine:
                     if target is None or target.author != self.node_id:
                         raise SyncError(f"tombstone target {event.body_value()['target'][:16]} is not an event of "
                                         "this node")
+            if before_commit is not None:
+                try:
+                    before_commit(events)
+                except Exception:
+                    log.exception("before_commit hook failed")
             stored = await self.store.commit(events, [], "local")
         self.stats.stored += len(stored)
         self._distribute(stored, "local")

@@ -348,3 +348,67 @@ async def test_a_message_whose_row_cannot_be_written_is_refused_to_its_caller_an
         await hub.publish("report-moderated", {"id": 1})
     assert await hub.publish("report-moderated", {"id": 2}) == first + 2   # the failed id is not given twice
     assert await Hub(hub.db, hub.lookup).last_id() == first + 3
+
+
+async def test_a_managers_alert_reaches_the_pages_while_its_event_is_written_and_only_once(make_node):
+    """The page hears of the alert while the node's writer is still busy (the event's fsync is not on its way);
+    the manager's POST is answered only once the event is stored; the relay does not send the alert twice."""
+    node_ = await make_node("n", **HERE)
+    async with browser() as manager, browser() as resident:
+        await claim(node_, manager)
+        await join(node_, resident, (await invite(node_, manager))["code"])
+        stream = await open_stream(resident, node_.url)
+        release, holding = asyncio.Event(), asyncio.Event()
+
+        async def hold_the_writer():
+            async with node_.app[HUB].db.write():   # a slow disk: nothing is written until released
+                holding.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold_the_writer())
+        await holding.wait()
+        posting = asyncio.create_task(call(manager, "POST", node_.url + "/api/alerts", json=alert_form("Gas leak")))
+        try:
+            _, kind, data = await asyncio.wait_for(stream.next(), 10)
+            assert kind == "alert" and data["cap"]["info"][0]["event"] == "Gas leak"
+            assert not posting.done() and await node_.store.get(data["event"]) is None   # not stored, not answered
+        finally:
+            release.set()
+        await holder
+        status, posted = await asyncio.wait_for(posting, 10)
+        assert status == 200 and posted["event"] == data["event"]
+        assert (await node_.store.get(posted["event"])) is not None
+        # The next message the page gets is the next alert, not the first one again from the relay.
+        _, second = await call(manager, "POST", node_.url + "/api/alerts", json=alert_form("Road closure"))
+        _, kind, data = await asyncio.wait_for(stream.next(), 10)
+        assert (kind, data["event"]) == ("alert", second["event"])
+        # A page that connects later gets each alert once in its replay.
+        replay = await open_stream(resident, node_.url, last_id=0)
+        seen = []
+        for _ in range(2):
+            _, kind, data = await asyncio.wait_for(replay.next(), 10)
+            seen.append((kind, data["event"]))
+        assert seen == [("alert", posted["event"]), ("alert", second["event"])]
+        stream.response.close()
+        replay.response.close()
+
+
+async def test_an_alert_announced_early_whose_event_is_not_stored_is_withdrawn_from_the_pages(make_node):
+    node_ = await make_node("n", **HERE)
+    async with browser() as manager, browser() as resident:
+        await claim(node_, manager)
+        await join(node_, resident, (await invite(node_, manager))["code"])
+        stream = await open_stream(resident, node_.url)
+        async with node_.app[HUB].db.write() as conn:   # the event's INSERT fails, as a full disk would make it
+            await conn.execute("CREATE TRIGGER refuse_alerts BEFORE INSERT ON events WHEN NEW.kind = 'alert' "
+                               "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        status, _ = await call(manager, "POST", node_.url + "/api/alerts", json=alert_form("Gas leak"))
+        assert status >= 500
+        _, kind, data = await asyncio.wait_for(stream.next(), 10)
+        assert kind == "alert"
+        _, kind, withdrawn = await asyncio.wait_for(stream.next(), 10)
+        assert (kind, withdrawn["event"]) == ("alert-withdrawn", data["event"])
+        assert await node_.store.get(data["event"]) is None
+        _, listed = await call(resident, "GET", node_.url + "/api/alerts")
+        assert listed["alerts"] == []
+        stream.response.close()

@@ -264,6 +264,30 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
     return sorted(current, key=lambda a: a["cap"]["sent"], reverse=True)
 
 
+def fresh_alert_in_force(event: Event, *, location: tuple[float, float] | None, codes: Geocodes = NO_CODES,
+                         now: int | None = None) -> bool:
+    """Whether a new Alert this node has just signed, with an identifier it has just made (manager_alert's
+    urn:uuid), will be in force here by current_alerts' rules, from the event alone: no other event can hold its
+    CAP key (no earlier copy to defer to) nor name it in <references> (nothing replaces it yet)."""
+    now = int(time.time()) if now is None else now
+    if event.kind != ALERT or event.body is None:
+        return False
+    f = _facts(event)
+    if f.cap["msgType"] != "Alert" or not f.listed or not f.actual or f.withdraws:
+        return False
+    if (f.expires if f.expires is not None else min(f.sent, now) + DEFAULT_TTL) <= now:
+        return False
+    applies = f.applies.get((location, codes))
+    if applies is None:
+        applies = f.applies[(location, codes)] = alert_applies(f.cap, location, codes)
+    return applies
+
+
+def alert_message(event: Event) -> dict[str, Any]:
+    """The live "alert" message's data for an alert event in force."""
+    return {"event": event.id, "received": event.ts, "cap": _body(event)["cap"], "signature": _signature(event)}
+
+
 def _signature(event: Event) -> str | None:
     """What the alert's XML signature was found to be when this node's author took it in (signatures.STATUSES);
     None for an alert that came as JSON (a manager's, an agency's), which the event's own signature covers."""
@@ -376,8 +400,7 @@ async def live_messages(store: EventStore, events: list[Event], location: tuple[
                 in_force = {a["event"] for a in await current_alerts(store, location=location, codes=codes,
                                                                      now=now)}
             if event.id in in_force:
-                messages.append(("alert", {"event": event.id, "received": event.ts, "cap": alert,
-                                           "signature": _signature(event)}, ALL))
+                messages.append(("alert", alert_message(event), ALL))
     return messages
 
 

@@ -14,11 +14,12 @@ from aiohttp import web
 
 from node import __version__
 from node.federation.areas import coarse_location, node_location
-from node.keys import ACCOUNTS, BASEMAP, CONFIG, DB, ENGINE, FEEDS, HUB, REPORTS, SCHEDULER, SOS_DESK, STORE
+from node.keys import ACCOUNTS, ANNOUNCER, BASEMAP, CONFIG, DB, ENGINE, FEEDS, HUB, REPORTS, SCHEDULER, SOS_DESK, STORE
 from node.periodic import Jobs
 from node.safety import sos
 from node.safety.alerts import ALERT, live_messages, purge_withdrawals, record_withdrawals
 from node.safety.basemap import Basemap
+from node.safety.early import Announcer
 from node.safety.feeds import FeedPoller
 from node.safety.geocodes import Geocodes
 from node.safety.live import Hub
@@ -37,9 +38,11 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
     desk = app[SOS_DESK] = sos.SosDesk(db, config)
     basemap = app[BASEMAP] = Basemap(config.node.data_dir)
     engine = app[ENGINE]
+    announcer = app[ANNOUNCER] = Announcer(hub.publish, app[STORE], node_location(config),
+                                           Geocodes.parse(config.alerts.geocodes))
     relay: asyncio.Queue[list[Event]] = asyncio.Queue()
     engine.listeners.append(relay.put_nowait)
-    teller = asyncio.create_task(_tell_pages(app, relay), name="nnode-live-events")
+    teller = asyncio.create_task(_tell_pages(app, relay, announcer), name="nnode-live-events")
     await hub.purge()
     # an Update or Cancel stored just before a crash, before its listener ran, is recorded now
     await record_withdrawals(app[STORE], await app[STORE].with_bodies(ALERT))
@@ -63,12 +66,13 @@ async def ctx(app: web.Application) -> AsyncIterator[None]:
         await session.close()
         await basemap.close()
         engine.listeners.remove(relay.put_nowait)
+        await announcer.close()
         teller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await teller
 
 
-async def _tell_pages(app: web.Application, relay: asyncio.Queue[list[Event]]) -> None:
+async def _tell_pages(app: web.Application, relay: asyncio.Queue[list[Event]], announcer: Announcer) -> None:
     """New events (local or from peers) become live messages, in the order they were stored."""
     location = node_location(app[CONFIG])
     codes = Geocodes.parse(app[CONFIG].alerts.geocodes)
@@ -77,6 +81,7 @@ async def _tell_pages(app: web.Application, relay: asyncio.Queue[list[Event]]) -
         try:
             await record_withdrawals(app[STORE], events)
             for kind, data, audience in await live_messages(app[STORE], events, location, codes=codes):
-                await app[HUB].publish(kind, data, audience)
+                if not announcer.taken(kind, data):   # not already sent by Announcer.early
+                    await app[HUB].publish(kind, data, audience)
         except Exception:
             log.exception("live delivery of new events failed")

@@ -23,7 +23,7 @@ from node.http import (
     session_of,
 )
 from node.identity import node_id
-from node.keys import BASEMAP, CAMERAS, CONFIG, ENGINE, FEEDS, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
+from node.keys import ANNOUNCER, BASEMAP, CAMERAS, CONFIG, ENGINE, FEEDS, HUB, KEY, PEERS, REPORTS, SOS_DESK, STORE
 from node.people.accounts import Session
 from node.safety.alerts import (
     ALERT,
@@ -43,6 +43,7 @@ from node.safety.models import AlertBody, ResolveBody, SosBody
 from node.safety.reports import REPORT, REPORT_TTL, read_limited, report_message
 from node.safety.sos import SOS
 from node.safety.stream import stream
+from sync import Event
 
 MAX_FORM_FIELDS = 20
 
@@ -60,7 +61,17 @@ async def post_alert(request: web.Request) -> web.Response:
     except CapError as exc:
         raise BadRequest(str(exc)) from exc
     now = int(time.time())
-    event = await app[ENGINE].publish(ALERT, {"cap": cap}, ttl=min(alert_expiry(cap, now) - now, MAX_TTL))
+    announcer, signed = app[ANNOUNCER], list[Event]()
+
+    def announce(events: list[Event]) -> None:   # to the open pages while the event is written (early.py)
+        signed.extend(events)
+        announcer.early(events)
+    try:
+        event = await app[ENGINE].publish(ALERT, {"cap": cap}, ttl=min(alert_expiry(cap, now) - now, MAX_TTL),
+                                          before_commit=announce)
+    except BaseException:
+        announcer.failed(signed)
+        raise
     return web.json_response({"ok": True, "event": event.id, "cap": cap})
 
 
