@@ -254,12 +254,7 @@ async def current_alerts(store: EventStore, *, location: tuple[float, float] | N
         seen.add(f.key)
         if not f.listed or f.key in replaced or (not f.actual and not include_tests):
             continue
-        if (f.expires if f.expires is not None else min(f.sent, now) + DEFAULT_TTL) <= now:
-            continue
-        applies = f.applies.get((location, codes))
-        if applies is None:
-            applies = f.applies[(location, codes)] = alert_applies(f.cap, location, codes)
-        if applies:
+        if _live_here(f, location, codes, now):
             current.append({"event": event_id, "received": ts, "cap": f.cap, "signature": f.signature})
     return sorted(current, key=lambda a: a["cap"]["sent"], reverse=True)
 
@@ -275,6 +270,11 @@ def fresh_alert_in_force(event: Event, *, location: tuple[float, float] | None, 
     f = _facts(event)
     if f.cap["msgType"] != "Alert" or not f.listed or not f.actual or f.withdraws:
         return False
+    return _live_here(f, location, codes, now)
+
+
+def _live_here(f: _Facts, location: tuple[float, float] | None, codes: Geocodes, now: int) -> bool:
+    """Not expired at `now`, and for this node's location or codes (worked out once per place)."""
     if (f.expires if f.expires is not None else min(f.sent, now) + DEFAULT_TTL) <= now:
         return False
     applies = f.applies.get((location, codes))
