@@ -91,11 +91,12 @@ async def test_a_city_node_keeps_forwards_and_pulls_only_what_touches_its_area(m
                                      if x is not y))
         assert a.engine.interests[c.id] == interest({"lat_e6": 41_880_000, "lon_e6": -87_630_000}, 3000)
         assert a.engine.interests[everything.id] is None
-        # Chicago never stored New York's alert, and New York never Chicago's: each got the other's first push
-        # and dropped it, and then was no longer pushed it.
+        # Chicago never stored New York's alert, and New York never Chicago's: either the first push came before
+        # the sender knew the other's area and was dropped there, or the sender already knew and skipped it (which
+        # of the two depends on when the start-up pulls ran; a push is dropped at C further down in any case).
         assert not await held(c, near_a["event"]) and not await held(a, near_c["event"])
         assert not await held(b, near_c["event"])
-        assert c.engine.stats.out_of_area >= 1
+        assert c.engine.stats.out_of_area + a.engine.stats.out_of_area >= 1
         # A second New York alert is not even pushed to Chicago now: A skips it, C sees nothing of it.
         dropped_at_c, skipped_at_a = c.engine.stats.out_of_area, a.engine.stats.out_of_area
         _, second = await call(manager_a, "POST", a.url + "/api/alerts", json=alert_form("Road closure"))
